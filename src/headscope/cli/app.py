@@ -1,0 +1,76 @@
+"""The typer app and the options every command shares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    name="headscope",
+    help="What does each attention head of a transformer do on a task?",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+
+
+@dataclass
+class State:
+    debug: bool = False
+
+
+state = State()
+
+
+@app.callback()
+def _global(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+) -> None:
+    state.debug = debug
+
+
+ModelOpt = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        "-m",
+        help="'organism' (bundled, offline), a local Hugging Face directory, or a hub name like gpt2.",
+    ),
+]
+TaskOpt = Annotated[str, typer.Option("--task", "-t", help="A built-in task name or a TOML task file.")]
+NOpt = Annotated[int, typer.Option("--n", help="Number of prompts.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the prompt generator.")]
+OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Write the result to this file.")]
+AllowPickleOpt = Annotated[
+    bool,
+    typer.Option("--allow-pickle", help="Allow a pickle checkpoint (runs code: trust it first)."),
+]
+
+DEFAULT_MODEL = "organism"
+DEFAULT_N = 200
+DEFAULT_SEED = 0
+
+
+def print_table(table: pd.DataFrame, title: str | None = None, limit: int = 20) -> None:
+    """A DataFrame as a rich table, the first `limit` rows, floats to 3 places."""
+    view = Table(title=title, show_lines=False)
+    for column in table.columns:
+        view.add_column(str(column), justify="right" if table[column].dtype.kind in "fiu" else "left")
+    for _, row in table.head(limit).iterrows():
+        view.add_row(*(_cell(value) for value in row))
+    console.print(view)
+    if len(table) > limit:
+        console.print(f"[dim]... {len(table) - limit} more rows[/dim]")
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)

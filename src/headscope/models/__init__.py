@@ -1,0 +1,1 @@
+"""Model loading: the bundled organism, local Hugging Face directories, hub names."""

@@ -1,0 +1,1 @@
+"""Tasks: templates with named roles, built-in generators, user TOML tasks, datasets."""

@@ -1,0 +1,23 @@
+"""Find a task by name: a built-in one, or a TOML file of the user's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from headscope.tasks.builtin import builtin_tasks
+from headscope.tasks.dataset import TaskError
+from headscope.tasks.task import Task
+
+__all__ = ["builtin_tasks", "get_task"]
+
+
+def get_task(name: str) -> Task:
+    """A built-in task by name, or a user task from a `.toml` file path."""
+    tasks = builtin_tasks()
+    if name in tasks:
+        return tasks[name]
+    if name.endswith(".toml") or Path(name).is_file():
+        from headscope.tasks.toml_task import load_task_file
+
+        return load_task_file(Path(name))
+    raise TaskError(f"unknown task {name!r}: choose one of {', '.join(tasks)}, or give a .toml task file")
