@@ -1,0 +1,144 @@
+"""A Run: every result table of a report with its options, model identity, versions and seed.
+
+A run saves to a folder as `results.json` (every number, plus provenance) and one CSV per
+table, and loads back from `results.json` alone, so a report re-renders without the model.
+The timestamp sits outside the hashed content: two runs with the same inputs and seed give
+byte-identical CSVs and a `results.json` that differs only in its `created` line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import platform
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+
+from headscope.errors import HeadscopeError
+from headscope.io import write_table, write_text
+
+RESULTS_FILE = "results.json"
+FORMAT_VERSION = 1
+RESTORABLE = ("Int64", "bool", "boolean", "string")
+PACKAGES = ("headscope", "torch", "transformer-lens", "transformers", "numpy", "pandas", "scipy", "plotly")
+
+
+class RunError(HeadscopeError):
+    """A results folder that cannot be read; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """Result tables by name (each with a `task` column where it is per task) and provenance."""
+
+    tables: dict[str, pd.DataFrame]
+    options: dict
+    model: dict
+    seed: int
+    versions: dict[str, str] = field(default_factory=lambda: package_versions())
+    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+    def table(self, name: str) -> pd.DataFrame:
+        """A table by name; an empty DataFrame when the run has none of that name."""
+        return self.tables.get(name, pd.DataFrame())
+
+    def for_task(self, name: str, task: str) -> pd.DataFrame:
+        table = self.table(name)
+        if table.empty or "task" not in table.columns:
+            return table
+        return table[table["task"] == task].reset_index(drop=True)
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return tuple(self.options.get("tasks", ()))
+
+    def content(self) -> dict:
+        """Everything except the timestamp: what the hash covers."""
+        return {
+            "format": FORMAT_VERSION,
+            "model": self.model,
+            "options": self.options,
+            "seed": self.seed,
+            "versions": self.versions,
+            "tables": {name: _table_record(table) for name, table in sorted(self.tables.items())},
+        }
+
+    def content_sha256(self) -> str:
+        return hashlib.sha256(_dumps(self.content(), indent=None).encode()).hexdigest()
+
+    def save(self, folder: Path) -> Path:
+        """Write `results.json` and one CSV per table into `folder` (created if missing)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, table in sorted(self.tables.items()):
+            write_table(folder / f"{name}.csv", table)
+        record = {"created": self.created, "content_sha256": self.content_sha256(), **self.content()}
+        return write_text(folder / RESULTS_FILE, _dumps(record, indent=1) + "\n")
+
+
+def load_run(folder: Path) -> Run:
+    """The Run saved in `folder` (its `results.json`)."""
+    path = Path(folder) / RESULTS_FILE
+    if not path.is_file():
+        raise RunError(f"{path} does not exist; run `headscope report --out {folder}` first")
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise RunError(f"{path} is not valid JSON ({error.msg}); re-run the report") from error
+    if record.get("format") != FORMAT_VERSION:
+        raise RunError(f"{path} has format {record.get('format')!r}, expected {FORMAT_VERSION}; re-run it")
+    return Run(
+        tables={name: _table_from_record(rec) for name, rec in record["tables"].items()},
+        options=record["options"],
+        model=record["model"],
+        seed=record["seed"],
+        versions=record["versions"],
+        created=record.get("created", ""),
+    )
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def _table_record(table: pd.DataFrame) -> dict:
+    rows = [[_plain(value) for value in row] for row in table.itertuples(index=False, name=None)]
+    dtypes = [str(dtype) for dtype in table.dtypes]
+    return {"columns": [str(c) for c in table.columns], "dtypes": dtypes, "rows": rows}
+
+
+def _table_from_record(record: dict) -> pd.DataFrame:
+    """The table with its column types restored (nullable ints stay nullable, null -> NaN)."""
+    table = pd.DataFrame(record["rows"], columns=record["columns"], dtype=object)
+    for column, dtype in zip(record["columns"], record.get("dtypes", []), strict=False):
+        if dtype in RESTORABLE or dtype.startswith(("int", "uint", "float")):
+            table[column] = table[column].astype("float64" if dtype.startswith("float") else dtype)
+        else:
+            table[column] = table[column].infer_objects()
+    return table
+
+
+def _plain(value):
+    """A JSON-safe Python value: numpy scalars unwrapped, NaN and infinities as null."""
+    if value is pd.NA or value is pd.NaT:
+        return None
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _dumps(data, indent: int | None) -> str:
+    return json.dumps(data, indent=indent, sort_keys=True, allow_nan=False, ensure_ascii=False)

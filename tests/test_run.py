@@ -1,0 +1,95 @@
+"""Run: save and load keep every number; the same content gives the same bytes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from headscope.run import RESULTS_FILE, Run, RunError, load_run
+
+
+def _run(created: str = "2026-01-01T00:00:00+00:00") -> Run:
+    tables = {
+        "scores": pd.DataFrame(
+            {
+                "task": ["ioi", "ioi", "seq-digits"],
+                "layer": np.array([0, 1, 1], dtype=np.int64),
+                "head": pd.array([0, None, 2], dtype="Int64"),
+                "score": [0.1, 1 / 3, float("nan")],
+                "hit": [True, False, True],
+                "topk": ["<script>", "a | b", "ü"],
+            }
+        ),
+        "evaluation": pd.DataFrame({"task": ["ioi"], "accuracy": [0.95], "n": [200]}),
+    }
+    return Run(
+        tables,
+        {"tasks": ["ioi", "seq-digits"], "n": 200},
+        {"name": "tiny", "n_layers": 2},
+        seed=3,
+        created=created,
+    )
+
+
+def test_save_load_round_trip_keeps_every_value(tmp_path):
+    run = _run()
+    run.save(tmp_path)
+    back = load_run(tmp_path)
+    assert back.seed == 3 and back.options == run.options and back.model == run.model
+    assert back.versions == run.versions and back.created == run.created
+    scores = back.table("scores")
+    assert scores["layer"].tolist() == [0, 1, 1]
+    assert scores["score"].iloc[1] == 1 / 3  # exact: JSON floats round-trip
+    assert np.isnan(scores["score"].iloc[2])
+    assert pd.isna(scores["head"].iloc[1]) and scores["head"].iloc[2] == 2
+    assert scores["topk"].tolist() == ["<script>", "a | b", "ü"]
+    assert back.content_sha256() == run.content_sha256()
+
+
+def test_one_csv_per_table_and_results_json(tmp_path):
+    _run().save(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["evaluation.csv", RESULTS_FILE, "scores.csv"]
+    csv = pd.read_csv(tmp_path / "scores.csv")
+    assert csv["score"].iloc[0] == 0.1 and list(csv.columns) == [
+        "task",
+        "layer",
+        "head",
+        "score",
+        "hit",
+        "topk",
+    ]
+    record = json.loads((tmp_path / RESULTS_FILE).read_text())
+    assert record["tables"]["scores"]["rows"][2][3] is None  # NaN is written as null
+    assert {"torch", "pandas", "python"} <= set(record["versions"])
+
+
+def test_same_content_same_bytes_apart_from_the_timestamp(tmp_path):
+    _run("2026-01-01T00:00:00+00:00").save(tmp_path / "a")
+    _run("2027-06-30T12:00:00+00:00").save(tmp_path / "b")
+    for name in ("scores.csv", "evaluation.csv"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    a = (tmp_path / "a" / RESULTS_FILE).read_text().splitlines()
+    b = (tmp_path / "b" / RESULTS_FILE).read_text().splitlines()
+    differ = [(x, y) for x, y in zip(a, b, strict=True) if x != y]
+    assert len(differ) == 1 and '"created"' in differ[0][0]
+
+
+def test_for_task_filters_rows():
+    run = _run()
+    assert run.for_task("scores", "seq-digits")["layer"].tolist() == [1]
+    assert run.table("missing").empty
+    assert run.tasks == ("ioi", "seq-digits")
+
+
+def test_load_errors_name_the_fix(tmp_path):
+    with pytest.raises(RunError, match="headscope report --out"):
+        load_run(tmp_path)
+    (tmp_path / RESULTS_FILE).write_text("{not json")
+    with pytest.raises(RunError, match="not valid JSON"):
+        load_run(tmp_path)
+    (tmp_path / RESULTS_FILE).write_text('{"format": 99}')
+    with pytest.raises(RunError, match="format 99"):
+        load_run(tmp_path)
