@@ -1,0 +1,64 @@
+"""A dataset of bare keyword prompts (' a b c ...') for `headscope scores --keywords`."""
+
+from __future__ import annotations
+
+from headscope.errors import HeadscopeError
+from headscope.tasks.dataset import Dataset, Tokenization, dataset_from_pairs
+from headscope.tasks.prompt import Piece, Prompt, PromptPair
+from headscope.tasks.task import Family, Task
+
+KEYWORD_TASK = "keywords"
+
+
+def _no_prompts(n, rng, word_ok):  # the keyword task is built from a given list, never generated
+    raise HeadscopeError("the keyword task has no generator: build it with keyword_dataset(words, tokens)")
+
+
+def keyword_task(words: list[str], chunk: int) -> Task:
+    """A task whose one ordered family is `words`: next/prev is the neighbour in the list."""
+    return Task(
+        name=KEYWORD_TASK,
+        description="bare keyword prompts given on the command line",
+        generator=_no_prompts,
+        keyword_roles=tuple(f"k{i}" for i in range(1, chunk + 1)),
+        answer_role=None,
+        contrast_role=None,
+        families=(Family(KEYWORD_TASK, tuple(words)),),
+        relations=("copy", "next", "prev"),
+    )
+
+
+def _check_words(words: list[str], tokens: Tokenization) -> None:
+    if not words:
+        raise HeadscopeError('--keywords is empty: give whitespace-separated tokens, e.g. --keywords "1 2 3"')
+    repeated = sorted({w for w in words if words.count(w) > 1})
+    if repeated:
+        raise HeadscopeError(f"--keywords repeats {', '.join(repeated)}: give each keyword once")
+    unknown = [w for w in words if not tokens.word_ok(w)]
+    if unknown:
+        raise HeadscopeError(
+            f"keywords not in the model's vocabulary as one token: {', '.join(unknown)}; "
+            "drop them or choose single-token words"
+        )
+
+
+def keyword_dataset(words: list[str], tokens: Tokenization, n_ctx: int = 1024) -> Dataset:
+    """Bare prompts ' w1 w2 ...' (BOS first), split so each fits `n_ctx`, keywords in order.
+
+    Each word keeps a leading space (GPT-2 spells mid-prompt words that way). The corrupted
+    twin is the prompt itself; answers and contrasts are placeholders (last and first word)
+    that the OV scores do not read.
+    """
+    _check_words(words, tokens)
+    chunk = max(1, n_ctx - 1)
+    task = keyword_task(words, min(chunk, len(words)))
+    pairs = []
+    for start in range(0, len(words), chunk):
+        part = words[start : start + chunk]
+        pieces = tuple(Piece(" " + w, f"k{i + 1}") for i, w in enumerate(part))
+        prompt = Prompt(pieces, answer=part[-1], contrast=part[0])
+        pairs.append(PromptPair(prompt, prompt))
+    dataset = dataset_from_pairs(task, pairs, tokens)
+    if dataset.dropped:
+        raise HeadscopeError("some --keywords do not tokenise one token each inside a prompt; check them")
+    return dataset

@@ -1,0 +1,237 @@
+"""OV relation scores (methods.md §2): would head l.h, attending fully to keyword t, write f(t)?
+
+`ov_scores` scores every head (or the chosen ones) at once for every relation and sign,
+and returns three tables: the scores, the per-token detail (seed 003's `print_tokens`)
+and the category breakdown of the top-k slots. The numerical core is in `ov_kernel`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+
+from headscope.capture import Capture
+from headscope.embedding import EMBEDDING_KINDS, Embeddings, effective_embeddings
+from headscope.errors import HeadscopeError
+from headscope.heads import all_heads
+from headscope.models.loading import Model
+from headscope.scores.keywords import keyword_dataset
+from headscope.scores.ov_kernel import HeadRanks, Targets, ov_ranks
+from headscope.scores.relations import check_relations, instance_targets, row_targets
+from headscope.tasks.dataset import Dataset, Tokenization
+
+__all__ = ["OVOptions", "OVResult", "keyword_dataset", "ov_scores"]
+
+OTHER = "other"
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@dataclass(frozen=True)
+class OVOptions:
+    """What to score: relations (copy, next, prev, or a mapping of the task), top-k, embedding."""
+
+    relations: tuple[str, ...] = ("copy", "next")
+    k: int = 5
+    embedding: Literal["context", "token", "block0"] = "context"
+    negative: bool = False  # also score sign -1 (negative copy etc.)
+    heads: tuple[tuple[int, int], ...] | None = None  # None = all heads
+    precision: Literal["float32", "float64"] = "float32"
+
+    @property
+    def signs(self) -> tuple[int, ...]:
+        return (1, -1) if self.negative else (1,)
+
+
+@dataclass(frozen=True)
+class OVResult:
+    """Scores per head x relation x sign, the per-token detail and the top-k categories."""
+
+    table: pd.DataFrame  # layer, head, relation, sign, k, embedding, score (0-1), hits, n
+    per_token: pd.DataFrame  # layer, head, relation, sign, keyword, target, rank, hit, topk
+    categories: pd.DataFrame  # layer, head, relation, sign, category, share
+
+
+@dataclass(frozen=True)
+class _Scored:
+    """Everything the tables are built from."""
+
+    heads: list[tuple[int, int]]
+    options: OVOptions
+    words: tuple[str, ...]
+    targets: list[list[str | None]]  # per relation, per instance
+    valid: np.ndarray  # [instance, relation]
+    ranks: np.ndarray  # [head, sign, instance, relation]
+    topk: np.ndarray  # [head, sign, row, k]
+    row: np.ndarray  # [instance] -> row of topk
+
+
+def check_options(model: Model, dataset: Dataset, options: OVOptions) -> list[tuple[int, int]]:
+    """The heads to score, after checking k, the embedding, the relations and the heads."""
+    vocab = model.weights.d_vocab
+    if options.k < 1:
+        raise HeadscopeError(
+            f"--k {options.k}: k must be at least 1 (the top-k logits a hit is looked for in)"
+        )
+    if options.k > vocab:
+        raise HeadscopeError(
+            f"--k {options.k} is larger than the vocabulary ({vocab} tokens); choose a smaller k"
+        )
+    if options.embedding not in EMBEDDING_KINDS:
+        raise HeadscopeError(f"unknown embedding {options.embedding!r}: choose {', '.join(EMBEDDING_KINDS)}")
+    check_relations(dataset.task, options.relations)
+    if options.heads is None:
+        return all_heads(model.n_layers, model.n_heads)
+    for layer, head in options.heads:
+        if not (0 <= layer < model.n_layers and 0 <= head < model.n_heads):
+            raise HeadscopeError(
+                f"head {layer}.{head} does not exist: this model has layers 0-{model.n_layers - 1} "
+                f"and heads 0-{model.n_heads - 1}"
+            )
+    return list(options.heads)
+
+
+def ov_scores(
+    model: Model, dataset: Dataset, options: OVOptions = OVOptions(), capture: Capture | None = None
+) -> OVResult:
+    """OV relation scores of every chosen head: hits / keyword instances with a target."""
+    heads = check_options(model, dataset, options)
+    targets = [instance_targets(dataset, model.tokens, r) for r in options.relations]
+    for relation, (_, tokens) in zip(options.relations, targets, strict=True):
+        if not any(tokens):
+            raise HeadscopeError(
+                f"relation {relation!r} has no target token for any keyword of task {dataset.task.name}; "
+                "choose another relation"
+            )
+    embeddings = effective_embeddings(model, dataset, options.embedding, capture)
+    table = row_targets([t for _, t in targets], embeddings.row, embeddings.vectors.shape[0])
+    ranks = ov_ranks(
+        model.weights, embeddings.vectors, table, heads, options.k, options.signs, DTYPES[options.precision]
+    )
+    scored = _scored(heads, options, dataset, targets, embeddings, table, ranks)
+    return OVResult(
+        score_table(scored), per_token_table(scored, model.tokens), category_table(scored, model, dataset)
+    )
+
+
+def _scored(heads, options, dataset, targets, embeddings: Embeddings, table: Targets, ranks: HeadRanks):
+    row = embeddings.row
+    return _Scored(
+        heads=heads,
+        options=options,
+        words=dataset.keywords.words,
+        targets=[words for words, _ in targets],
+        valid=table.valid[row].numpy(),
+        ranks=ranks.rank[:, :, row].numpy(),
+        topk=ranks.topk.numpy(),
+        row=row.numpy(),
+    )
+
+
+def _head_columns(scored: _Scored, per: int) -> dict[str, np.ndarray]:
+    """layer, head, sign columns for a [head, sign, per] block flattened row-major."""
+    n_signs = len(scored.options.signs)
+    layers = np.array([layer for layer, _ in scored.heads])
+    heads = np.array([head for _, head in scored.heads])
+    signs = np.array(scored.options.signs)
+    return {
+        "layer": np.repeat(layers, n_signs * per),
+        "head": np.repeat(heads, n_signs * per),
+        "sign": np.tile(np.repeat(signs, per), len(scored.heads)),
+    }
+
+
+def score_table(scored: _Scored) -> pd.DataFrame:
+    """One row per head x relation x sign."""
+    o = scored.options
+    blocks = []
+    for r, relation in enumerate(o.relations):
+        valid = scored.valid[:, r]
+        hits = ((scored.ranks[..., r] < o.k) & valid).sum(-1).reshape(-1)  # [head * sign]
+        n = int(valid.sum())
+        block = pd.DataFrame(_head_columns(scored, 1))
+        block.insert(2, "relation", relation)
+        block = block.assign(k=o.k, embedding=o.embedding, score=hits / n, hits=hits, n=n)
+        blocks.append(block)
+    table = pd.concat(blocks, ignore_index=True)
+    order = {relation: i for i, relation in enumerate(o.relations)}
+    table = table.sort_values(["layer", "head", "relation", "sign"], key=_relation_key(order, table))
+    return table.reset_index(drop=True)[
+        ["layer", "head", "relation", "sign", "k", "embedding", "score", "hits", "n"]
+    ]
+
+
+def _relation_key(order: dict[str, int], table: pd.DataFrame):
+    def key(column: pd.Series) -> pd.Series:
+        if column.name == "relation":
+            return column.map(order)
+        if column.name == "sign":
+            return -column
+        return column
+
+    return key
+
+
+def _topk_strings(topk: np.ndarray, tokens: Tokenization) -> np.ndarray:
+    """' | '-joined top-k token strings, shape [head, sign, row]."""
+    ids, inverse = np.unique(topk, return_inverse=True)
+    names = np.array([tokens.decode(int(t)) for t in ids], dtype=object)[inverse.reshape(topk.shape)]
+    joined = [" | ".join(r) for r in names.reshape(-1, topk.shape[-1]).tolist()]
+    return np.array(joined, dtype=object).reshape(topk.shape[:-1])
+
+
+def per_token_table(scored: _Scored, tokens: Tokenization) -> pd.DataFrame:
+    """One row per head x relation x sign x keyword instance that has a target."""
+    strings = _topk_strings(scored.topk, tokens)
+    words = np.array(scored.words, dtype=object)
+    blocks = []
+    for r, relation in enumerate(scored.options.relations):
+        keep = np.flatnonzero(scored.valid[:, r])
+        rank = scored.ranks[:, :, keep, r].reshape(-1)  # [head * sign * instance]
+        columns = _head_columns(scored, len(keep))
+        columns |= {
+            "relation": relation,
+            "keyword": np.tile(words[keep], rank.size // max(len(keep), 1)),
+            "target": np.tile(
+                np.array(scored.targets[r], dtype=object)[keep], rank.size // max(len(keep), 1)
+            ),
+            "rank": rank,
+            "hit": rank < scored.options.k,
+            "topk": strings[:, :, scored.row[keep]].reshape(-1),
+        }
+        blocks.append(pd.DataFrame(columns))
+    columns = ["layer", "head", "relation", "sign", "keyword", "target", "rank", "hit", "topk"]
+    return pd.concat(blocks, ignore_index=True)[columns]
+
+
+def category_ids(dataset: Dataset, model: Model) -> tuple[list[str], torch.Tensor]:
+    """Category names ('other' last) and the category index of every vocabulary token."""
+    names = [*dataset.task.categories, OTHER]
+    lookup = torch.full((model.weights.d_vocab,), len(names) - 1, dtype=torch.long)
+    for index, words in reversed(list(enumerate(dataset.task.categories.values()))):
+        for word in words:  # reversed: the first category listed wins a shared token
+            lookup[list(model.tokens.target_tokens(word))] = index
+    return names, lookup
+
+
+def category_table(scored: _Scored, model: Model, dataset: Dataset) -> pd.DataFrame:
+    """Share of the top-k slots per category, over the instances each relation counts."""
+    names, lookup = category_ids(dataset, model)
+    per_slot = lookup[torch.from_numpy(scored.topk).long()]  # [head, sign, row, k]
+    blocks = []
+    for r, relation in enumerate(scored.options.relations):
+        keep = torch.from_numpy(scored.row[np.flatnonzero(scored.valid[:, r])])
+        chosen = per_slot[:, :, keep]  # [head, sign, instance, k]
+        counts = torch.nn.functional.one_hot(chosen, len(names)).sum((2, 3))  # [head, sign, category]
+        share = (counts / max(chosen.shape[2] * chosen.shape[3], 1)).reshape(-1).numpy()
+        columns = _head_columns(scored, len(names))
+        columns |= {
+            "relation": relation,
+            "category": np.tile(names, share.size // len(names)),
+            "share": share,
+        }
+        blocks.append(pd.DataFrame(columns))
+    return pd.concat(blocks, ignore_index=True)[["layer", "head", "relation", "sign", "category", "share"]]

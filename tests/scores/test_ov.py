@@ -1,0 +1,247 @@
+"""OV relation scores against hand-built weights, a plain per-head loop, and folded layer norms."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from headscope.errors import HeadscopeError
+from headscope.models.loading import load_model
+from headscope.models.organism.tokenizer import word_level_tokenizer
+from headscope.scores.ov import OVOptions, keyword_dataset, ov_scores
+from headscope.tasks.dataset import build_dataset
+from headscope.tasks.registry import get_task
+
+MEMBERS = [chr(c) for c in range(ord("a"), ord("j") + 1)]  # token ids 1..10, in order
+FILLERS = [f"w{i}" for i in range(30)]  # token ids 11..40
+D_MODEL, N_HEAD, D_HEAD = 64, 4, 16
+COPY, NEXT, ANTI, RANDOM = 0, 1, 2, 3  # the heads of layer 1
+
+
+def _member_ids() -> list[int]:
+    return list(range(1, len(MEMBERS) + 1))
+
+
+def _ov(kind: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """W_V [d, d_head] and W_O [d_head, d] of one hand-built head of layer 1."""
+    if kind == RANDOM:
+        return torch.randn(D_MODEL, D_HEAD, generator=generator), torch.randn(
+            D_HEAD, D_MODEL, generator=generator
+        )
+    W_V, W_O = torch.zeros(D_MODEL, D_HEAD), torch.zeros(D_HEAD, D_MODEL)
+    for slot, token in enumerate(_member_ids()):
+        W_V[token, slot] = 1.0  # read token's basis direction into slot
+        if kind == COPY:
+            W_O[slot, token] = 1.0
+        elif kind == ANTI:
+            W_O[slot, token] = -1.0
+        elif token < len(MEMBERS):  # NEXT: write the successor's direction
+            W_O[slot, token + 1] = 1.0
+    return W_V, W_O
+
+
+def save_hand_built(directory: Path) -> Path:
+    """2 layers: layer 0 writes nothing (so every embedding is W_E[t]); layer 1 is hand-built."""
+    tokenizer = word_level_tokenizer(MEMBERS + FILLERS)
+    config = GPT2Config(
+        vocab_size=len(tokenizer), n_positions=32, n_embd=D_MODEL, n_layer=2, n_head=N_HEAD,
+        bos_token_id=0, eos_token_id=0,
+    )  # fmt: skip
+    model = GPT2LMHeadModel(config)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.zero_()
+        for name, param in model.named_parameters():
+            if name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight")):
+                param.fill_(1.0)
+        model.transformer.wte.weight.copy_(torch.eye(len(tokenizer), D_MODEL))  # W_E[t] = e_t
+        attn = model.transformer.h[1].attn
+        for head in range(N_HEAD):
+            W_V, W_O = _ov(head, generator)
+            cols = slice(2 * D_MODEL + head * D_HEAD, 2 * D_MODEL + (head + 1) * D_HEAD)
+            attn.c_attn.weight[:, cols] = W_V
+            attn.c_proj.weight[head * D_HEAD : (head + 1) * D_HEAD] = W_O
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def hand_model(tmp_path_factory):
+    return load_model(str(save_hand_built(tmp_path_factory.mktemp("hand"))))
+
+
+def _score(table, layer, head, relation, sign=1) -> float:
+    row = table[
+        (table.layer == layer) & (table["head"] == head) & (table.relation == relation) & (table.sign == sign)
+    ]
+    assert len(row) == 1
+    return float(row.score.iloc[0])
+
+
+@pytest.mark.parametrize("embedding", ["context", "token", "block0"])
+def test_hand_built_heads_are_found(hand_model, embedding):
+    dataset = keyword_dataset(MEMBERS, hand_model.tokens)
+    options = OVOptions(relations=("copy", "next"), k=3, embedding=embedding, negative=True)
+    table = ov_scores(hand_model, dataset, options).table
+    assert _score(table, 1, COPY, "copy") == 1.0
+    assert _score(table, 1, NEXT, "next") == 1.0
+    assert _score(table, 1, ANTI, "copy", sign=-1) == 1.0  # the anti-copy head is a negative copier
+    assert _score(table, 1, COPY, "copy", sign=-1) == 0.0
+    assert _score(table, 1, ANTI, "copy") == 0.0
+    assert _score(table, 1, COPY, "next") == 0.0 and _score(table, 1, NEXT, "copy") == 0.0
+    assert (table[table.layer == 0].score == 0.0).all()  # layer 0 writes nothing: all logits tie
+    assert _score(table, 1, RANDOM, "copy") <= 0.5 and _score(table, 1, RANDOM, "next") <= 0.5
+    next_n = table[table.relation == "next"].n.unique().tolist()
+    assert next_n == [len(MEMBERS) - 1]  # the last member has no successor: left out of n
+
+
+def test_per_token_and_categories(hand_model):
+    dataset = keyword_dataset(MEMBERS, hand_model.tokens)
+    result = ov_scores(hand_model, dataset, OVOptions(relations=("next",), k=2, heads=((1, NEXT),)))
+    rows = result.per_token
+    assert list(rows.keyword) == MEMBERS[:-1] and list(rows.target) == MEMBERS[1:]
+    assert (rows["rank"] == 0).all() and rows.hit.all()
+    assert [t.split(" | ")[0] for t in rows.topk] == MEMBERS[1:]
+    assert result.categories.category.tolist() == ["other"] and result.categories.share.tolist() == [1.0]
+
+
+def _hf_ov(model: GPT2LMHeadModel, layer: int, head: int) -> tuple[torch.Tensor, ...]:
+    """W_V, b_V, W_O of one head, read straight from the Hugging Face GPT-2 weights."""
+    d = model.config.n_embd
+    dh = d // model.config.n_head
+    attn = model.transformer.h[layer].attn
+    cols = slice(2 * d + head * dh, 2 * d + (head + 1) * dh)
+    return (
+        attn.c_attn.weight[:, cols],
+        attn.c_attn.bias[cols],
+        attn.c_proj.weight[head * dh : (head + 1) * dh],
+    )
+
+
+def reference_ranks(model: GPT2LMHeadModel, x, targets: list[list[int]], k: int, sign: int):
+    """The seed notes' loop for one head at a time: full OV output, final LN, full unembedding."""
+    t = model.transformer
+    results = {}
+    for layer in range(model.config.n_layer):
+        ln1 = t.h[layer].ln_1
+        for head in range(model.config.n_head):
+            W_V, b_V, W_O = _hf_ov(model, layer, head)
+            v = torch.nn.functional.layer_norm(x, (x.shape[1],), ln1.weight, ln1.bias, ln1.eps) @ W_V + b_V
+            logits = t.ln_f(sign * (v @ W_O)) @ model.lm_head.weight.T
+            ranks = []
+            for i, tokens in enumerate(targets):
+                best = logits[i, tokens].max()
+                ranks.append(int((logits[i] >= best).sum()) - 1 if tokens else None)
+            results[(layer, head)] = ranks
+    return results
+
+
+def _digits(tiny_dir, n=6):
+    model = load_model(str(tiny_dir))
+    dataset = build_dataset(get_task("seq-digits"), model.tokens, n, seed=3)
+    return model, dataset
+
+
+def test_all_heads_equal_plain_loop(tiny_dir):
+    model, dataset = _digits(tiny_dir)
+    hf = GPT2LMHeadModel.from_pretrained(tiny_dir).double().eval()
+    options = OVOptions(
+        relations=("copy", "next"), k=5, embedding="token", negative=True, precision="float64"
+    )
+    result = ov_scores(model, dataset, options)
+    with torch.no_grad():
+        wte = hf.transformer.wte.weight
+        x = wte[dataset.keywords.token]
+        x = x + hf.transformer.h[0].mlp(hf.transformer.h[0].ln_2(x))  # the `token` embedding, by hand
+        for relation, step in (("copy", 0), ("next", 1)):
+            targets = [_word_targets(model, w, step) for w in dataset.keywords.words]
+            for sign in (1, -1):
+                expected = reference_ranks(hf, x, targets, 5, sign)
+                rows = result.per_token[
+                    (result.per_token.relation == relation) & (result.per_token.sign == sign)
+                ]
+                for (layer, head), ranks in expected.items():
+                    got = rows[(rows.layer == layer) & (rows["head"] == head)]["rank"].tolist()
+                    assert got == [r for r in ranks if r is not None]
+                    score = _score(result.table, layer, head, relation, sign)
+                    kept = [r for r in ranks if r is not None]
+                    assert math.isclose(score, sum(r < 5 for r in kept) / len(kept))
+
+
+def _word_targets(model, word: str, step: int) -> list[int]:
+    target = str(int(word) + step)
+    return list(model.tokens.target_tokens(target)) if int(target) <= 20 else []
+
+
+def _fold_layer_norms(source: Path, target: Path) -> Path:
+    """The same network with every LN gain and bias folded into the weights that follow it."""
+    model = GPT2LMHeadModel.from_pretrained(source)
+    config = model.config
+    config.tie_word_embeddings = False
+    folded = GPT2LMHeadModel(config)
+    folded.load_state_dict(model.state_dict(), strict=False)
+    with torch.no_grad():
+        folded.lm_head.weight.copy_(model.transformer.wte.weight)
+        for block in folded.transformer.h:
+            for ln, linear in ((block.ln_1, block.attn.c_attn), (block.ln_2, block.mlp.c_fc)):
+                linear.bias.add_(ln.bias @ linear.weight)  # Conv1D: y = x W + b
+                linear.weight.mul_(ln.weight[:, None])
+                ln.weight.fill_(1.0)
+                ln.bias.zero_()
+        ln_f = folded.transformer.ln_f
+        folded.lm_head.weight.mul_(ln_f.weight[None, :])  # logits = LN(x) W_U: gain into W_U
+        ln_f.bias.div_(ln_f.weight)  # b_f W_U = (b_f / g_f)(g_f W_U)
+        ln_f.weight.fill_(1.0)
+    folded.save_pretrained(target)
+    word_level_tokenizer(_vocab(source)).save_pretrained(target)
+    return target
+
+
+def _vocab(directory: Path) -> list[str]:
+    from transformers import AutoTokenizer
+
+    vocab = AutoTokenizer.from_pretrained(directory).get_vocab()
+    return [word for word, _ in sorted(vocab.items(), key=lambda item: item[1]) if word != "<|endoftext|>"]
+
+
+def test_scores_unchanged_when_layer_norms_folded(tiny_dir, tmp_path):
+    model, dataset = _digits(tiny_dir, n=10)
+    folded_dir = _fold_layer_norms(tiny_dir, tmp_path / "folded")
+    folded = load_model(str(folded_dir))
+    tokens = dataset.tokens[:, :8]
+    with torch.no_grad():  # the folding itself is right: same logits
+        a = GPT2LMHeadModel.from_pretrained(tiny_dir)(tokens).logits
+        b = GPT2LMHeadModel.from_pretrained(folded_dir)(tokens).logits
+    assert torch.allclose(a, b, atol=1e-4)
+    assert not torch.allclose(model.weights.ln1_w, folded.weights.ln1_w)  # really folded
+    options = OVOptions(relations=("copy", "next"), negative=True, precision="float64")
+    raw, fold = ov_scores(model, dataset, options), ov_scores(folded, dataset, options)
+    assert raw.per_token["rank"].tolist() == fold.per_token["rank"].tolist()
+    assert raw.table.score.tolist() == fold.table.score.tolist()
+
+
+def test_bad_options_are_one_clear_error(tiny_model):
+    dataset = build_dataset(get_task("seq-digits"), tiny_model.tokens, 2, seed=0)
+    vocab = tiny_model.weights.d_vocab
+    with pytest.raises(HeadscopeError, match="at least 1"):
+        ov_scores(tiny_model, dataset, OVOptions(k=0))
+    with pytest.raises(HeadscopeError, match="larger than the vocabulary"):
+        ov_scores(tiny_model, dataset, OVOptions(k=vocab + 1))
+    with pytest.raises(HeadscopeError, match="unknown relation 'sideways'"):
+        ov_scores(tiny_model, dataset, OVOptions(relations=("sideways",)))
+    with pytest.raises(HeadscopeError, match="head 7.0 does not exist"):
+        ov_scores(tiny_model, dataset, OVOptions(heads=((7, 0),)))
+    with pytest.raises(HeadscopeError, match="no target token"):
+        ov_scores(
+            tiny_model,
+            build_dataset(get_task("ioi"), tiny_model.tokens, 2, 0),
+            OVOptions(relations=("next",)),
+        )
+    with pytest.raises(HeadscopeError, match="not in the model's vocabulary"):
+        keyword_dataset(["1", "zzzqqq"], tiny_model.tokens)
