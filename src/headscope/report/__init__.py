@@ -1,0 +1,1 @@
+"""Renderers: figures, console tables and the HTML report."""

@@ -1,0 +1,97 @@
+"""The attention-vs-projection scatter of one head: an interactive plotly figure and a PNG.
+
+Both draw the same points (`scores.scatter.scatter_points`) with the statistics of
+`scatter_stats` in the legend, one colour per role.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import plotly.graph_objects as go  # noqa: E402
+
+from headscope.io import write_atomic, write_text  # noqa: E402
+
+COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
+X_TITLE = "attention probability end -> token"
+
+
+def y_title(scale: str) -> str:
+    return "head output . W_U[token] / LN_f scale" if scale == "ln_final" else "head output . W_U[token]"
+
+
+def _number(value: float, digits: int = 2) -> str:
+    return "nan" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+
+
+def legend_text(row) -> str:
+    """'S: r=0.81 [0.75, 0.86], p=1e-20, N=500' from one row of scatter_stats."""
+    p = "nan" if math.isnan(row["p"]) else f"{row['p']:.2g}"
+    interval = f"[{_number(row['ci_low'])}, {_number(row['ci_high'])}]"
+    return f"{row['role']}: r={_number(row['r'])} {interval}, p={p}, N={row['n']}"
+
+
+def _legends(stats: pd.DataFrame) -> dict[str, str]:
+    return {str(row["role"]): legend_text(row) for _, row in stats.iterrows()}
+
+
+def scatter_figure(points: pd.DataFrame, stats: pd.DataFrame, title: str, scale: str = "none") -> go.Figure:
+    """Plotly scatter, one trace per role; the pooled statistics go in the title line."""
+    legends = _legends(stats)
+    figure = go.Figure()
+    for index, (role, group) in enumerate(points.groupby("role", sort=False)):
+        words = [html.escape(str(w)) for w in group["word"]] if "word" in group else group["token"]
+        figure.add_trace(
+            go.Scatter(
+                x=group["attention"],
+                y=group["projection"],
+                mode="markers",
+                name=html.escape(legends.get(str(role), str(role))),
+                marker=dict(color=COLOURS[index % len(COLOURS)], size=6, opacity=0.7),
+                customdata=list(zip(words, group["prompt"], strict=True)),
+                hovertemplate="%{customdata[0]} (prompt %{customdata[1]})<br>"
+                "attention %{x:.3f}<br>projection %{y:.3f}<extra></extra>",
+            )
+        )
+    subtitle = html.escape(legends.get("pooled", ""))
+    figure.update_layout(
+        title=f"{html.escape(title)}<br><sup>{subtitle}</sup>",
+        template="plotly_white",
+        height=480,
+        legend=dict(orientation="h", y=-0.2),
+    )
+    figure.update_xaxes(title=X_TITLE)
+    figure.update_yaxes(title=y_title(scale))
+    return figure
+
+
+def write_scatter_html(path: Path, figure: go.Figure) -> Path:
+    """A self-contained page: plotly.js is inlined, nothing is fetched from a CDN."""
+    return write_text(Path(path), figure.to_html(full_html=True, include_plotlyjs=True))
+
+
+def write_scatter_png(
+    path: Path, points: pd.DataFrame, stats: pd.DataFrame, title: str, scale: str = "none"
+) -> Path:
+    """The same scatter as a static PNG drawn with matplotlib."""
+    legends = _legends(stats)
+    fig, ax = plt.subplots(figsize=(7, 4.8))
+    for index, (role, group) in enumerate(points.groupby("role", sort=False)):
+        label = legends.get(str(role), str(role))
+        colour = COLOURS[index % len(COLOURS)]
+        ax.scatter(group["attention"], group["projection"], s=12, alpha=0.7, color=colour, label=label)
+    ax.set(xlabel=X_TITLE, ylabel=y_title(scale), title=f"{title}\n{legends.get('pooled', '')}")
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    try:
+        return write_atomic(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    finally:
+        plt.close(fig)

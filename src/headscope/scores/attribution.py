@@ -1,0 +1,99 @@
+"""Direct logit attribution (methods.md §5): each component's share of the logit difference.
+
+The residual stream at `end` is the sum of the embeddings, every head's output, every
+MLP's output and the attention output biases. The final layer norm is linear once its
+scale is fixed, so with the scale taken from the same forward pass
+
+    logit_diff = sum_c (x_c / scale) . u + (b_f . d + b_U[a] - b_U[c]),
+
+where d = W_U[:, answer] - W_U[:, contrast] and u = centre(g_f * d) is d as seen through
+the final layer norm (its gain g_f, and the centring of LayerNorm). On a model whose layer
+norms are folded (g_f = 1, W_U centred) u is d itself. The constant term and the b_O terms
+form the `bias` component, so the components sum exactly to the model's logit difference.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from headscope.capture import Capture, Needs
+from headscope.models.weights import Weights
+from headscope.tasks.dataset import Dataset
+
+DLA_NEEDS = Needs(z_end=True, mlp_end=True, embed_end=True, scale_end=True, logits_end=False)
+
+
+def logit_direction(weights: Weights, dataset: Dataset) -> Float[Tensor, "batch d_model"]:
+    """u per prompt: (W_U[:, answer] - W_U[:, contrast]) through the final norm's gain and centring."""
+    direction = (weights.W_U[:, dataset.answers] - weights.W_U[:, dataset.contrasts]).T  # [batch, d_model]
+    seen = direction * weights.lnf_w
+    return seen - seen.mean(-1, keepdim=True) if weights.normalization == "LN" else seen
+
+
+def constant_term(weights: Weights, dataset: Dataset) -> Float[Tensor, "batch"]:
+    """b_f . d + b_U[answer] - b_U[contrast]: the part of the logit difference after the norm."""
+    direction = (weights.W_U[:, dataset.answers] - weights.W_U[:, dataset.contrasts]).T  # [batch, d_model]
+    return direction @ weights.lnf_b + weights.b_U[dataset.answers] - weights.b_U[dataset.contrasts]
+
+
+def component_names(n_layers: int, n_heads: int) -> list[str]:
+    """'embed', then per layer its heads 'l.h' and 'mlpl', then 'bias' — the column order."""
+    names = ["embed"]
+    for layer in range(n_layers):
+        names += [f"{layer}.{head}" for head in range(n_heads)] + [f"mlp{layer}"]
+    return [*names, "bias"]
+
+
+def attribution_per_prompt(
+    weights: Weights, dataset: Dataset, capture: Capture
+) -> Float[Tensor, "batch component"]:
+    """Every component's direct contribution to each prompt's logit difference.
+
+    Columns follow `component_names`; each row sums to the prompt's logit difference.
+    """
+    u = logit_direction(weights, dataset) / capture.scale_end[:, None]  # [batch, d_model]
+    results = torch.einsum("blhe,lhed->blhd", capture.z_end, weights.W_O)  # [batch, layer, head, d_model]
+    heads = torch.einsum("blhd,bd->blh", results, u)
+    mlps = torch.einsum("bld,bd->bl", capture.mlp_end, u)
+    embed = (capture.embed_end * u).sum(-1)
+    bias = weights.b_O.sum(0) @ u.T + constant_term(weights, dataset)  # [batch]
+    per_layer = torch.cat([heads, mlps[:, :, None]], -1)  # [batch, layer, head + 1]
+    return torch.cat([embed[:, None], per_layer.flatten(1), bias[:, None]], 1)  # [batch, component]
+
+
+def direct_logit_attribution(weights: Weights, dataset: Dataset, capture: Capture) -> pd.DataFrame:
+    """Mean direct logit attribution per component: component, kind, layer, head, dla.
+
+    `kind` is embed, head, mlp or bias; `layer` is NA for embed and bias, `head` is NA
+    for everything but heads.
+    """
+    names = component_names(weights.n_layers, weights.n_heads)
+    mean = attribution_per_prompt(weights, dataset, capture).double().mean(0)
+    return pd.DataFrame(
+        {
+            "component": names,
+            "kind": [_kind(name) for name in names],
+            "layer": pd.array([_layer(name) for name in names], dtype="Int64"),
+            "head": pd.array([_head(name) for name in names], dtype="Int64"),
+            "dla": mean.numpy(),
+        }
+    )
+
+
+def _kind(name: str) -> str:
+    if "." in name:
+        return "head"
+    return "mlp" if name.startswith("mlp") else name
+
+
+def _layer(name: str) -> int | None:
+    if name.startswith("mlp"):
+        return int(name[3:])
+    return int(name.split(".")[0]) if "." in name else None
+
+
+def _head(name: str) -> int | None:
+    return int(name.split(".")[1]) if "." in name else None
