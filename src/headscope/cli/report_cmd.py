@@ -1,0 +1,92 @@
+"""`headscope report`: a model and tasks in, a self-contained page plus JSON/CSV/PNG out."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from headscope.cli.app import (
+    DEFAULT_MODEL,
+    DEFAULT_N,
+    DEFAULT_SEED,
+    ModelOpt,
+    NOpt,
+    SeedOpt,
+    app,
+    console,
+    print_table,
+)
+from headscope.cli.common import load
+from headscope.errors import HeadscopeError
+from headscope.report.analyses import ReportOptions, build_run
+from headscope.report.console import summary_table
+from headscope.report.html import write_report
+from headscope.run import load_run
+from headscope.tasks.registry import builtin_tasks, get_task
+
+DEFAULT_OUT = Path("headscope-report")
+
+TasksOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--tasks",
+        "-t",
+        help="Comma-separated built-in task names or TOML task files (default: all built-in).",
+    ),
+]
+ReportOutOpt = Annotated[
+    Path, typer.Option("--out", "-o", help="Folder for index.html, results.json, CSVs and PNGs.")
+]
+FromOpt = Annotated[
+    Path | None,
+    typer.Option("--from", help="Re-render the page from this folder's results.json, without the model."),
+]
+TopOpt = Annotated[int, typer.Option("--top", help="Top heads per task (by |direct logit attribution|).")]
+
+
+def task_list(text: str | None) -> tuple[str, ...]:
+    """The tasks named (each checked now, so a typo fails before the model loads)."""
+    if text is None:
+        return tuple(builtin_tasks())
+    names = tuple(dict.fromkeys(item.strip() for item in text.split(",") if item.strip()))
+    if not names:
+        raise HeadscopeError("empty --tasks: give task names like ioi,seq-digits, or leave it out for all")
+    for name in names:
+        get_task(name)
+    return names
+
+
+def say(message: str) -> None:
+    console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}", highlight=False)
+
+
+@app.command("report")
+def report(
+    model: ModelOpt = DEFAULT_MODEL,
+    tasks: TasksOpt = None,
+    out: ReportOutOpt = DEFAULT_OUT,
+    n: NOpt = DEFAULT_N,
+    seed: SeedOpt = DEFAULT_SEED,
+    top: TopOpt = 4,
+    from_dir: FromOpt = None,
+) -> None:
+    """Score every head on each task and write a self-contained HTML report with its data."""
+    started = time.perf_counter()
+    if from_dir is not None:
+        run = load_run(from_dir)
+        say(f"loaded {from_dir / 'results.json'} (model {run.model.get('name')}, {len(run.tasks)} tasks)")
+        out = from_dir if out == DEFAULT_OUT else out
+    else:
+        names = task_list(tasks)
+        options = ReportOptions(tasks=names, n=n, seed=seed, top_heads=top)
+        loaded = load(model)
+        say(f"model {model}: {loaded.n_layers} layers x {loaded.n_heads} heads")
+        run = build_run(loaded, [get_task(name) for name in names], options, say)
+    page = write_report(run, out, say)
+    print_table(summary_table(run), title="summary", limit=50)
+    console.print(
+        f"report: [bold]{page.resolve()}[/bold]  ({time.perf_counter() - started:.1f} s)", highlight=False
+    )

@@ -1,0 +1,40 @@
+"""The console summary printed at the end of a report: one row per task."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from headscope.run import Run
+
+
+def _heads_by_label(labels: pd.DataFrame) -> str:
+    if labels.empty:
+        return "-"
+    parts = []
+    for label, group in labels.groupby("label", sort=True):
+        heads = ", ".join(
+            f"{int(layer)}.{int(head)}" for layer, head in zip(group["layer"], group["head"], strict=True)
+        )
+        parts.append(f"{label}: {heads}")
+    return "; ".join(parts)
+
+
+def summary_table(run: Run) -> pd.DataFrame:
+    """task, accuracy, logit_diff, n, the top heads and the labelled heads."""
+    rows = []
+    for task in run.tasks:
+        evaluation = run.for_task("evaluation", task)
+        top = run.for_task("top_heads", task)
+        rows.append(
+            {
+                "task": task,
+                "accuracy": float(evaluation["accuracy"].iloc[0]) if not evaluation.empty else float("nan"),
+                "logit_diff": float(evaluation["logit_diff"].iloc[0])
+                if not evaluation.empty
+                else float("nan"),
+                "n": int(evaluation["n"].iloc[0]) if not evaluation.empty else 0,
+                "top heads": ", ".join(f"{int(r.layer)}.{int(r.head)}" for r in top.itertuples(index=False)),
+                "labels": _heads_by_label(run.for_task("labels", task)),
+            }
+        )
+    return pd.DataFrame(rows)

@@ -1,0 +1,136 @@
+"""The report's figures: plotly for the page, a matplotlib PNG twin of each for papers.
+
+A figure is data first (`Heatmap`, `Scatter`): the same numbers draw the interactive
+plotly figure and the static PNG, so the two never disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import plotly.graph_objects as go  # noqa: E402
+
+from headscope.io import write_atomic  # noqa: E402
+from headscope.report import scatter_plot  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Heatmap:
+    """A matrix with row and column labels; `cells` names each cell for the hover text."""
+
+    name: str
+    title: str
+    z: list[list[float | None]]
+    x: list[str]
+    y: list[str]
+    x_title: str
+    y_title: str
+    cells: list[list[str]]
+    diverging: bool = False
+    context: str = ""  # the task, prefixed to the PNG's title (the page shows it in the section)
+
+    def plotly(self) -> go.Figure:
+        scale = "RdBu" if self.diverging else "Blues"
+        figure = go.Figure(
+            go.Heatmap(
+                z=self.z,
+                x=self.x,
+                y=self.y,
+                customdata=self.cells,
+                colorscale=scale,
+                zmid=0 if self.diverging else None,
+                reversescale=self.diverging,
+                hovertemplate="%{customdata}: %{z:.3f}<extra></extra>",
+            )
+        )
+        height = max(260, 36 * len(self.y) + 140)
+        figure.update_layout(title=self.title, height=height, margin=dict(l=60, r=20, t=50, b=50))
+        figure.update_xaxes(title=self.x_title, type="category")
+        figure.update_yaxes(title=self.y_title, type="category", autorange="reversed")
+        return _styled(figure)
+
+    def png(self, path: Path) -> Path:
+        values = pd.DataFrame(self.z, dtype=float).to_numpy()
+        width = max(3.5, 0.55 * len(self.x) + 2)
+        fig, ax = plt.subplots(figsize=(width, max(2.5, 0.45 * len(self.y) + 1.4)))
+        if self.diverging:
+            bound = max(float(abs(pd.DataFrame(values).abs().max().max())), 1e-9)
+            image = ax.imshow(values, cmap="RdBu_r", vmin=-bound, vmax=bound, aspect="auto")
+        else:
+            image = ax.imshow(values, cmap="Blues", aspect="auto")
+        ax.set_xticks(range(len(self.x)), self.x, rotation=90 if len(self.x) > 8 else 0)
+        ax.set_yticks(range(len(self.y)), self.y)
+        title = f"{self.context}: {self.title}" if self.context else self.title
+        ax.set(xlabel=self.x_title, ylabel=self.y_title, title=title)
+        fig.colorbar(image, ax=ax)
+        return _save(fig, path)
+
+
+@dataclass(frozen=True)
+class Scatter:
+    """One head's attention-vs-projection scatter (drawn by report.scatter_plot), with its stats."""
+
+    name: str
+    title: str
+    points: pd.DataFrame  # scores.scatter.scatter_points
+    stats: pd.DataFrame  # scores.scatter.scatter_stats
+
+    def plotly(self) -> go.Figure:
+        return scatter_plot.scatter_figure(self.points, self.stats, self.title)
+
+    def png(self, path: Path) -> Path:
+        return scatter_plot.write_scatter_png(Path(path), self.points, self.stats, self.title)
+
+
+Figure = Heatmap | Scatter
+
+
+def _styled(figure: go.Figure) -> go.Figure:
+    figure.update_layout(template="plotly_white", font=dict(family="sans-serif", size=12))
+    return figure
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    try:
+        return write_atomic(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    finally:
+        plt.close(fig)
+
+
+def head_heatmap(
+    name: str,
+    title: str,
+    table: pd.DataFrame,
+    value: str,
+    shape: tuple[int, int],
+    diverging: bool = False,
+    context: str = "",
+) -> Heatmap:
+    """Layer x head grid of `table[value]` (a table with layer and head columns); gaps stay empty."""
+    n_layers, n_heads = shape
+    lookup = {(int(r.layer), int(r.head)): float(getattr(r, value)) for r in table.itertuples(index=False)}
+    z = [[lookup.get((layer, head)) for head in range(n_heads)] for layer in range(n_layers)]
+    cells = [[f"head {layer}.{head}" for head in range(n_heads)] for layer in range(n_layers)]
+    x, y = [str(h) for h in range(n_heads)], [str(layer) for layer in range(n_layers)]
+    return Heatmap(name, title, z, x, y, "head", "layer", cells, diverging, context)
+
+
+def head_task_heatmap(name: str, title: str, table: pd.DataFrame, value: str, tasks: list[str]) -> Heatmap:
+    """Head (rows, `l.h`) x task grid of `table[value]`, for the comparison across tasks."""
+    heads = sorted(
+        {(int(layer), int(head)) for layer, head in zip(table["layer"], table["head"], strict=True)}
+    )
+    lookup = {
+        (r.task, int(r.layer), int(r.head)): float(getattr(r, value)) for r in table.itertuples(index=False)
+    }
+    z = [[lookup.get((task, *h)) for task in tasks] for h in heads]
+    y = [f"{layer}.{head}" for layer, head in heads]
+    cells = [[f"head {label}, {task}" for task in tasks] for label in y]
+    return Heatmap(name, title, z, list(tasks), y, "task", "head", cells)

@@ -1,0 +1,76 @@
+"""The self-contained HTML page: one file, every script and style inlined, no network.
+
+Every string from prompts, task files and tokenizers reaches the page either through
+jinja2's autoescape (HTML text) or through `script_json` (JSON inside <script>, with
+`<`, `>` and `&` escaped so no string can close the element).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+
+import jinja2
+import plotly.io
+import plotly.offline
+
+from headscope.io import write_text
+from headscope.report.content import Page, build_page
+from headscope.run import Run
+
+PAGE_FILE = "index.html"
+
+
+def script_json(data) -> str:
+    """JSON safe to place inside a <script> element."""
+    text = json.dumps(data, sort_keys=True, ensure_ascii=False, allow_nan=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _asset(name: str) -> str:
+    return resources.files("headscope.report").joinpath("assets", name).read_text(encoding="utf-8")
+
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+
+
+def render_page(page: Page) -> str:
+    """The whole page as one HTML string."""
+    specs = {
+        f.name: script_json(json.loads(plotly.io.to_json(f.plotly(), validate=False))) for f in page.figures
+    }
+    viewers = {task.name: script_json(task.viewer) for task in page.tasks if task.viewer}
+    template = _environment().from_string(_asset("report.html.j2"))
+    return template.render(
+        page=page,
+        specs=specs,
+        viewers=viewers,
+        css=_asset("report.css"),
+        plotly_js=plotly.offline.get_plotlyjs(),
+        figures_js=_asset("figures.js"),
+        viewer_js=_asset("viewer.js"),
+    )
+
+
+def write_report(run: Run, folder: Path, say: Callable[[str], None] = print) -> Path:
+    """Save the run (results.json, CSVs), one PNG per figure, and the page; return the page."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    say(f"writing results.json and {len(run.tables)} CSV tables")
+    run.save(folder)
+    page = build_page(run)
+    _check_unique(page)
+    say(f"drawing {len(page.figures)} figures (PNG)")
+    for figure in page.figures:
+        figure.png(folder / f"{figure.name}.png")
+    return write_text(folder / PAGE_FILE, render_page(page))
+
+
+def _check_unique(page: Page) -> None:
+    names = [f.name for f in page.figures]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"two figures share the name {repeated[0]!r}; task names must differ after slugging")

@@ -1,0 +1,79 @@
+"""A tiny model and one generated report shared by the report tests.
+
+The report includes a task whose template and description carry `<script>` markup, and
+the tiny model's vocabulary knows those pieces, so the markup reaches prompts, tokens,
+tables and the attention viewer.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from headscope.models.loading import Model, load_model
+from headscope.report.analyses import ReportOptions, build_run
+from headscope.report.html import write_report
+from headscope.run import Run
+from headscope.tasks import words
+from headscope.tasks.prompt import Prompt, PromptPair, fill, occurrence_roles
+from headscope.tasks.registry import get_task
+from headscope.tasks.task import Task, WordFilter
+from tests.conftest import save_tiny_gpt2
+
+MARKUP = "<script>alert(1)</script>"
+XSS_TEMPLATE = MARKUP + " When {IO} and {S} went to the {PLACE}, {S} gave it to"
+XSS_PIECES = ["<", "script", ">", "alert", "(", "1", ")</"]
+REPORT_TASKS = ("ioi", "seq-digits", "induction")
+
+
+def _xss_prompts(n: int, rng: random.Random, word_ok: WordFilter) -> list[PromptPair]:
+    names = [w for w in words.NAMES if word_ok(w)]
+    roles = occurrence_roles(XSS_TEMPLATE)
+    pairs = []
+    for _ in range(n):
+        io, s, c = rng.sample(names, 3)
+        place = rng.choice(words.PLACES)
+        clean = fill(XSS_TEMPLATE, {"IO": io, "S": s, "PLACE": place}, roles)
+        corrupted = fill(XSS_TEMPLATE, {"IO": io, "S": c, "PLACE": place}, roles)
+        pairs.append(PromptPair(Prompt(clean, io, s), Prompt(corrupted, io, s)))
+    return pairs
+
+
+def xss_task() -> Task:
+    return Task(
+        name="xss<b>task</b>",
+        description=f"a user task with markup {MARKUP} in its template",
+        generator=_xss_prompts,
+        keyword_roles=("IO", "S1", "S2"),
+        answer_role="IO",
+        contrast_role="S1",
+        role_groups={"S": ("S1", "S2")},
+    )
+
+
+@pytest.fixture(scope="session")
+def report_model(tmp_path_factory, vocabulary) -> Model:
+    folder = save_tiny_gpt2(
+        tmp_path_factory.mktemp("report-model"), sorted(set(vocabulary) | set(XSS_PIECES)), seed=1
+    )
+    return load_model(str(folder))
+
+
+def make_run(model: Model, tasks: list[Task], n: int = 12, seed: int = 0) -> Run:
+    names = tuple(t.name for t in tasks)
+    options = ReportOptions(tasks=names, n=n, seed=seed, top_heads=3, n_boot=50)
+    return build_run(model, tasks, options, say=lambda message: None)
+
+
+@pytest.fixture(scope="session")
+def report_run(report_model) -> Run:
+    return make_run(report_model, [*(get_task(name) for name in REPORT_TASKS), xss_task()])
+
+
+@pytest.fixture(scope="session")
+def report_dir(tmp_path_factory, report_run) -> Path:
+    folder = tmp_path_factory.mktemp("report")
+    write_report(report_run, folder, say=lambda message: None)
+    return folder
