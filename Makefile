@@ -4,8 +4,9 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 OUT     ?= headscope-report
+CHROMIUM := /usr/bin/chromium
 
-.PHONY: install report test lint format bench clean
+.PHONY: install report test lint format bench clean chromium
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -28,7 +29,11 @@ format: $(STAMP)
 	$(BIN)/ruff format src tests benchmarks
 	$(BIN)/ruff check --fix src tests benchmarks
 
-test: $(STAMP) lint
+# The report's browser tests drive the system Chromium (never a downloaded one).
+chromium:
+	@test -x $(CHROMIUM) || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
+
+test: $(STAMP) lint chromium
 	$(BIN)/python -m pytest -q -n 2 tests
 
 bench: $(STAMP)
