@@ -1,0 +1,217 @@
+"""Train the model organism: a small GPT-2 on the built-in tasks plus repeated random sequences.
+
+Run `python -m headscope.models.organism.train [--out DIR] [--steps N] [--seed S]`.
+Every batch is drawn from the built-in task generators with seeds from
+`TrainConfig.data_seed` upward (evaluation uses seeds 0..99), so no training prompt
+comes from an evaluation seed. The loss is taken only where a task has an answer: the
+final position of a task prompt, and every predictable token of a repeated sequence.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+from tqdm import tqdm
+from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+from headscope.models.organism.tokenizer import word_level_tokenizer
+from headscope.tasks.builtin import builtin_tasks, induction_pool
+from headscope.tasks.vocabulary import task_vocabulary
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+IGNORE = -100  # cross-entropy ignores these targets
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Architecture, batch mixture and optimiser of one training run."""
+
+    n_layer: int = 3
+    n_head: int = 3
+    n_embd: int = 192
+    n_inner: int = 768
+    mlp_layers: tuple[int, ...] = (0,)  # the MLPs of other layers are zero and frozen
+    n_positions: int = 128
+    mixture: tuple[tuple[str, int], ...] = (
+        ("ioi", 32),
+        ("recency", 8),
+        ("seq-digits", 6),
+        ("seq-numwords", 6),
+        ("seq-months", 6),
+        ("seq-days", 6),
+    )
+    repeats: int = 16  # repeated random sequences per step
+    repeat_lengths: tuple[int, int] = (4, 10)
+    steps: int = 1500
+    lr: float = 1.5e-3
+    weight_decay: float = 0.01
+    warmup: int = 100
+    seed: int = 0
+    data_seed: int = 10_000
+    threads: int = 2
+
+
+class _NoMLP(torch.nn.Module):
+    """Stands in for a zeroed MLP while training: its output is exactly zero, at no cost."""
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        return torch.zeros_like(hidden)
+
+
+def build_model(config: TrainConfig, vocab_size: int) -> GPT2LMHeadModel:
+    """A fresh GPT-2 with no dropout; MLPs outside `mlp_layers` zeroed and frozen."""
+    gpt2 = GPT2Config(
+        vocab_size=vocab_size,
+        n_positions=config.n_positions,
+        n_embd=config.n_embd,
+        n_layer=config.n_layer,
+        n_head=config.n_head,
+        n_inner=config.n_inner,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
+    torch.manual_seed(config.seed)
+    model = GPT2LMHeadModel(gpt2)
+    for layer, block in enumerate(model.transformer.h):
+        if layer not in config.mlp_layers:
+            for param in block.mlp.parameters():
+                param.data.zero_()
+                param.requires_grad_(False)
+    return model
+
+
+def _encode(tokenizer: PreTrainedTokenizerFast, text: str) -> list[int]:
+    return [tokenizer.bos_token_id, *tokenizer.encode(text, add_special_tokens=False)]
+
+
+def task_examples(tokenizer, task_name: str, n: int, seed: int) -> list[tuple[list[int], list[int]]]:
+    """(tokens, targets) per prompt: the answer is the target at the final position only."""
+    task = builtin_tasks()[task_name]
+    examples = []
+    for pair in task.generate(n, seed):
+        ids = _encode(tokenizer, pair.clean.text)
+        targets = [IGNORE] * len(ids)
+        targets[-1] = tokenizer.convert_tokens_to_ids(pair.clean.answer)
+        examples.append((ids, targets))
+    return examples
+
+
+def repeat_examples(
+    pool: list[int], n: int, lengths: tuple[int, int], rng: random.Random
+) -> list[tuple[list[int], list[int]]]:
+    """A random sequence of distinct words, then its repeat; targets on the repeat."""
+    examples = []
+    for _ in range(n):
+        length = rng.randint(*lengths)
+        seq = rng.sample(pool, length)
+        ids = [0, *seq, *seq]
+        # position p predicts ids[p + 1]; from the first repeated token on, it is known
+        targets = [IGNORE] * (length + 1) + seq[1:] + [IGNORE]
+        examples.append((ids, targets))
+    return examples
+
+
+def collate(
+    examples: list[tuple[list[int], list[int]]],
+) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:
+    """Right-pad tokens with 0 and targets with IGNORE."""
+    width = max(len(ids) for ids, _ in examples)
+    tokens = torch.tensor([ids + [0] * (width - len(ids)) for ids, _ in examples])
+    targets = torch.tensor([t + [IGNORE] * (width - len(t)) for _, t in examples])
+    return tokens, targets
+
+
+def step_batch(config: TrainConfig, tokenizer, pool: list[int], step: int):
+    """The batch of one step; the same for the same config and step."""
+    examples = []
+    for index, (task_name, count) in enumerate(config.mixture):
+        seed = config.data_seed + step * (len(config.mixture) + 1) + index
+        examples += task_examples(tokenizer, task_name, count, seed)
+    rng = random.Random(config.data_seed + step * (len(config.mixture) + 1) + len(config.mixture))
+    examples += repeat_examples(pool, config.repeats, config.repeat_lengths, rng)
+    return collate(examples)
+
+
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """Linear warm-up, then cosine decay to a tenth."""
+    if step < config.warmup:
+        return config.lr * (step + 1) / config.warmup
+    progress = (step - config.warmup) / max(1, config.steps - config.warmup)
+    return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def loss_of(model: GPT2LMHeadModel, tokens: Tensor, targets: Tensor) -> Tensor:
+    logits = model(tokens).logits  # [batch, pos, vocab]
+    return torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE)
+
+
+def train(config: TrainConfig, out: Path) -> GPT2LMHeadModel:
+    """Train from scratch and save a Hugging Face directory to `out`."""
+    torch.set_num_threads(config.threads)
+    tokenizer = word_level_tokenizer(task_vocabulary())
+    pool = [tokenizer.convert_tokens_to_ids(word) for word in induction_pool()]
+    model = build_model(config, len(tokenizer))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    zeroed = _switch_off_mlps(model, config)
+    model.train()
+    progress = tqdm(range(config.steps), desc="organism", unit="step")
+    for step in progress:
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(config, step)
+        tokens, targets = step_batch(config, tokenizer, pool, step)
+        loss = loss_of(model, tokens, targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        optimizer.step()
+        if step % 10 == 0:
+            progress.set_postfix(loss=f"{loss.item():.4f}")
+    model.eval()
+    for block, mlp in zeroed:
+        block.mlp = mlp
+    save(model, tokenizer, out)
+    return model
+
+
+def _switch_off_mlps(model: GPT2LMHeadModel, config: TrainConfig) -> list:
+    """Replace the frozen zero MLPs by _NoMLP for speed; returns what to put back."""
+    zeroed = []
+    for layer, block in enumerate(model.transformer.h):
+        if layer not in config.mlp_layers:
+            zeroed.append((block, block.mlp))
+            block.mlp = _NoMLP()
+    return zeroed
+
+
+def save(model: GPT2LMHeadModel, tokenizer: PreTrainedTokenizerFast, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Train the headscope model organism.")
+    parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="where to save the model")
+    parser.add_argument("--steps", type=int, default=TrainConfig.steps)
+    parser.add_argument("--seed", type=int, default=TrainConfig.seed)
+    args = parser.parse_args(argv)
+    config = replace(TrainConfig(), steps=args.steps, seed=args.seed)
+    started = time.perf_counter()
+    train(config, args.out)
+    print(f"saved to {args.out} after {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
