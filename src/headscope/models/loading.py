@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import socket
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from headscope.errors import HeadscopeError
+from headscope.models.checks import ModelError, check_model_dir, first_line, weight_files
 from headscope.models.weights import Weights, weights_from_bridge
 from headscope.tasks.dataset import Tokenization
 
+__all__ = ["Model", "ModelError", "ModelIdentity", "check_model_dir", "load_model", "resolve"]
+
 ORGANISM_DIR = Path(__file__).parent / "organism" / "weights"
 HUB_HOST = ("huggingface.co", 443)
-PICKLE_FILES = ("pytorch_model.bin", "model.pt", "model.pth", "model.ckpt")
-
-
-class ModelError(HeadscopeError):
-    """A model that cannot be loaded; the message names it and says what to do."""
+HUB_TIMEOUT_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -66,35 +64,26 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _weight_files(directory: Path) -> list[Path]:
-    return sorted(directory.glob("*.safetensors"))
+def hub_reachable(timeout: float = HUB_TIMEOUT_S) -> bool:
+    """True when the model hub answers a TCP connection within `timeout` seconds in all.
 
-
-def check_model_dir(directory: Path, allow_pickle: bool = False) -> None:
-    """Refuse a directory that lacks a config or safetensors weights, with the fix."""
-    if not (directory / "config.json").is_file():
-        raise ModelError(f"{directory} has no config.json; point --model at a Hugging Face model directory")
-    if _weight_files(directory):
-        return
-    pickles = [name for name in PICKLE_FILES if (directory / name).is_file()]
-    if pickles and not allow_pickle:
-        raise ModelError(
-            f"{directory} holds only a pickle checkpoint ({pickles[0]}), which can run code when "
-            "loaded; convert it to safetensors, or pass --allow-pickle if you trust it"
-        )
-    if not pickles:
-        raise ModelError(f"{directory} has no model.safetensors; save the model with safe_serialization=True")
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """True when the model hub answers a TCP connection within `timeout` seconds."""
+    The probe runs in a daemon thread, so a name lookup that hangs cannot hold us past the timeout.
+    """
     if os.environ.get("HF_HUB_OFFLINE") == "1":
         return False
-    try:
-        with socket.create_connection(HUB_HOST, timeout=timeout):
-            return True
-    except OSError:
-        return False
+    answered = threading.Event()
+
+    def probe() -> None:
+        try:
+            with socket.create_connection(HUB_HOST, timeout=timeout):
+                answered.set()
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return answered.is_set()
 
 
 def _hub_cached(name: str) -> bool:
@@ -134,10 +123,17 @@ def _boot_hub(name: str, device: str):
         return _boot(name, device)
     if not hub_reachable():
         raise ModelError(
-            f"cannot download {name!r}: the model hub is not reachable (no network); "
-            "pass a local Hugging Face-format directory with --model PATH, or --model organism"
+            f"cannot load model {name!r}: it is no local directory, and the model hub is not reachable "
+            "(no network) to download it; pass a local Hugging Face-format directory with --model PATH, "
+            "or --model organism"
         )
-    return _boot(name, device)
+    try:
+        return _boot(name, device)
+    except Exception as error:  # a name the hub does not know, a dropped connection, ...
+        raise ModelError(
+            f"cannot download {name!r}: {first_line(error)}; check the name, or pass a local "
+            "Hugging Face-format directory with --model PATH"
+        ) from error
 
 
 def load_model(spec: str = "organism", device: str = "cpu", allow_pickle: bool = False) -> Model:
@@ -154,14 +150,16 @@ def load_model(spec: str = "organism", device: str = "cpu", allow_pickle: bool =
 def _boot_local(directory: Path, device: str):
     try:
         return _boot(str(directory), device)
-    except (OSError, ValueError, RuntimeError, KeyError, json.JSONDecodeError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelError(f"cannot load the model in {directory}: {first_line}") from error
+    except Exception as error:  # the checks above caught the known cases; name anything else
+        raise ModelError(
+            f"cannot load the model in {directory}: {first_line(error)}; check it is a Hugging Face "
+            "causal LM directory (config.json, *.safetensors, tokenizer files)"
+        ) from error
 
 
 def _wrap(spec: str, source: str, directory: Path | None, bridge) -> Model:
     cfg = bridge.cfg
-    files = _weight_files(directory) if directory is not None else []
+    files = weight_files(directory) if directory is not None else []
     identity = ModelIdentity(
         name=spec,
         source=source,
@@ -173,4 +171,4 @@ def _wrap(spec: str, source: str, directory: Path | None, bridge) -> Model:
         d_vocab=cfg.d_vocab,
         n_ctx=cfg.n_ctx,
     )
-    return Model(bridge, Tokenization(bridge.tokenizer), weights_from_bridge(bridge), identity)
+    return Model(bridge, Tokenization(bridge.tokenizer, cfg.n_ctx), weights_from_bridge(bridge), identity)

@@ -72,8 +72,9 @@ class Dataset:
 class Tokenization:
     """The model's tokenizer seen the way datasets need it: words, ids and offsets."""
 
-    def __init__(self, tokenizer) -> None:
+    def __init__(self, tokenizer, n_ctx: int | None = None) -> None:
         self.tokenizer = tokenizer
+        self.n_ctx = n_ctx  # the model's context length, when known: longer prompts are refused
         self.bos_id = _bos_id(tokenizer)
         self.pad_id = self.bos_id
         self.unk_id = tokenizer.unk_token_id
@@ -214,6 +215,15 @@ def _aligned(clean: _Encoded | None, corrupted: _Encoded | None) -> bool:
     )
 
 
+def _check_context(task: Task, encoded: list[_Encoded], n_ctx: int | None) -> None:
+    longest = max(len(e.ids) for e in encoded)
+    if n_ctx is not None and longest > n_ctx:
+        raise TaskError(
+            f"task {task.name}: a prompt is {longest} tokens long (BOS included) but the model's "
+            f"context holds {n_ctx}; use shorter templates or a model with a longer context"
+        )
+
+
 def build_dataset(task: Task, tokenizer, n: int, seed: int) -> Dataset:
     """Generate `n` prompt pairs of `task` with `seed` and tokenise them for `tokenizer`.
 
@@ -241,6 +251,7 @@ def dataset_from_pairs(task: Task, pairs: list[PromptPair], tok: Tokenization) -
             f"task {task.name}: none of its {len(pairs)} prompts tokenise with every filler "
             "as one token; check the fillers against the model's vocabulary"
         )
+    _check_context(task, clean_enc + corrupt_enc, tok.n_ctx)
     dropped = len(pairs) - len(kept)
     twin = Dataset(**_assemble(task, [p.corrupted for p in kept], corrupt_enc, tok))
     return Dataset(
