@@ -1,0 +1,290 @@
+"""Knockouts (methods.md §6): the task metric with heads and MLPs replaced by zero, mean or resample.
+
+Values come from the task's corrupted twin, which shares every position with the clean prompts:
+- `zero`: zeros;
+- `mean`: at each token index, the mean over the corrupted prompts long enough to have it;
+- `resample`: each prompt takes the activations of a corrupted prompt of the same length,
+  drawn with `seed`.
+The metric is the mean logit difference answer - contrast at `end`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import pandas as pd
+import torch
+from jaxtyping import Bool
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from headscope.errors import HeadscopeError
+from headscope.heads import parse_head
+from headscope.models.loading import Model
+from headscope.scores import resume
+from headscope.scores.resume import Batch, DonorFn, Site, Values
+from headscope.tasks.dataset import Dataset
+
+Component = Literal["heads", "mlps"]
+Method = Literal["zero", "mean", "resample"]
+METHODS: tuple[str, ...] = ("zero", "mean", "resample")
+
+
+@dataclass(frozen=True)
+class AblationOptions:
+    components: tuple[Component, ...] = ("heads", "mlps")
+    method: Method = "mean"
+    positions: tuple[str, ...] = ("all",)  # 'all', 'end', or role names
+    seed: int = 0
+    batch_size: int = resume.DEFAULT_BATCH
+
+
+def position_mask(dataset: Dataset, positions: tuple[str, ...]) -> Bool[Tensor, "batch pos"]:
+    """Where components are knocked out: every position, `end`, or the named roles."""
+    if "all" in positions:
+        return torch.ones_like(dataset.tokens, dtype=torch.bool)
+    mask = torch.zeros_like(dataset.tokens, dtype=torch.bool)
+    rows = torch.arange(dataset.n)
+    for position in positions:
+        for role in dataset.role_names(position):
+            where = dataset.roles[role]
+            mask[rows[where.present], where.index[where.present]] = True
+    return mask
+
+
+def sites_for(model: Model, components: tuple[str, ...]) -> list[Site]:
+    unknown = set(components) - {"heads", "mlps"}
+    if unknown or not components:
+        raise HeadscopeError(f"bad --components {','.join(components)!r}: choose heads, mlps or heads,mlps")
+    heads = [Site(layer, h) for layer in range(model.n_layers) for h in range(model.n_heads)]
+    mlps = [Site(layer, None) for layer in range(model.n_layers)]
+    return (heads if "heads" in components else []) + (mlps if "mlps" in components else [])
+
+
+def _corrupted(dataset: Dataset) -> Dataset:
+    if dataset.corrupted is None:
+        raise HeadscopeError(f"task {dataset.task.name} has no corrupted twin; mean and resample need one")
+    return dataset.corrupted
+
+
+def _sliced(values: Values, batch: Batch) -> Values:
+    width = batch.tokens.shape[1]
+    return Values(values.z[:, :, :width], values.mlp[:, :, :width])
+
+
+def zero_donor(model: Model) -> DonorFn:
+    shape = model.identity
+
+    def donor(batch: Batch) -> Values:
+        size, width = batch.tokens.shape
+        return Values(
+            torch.zeros(shape.n_layers, 1, 1, shape.n_heads, shape.d_head).expand(-1, size, width, -1, -1),
+            torch.zeros(shape.n_layers, 1, 1, shape.d_model).expand(-1, size, width, -1),
+        )
+
+    return donor
+
+
+def mean_values(model: Model, corrupted: Dataset, batch_size: int) -> Values:
+    """Per-position means over the corrupted prompts that reach each position: [layer, 1, pos, ...]."""
+    z_sum = mlp_sum = None
+    for start in range(0, corrupted.n, batch_size):
+        stop = min(start + batch_size, corrupted.n)
+        acts = resume.activations(model.bridge, corrupted.tokens[start:stop])
+        reach = (torch.arange(corrupted.tokens.shape[1]) < corrupted.lengths[start:stop, None]).float()
+        z = (acts.z.double().cpu() * reach[None, :, :, None, None]).sum(1)  # [layer, pos, head, d_head]
+        mlp = (acts.mlp.double().cpu() * reach[None, :, :, None]).sum(1)  # [layer, pos, d_model]
+        z_sum, mlp_sum = (z, mlp) if z_sum is None else (z_sum + z, mlp_sum + mlp)
+    count = (torch.arange(corrupted.tokens.shape[1]) < corrupted.lengths[:, None]).sum(0).clamp(min=1)
+    z_mean = (z_sum / count[None, :, None, None]).float()[:, None]  # [layer, 1, pos, head, d_head]
+    mlp_mean = (mlp_sum / count[None, :, None]).float()[:, None]  # [layer, 1, pos, d_model]
+    return Values(z_mean, mlp_mean)
+
+
+def mean_donor(model: Model, dataset: Dataset, batch_size: int) -> DonorFn:
+    means = mean_values(model, _corrupted(dataset), batch_size)
+
+    def donor(batch: Batch) -> Values:
+        size = batch.tokens.shape[0]
+        sliced = _sliced(means, batch)
+        return Values(sliced.z.expand(-1, size, -1, -1, -1), sliced.mlp.expand(-1, size, -1, -1))
+
+    return donor
+
+
+def resample_donors(dataset: Dataset, seed: int) -> Tensor:
+    """For each prompt, a corrupted prompt of the same length, drawn with `seed`."""
+    generator = torch.Generator().manual_seed(seed)
+    lengths = dataset.lengths
+    donors = torch.empty(dataset.n, dtype=torch.long)
+    for length in lengths.unique():
+        same = torch.nonzero(lengths == length).flatten()
+        donors[same] = same[torch.randint(len(same), (len(same),), generator=generator)]
+    return donors
+
+
+def resample_donor(model: Model, dataset: Dataset, seed: int) -> DonorFn:
+    corrupted, donors = _corrupted(dataset), resample_donors(dataset, seed)
+
+    def donor(batch: Batch) -> Values:
+        tokens = corrupted.tokens[donors[batch.start : batch.stop], : batch.tokens.shape[1]]
+        return resume.activations(model.bridge, tokens)
+
+    return donor
+
+
+def donor_for(model: Model, dataset: Dataset, options: AblationOptions) -> DonorFn:
+    if options.method == "zero":
+        return zero_donor(model)
+    if options.method == "mean":
+        return mean_donor(model, dataset, options.batch_size)
+    if options.method == "resample":
+        return resample_donor(model, dataset, options.seed)
+    raise HeadscopeError(f"bad --method {options.method!r}: choose {', '.join(METHODS)}")
+
+
+def batch_list(dataset: Dataset, mask: Tensor, batch_size: int) -> list[Batch]:
+    return list(
+        resume.batches(dataset.tokens, dataset.lengths, dataset.answers, dataset.contrasts, mask, batch_size)
+    )
+
+
+def knockout_sweep(
+    model: Model, dataset: Dataset, options: AblationOptions, fast: bool = True, progress: bool = True
+) -> tuple[list[Site], Tensor, float]:
+    """(sites, mean metric with each knocked out, clean metric); `fast=False` is the plain loop."""
+    sites = sites_for(model, options.components)
+    batches = batch_list(dataset, position_mask(dataset, options.positions), options.batch_size)
+    sweep = resume.sweep_sites if fast else resume.reference_sweep
+    metrics, clean = sweep(model.bridge, batches, donor_for(model, dataset, options), sites, progress)
+    return sites, metrics, clean
+
+
+def ablate(model: Model, dataset: Dataset, options: AblationOptions = AblationOptions()) -> pd.DataFrame:
+    """One row per component knocked out: metric and percent of the clean metric.
+
+    The clean metric is in `df.attrs['clean']`; the options in `df.attrs['options']`.
+    """
+    sites, metrics, clean = knockout_sweep(model, dataset, options)
+    table = pd.DataFrame(
+        {
+            "component": [s.name for s in sites],
+            "layer": [s.layer for s in sites],
+            "head": pd.array([s.head for s in sites], dtype="Int64"),
+            "method": options.method,
+            "metric": metrics.double().numpy(),
+            "pct_of_clean": 100 * metrics.double().numpy() / clean,
+        }
+    )
+    table.attrs["clean"] = clean
+    table.attrs["options"] = options.__dict__ | {"positions": list(options.positions)}
+    return table
+
+
+# ---- circuits: knock out everything but a set of components --------------------------------
+
+
+def parse_component(text: str, model: Model) -> Site:
+    """'9.1' -> head 1 of layer 9, 'mlp9' -> the MLP of layer 9; an error names the bad value."""
+    item = text.strip()
+    if item.startswith("mlp") and item[3:].isdigit():
+        layer = int(item[3:])
+        if layer >= model.n_layers:
+            raise HeadscopeError(
+                f"component {item} does not exist: this model has MLPs mlp0-mlp{model.n_layers - 1}"
+            )
+        return Site(layer, None)
+    if "." not in item:
+        raise HeadscopeError(
+            f"bad component {item!r}: write heads as LAYER.HEAD (9.1) and MLPs as mlpLAYER (mlp9)"
+        )
+    layer, head = parse_head(item, model.n_layers, model.n_heads)
+    return Site(layer, head)
+
+
+def _knockout_hooks(knocked: list[Site], values: Values, mask: Tensor) -> list[tuple]:
+    """Hooks that replace every site in `knocked` (several heads of a layer in one hook)."""
+    hooks = [resume.site_hook(s, values, mask) for s in knocked if s.head is None]
+    by_layer: dict[int, list[int]] = {}
+    for site in knocked:
+        if site.head is not None:
+            by_layer.setdefault(site.layer, []).append(site.head)
+    for layer, heads in by_layer.items():
+        value = values.z[layer]
+
+        def hook(z, hook, heads=heads, value=value):
+            for head in heads:
+                z = resume.replace_head(z, head, value, mask)
+            return z
+
+        hooks.append((resume.z_hook(layer), hook))
+    return hooks
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """Batches with their replacement values and clean metric, reused across circuit evaluations."""
+
+    batches: list[Batch]
+    values: list[Values]
+    clean: float
+    sites: list[Site]
+
+
+def _prepare(model: Model, dataset: Dataset, options: AblationOptions) -> _Prepared:
+    batches = batch_list(dataset, position_mask(dataset, options.positions), options.batch_size)
+    donor = donor_for(model, dataset, options)
+    clean = _circuit_metric(model, batches, [], [])
+    return _Prepared(batches, [donor(b) for b in batches], clean, sites_for(model, options.components))
+
+
+def _circuit_metric(model: Model, batches: list[Batch], values: list[Values], knocked: list[Site]) -> float:
+    total, n = 0.0, 0
+    device = model.bridge.cfg.device
+    for i, batch in enumerate(batches):
+        hooks = _knockout_hooks(knocked, values[i], batch.mask) if knocked else []
+        with torch.no_grad():
+            logits = model.bridge.run_with_hooks(batch.tokens.to(device), fwd_hooks=hooks)
+        total += float(resume.end_metric(resume.rows_at(logits, batch.end), batch).sum())
+        n += batch.tokens.shape[0]
+    return total / n
+
+
+def _kept_metric(model: Model, prepared: _Prepared, keep: set[Site]) -> float:
+    knocked = [s for s in prepared.sites if s not in keep]
+    return _circuit_metric(model, prepared.batches, prepared.values, knocked)
+
+
+def keep_circuit(
+    model: Model, dataset: Dataset, keep: list[str], options: AblationOptions = AblationOptions()
+) -> dict:
+    """The metric with every component but `keep` knocked out, the clean metric, and the percent kept."""
+    kept = {parse_component(item, model) for item in keep}
+    prepared = _prepare(model, dataset, options)
+    metric = _kept_metric(model, prepared, kept)
+    return {
+        "keep": [s.name for s in prepared.sites if s in kept],
+        "metric": metric,
+        "clean": prepared.clean,
+        "pct_of_clean": 100 * metric / prepared.clean,
+    }
+
+
+def greedy_circuit(
+    model: Model, dataset: Dataset, options: AblationOptions = AblationOptions(), threshold: float = 1.0
+) -> list[str]:
+    """Iterative pruning: starting from every component, least important first (by single
+    knockouts), drop a component when dropping it costs less than `threshold` percent of the
+    clean metric; returns the components left, in layer order."""
+    sites, single, clean = knockout_sweep(model, dataset, options, progress=False)
+    order = sorted(range(len(sites)), key=lambda i: abs(clean - float(single[i])))
+    prepared = _prepare(model, dataset, options)
+    circuit = set(sites)
+    current = 100 * _kept_metric(model, prepared, circuit) / prepared.clean
+    for i in tqdm(order, desc="pruning", leave=False, disable=None):
+        trial = circuit - {sites[i]}
+        pct = 100 * _kept_metric(model, prepared, trial) / prepared.clean
+        if current - pct < threshold:
+            circuit, current = trial, pct
+    return [s.name for s in sites if s in circuit]
