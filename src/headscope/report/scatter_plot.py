@@ -24,7 +24,7 @@ X_TITLE = "attention probability end -> token"
 
 
 def y_title(scale: str) -> str:
-    return "head output . W_U[token] / LN_f scale" if scale == "ln_final" else "head output . W_U[token]"
+    return "head output . W_U[token] / final LN scale" if scale == "ln_final" else "head output . W_U[token]"
 
 
 def _number(value: float, digits: int = 2) -> str:

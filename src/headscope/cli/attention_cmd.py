@@ -1,0 +1,149 @@
+"""`headscope attention`: chosen heads' patterns on one prompt, role-to-role attention of all heads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import pandas as pd
+import torch
+import typer
+
+from headscope.capture import Needs, capture
+from headscope.cli.app import (
+    DEFAULT_MODEL,
+    DEFAULT_N,
+    DEFAULT_SEED,
+    ModelOpt,
+    NOpt,
+    OutOpt,
+    SeedOpt,
+    TaskOpt,
+    app,
+    console,
+    print_table,
+)
+from headscope.cli.common import dataset_for, load
+from headscope.errors import HeadscopeError
+from headscope.heads import head_name, parse_heads
+from headscope.io import check_writable, write_json, write_table
+from headscope.models.loading import Model
+from headscope.report.attention_plot import pattern_heatmap, write_attention_html
+from headscope.scores.attention import ROLE_ATTENTION_NEEDS, pattern_frame, pattern_records, role_attention
+from headscope.tasks.dataset import Dataset, dataset_from_pairs
+from headscope.tasks.prompt import PromptPair
+
+HeadsOpt = Annotated[str, typer.Option("--heads", help="Heads whose pattern to show: 9.1,8.8 or all.")]
+PromptOpt = Annotated[int, typer.Option("--prompt", help="Index of the prompt whose pattern is shown.")]
+SUFFIXES = (".csv", ".json", ".html")
+
+
+def one_prompt(dataset: Dataset, index: int, model: Model) -> Dataset:
+    """Prompt `index` of a dataset alone, as a one-prompt Dataset."""
+    if not 0 <= index < dataset.n:
+        raise HeadscopeError(f"--prompt {index} is out of range: the dataset has prompts 0-{dataset.n - 1}")
+    twin = dataset.corrupted.prompts[index] if dataset.corrupted else dataset.prompts[index]
+    return dataset_from_pairs(dataset.task, [PromptPair(dataset.prompts[index], twin)], model.tokens)
+
+
+def prompt_tokens(model: Model, single: Dataset) -> list[str]:
+    return [model.tokens.decode(int(t)) for t in single.tokens[0, : int(single.lengths[0])]]
+
+
+LABEL_WIDTH = 14
+
+
+def pattern_lines(frame: pd.DataFrame) -> list[str]:
+    """A compact text grid: one row per destination ('i:token'), one 3-wide column per source
+    position, attention in hundredths (99 = 0.99, '**' = 1.00), blank above the diagonal."""
+    header = " " * LABEL_WIDTH + "".join(f"{column:>4}" for column in range(len(frame.columns)))
+    lines = [header]
+    for row, label in enumerate(frame.index):
+        cells = [_hundredths(v) if column <= row else "" for column, v in enumerate(frame.iloc[row])]
+        lines.append(f"{label[: LABEL_WIDTH - 1]:<{LABEL_WIDTH}}" + "".join(f"{c:>4}" for c in cells))
+    return lines
+
+
+def _hundredths(value: float) -> str:
+    rounded = round(value * 100)
+    return "**" if rounded >= 100 else ("." if rounded == 0 else str(rounded))
+
+
+def print_pattern(frame: pd.DataFrame, title: str) -> None:
+    console.print(f"[bold]{title}[/bold]")
+    for line in pattern_lines(frame):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def top_end_attention(roles: pd.DataFrame) -> pd.DataFrame:
+    """Attention from `end` to each other role, the largest first, heads written l.h."""
+    from_end = roles[(roles.query_role == "end") & (roles.key_role != "end")]
+    ordered = from_end.sort_values("attention", ascending=False, kind="stable")
+    heads = [f"{layer}.{head}" for layer, head in zip(ordered.layer, ordered["head"], strict=True)]
+    return pd.DataFrame(
+        {"head": heads, "key_role": list(ordered.key_role), "attention": list(ordered.attention)}
+    )
+
+
+def check_out(out: Path | None) -> None:
+    if out is not None and out.suffix not in SUFFIXES:
+        raise HeadscopeError(f"--out {out}: use a .csv, .json or .html file name")
+    if out is not None:
+        check_writable(out)
+
+
+@app.command("attention")
+def attention(
+    heads: HeadsOpt,
+    model: ModelOpt = DEFAULT_MODEL,
+    task: TaskOpt = "ioi",
+    prompt: PromptOpt = 0,
+    n: NOpt = DEFAULT_N,
+    seed: SeedOpt = DEFAULT_SEED,
+    out: OutOpt = None,
+) -> None:
+    """Patterns of chosen heads on one prompt, and role-to-role attention of every head."""
+    check_out(out)
+    loaded = load(model)
+    chosen = parse_heads(heads, loaded.n_layers, loaded.n_heads)
+    dataset = dataset_for(loaded, task, n, seed)
+    single = one_prompt(dataset, prompt, loaded)
+    roles = role_attention(dataset, capture(loaded, dataset, ROLE_ATTENTION_NEEDS))
+    patterns = capture(loaded, single, Needs(pattern_full=True, logits_end=False)).pattern_full[0]
+    tokens = prompt_tokens(loaded, single)
+    console.print(f"[bold]prompt {prompt}[/bold]: {dataset.prompts[prompt].text!r}", highlight=False)
+    for layer, index in chosen:
+        frame = pattern_frame(patterns[layer, index], tokens)
+        print_pattern(frame, f"head {head_name((layer, index))}: destination rows x source columns, x 0.01")
+    print_table(top_end_attention(roles), title=f"attention from end, mean over {dataset.n} prompts")
+    if out is not None:
+        _write(out, task, dataset, prompt, patterns, chosen, tokens, roles)
+
+
+def _write(
+    out: Path, task: str, dataset: Dataset, prompt: int, patterns: torch.Tensor, chosen, tokens, roles
+):
+    records = pattern_records(patterns, chosen, tokens)
+    if out.suffix == ".csv":
+        roles_path = out.with_name(f"{out.stem}_roles.csv")
+        write_table(out, records)
+        write_table(roles_path, roles)
+        console.print(f"wrote {out} (patterns) and {roles_path} (role attention)")
+        return
+    if out.suffix == ".json":
+        text = dataset.prompts[prompt].text
+        body = {"task": task, "prompt_index": prompt, "prompt": text, "tokens": tokens, "n": dataset.n}
+        write_json(
+            out, body | {"patterns": records.to_dict("records"), "role_attention": roles.to_dict("records")}
+        )
+    else:
+        figures = [
+            pattern_heatmap(
+                pattern_frame(patterns[layer, index], tokens), f"head {head_name((layer, index))}"
+            )
+            for layer, index in chosen
+        ]
+        write_attention_html(
+            out, f"headscope attention: {task}", dataset.prompts[prompt].text, figures, roles
+        )
+    console.print(f"wrote {out}")

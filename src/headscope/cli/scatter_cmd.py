@@ -1,0 +1,111 @@
+"""`headscope scatter`: one head's attention vs. logit projection, with Pearson r per role."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, get_args
+
+import pandas as pd
+import typer
+
+from headscope.capture import capture
+from headscope.cli.app import (
+    DEFAULT_MODEL,
+    DEFAULT_N,
+    DEFAULT_SEED,
+    ModelOpt,
+    NOpt,
+    OutOpt,
+    SeedOpt,
+    TaskOpt,
+    app,
+    console,
+    print_table,
+)
+from headscope.cli.common import dataset_for, load
+from headscope.errors import HeadscopeError
+from headscope.heads import head_name, parse_head
+from headscope.io import check_writable, write_json, write_table
+from headscope.report.scatter_plot import scatter_figure, write_scatter_html, write_scatter_png
+from headscope.scores.scatter import SCATTER_NEEDS, Scale, default_roles, scatter_points, scatter_stats
+
+HeadOpt = Annotated[str, typer.Option("--head", help="The head, LAYER.HEAD, e.g. 9.9.")]
+RolesOpt = Annotated[
+    str | None,
+    typer.Option("--roles", help="Comma-separated roles or groups (default: answer, contrast group)."),
+]
+ScaleOpt = Annotated[
+    str, typer.Option("--scale", help="none (the IOI definition) or ln_final (divide by the final LN scale).")
+]
+BootOpt = Annotated[int, typer.Option("--n-boot", help="Bootstrap resamples for the 95% interval of r.")]
+SUFFIXES = (".csv", ".json", ".html", ".png")
+
+
+def check_scale(scale: str) -> Scale:
+    if scale not in get_args(Scale):
+        raise HeadscopeError(f"--scale {scale!r}: choose none or ln_final")
+    return scale  # type: ignore[return-value]
+
+
+def check_out(out: Path | None) -> None:
+    if out is not None and out.suffix not in SUFFIXES:
+        raise HeadscopeError(f"--out {out}: use a .csv, .json, .html or .png file name")
+    if out is not None:
+        check_writable(out)
+
+
+def parse_roles(text: str | None, dataset) -> list[str]:
+    """The roles asked for, each checked against the task (an unknown one names the known ones)."""
+    if text is None:
+        return default_roles(dataset)
+    roles = [r.strip() for r in text.split(",") if r.strip()]
+    if not roles:
+        raise HeadscopeError("--roles is empty: give roles like IO,S")
+    for role in roles:
+        dataset.role_names(role)
+    return roles
+
+
+@app.command("scatter")
+def scatter(
+    head: HeadOpt,
+    model: ModelOpt = DEFAULT_MODEL,
+    task: TaskOpt = "ioi",
+    roles: RolesOpt = None,
+    scale: ScaleOpt = "none",
+    n: NOpt = DEFAULT_N,
+    seed: SeedOpt = DEFAULT_SEED,
+    n_boot: BootOpt = 1000,
+    out: OutOpt = None,
+) -> None:
+    """Attention from end to each role's token vs. the head's output projected on that token."""
+    chosen_scale = check_scale(scale)
+    check_out(out)
+    loaded = load(model)
+    chosen = parse_head(head, loaded.n_layers, loaded.n_heads)
+    dataset = dataset_for(loaded, task, n, seed)
+    role_list = parse_roles(roles, dataset)
+    cap = capture(loaded, dataset, SCATTER_NEEDS)
+    points = scatter_points(loaded.weights, dataset, cap, chosen, role_list, chosen_scale)
+    stats = scatter_stats(points, n_boot=n_boot, seed=seed)
+    title = f"head {head_name(chosen)} on {task}, scale={chosen_scale}"
+    print_table(stats, title=title)
+    if out is not None:
+        _write(
+            out, points, stats, title, chosen_scale, {"task": task, "head": head_name(chosen), "seed": seed}
+        )
+
+
+def _write(
+    out: Path, points: pd.DataFrame, stats: pd.DataFrame, title: str, scale: Scale, meta: dict
+) -> None:
+    if out.suffix == ".html":
+        write_scatter_html(out, scatter_figure(points, stats, title, scale))
+    elif out.suffix == ".png":
+        write_scatter_png(out, points, stats, title, scale)
+    elif out.suffix == ".csv":
+        write_table(out, points)
+    else:
+        body = meta | {"scale": scale, "stats": stats.to_dict("records"), "points": points.to_dict("records")}
+        write_json(out, body)
+    console.print(f"wrote {out}")
