@@ -102,6 +102,11 @@ def load_run(folder: Path) -> Run:
     )
 
 
+def plain_record(data: dict) -> dict:
+    """`data` as results.json will hold it (keys sorted, JSON types), so a loaded run renders alike."""
+    return json.loads(_dumps(data, indent=None))
+
+
 def package_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for name in PACKAGES:
@@ -109,7 +114,7 @@ def package_versions() -> dict[str, str]:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
-    return versions
+    return dict(sorted(versions.items()))
 
 
 def _table_record(table: pd.DataFrame) -> dict:

@@ -54,11 +54,14 @@ def xss_task() -> Task:
 
 
 @pytest.fixture(scope="session")
-def report_model(tmp_path_factory, vocabulary) -> Model:
-    folder = save_tiny_gpt2(
-        tmp_path_factory.mktemp("report-model"), sorted(set(vocabulary) | set(XSS_PIECES)), seed=1
-    )
-    return load_model(str(folder))
+def report_model_dir(tmp_path_factory, vocabulary) -> Path:
+    known = sorted(set(vocabulary) | set(XSS_PIECES))
+    return save_tiny_gpt2(tmp_path_factory.mktemp("report-model"), known, seed=1)
+
+
+@pytest.fixture(scope="session")
+def report_model(report_model_dir) -> Model:
+    return load_model(str(report_model_dir))
 
 
 def make_run(model: Model, tasks: list[Task], n: int = 12, seed: int = 0) -> Run:

@@ -16,7 +16,7 @@ import pandas as pd
 
 from headscope.capture import Capture, Needs, capture
 from headscope.models.loading import Model
-from headscope.run import Run
+from headscope.run import Run, plain_record
 from headscope.scores.labels import LabelThresholds, label_heads
 from headscope.tasks.dataset import Dataset, build_dataset, dataset_from_pairs
 from headscope.tasks.prompt import PromptPair
@@ -79,7 +79,8 @@ def build_run(model: Model, tasks: Sequence[Task], options: ReportOptions, say: 
             per_task.setdefault(table_name, []).append(table.assign(task=task.name))
     tables = {name: _task_first(pd.concat(parts, ignore_index=True)) for name, parts in per_task.items()}
     tables["comparison"] = compare_tasks(tables, tuple(t.name for t in tasks))
-    return Run(tables=tables, options=options.as_dict(), model=model.identity.as_dict(), seed=options.seed)
+    provenance = plain_record({"options": options.as_dict(), "model": model.identity.as_dict()})
+    return Run(tables=tables, seed=options.seed, **provenance)
 
 
 def _task_first(table: pd.DataFrame) -> pd.DataFrame:
@@ -243,7 +244,8 @@ def example_patterns(model: Model, dataset: Dataset, top, count: int) -> dict[st
         length = int(examples.lengths[i])
         ids = examples.tokens[i, :length].tolist()
         token_rows += [
-            {"prompt": i, "position": p, "token": model.tokens.decode(t)} for p, t in enumerate(ids)
+            {"prompt": i, "position": p, "token_id": t, "token": model.tokens.decode(t)}
+            for p, t in enumerate(ids)
         ]
         for layer, head in top:
             grid = full[i, layer, head, :length, :length]  # [dest, src]

@@ -1,0 +1,52 @@
+"""The page's text: escaping, inlined scripts only, one PNG per figure, re-rendering from JSON."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from headscope.report.content import build_page
+from headscope.report.html import PAGE_FILE, script_json, write_report
+from headscope.run import load_run
+from tests.report.conftest import MARKUP
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_script_json_cannot_close_its_element():
+    nasty = {"k</script>": ["</script><script>alert(1)</script>", "a & b", "<!--", "ü"]}
+    text = script_json(nasty)
+    assert not set("<>&") & set(text)
+    assert json.loads(text) == nasty
+
+
+def test_markup_from_the_task_never_appears_raw(report_dir):
+    html = (report_dir / PAGE_FILE).read_text(encoding="utf-8")
+    assert MARKUP not in html
+    assert "alert(1)" in html  # it is there, escaped
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<b>task</b>" not in html
+
+
+def test_every_script_is_inline_and_nothing_is_fetched(report_dir, report_run):
+    html = (report_dir / PAGE_FILE).read_text(encoding="utf-8")
+    tags = re.findall(r"^<script[^>]*>", html, flags=re.MULTILINE)  # the page's own elements
+    page = build_page(report_run)
+    viewers = sum(1 for task in page.tasks if task.viewer)
+    assert len(tags) == len(page.figures) + viewers + 3  # specs, viewer data, plotly, figures, viewer
+    assert tags.count("<script>") == 3
+    assert not re.search(r"<script[^>]*\ssrc=", html)
+    assert not re.search(r"<link[^>]+href=", html)
+    assert "default-src 'none'" in html  # the page forbids every request
+
+
+def test_one_png_per_figure(report_dir, report_run):
+    page = build_page(report_run)
+    for figure in page.figures:
+        assert (report_dir / f"{figure.name}.png").read_bytes()[:8] == PNG_MAGIC, figure.name
+    assert len({f.name for f in page.figures}) == len(page.figures)
+
+
+def test_rerender_from_results_json_gives_the_same_page(report_dir, tmp_path):
+    page = write_report(load_run(report_dir), tmp_path, say=lambda message: None)
+    assert page.read_bytes() == (report_dir / PAGE_FILE).read_bytes()
