@@ -1,0 +1,43 @@
+"""The benchmark's fast path and its reference loop agree exactly on a small random model."""
+
+import dataclasses
+
+import torch
+from benchmarks.ov import RELATIONS, Item, random_weights, reference_head
+
+from headscope.scores.ov_kernel import Targets, ov_ranks
+
+
+def _double(weights):
+    return dataclasses.replace(
+        weights, **{f.name: getattr(weights, f.name).double() for f in dataclasses.fields(weights)
+                    if isinstance(getattr(weights, f.name), torch.Tensor)}
+    )  # fmt: skip
+
+
+def _item(n_rows: int, d_model: int, d_vocab: int) -> Item:
+    g = torch.Generator().manual_seed(5)
+    ids = torch.randperm(d_vocab - 1, generator=g)[:n_rows]
+    tokens = torch.stack([ids, ids + 1], 1)[:, :, None]  # copy, next
+    return Item(
+        "small",
+        torch.randn(n_rows, d_model, generator=g, dtype=torch.float64),
+        Targets(tokens, torch.ones(n_rows, 2, dtype=torch.bool)),
+    )
+
+
+def test_fast_and_reference_agree_exactly():
+    weights = _double(random_weights(n_layers=2, n_heads=3, d_model=24, d_head=6, d_vocab=300, seed=1))
+    heads = [(layer, head) for layer in range(2) for head in range(3)]
+    for n_rows in (5, 40):  # the direct form, then the factored form
+        item = _item(n_rows, 24, 300)
+        fast = ov_ranks(
+            weights, item.x, item.targets, heads, k=5, signs=(1, -1), dtype=torch.float64, chunk_rows=16
+        )
+        for i, head in enumerate(heads):
+            reference = reference_head(weights, item, *head)
+            for name, sign in RELATIONS:
+                rank, top, logits, _ = reference[(name, sign)]
+                got = fast.rank[i, 0 if sign == 1 else 1, :, 0 if name == "copy" else 1].long()
+                assert torch.equal(got, rank)
+                assert torch.equal(fast.topk[i, 0 if sign == 1 else 1].long(), top)
