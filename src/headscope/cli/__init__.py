@@ -14,7 +14,15 @@ from headscope.errors import HeadscopeError
 app.add_typer(tasks_app, name="tasks")
 
 # Each command module registers itself on `app` when imported.
-COMMAND_MODULES: tuple[str, ...] = ("report_cmd", "scores_cmd", "attention_cmd", "scatter_cmd", "evaluate_cmd")
+COMMAND_MODULES: tuple[str, ...] = (
+    "report_cmd",
+    "scores_cmd",
+    "attention_cmd",
+    "scatter_cmd",
+    "evaluate_cmd",
+    "ablate_cmd",
+    "patch_cmd",
+)
 
 
 def _register() -> None:

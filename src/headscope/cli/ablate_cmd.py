@@ -1,0 +1,113 @@
+"""`headscope ablate`: the task metric with each head and MLP knocked out, or a circuit kept."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import pandas as pd
+import typer
+
+from headscope.cli.app import (
+    DEFAULT_MODEL,
+    DEFAULT_N,
+    DEFAULT_SEED,
+    ModelOpt,
+    NOpt,
+    OutOpt,
+    SeedOpt,
+    TaskOpt,
+    app,
+    console,
+    print_table,
+)
+from headscope.cli.common import dataset_for, load
+from headscope.errors import HeadscopeError
+from headscope.io import check_writable, write_table
+from headscope.scores.ablation import AblationOptions, ablate, greedy_circuit, keep_circuit
+
+Method = Literal["zero", "mean", "resample"]
+
+
+def _items(text: str, option: str) -> tuple[str, ...]:
+    items = tuple(dict.fromkeys(item.strip() for item in text.split(",") if item.strip()))
+    if not items:
+        raise HeadscopeError(f"empty {option}: give a comma-separated list")
+    return items
+
+
+def _circuit_table(result: dict) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "kept": ",".join(result["keep"]) or "(nothing)",
+                "metric": result["metric"],
+                "clean": result["clean"],
+                "pct_of_clean": result["pct_of_clean"],
+            }
+        ]
+    )
+
+
+@app.command("ablate")
+def ablate_command(
+    model: ModelOpt = DEFAULT_MODEL,
+    task: TaskOpt = "seq-digits",
+    components: Annotated[
+        str, typer.Option("--components", help="heads, mlps or heads,mlps.")
+    ] = "heads,mlps",
+    method: Annotated[
+        Method, typer.Option("--method", help="zero, mean or resample (from the corrupted twin).")
+    ] = "mean",
+    positions: Annotated[
+        str, typer.Option("--positions", help="all, end, or role names like S2,end: where to knock out.")
+    ] = "all",
+    keep: Annotated[
+        str | None, typer.Option("--keep", help="Knock out everything but these, e.g. 0.1,4.4,mlp0.")
+    ] = None,
+    greedy: Annotated[
+        bool,
+        typer.Option(
+            "--greedy", help="Prune components costing under --threshold points; print the circuit."
+        ),
+    ] = False,
+    threshold: Annotated[float, typer.Option("--threshold", help="--greedy: percent points of clean.")] = 1.0,
+    n: NOpt = DEFAULT_N,
+    seed: SeedOpt = DEFAULT_SEED,
+    out: OutOpt = None,
+) -> None:
+    """Knockouts: mean logit difference (answer - contrast at end) with each component replaced."""
+    if out is not None:
+        check_writable(out)
+    if keep is not None and greedy:
+        raise HeadscopeError("give --keep or --greedy, not both")
+    loaded = load(model)
+    dataset = dataset_for(loaded, task, n, seed)
+    options = AblationOptions(
+        _items(components, "--components"), method, _items(positions, "--positions"), seed
+    )
+    where = ",".join(options.positions)
+    if keep is not None or greedy:
+        _circuit(loaded, dataset, options, keep, threshold, out, f"{method} ablation at {where}, task {task}")
+        return
+    table = ablate(loaded, dataset, options)
+    console.print(f"clean metric (mean logit diff at end, {dataset.n} prompts): {table.attrs['clean']:.3f}")
+    ranked = table.sort_values("pct_of_clean", kind="stable")
+    print_table(ranked, title=f"{method} ablation at {where}, task {task}: most harmful first")
+    if out is not None:
+        console.print(f"wrote {write_table(out, table)}")
+
+
+def _circuit(loaded, dataset, options, keep, threshold, out, title) -> None:
+    if keep is None:
+        found = greedy_circuit(loaded, dataset, options, threshold)
+        console.print(
+            f"greedy circuit (each removal cost < {threshold} points): {','.join(found) or '(empty)'}"
+        )
+        keep_items = found
+    else:
+        keep_items = list(_items(keep, "--keep"))
+    result = keep_circuit(loaded, dataset, keep_items, options)
+    table = _circuit_table(result)
+    print_table(table, title=f"circuit kept, everything else knocked out: {title}")
+    if out is not None:
+        console.print(f"wrote {write_table(out, table)}")

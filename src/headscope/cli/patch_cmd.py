@@ -1,0 +1,87 @@
+"""`headscope patch`: activation patching per head between clean prompts and corrupted twins."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import pandas as pd
+import typer
+
+from headscope.cli.app import (
+    DEFAULT_MODEL,
+    DEFAULT_N,
+    DEFAULT_SEED,
+    ModelOpt,
+    NOpt,
+    OutOpt,
+    SeedOpt,
+    TaskOpt,
+    app,
+    console,
+    print_table,
+)
+from headscope.cli.common import dataset_for, load
+from headscope.errors import HeadscopeError
+from headscope.io import check_writable, write_table
+from headscope.scores.patching import attribution_patch, patch
+
+Direction = Literal["denoise", "noise"]
+
+
+def grid(table: pd.DataFrame) -> pd.DataFrame:
+    """layer x head grid of the normalised values (rows: layers, columns: heads)."""
+    wide = table.pivot(index="layer", columns="head", values="value")
+    wide.columns = [f"h{h}" for h in wide.columns]
+    return wide.reset_index()
+
+
+@app.command("patch")
+def patch_command(
+    model: ModelOpt = DEFAULT_MODEL,
+    task: TaskOpt = "seq-digits",
+    direction: Annotated[
+        Direction,
+        typer.Option("--direction", help="denoise (clean into corrupted) or noise (corrupted into clean)."),
+    ] = "denoise",
+    by_position: Annotated[
+        bool, typer.Option("--by-position", help="One value per head and token position.")
+    ] = False,
+    approx: Annotated[
+        bool,
+        typer.Option(
+            "--approx", help="Attribution patching: one forward and one backward (an approximation)."
+        ),
+    ] = False,
+    n: NOpt = DEFAULT_N,
+    seed: SeedOpt = DEFAULT_SEED,
+    out: OutOpt = None,
+) -> None:
+    """Head-level activation patching, normalised to (patched - corrupted) / (clean - corrupted)."""
+    if out is not None:
+        check_writable(out)
+    if approx and (by_position or direction != "denoise"):
+        raise HeadscopeError("--approx estimates denoising per component: drop --by-position and --direction")
+    loaded = load(model)
+    dataset = dataset_for(loaded, task, n, seed)
+    table = attribution_patch(loaded, dataset) if approx else patch(loaded, dataset, direction, by_position)
+    console.print(
+        f"clean metric {table.attrs['clean']:.3f}, corrupted {table.attrs['corrupted']:.3f} "
+        f"(mean logit diff at end, {dataset.n} prompts of {task})"
+    )
+    _show(table, approx, by_position, direction)
+    if out is not None:
+        console.print(f"wrote {write_table(out, table)}")
+
+
+def _show(table: pd.DataFrame, approx: bool, by_position: bool, direction: str) -> None:
+    if approx:
+        console.print(
+            "[yellow]APPROXIMATION: attribution patching (first order), not exact patching[/yellow]"
+        )
+        ranked = table.reindex(table["value"].abs().sort_values(ascending=False).index)
+        print_table(ranked, title="attribution patching (approximation), denoise, largest first")
+    elif by_position:
+        ranked = table.reindex(table["value"].abs().sort_values(ascending=False).index)
+        print_table(ranked, title=f"{direction} patching per head and position, largest first")
+    else:
+        print_table(grid(table), title=f"{direction} patching: layer x head", limit=200)
