@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 import torch
 
+from headscope.capture import capture
 from headscope.cli import main
+from headscope.scores.attention import DETECTOR_NEEDS, head_detectors
 from headscope.tasks.dataset import build_dataset
 from headscope.tasks.registry import get_task
 from tests.cli.test_tasks_cmd import run_cli
@@ -33,16 +36,22 @@ def test_attention_json_holds_the_true_pattern_and_role_attention(tmp_path, tiny
     assert len({(r["layer"], r["head"]) for r in data["role_attention"]}) == 8
 
 
-def test_attention_html_is_self_contained_and_csv_writes_two_tables(tmp_path, tiny_dir):
-    common = ("--model", str(tiny_dir), "--task", "recency", "--heads", "0.0", "--n", "4")
+def test_attention_on_induction_writes_detectors_html_and_csv(tmp_path, tiny_dir, tiny_model):
+    common = ("--model", str(tiny_dir), "--task", "induction", "--heads", "0.0", "--n", "4")
     page = tmp_path / "a.html"
-    assert run_cli("attention", *common, "--out", str(page)).returncode == 0
+    result = run_cli("attention", *common, "--out", str(page))
+    assert result.returncode == 0, result.stderr
+    assert "head detectors" in result.stdout
     text = page.read_text()
-    assert "Plotly.newPlot" in text and "<script src=" not in text
+    assert "Plotly.newPlot" in text and "<script src=" not in text and "Head detectors" in text
     table = tmp_path / "a.csv"
     assert run_cli("attention", *common, "--out", str(table)).returncode == 0
     assert table.read_text().startswith("layer,head,destination")
-    assert (tmp_path / "a_roles.csv").read_text().startswith("layer,head,query_role,key_role,attention")
+    assert (tmp_path / "a_role_attention.csv").read_text().startswith("layer,head,query_role,key_role")
+    written = pd.read_csv(tmp_path / "a_detectors.csv")
+    dataset = build_dataset(get_task("induction"), tiny_model.tokens, 4, seed=0)
+    expected = head_detectors(dataset, capture(tiny_model, dataset, DETECTOR_NEEDS))
+    pd.testing.assert_frame_equal(written, expected, check_dtype=False, atol=1e-6)
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -29,13 +30,24 @@ from headscope.heads import head_name, parse_heads
 from headscope.io import check_writable, write_json, write_table
 from headscope.models.loading import Model
 from headscope.report.attention_plot import pattern_heatmap, write_attention_html
-from headscope.scores.attention import ROLE_ATTENTION_NEEDS, pattern_frame, pattern_records, role_attention
+from headscope.scores.attention import (
+    DETECTORS,
+    ROLE_ATTENTION_NEEDS,
+    head_detectors,
+    pattern_frame,
+    pattern_records,
+    role_attention,
+)
 from headscope.tasks.dataset import Dataset, dataset_from_pairs
 from headscope.tasks.prompt import PromptPair
 
 HeadsOpt = Annotated[str, typer.Option("--heads", help="Heads whose pattern to show: 9.1,8.8 or all.")]
 PromptOpt = Annotated[int, typer.Option("--prompt", help="Index of the prompt whose pattern is shown.")]
 SUFFIXES = (".csv", ".json", ".html")
+TABLE_TITLES = {
+    "role_attention": "Role-to-role attention (mean over prompts)",
+    "detectors": "Head detectors (share of attention on the ideal pattern)",
+}
 
 
 def one_prompt(dataset: Dataset, index: int, model: Model) -> Dataset:
@@ -92,6 +104,29 @@ def check_out(out: Path | None) -> None:
         check_writable(out)
 
 
+def needs_for(dataset: Dataset) -> Needs:
+    """Role attention always; whole patterns too on the induction task, for the detectors."""
+    return replace(ROLE_ATTENTION_NEEDS, pattern_full=dataset.task.name == "induction")
+
+
+def score_tables(dataset: Dataset, cap) -> dict[str, pd.DataFrame]:
+    """role_attention for every head, plus detectors when the patterns were captured."""
+    tables = {"role_attention": role_attention(dataset, cap)}
+    if cap.pattern_full is not None:
+        tables["detectors"] = head_detectors(dataset, cap)
+    return tables
+
+
+def print_detectors(detectors: pd.DataFrame) -> None:
+    strongest = detectors[list(DETECTORS)].max(axis=1).sort_values(ascending=False, kind="stable")
+    ordered = detectors.loc[strongest.index]
+    heads = [f"{layer}.{head}" for layer, head in zip(ordered.layer, ordered["head"], strict=True)]
+    print_table(
+        ordered.drop(columns=["layer", "head"]).assign(head=heads)[["head", *DETECTORS]],
+        title="head detectors: share of attention on the ideal pattern",
+    )
+
+
 @app.command("attention")
 def attention(
     heads: HeadsOpt,
@@ -102,40 +137,43 @@ def attention(
     seed: SeedOpt = DEFAULT_SEED,
     out: OutOpt = None,
 ) -> None:
-    """Patterns of chosen heads on one prompt, and role-to-role attention of every head."""
+    """Patterns of chosen heads on one prompt, role-to-role attention of every head (and the
+    previous-token, duplicate-token and induction detectors on the induction task)."""
     check_out(out)
     loaded = load(model)
     chosen = parse_heads(heads, loaded.n_layers, loaded.n_heads)
     dataset = dataset_for(loaded, task, n, seed)
     single = one_prompt(dataset, prompt, loaded)
-    roles = role_attention(dataset, capture(loaded, dataset, ROLE_ATTENTION_NEEDS))
+    tables = score_tables(dataset, capture(loaded, dataset, needs_for(dataset)))
     patterns = capture(loaded, single, Needs(pattern_full=True, logits_end=False)).pattern_full[0]
     tokens = prompt_tokens(loaded, single)
     console.print(f"[bold]prompt {prompt}[/bold]: {dataset.prompts[prompt].text!r}", highlight=False)
     for layer, index in chosen:
         frame = pattern_frame(patterns[layer, index], tokens)
         print_pattern(frame, f"head {head_name((layer, index))}: destination rows x source columns, x 0.01")
+    roles = tables["role_attention"]
     print_table(top_end_attention(roles), title=f"attention from end, mean over {dataset.n} prompts")
+    if "detectors" in tables:
+        print_detectors(tables["detectors"])
     if out is not None:
-        _write(out, task, dataset, prompt, patterns, chosen, tokens, roles)
+        _write(out, task, dataset, prompt, patterns, chosen, tokens, tables)
 
 
 def _write(
-    out: Path, task: str, dataset: Dataset, prompt: int, patterns: torch.Tensor, chosen, tokens, roles
+    out: Path, task: str, dataset: Dataset, prompt: int, patterns: torch.Tensor, chosen, tokens, tables
 ):
     records = pattern_records(patterns, chosen, tokens)
     if out.suffix == ".csv":
-        roles_path = out.with_name(f"{out.stem}_roles.csv")
         write_table(out, records)
-        write_table(roles_path, roles)
-        console.print(f"wrote {out} (patterns) and {roles_path} (role attention)")
+        for name, table in tables.items():
+            write_table(out.with_name(f"{out.stem}_{name}.csv"), table)
+        console.print(f"wrote {out} (patterns) and {', '.join(f'{out.stem}_{name}.csv' for name in tables)}")
         return
     if out.suffix == ".json":
         text = dataset.prompts[prompt].text
         body = {"task": task, "prompt_index": prompt, "prompt": text, "tokens": tokens, "n": dataset.n}
-        write_json(
-            out, body | {"patterns": records.to_dict("records"), "role_attention": roles.to_dict("records")}
-        )
+        body["patterns"] = records.to_dict("records")
+        write_json(out, body | {name: table.to_dict("records") for name, table in tables.items()})
     else:
         figures = [
             pattern_heatmap(
@@ -143,7 +181,8 @@ def _write(
             )
             for layer, index in chosen
         ]
+        titled = {TABLE_TITLES[name]: table for name, table in tables.items()}
         write_attention_html(
-            out, f"headscope attention: {task}", dataset.prompts[prompt].text, figures, roles
+            out, f"headscope attention: {task}", dataset.prompts[prompt].text, figures, titled
         )
     console.print(f"wrote {out}")

@@ -33,21 +33,28 @@ def pattern_heatmap(frame: pd.DataFrame, title: str) -> go.Figure:
     return figure
 
 
-def attention_page(title: str, prompt: str, figures: list[go.Figure], roles: pd.DataFrame) -> str:
-    """The page: the prompt, one heatmap per head (plotly.js inlined once), the role table."""
+def _table_html(title: str, table: pd.DataFrame) -> str:
+    body = table.to_html(index=False, float_format=lambda v: f"{v:.3f}", escape=True, border=0)
+    return f"<h2>{html.escape(title)}</h2>{body}"
+
+
+def attention_page(title: str, prompt: str, figures: list[go.Figure], tables: dict[str, pd.DataFrame]) -> str:
+    """The page: the prompt, one heatmap per head (plotly.js inlined once), then each titled table."""
     divs = [
         figure.to_html(full_html=False, include_plotlyjs=index == 0) for index, figure in enumerate(figures)
     ]
-    table = roles.to_html(index=False, float_format=lambda v: f"{v:.3f}", escape=True, border=0)
+    sections = [_table_html(name, table) for name, table in tables.items()]
     return (
         "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
         f"<title>{html.escape(title)}</title>"
         "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 8px;text-align:right}</style>"
         f"</head><body><h1>{html.escape(title)}</h1><p><code>{html.escape(prompt)}</code></p>"
-        + "\n".join(divs)
-        + f"<h2>Role-to-role attention (mean over prompts)</h2>{table}</body></html>\n"
+        + "\n".join(divs + sections)
+        + "</body></html>\n"
     )
 
 
-def write_attention_html(path: Path, title: str, prompt: str, figures, roles: pd.DataFrame) -> Path:
-    return write_text(Path(path), attention_page(title, prompt, figures, roles))
+def write_attention_html(
+    path: Path, title: str, prompt: str, figures, tables: dict[str, pd.DataFrame]
+) -> Path:
+    return write_text(Path(path), attention_page(title, prompt, figures, tables))
