@@ -3,7 +3,7 @@
 A run saves to a folder as `results.json` (every number, plus provenance) and one CSV per
 table, and loads back from `results.json` alone, so a report re-renders without the model.
 The timestamp sits outside the hashed content: two runs with the same inputs and seed give
-byte-identical CSVs and a `results.json` that differs only in its `created` line.
+byte-identical CSVs and a `results.json` that differs only in its `created` field.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ class Run:
         for name, table in sorted(self.tables.items()):
             write_table(folder / f"{name}.csv", table)
         record = {"created": self.created, "content_sha256": self.content_sha256(), **self.content()}
-        return write_text(folder / RESULTS_FILE, _dumps(record, indent=1) + "\n")
+        return write_text(folder / RESULTS_FILE, _dumps(record, indent=None) + "\n")
 
 
 def load_run(folder: Path) -> Run:

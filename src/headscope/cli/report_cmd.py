@@ -21,7 +21,7 @@ from headscope.cli.app import (
 )
 from headscope.cli.common import load
 from headscope.errors import HeadscopeError
-from headscope.report.analyses import ReportOptions, build_run
+from headscope.report.analyses import Embedding, ReportOptions, build_run
 from headscope.report.console import summary_table
 from headscope.report.html import write_report
 from headscope.run import load_run
@@ -43,6 +43,10 @@ ReportOutOpt = Annotated[
 FromOpt = Annotated[
     Path | None,
     typer.Option("--from", help="Re-render the page from this folder's results.json, without the model."),
+]
+KOpt = Annotated[int, typer.Option("--k", help="OV scores: a hit when a target is in the top k logits.")]
+EmbeddingOpt = Annotated[
+    Embedding, typer.Option("--embedding", help="OV scores: context, token or block0 (methods.md section 2).")
 ]
 TopOpt = Annotated[int, typer.Option("--top", help="Top heads per task (by |direct logit attribution|).")]
 
@@ -71,6 +75,8 @@ def report(
     n: NOpt = DEFAULT_N,
     seed: SeedOpt = DEFAULT_SEED,
     top: TopOpt = 4,
+    k: KOpt = 5,
+    embedding: EmbeddingOpt = "context",
     from_dir: FromOpt = None,
 ) -> None:
     """Score every head on each task and write a self-contained HTML report with its data."""
@@ -81,7 +87,7 @@ def report(
         out = from_dir if out == DEFAULT_OUT else out
     else:
         names = task_list(tasks)
-        options = ReportOptions(tasks=names, n=n, seed=seed, top_heads=top)
+        options = ReportOptions(tasks=names, n=n, seed=seed, top_heads=top, k=k, embedding=embedding)
         loaded = load(model)
         say(f"model {model}: {loaded.n_layers} layers x {loaded.n_heads} heads")
         run = build_run(loaded, [get_task(name) for name in names], options, say)

@@ -90,7 +90,8 @@ def _task_first(table: pd.DataFrame) -> pd.DataFrame:
 def analyse_task(model: Model, task: Task, options: ReportOptions, say: Say) -> dict[str, pd.DataFrame]:
     dataset = build_dataset(task, model.tokens, options.n, options.seed)
     say(f"task {task.name}: one forward pass over {dataset.n} prompts")
-    cap = capture(model, dataset, needs_for(task))
+    # One batch: capture's merge of pattern rows assumes every batch has the same width.
+    cap = capture(model, dataset, needs_for(task), batch_size=dataset.n)
     tables: dict[str, pd.DataFrame] = {"tasks": task_info(task), "evaluation": _evaluation(dataset, cap)}
     for step in (_ov_tables, _attention_tables, _dla_table, _knockout_table):
         say(f"task {task.name}: {step.__name__.strip('_').replace('_', ' ')}")
@@ -104,6 +105,8 @@ def analyse_task(model: Model, task: Task, options: ReportOptions, say: Say) -> 
     )
     top = top_heads(tables, options.top_heads)
     tables["top_heads"] = pd.DataFrame(top, columns=["layer", "head"])
+    if "ov_per_token" in tables:  # every instance x every head is too big to keep: the top heads'
+        tables["ov_per_token"] = _of_heads(tables["ov_per_token"], top)
     tables |= _scatter_tables(model, dataset, cap, top, options, say)
     tables |= example_patterns(model, dataset, top, options.example_prompts)
     return tables
@@ -193,6 +196,13 @@ def top_heads(tables: dict[str, pd.DataFrame], count: int) -> list[tuple[int, in
         (int(layer), int(head))
         for layer, head in heads[["layer", "head"]].head(count).itertuples(index=False)
     ]
+
+
+def _of_heads(table: pd.DataFrame, heads: list[tuple[int, int]]) -> pd.DataFrame:
+    keep = [
+        (int(layer), int(head)) in heads for layer, head in zip(table["layer"], table["head"], strict=True)
+    ]
+    return table[keep].reset_index(drop=True)
 
 
 def scatter_roles(task: Task) -> tuple[str, ...]:
