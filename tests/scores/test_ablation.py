@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from headscope.errors import HeadscopeError
+from headscope.models.loading import ORGANISM_DIR, load_model
 from headscope.scores import resume
 from headscope.scores.ablation import (
     AblationOptions,
@@ -19,6 +20,7 @@ from headscope.scores.ablation import (
     position_mask,
     resample_donors,
 )
+from headscope.scores.ov import OVOptions, ov_scores
 from headscope.tasks.dataset import build_dataset
 from headscope.tasks.registry import get_task
 
@@ -131,3 +133,39 @@ def test_bad_components_name_the_fix(tiny_model):
     assert parse_component("1.3", tiny_model) == resume.Site(1, 3)
     with pytest.raises(HeadscopeError, match="heads, mlps"):
         knockout_sweep(tiny_model, None, dataclasses.replace(AblationOptions(), components=("attn",)))
+
+
+organism_missing = pytest.mark.skipif(
+    not (ORGANISM_DIR / "config.json").is_file(), reason="the organism's weights are not installed yet"
+)
+
+
+@pytest.fixture(scope="module")
+def organism_digits():
+    model = load_model("organism")
+    return model, build_dataset(get_task("seq-digits"), model.tokens, 100, 0)
+
+
+def _successor_head(model, dataset) -> tuple[int, int]:
+    """methods.md §7: the head with the highest next score among those whose next beats copy."""
+    table = ov_scores(model, dataset, OVOptions(relations=("copy", "next"))).table
+    wide = table.pivot_table(index=["layer", "head"], columns="relation", values="score")
+    return max(wide[wide["next"] > wide["copy"]].index, key=lambda head: wide.loc[head, "next"])
+
+
+@organism_missing
+def test_organism_successor_knockout_hurts_far_more_than_other_heads(organism_digits):
+    model, dataset = organism_digits
+    table = ablate(model, dataset, AblationOptions(components=("heads",), method="mean"))
+    drop = 100 - table.set_index("component")["pct_of_clean"]
+    successor = "{}.{}".format(*_successor_head(model, dataset))
+    others = drop.drop(successor)
+    assert drop[successor] > 3 * max(float(others.median()), 1.0)
+
+
+@organism_missing
+def test_organism_greedy_circuit_keeps_most_of_clean(organism_digits):
+    model, dataset = organism_digits
+    options = AblationOptions(method="mean")
+    circuit = greedy_circuit(model, dataset, options, threshold=1.0)
+    assert keep_circuit(model, dataset, circuit, options)["pct_of_clean"] >= 80.0

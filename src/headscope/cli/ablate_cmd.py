@@ -92,6 +92,7 @@ def ablate_command(
     table = ablate(loaded, dataset, options)
     console.print(f"clean metric (mean logit diff at end, {dataset.n} prompts): {table.attrs['clean']:.3f}")
     ranked = table.sort_values("pct_of_clean", kind="stable")
+    ranked = ranked.assign(head=ranked["head"].astype("string").fillna(""))  # empty for MLPs
     print_table(ranked, title=f"{method} ablation at {where}, task {task}: most harmful first")
     if out is not None:
         console.print(f"wrote {write_table(out, table)}")

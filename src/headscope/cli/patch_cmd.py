@@ -26,13 +26,15 @@ from headscope.io import check_writable, write_table
 from headscope.scores.patching import attribution_patch, patch
 
 Direction = Literal["denoise", "noise"]
+NEAR = 0.05  # |clean - corrupted| below this makes the normalisation meaningless
 
 
 def grid(table: pd.DataFrame) -> pd.DataFrame:
     """layer x head grid of the normalised values (rows: layers, columns: heads)."""
     wide = table.pivot(index="layer", columns="head", values="value")
     wide.columns = [f"h{h}" for h in wide.columns]
-    return wide.reset_index()
+    wide.index = [str(layer) for layer in wide.index]  # a label column, not a number
+    return wide.rename_axis("layer").reset_index()
 
 
 @app.command("patch")
@@ -68,6 +70,10 @@ def patch_command(
         f"clean metric {table.attrs['clean']:.3f}, corrupted {table.attrs['corrupted']:.3f} "
         f"(mean logit diff at end, {dataset.n} prompts of {task})"
     )
+    if abs(table.attrs["clean"] - table.attrs["corrupted"]) < NEAR:
+        console.print(
+            "[yellow]clean and corrupted metrics nearly agree: the normalised values are unstable[/yellow]"
+        )
     _show(table, approx, by_position, direction)
     if out is not None:
         console.print(f"wrote {write_table(out, table)}")
