@@ -61,3 +61,21 @@ def visit(page_path: Path, screenshot: Path | None = None, full_page: bool = Tru
             page.screenshot(path=str(screenshot), full_page=full_page)
         browser.close()
     return seen
+
+
+def screenshot_sections(page_path: Path, out_dir: Path, sections: dict[str, str]) -> list[Path]:
+    """PNG screenshots of page elements: {file stem: CSS selector}; used for docs/."""
+    from playwright.sync_api import sync_playwright
+
+    written = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1300, "height": 900})
+        page.goto(Path(page_path).resolve().as_uri(), wait_until="load")
+        page.wait_for_timeout(800)
+        for stem, selector in sections.items():
+            path = Path(out_dir) / f"{stem}.png"
+            page.locator(selector).first.screenshot(path=str(path))
+            written.append(path)
+        browser.close()
+    return written

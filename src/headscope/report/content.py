@@ -135,7 +135,8 @@ def task_heatmaps(run: Run, task: str, info: dict) -> list[Heatmap]:
     slug = _slug(task)
     maps: list[Heatmap] = []
     ov = run.for_task("ov_scores", task)
-    for (relation, sign), group in ov.groupby(["relation", "sign"], sort=True) if not ov.empty else []:
+    groups = ov.groupby(["relation", "sign"], sort=False) if not ov.empty else []
+    for (relation, sign), group in sorted(groups, key=lambda item: (-item[0][1], item[0][0] != "copy")):
         negative = sign in ("negative", -1)
         if negative and relation != "copy":
             continue
