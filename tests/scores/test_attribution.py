@@ -15,6 +15,7 @@ from headscope.scores.attribution import (
 )
 from headscope.tasks.dataset import build_dataset
 from headscope.tasks.registry import get_task
+from tests.scores.test_scatter import folded
 
 
 def hf_logit_diff(model, dataset) -> torch.Tensor:
@@ -70,3 +71,11 @@ def test_table_is_the_mean_with_names_and_layers(tiny_model):
     mean = attribution_per_prompt(tiny_model.weights, dataset, cap).double().mean(0)
     torch.testing.assert_close(torch.tensor(table.dla.to_numpy()), mean)
     assert table.dla.sum() == pytest.approx(float(hf_logit_diff(tiny_model, dataset).mean()), abs=1e-4)
+
+
+def test_attribution_does_not_change_when_layer_norms_are_folded(tiny_model):
+    dataset = build_dataset(get_task("ioi"), tiny_model.tokens, 6, seed=8)
+    cap = capture(tiny_model, dataset, DLA_NEEDS)
+    raw = attribution_per_prompt(tiny_model.weights, dataset, cap)
+    fold = attribution_per_prompt(folded(tiny_model.weights), dataset, cap)
+    torch.testing.assert_close(fold, raw, atol=1e-5, rtol=1e-4)

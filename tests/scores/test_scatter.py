@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from scipy import stats
 
 from headscope.capture import capture
@@ -30,7 +33,8 @@ def reference_points(model, dataset, head, role_members, scale):
     """x and y of each prompt, from a full cache of that prompt alone (no padding)."""
     layer, index = head
     W_O = model.bridge.W_O[layer, index].detach()
-    W_U = model.bridge.W_U.detach()
+    hf = model.bridge.original_model  # the unembedding through HF's own ln_f and lm_head
+    gain, lm_head = hf.transformer.ln_f.weight.detach(), hf.lm_head.weight.detach()
     rows = []
     for i in range(dataset.n):
         member = next(m for m in role_members if bool(dataset.roles[m].present[i]))
@@ -42,7 +46,8 @@ def reference_points(model, dataset, head, role_members, scale):
         pattern = cache[f"blocks.{layer}.attn.hook_pattern"][0, index, end]  # [k]
         x = sum(float(pattern[p]) for p in range(length) if int(tokens[p]) == token)
         z = cache[f"blocks.{layer}.attn.hook_z"][0, end, index]  # [d_head]
-        y = float((z @ W_O) @ W_U[:, token])
+        result = z @ W_O  # [d_model]
+        y = float(((result - result.mean()) * gain) @ lm_head[token])
         if scale == "ln_final":
             y /= float(cache["ln_final.hook_scale"][0, end, 0])
         rows.append((i, token, x, y))
@@ -136,3 +141,25 @@ def test_degenerate_points_give_nan_not_an_error():
     )
     row = scatter_stats(points).iloc[0]
     assert np.isnan(row.r) and np.isnan(row.ci_low) and row.n == 3
+
+
+def folded(weights):
+    """The weights as TransformerLens folds them: ln_f gain and bias into W_U / b_U, writers centred."""
+    W_U = weights.lnf_w[:, None] * weights.W_U  # [d_model, d_vocab]
+    return replace(
+        weights,
+        W_U=W_U - W_U.mean(0, keepdim=True),
+        b_U=weights.b_U + weights.lnf_b @ weights.W_U,
+        lnf_w=torch.ones_like(weights.lnf_w),
+        lnf_b=torch.zeros_like(weights.lnf_b),
+        W_O=weights.W_O - weights.W_O.mean(-1, keepdim=True),
+    )
+
+
+@pytest.mark.parametrize("scale", ["none", "ln_final"])
+def test_points_do_not_change_when_layer_norms_are_folded(tiny_model, ioi, scale):
+    dataset, cap = ioi
+    raw = scatter_points(tiny_model.weights, dataset, cap, (1, 3), ["IO", "S"], scale)
+    fold = scatter_points(folded(tiny_model.weights), dataset, cap, (1, 3), ["IO", "S"], scale)
+    assert not torch.allclose(folded(tiny_model.weights).W_U, tiny_model.weights.W_U)
+    np.testing.assert_allclose(fold.projection, raw.projection, rtol=1e-4, atol=1e-6)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import pandas as pd
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from headscope.capture import Capture, Needs
@@ -26,11 +26,16 @@ from headscope.tasks.dataset import Dataset
 DLA_NEEDS = Needs(z_end=True, mlp_end=True, embed_end=True, scale_end=True, logits_end=False)
 
 
+def unembedding_seen(weights: Weights, tokens: Int[Tensor, "batch"]) -> Float[Tensor, "batch d_model"]:
+    """W_U[:, token] as the residual stream sees it through the final norm: gain applied and,
+    for LayerNorm, centred — the column of TransformerLens's folded W_U (unchanged by folding)."""
+    seen = weights.W_U[:, tokens].T * weights.lnf_w  # [batch, d_model]
+    return seen - seen.mean(-1, keepdim=True) if weights.normalization == "LN" else seen
+
+
 def logit_direction(weights: Weights, dataset: Dataset) -> Float[Tensor, "batch d_model"]:
     """u per prompt: (W_U[:, answer] - W_U[:, contrast]) through the final norm's gain and centring."""
-    direction = (weights.W_U[:, dataset.answers] - weights.W_U[:, dataset.contrasts]).T  # [batch, d_model]
-    seen = direction * weights.lnf_w
-    return seen - seen.mean(-1, keepdim=True) if weights.normalization == "LN" else seen
+    return unembedding_seen(weights, dataset.answers) - unembedding_seen(weights, dataset.contrasts)
 
 
 def constant_term(weights: Weights, dataset: Dataset) -> Float[Tensor, "batch"]:

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from headscope.capture import Capture, Needs
 from headscope.models.weights import Weights
+from headscope.scores.attribution import unembedding_seen
 from headscope.tasks.dataset import Dataset, TaskError
 
 Scale = Literal["none", "ln_final"]
@@ -64,10 +65,16 @@ def head_projection(
     token: Int[Tensor, "batch"],
     scale: Scale = "none",
 ) -> Float[Tensor, "batch"]:
-    """(z_end @ W_O[l,h]) . W_U[:, token], no b_O; divided by the final LN scale for ln_final."""
+    """(z_end @ W_O[l,h]) . W_U[:, token], no b_O; divided by the final LN scale for ln_final.
+
+    W_U[:, token] is taken as the residual stream sees it (final-norm gain applied, centred:
+    the folded W_U of TransformerLens, which the IOI analyses used), so the projection does not
+    change when layer norms are folded, and with ln_final it is the head's direct logit
+    contribution to the token.
+    """
     layer, index = head
     result = capture.z_end[:, layer, index] @ weights.W_O[layer, index]  # [batch, d_model]
-    projection = (result * weights.W_U[:, token].T).sum(-1)
+    projection = (result * unembedding_seen(weights, token)).sum(-1)
     return projection / capture.scale_end if scale == "ln_final" else projection
 
 
