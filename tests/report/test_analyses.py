@@ -6,7 +6,7 @@ import pandas as pd
 import torch
 from transformers import GPT2LMHeadModel
 
-from headscope.report.analyses import compare_tasks, scatter_roles, top_heads
+from headscope.report.analyses import attention_roles, compare_tasks, scatter_roles, top_heads
 from headscope.tasks.registry import get_task
 from tests.report.conftest import REPORT_TASKS, make_run
 
@@ -73,6 +73,10 @@ def test_compare_tasks_separates_common_from_specific_heads():
     ]
 
 
-def test_scatter_roles_merge_groups():
+def test_scatter_and_attention_roles_merge_groups():
     assert scatter_roles(get_task("ioi")) == ("IO", "S")
     assert scatter_roles(get_task("seq-digits")) == ("x1", "x2", "x3", "x4")
+    assert attention_roles(get_task("ioi")) == ("IO", "S")
+    assert attention_roles(get_task("recency")) == ("S_r1", "S_r2")
+    assert attention_roles(get_task("seq-digits")) == ("x4",)
+    assert attention_roles(get_task("induction")) == ()

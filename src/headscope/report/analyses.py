@@ -120,6 +120,7 @@ def task_info(task: Task) -> pd.DataFrame:
         "contrast_role": task.contrast_role or "",
         "relations": ",".join(task.relations),
         "scatter_roles": ",".join(scatter_roles(task)),
+        "attention_roles": ",".join(attention_roles(task)),
     }
     return pd.DataFrame([row])
 
@@ -230,6 +231,13 @@ def _scatter_tables(model, dataset, cap, top, options: ReportOptions, say: Say) 
         "scatter_points": pd.concat(points, ignore_index=True),
         "scatter_stats": pd.concat(stats, ignore_index=True),
     }
+
+
+def attention_roles(task: Task) -> tuple[str, ...]:
+    """Key roles of the end -> role heatmaps: the answer role and the contrast role's group."""
+    grouped = {member: group for group, members in task.role_groups.items() for member in members}
+    roles = (task.answer_role, grouped.get(task.contrast_role, task.contrast_role))
+    return tuple(dict.fromkeys(role for role in roles if role is not None))
 
 
 def _role_present(dataset: Dataset, role: str) -> bool:

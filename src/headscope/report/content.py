@@ -148,7 +148,7 @@ def task_heatmaps(run: Run, task: str, info: dict) -> list[Heatmap]:
         title = f"{column.replace('_', '-')} score"
         maps.append(head_heatmap(f"{slug}-{_slug(column)}", title, detectors, column, shape, context=task))
     attention = run.for_task("role_attention", task)
-    roles = [r for r in str(info.get("scatter_roles", "")).split(",") if r] if detectors.empty else []
+    roles = [r for r in str(info.get("attention_roles", "")).split(",") if r] if detectors.empty else []
     for role in roles:
         rows = (
             attention[(attention["query_role"] == "end") & (attention["key_role"] == role)]
