@@ -21,10 +21,12 @@ from headscope.cli.app import (
 )
 from headscope.cli.common import load
 from headscope.errors import HeadscopeError
+from headscope.models.loading import Model
 from headscope.report.analyses import Embedding, ReportOptions, build_run
 from headscope.report.console import summary_table
 from headscope.report.html import write_report
 from headscope.run import load_run
+from headscope.tasks.dataset import build_dataset
 from headscope.tasks.registry import builtin_tasks, get_task
 
 DEFAULT_OUT = Path("headscope-report")
@@ -63,6 +65,19 @@ def task_list(text: str | None) -> tuple[str, ...]:
     return names
 
 
+def runnable_tasks(model: Model) -> tuple[str, ...]:
+    """Every built-in task whose prompts this model's tokenizer can spell (the others are named)."""
+    names = []
+    for name, task in builtin_tasks().items():
+        try:
+            build_dataset(task, model.tokens, 2, 0)
+        except ValueError as error:  # TaskError, or a generator's pool that is too small
+            say(f"[yellow]skipping task {name}: {' '.join(str(error).split())}[/yellow]")
+            continue
+        names.append(name)
+    return tuple(names)
+
+
 def say(message: str) -> None:
     console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}", highlight=False)
 
@@ -86,9 +101,10 @@ def report(
         say(f"loaded {from_dir / 'results.json'} (model {run.model.get('name')}, {len(run.tasks)} tasks)")
         out = from_dir if out == DEFAULT_OUT else out
     else:
-        names = task_list(tasks)
-        options = ReportOptions(tasks=names, n=n, seed=seed, top_heads=top, k=k, embedding=embedding)
+        chosen = task_list(tasks) if tasks is not None else None  # a typo fails before the model loads
         loaded = load(model)
+        names = chosen if chosen is not None else runnable_tasks(loaded)
+        options = ReportOptions(tasks=names, n=n, seed=seed, top_heads=top, k=k, embedding=embedding)
         say(f"model {model}: {loaded.n_layers} layers x {loaded.n_heads} heads")
         run = build_run(loaded, [get_task(name) for name in names], options, say)
     page = write_report(run, out, say)
