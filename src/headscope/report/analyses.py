@@ -15,6 +15,7 @@ from typing import Literal
 import pandas as pd
 
 from headscope.capture import Capture, Needs, capture
+from headscope.errors import HeadscopeError
 from headscope.models.loading import Model
 from headscope.run import Run, plain_record
 from headscope.scores.labels import LabelThresholds, label_heads
@@ -72,6 +73,8 @@ def needs_for(task: Task) -> Needs:
 
 def build_run(model: Model, tasks: Sequence[Task], options: ReportOptions, say: Say = print) -> Run:
     """Every table of the report for `model` on `tasks` (named in `options.tasks`)."""
+    if len({task.name for task in tasks}) < len(tasks):
+        raise HeadscopeError("two of the report's tasks share a name; give each task once")
     per_task: dict[str, list[pd.DataFrame]] = {}
     for task in tasks:
         say(f"task {task.name}: building {options.n} prompts")
@@ -79,7 +82,9 @@ def build_run(model: Model, tasks: Sequence[Task], options: ReportOptions, say: 
             per_task.setdefault(table_name, []).append(table.assign(task=task.name))
     tables = {name: _task_first(pd.concat(parts, ignore_index=True)) for name, parts in per_task.items()}
     tables["comparison"] = compare_tasks(tables, tuple(t.name for t in tasks))
-    provenance = plain_record({"options": options.as_dict(), "model": model.identity.as_dict()})
+    names = [task.name for task in tasks]  # a TOML file's task has its own name
+    record = options.as_dict() | {"tasks": names, "task_sources": list(options.tasks)}
+    provenance = plain_record({"options": record, "model": model.identity.as_dict()})
     return Run(tables=tables, seed=options.seed, **provenance)
 
 
