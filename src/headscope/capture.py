@@ -84,8 +84,8 @@ def _hooks(needs: Needs, n_layers: int, batch: _Batch) -> list[tuple[str, Callab
             add(pattern, "pattern_end", lambda a: _rows(a.transpose(1, 2), batch.end))
         if needs.pattern_roles:  # -> [batch, head, role, k]
             add(pattern, "pattern_roles", lambda a: _role_rows(a, batch.role_pos))
-        if needs.pattern_full:
-            add(pattern, "pattern_full", lambda a: a)
+        if needs.pattern_full:  # rows of padding tokens zeroed: the same however batched
+            add(pattern, "pattern_full", lambda a: a * _real_queries(a, batch.end))
         if needs.z_end:
             add(f"blocks.{layer}.attn.hook_z", "z_end", lambda a: _rows(a, batch.end))
         if needs.mlp_end:
@@ -96,6 +96,11 @@ def _hooks(needs: Needs, n_layers: int, batch: _Batch) -> list[tuple[str, Callab
     if needs.scale_end:
         add("ln_final.hook_scale", "scale_end", lambda a: _rows(a, batch.end)[:, 0])
     return hooks
+
+
+def _real_queries(pattern: Float[Tensor, "batch head q k"], end: Int[Tensor, "batch"]) -> Tensor:
+    query = torch.arange(pattern.shape[2], device=pattern.device)
+    return (query[None, :] <= end.to(pattern.device)[:, None])[:, None, :, None]  # [batch, 1, q, 1]
 
 
 def _role_rows(pattern: Float[Tensor, "batch head q k"], role_pos: Tensor) -> Tensor:
@@ -159,7 +164,7 @@ def _merge(stores, needs: Needs, names: tuple[str, ...], n_layers: int) -> Captu
     def layered(key: str) -> Tensor | None:
         if not stores or key not in stores[0]:
             return None
-        return torch.cat([_stack_layers(store[key], n_layers) for store in stores], 0)
+        return _cat_padded([_stack_layers(store[key], n_layers) for store in stores])
 
     embed = joined("embed_end")
     pos_embed = joined("pos_embed_end")
@@ -177,9 +182,17 @@ def _merge(stores, needs: Needs, names: tuple[str, ...], n_layers: int) -> Captu
     )
 
 
+def _cat_padded(per_batch: list[Tensor], pad_query: bool = False) -> Tensor:
+    """Join batches along dim 0, zero-padding the key dim (and the query dim) to the widest.
+
+    Each batch is trimmed to its own longest prompt, so attention rows differ in width;
+    the padding is attention to positions a prompt does not have, which is zero.
+    """
+    width = max(p.shape[-1] for p in per_batch)
+    pads = [(0, width - p.shape[-1], 0, width - p.shape[-2] if pad_query else 0) for p in per_batch]
+    return torch.cat([torch.nn.functional.pad(p, pad) for p, pad in zip(per_batch, pads, strict=True)], 0)
+
+
 def _full_patterns(stores, n_layers: int) -> Tensor:
     """Patterns of all batches, zero-padded to the longest prompt: [batch, layer, head, q, k]."""
-    per_batch = [_stack_layers(store["pattern_full"], n_layers) for store in stores]
-    width = max(p.shape[-1] for p in per_batch)
-    padded = [torch.nn.functional.pad(p, (0, width - p.shape[-1], 0, width - p.shape[-2])) for p in per_batch]
-    return torch.cat(padded, 0)
+    return _cat_padded([_stack_layers(store["pattern_full"], n_layers) for store in stores], pad_query=True)

@@ -55,12 +55,6 @@ def test_scatter_errors_are_one_line(tiny_dir, extra, message, capsys):
     assert message in printed and "Traceback" not in printed
 
 
-@pytest.mark.xfail(
-    raises=RuntimeError,
-    strict=True,
-    reason="capture.py cannot yet merge pattern_end of batches with different prompt widths "
-    "(more than one batch of 64 on ioi); remove this mark when it can",
-)
 def test_scatter_over_several_batches_of_different_widths(tiny_dir, tmp_path):
     out = tmp_path / "s.csv"
     code = main(["scatter", "--model", str(tiny_dir), "--head", "0.0", "--n", "200", "--out", str(out)])

@@ -1,0 +1,52 @@
+"""capture(): batched, reduced activations equal a full run_with_cache, however it is batched."""
+
+import torch
+
+from headscope.capture import Needs, capture
+from headscope.tasks.builtin import builtin_tasks
+from headscope.tasks.dataset import build_dataset
+
+EVERYTHING = Needs(
+    resid0_keywords=True,
+    pattern_end=True,
+    pattern_roles=True,
+    pattern_full=True,
+    z_end=True,
+    mlp_end=True,
+    embed_end=True,
+    scale_end=True,
+)
+
+
+def test_batches_of_different_widths_merge_like_one_batch(tiny_model):
+    dataset = build_dataset(builtin_tasks()["recency"], tiny_model.tokens, 24, seed=5)
+    assert len(set(dataset.lengths.tolist())) > 1  # prompts of 2-4 subjects differ in length
+    whole = capture(tiny_model, dataset, EVERYTHING, batch_size=dataset.n)
+    split = capture(tiny_model, dataset, EVERYTHING, batch_size=5)
+    for name in ("resid0_keywords", "pattern_end", "pattern_roles", "z_end", "mlp_end", "scale_end"):
+        torch.testing.assert_close(getattr(split, name), getattr(whole, name), atol=1e-5, rtol=1e-5)
+    width = whole.pattern_full.shape[-1]
+    torch.testing.assert_close(
+        split.pattern_full[..., :width, :width], whole.pattern_full, atol=1e-5, rtol=1e-5
+    )
+
+
+def test_reduced_activations_equal_the_full_cache(tiny_model):
+    dataset = build_dataset(builtin_tasks()["ioi"], tiny_model.tokens, 6, seed=6)
+    kept = capture(tiny_model, dataset, EVERYTHING, batch_size=4)
+    logits, cache = tiny_model.bridge.run_with_cache(dataset.tokens)
+    rows = torch.arange(dataset.n)
+    end = dataset.end
+    for layer in range(tiny_model.n_layers):
+        pattern = cache[f"blocks.{layer}.attn.hook_pattern"]  # [batch, head, q, k]
+        torch.testing.assert_close(kept.pattern_end[:, layer], pattern[rows, :, end], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(kept.z_end[:, layer], cache[f"blocks.{layer}.attn.hook_z"][rows, end])
+        torch.testing.assert_close(kept.mlp_end[:, layer], cache[f"blocks.{layer}.hook_mlp_out"][rows, end])
+    s1 = dataset.roles["S1"].index
+    role = kept.role_names.index("S1")
+    pattern0 = cache["blocks.0.attn.hook_pattern"]
+    torch.testing.assert_close(kept.pattern_roles[:, 0, :, role], pattern0[rows, :, s1], atol=1e-5, rtol=1e-5)
+    kw = dataset.keywords
+    resid0 = cache["blocks.0.hook_resid_post"][kw.batch, kw.position]
+    torch.testing.assert_close(kept.resid0_keywords, resid0, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(kept.logits_end, logits[rows, end], atol=1e-4, rtol=1e-4)
