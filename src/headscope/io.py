@@ -18,9 +18,20 @@ def check_writable(path: Path) -> Path:
     folder = path.expanduser().resolve().parent
     if not folder.is_dir():
         raise HeadscopeError(f"cannot write {path}: folder {folder} does not exist; create it first")
-    if not os.access(folder, os.W_OK):
+    if not _can_create_in(folder):
         raise HeadscopeError(f"cannot write {path}: folder {folder} is read-only; choose another --out")
     return path
+
+
+def _can_create_in(folder: Path) -> bool:
+    """Try it: permission bits do not bind root, and a read-only mount shows only on a write."""
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".headscope-probe-", dir=folder)
+    except OSError:
+        return False
+    os.close(handle)
+    os.unlink(probe)
+    return True
 
 
 def write_atomic(path: Path, write: Callable[[Path], None]) -> Path:

@@ -6,6 +6,8 @@ import sys
 import traceback
 
 import click
+import typer
+from typer._click.exceptions import ClickException, NoArgsIsHelpError
 
 from headscope.cli.app import app, console, state
 from headscope.cli.tasks_cmd import tasks_app
@@ -36,16 +38,26 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; bad input prints one line and exits 2 (a traceback only with --debug)."""
     _register()
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, prog_name="headscope", standalone_mode=False)
     except HeadscopeError as error:
         return _fail(str(error), 2)
-    except click.exceptions.Exit as done:
+    except (click.exceptions.Exit, typer.Exit) as done:
         return done.exit_code
-    except click.ClickException as error:
-        return _fail(error.format_message(), error.exit_code)
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except NoArgsIsHelpError as error:
+        error.show()
+        return error.exit_code
+    except (click.ClickException, ClickException) as error:  # typer vendors its own click
+        return _fail(_usage_message(error), error.exit_code)
+    except (KeyboardInterrupt, click.exceptions.Abort, typer.Abort):
         return _fail("interrupted: stopped cleanly, earlier outputs are intact", 130)
     return 0
+
+
+def _usage_message(error) -> str:
+    """Click's message, plus where to read the options when it is a usage error."""
+    context = getattr(error, "ctx", None)
+    where = f"; see '{context.command_path} --help'" if context is not None else ""
+    return error.format_message().rstrip(".") + where
 
 
 def _fail(message: str, code: int) -> int:

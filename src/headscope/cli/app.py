@@ -24,6 +24,7 @@ console = Console()
 @dataclass
 class State:
     debug: bool = False
+    allow_pickle: bool = False
 
 
 state = State()
@@ -32,8 +33,13 @@ state = State()
 @app.callback()
 def _global(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    allow_pickle: Annotated[
+        bool,
+        typer.Option("--allow-pickle", help="Allow a pickle-only checkpoint (runs code: trust it first)."),
+    ] = False,
 ) -> None:
     state.debug = debug
+    state.allow_pickle = allow_pickle
 
 
 ModelOpt = Annotated[

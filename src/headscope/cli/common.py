@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from headscope.cli.app import console
+from headscope.cli.app import console, state
 from headscope.models.loading import Model, load_model
 from headscope.tasks.dataset import Dataset, build_dataset
 from headscope.tasks.registry import get_task
@@ -10,7 +10,7 @@ from headscope.tasks.registry import get_task
 
 def load(model: str, allow_pickle: bool = False) -> Model:
     with console.status(f"loading model {model} ..."):
-        return load_model(model, allow_pickle=allow_pickle)
+        return load_model(model, allow_pickle=allow_pickle or state.allow_pickle)
 
 
 def dataset_for(model: Model, task: str, n: int, seed: int) -> Dataset:

@@ -39,7 +39,8 @@ def check_model_dir(directory: Path, allow_pickle: bool = False) -> None:
     if pickles and not allow_pickle:
         raise ModelError(
             f"{directory} holds only a pickle checkpoint ({pickles[0]}), which can run code when "
-            "loaded; convert it to safetensors, or pass --allow-pickle if you trust it"
+            "loaded; convert it to safetensors, or if you trust it pass --allow-pickle "
+            "(headscope --allow-pickle COMMAND ..., or allow_pickle=True)"
         )
     if not pickles:
         raise ModelError(

@@ -329,8 +329,12 @@ def answer_range(spec: TaskFile) -> tuple[str, ...]:
 
 
 def _quoted(words: list[str]) -> str:
-    shown = ", ".join(repr(w) for w in words[:SHOWN_BAD_WORDS])
-    more = len(words) - SHOWN_BAD_WORDS
+    return _listed([repr(w) for w in words])
+
+
+def _listed(items: list[str]) -> str:
+    shown = ", ".join(items[:SHOWN_BAD_WORDS])
+    more = len(items) - SHOWN_BAD_WORDS
     return shown + (f" and {more} more" if more > 0 else "")
 
 
@@ -387,11 +391,12 @@ def check_single_tokens(spec: TaskFile, word_ok: WordFilter) -> None:
         words += [
             (spec.relate(spec.contrast.relation, w), "the contrast") for w in spec.slots[spec.contrast.slot]
         ]
-    bad = list(dict.fromkeys(f"{w!r} ({where})" for w, where in words if not word_ok(w)))
+    places: dict[str, str] = {}
+    for word, where in words:
+        places.setdefault(word, where)  # each word named once, where first seen
+    bad = [f"{w!r} ({where})" for w, where in places.items() if not word_ok(w)]
     if bad:
-        shown = ", ".join(bad[:SHOWN_BAD_WORDS]) + (
-            f" and {len(bad) - SHOWN_BAD_WORDS} more" if len(bad) > SHOWN_BAD_WORDS else ""
-        )
+        shown = _listed(bad)
         raise spec.fail(
             f"not single tokens for this model: {shown}; use words that are one token "
             "(with GPT-2: with a leading space), or remove them"
