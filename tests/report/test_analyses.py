@@ -6,7 +6,8 @@ import pandas as pd
 import torch
 from transformers import GPT2LMHeadModel
 
-from headscope.report.analyses import attention_roles, compare_tasks, scatter_roles, top_heads
+from headscope.report.analyses import attention_roles, compare_tasks, first_prompts, scatter_roles, top_heads
+from headscope.tasks.dataset import build_dataset
 from headscope.tasks.registry import get_task
 from tests.report.conftest import REPORT_TASKS, make_run
 
@@ -80,3 +81,18 @@ def test_scatter_and_attention_roles_merge_groups():
     assert attention_roles(get_task("recency")) == ("S_r1", "S_r2")
     assert attention_roles(get_task("seq-digits")) == ("x4",)
     assert attention_roles(get_task("induction")) == ()
+
+
+def test_first_prompts_keep_tokens_and_twins(report_model):
+    dataset = build_dataset(get_task("ioi"), report_model.tokens, 10, 0)
+    first = first_prompts(dataset, 4, report_model)
+    width = int(first.lengths.max())
+    assert torch.equal(first.tokens[:, :width], dataset.tokens[:4, :width])
+    assert first.corrupted.prompts == dataset.corrupted.prompts[:4]
+    assert first_prompts(dataset, 50, report_model) is dataset
+
+
+def test_knockout_runs_on_the_first_prompts(report_run):
+    knockout = report_run.for_task("knockout", "ioi")
+    assert len(knockout) == 2 * 4 + 2  # every head and MLP of the 2 x 4 model
+    assert report_run.options["knockout_n"] == 64

@@ -50,6 +50,9 @@ KOpt = Annotated[int, typer.Option("--k", help="OV scores: a hit when a target i
 EmbeddingOpt = Annotated[
     Embedding, typer.Option("--embedding", help="OV scores: context, token or block0 (methods.md section 2).")
 ]
+KnockoutOpt = Annotated[
+    int, typer.Option("--knockout-n", help="Knock out each head and MLP on this many prompts (0: skip).")
+]
 TopOpt = Annotated[int, typer.Option("--top", help="Top heads per task (by |direct logit attribution|).")]
 
 
@@ -92,6 +95,7 @@ def report(
     top: TopOpt = 4,
     k: KOpt = 5,
     embedding: EmbeddingOpt = "context",
+    knockout_n: KnockoutOpt = 64,
     from_dir: FromOpt = None,
 ) -> None:
     """Score every head on each task and write a self-contained HTML report with its data."""
@@ -104,7 +108,9 @@ def report(
         chosen = task_list(tasks) if tasks is not None else None  # a typo fails before the model loads
         loaded = load(model)
         names = chosen if chosen is not None else runnable_tasks(loaded)
-        options = ReportOptions(tasks=names, n=n, seed=seed, top_heads=top, k=k, embedding=embedding)
+        options = ReportOptions(
+            tasks=names, n=n, seed=seed, top_heads=top, k=k, embedding=embedding, knockout_n=knockout_n
+        )
         say(f"model {model}: {loaded.n_layers} layers x {loaded.n_heads} heads")
         run = build_run(loaded, [get_task(name) for name in names], options, say)
     page = write_report(run, out, say)

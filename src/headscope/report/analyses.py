@@ -39,6 +39,7 @@ class ReportOptions:
     top_heads: int = 4
     example_prompts: int = 2
     n_boot: int = 1000
+    knockout_n: int = 64  # knockouts run on the first prompts only (0: none): one pass per component
     thresholds: LabelThresholds = field(default_factory=LabelThresholds)
 
     def as_dict(self) -> dict:
@@ -180,11 +181,26 @@ def _dla_table(model, dataset, cap, options, say: Say) -> dict[str, pd.DataFrame
     return {"dla": attribution.direct_logit_attribution(model.weights, dataset, cap)}
 
 
-def _knockout_table(model, dataset, cap, options, say: Say) -> dict[str, pd.DataFrame]:
+def _knockout_table(model, dataset, cap, options: ReportOptions, say: Say) -> dict[str, pd.DataFrame]:
     ablation = score_module("ablation")
     if ablation is None:
         return _missing("ablation", say)
-    return {"knockout": ablation.ablate(model, dataset, ablation.AblationOptions())}
+    if options.knockout_n < 1:
+        return {}
+    first = first_prompts(dataset, options.knockout_n, model)
+    say(f"  mean-ablating each head and MLP on {first.n} prompts")
+    return {"knockout": ablation.ablate(model, first, ablation.AblationOptions())}
+
+
+def first_prompts(dataset: Dataset, count: int, model: Model) -> Dataset:
+    """The first `count` prompts of `dataset` with their corrupted twins, tokenised alike."""
+    if count >= dataset.n:
+        return dataset
+    twins = dataset.corrupted.prompts if dataset.corrupted is not None else dataset.prompts
+    pairs = [
+        PromptPair(clean, twin) for clean, twin in zip(dataset.prompts[:count], twins[:count], strict=True)
+    ]
+    return dataset_from_pairs(dataset.task, pairs, model.tokens)
 
 
 def top_heads(tables: dict[str, pd.DataFrame], count: int) -> list[tuple[int, int]]:
@@ -255,8 +271,8 @@ def example_patterns(model: Model, dataset: Dataset, top, count: int) -> dict[st
     """Whole attention patterns of the top heads on the first `count` prompts, and their tokens."""
     if not top or count < 1:
         return {}
-    prompts = dataset.prompts[:count]
-    examples = dataset_from_pairs(dataset.task, [PromptPair(p, p) for p in prompts], model.tokens)
+    examples = first_prompts(dataset, count, model)
+    prompts = examples.prompts
     full = capture(model, examples, Needs(pattern_full=True, logits_end=False)).pattern_full
     token_rows, pattern_rows = [], []
     texts = [
