@@ -34,11 +34,15 @@ IGNORE = -100  # cross-entropy ignores these targets
 class TrainConfig:
     """Architecture, batch mixture and optimiser of one training run."""
 
-    n_layer: int = 3
+    n_layer: int = 4
     n_head: int = 3
     n_embd: int = 192
     n_inner: int = 768
+    # Layer 0 is an MLP-only layer (its heads are zero and frozen), layers 1-3 attention-only:
+    # with attention in layer 0, layer-0 heads moved x4 to `end` and MLP0 computed the
+    # successor there, so no head carried the map (see the model card).
     mlp_layers: tuple[int, ...] = (0,)  # the MLPs of other layers are zero and frozen
+    attention_layers: tuple[int, ...] = (1, 2, 3)  # the heads of other layers are zero and frozen
     n_positions: int = 128
     mixture: tuple[tuple[str, int], ...] = (
         ("ioi", 32),
@@ -66,6 +70,13 @@ class _NoMLP(torch.nn.Module):
         return torch.zeros_like(hidden)
 
 
+class _NoAttention(torch.nn.Module):
+    """Stands in for zeroed heads while training: the output (zero projection) is zero."""
+
+    def forward(self, hidden: Tensor, *args, **kwargs) -> tuple[Tensor, None]:
+        return torch.zeros_like(hidden), None
+
+
 def build_model(config: TrainConfig, vocab_size: int) -> GPT2LMHeadModel:
     """A fresh GPT-2 with no dropout; MLPs outside `mlp_layers` zeroed and frozen."""
     gpt2 = GPT2Config(
@@ -84,8 +95,11 @@ def build_model(config: TrainConfig, vocab_size: int) -> GPT2LMHeadModel:
     torch.manual_seed(config.seed)
     model = GPT2LMHeadModel(gpt2)
     for layer, block in enumerate(model.transformer.h):
-        if layer not in config.mlp_layers:
-            for param in block.mlp.parameters():
+        switched_off = ([] if layer in config.mlp_layers else [block.mlp]) + (
+            [] if layer in config.attention_layers else [block.attn]
+        )
+        for part in switched_off:
+            for param in part.parameters():
                 param.data.zero_()
                 param.requires_grad_(False)
     return model
@@ -164,7 +178,7 @@ def train(config: TrainConfig, out: Path) -> GPT2LMHeadModel:
     model = build_model(config, len(tokenizer))
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
-    zeroed = _switch_off_mlps(model, config)
+    zeroed = _switch_off(model, config)
     model.train()
     progress = tqdm(range(config.steps), desc="organism", unit="step")
     for step in progress:
@@ -179,19 +193,22 @@ def train(config: TrainConfig, out: Path) -> GPT2LMHeadModel:
         if step % 10 == 0:
             progress.set_postfix(loss=f"{loss.item():.4f}")
     model.eval()
-    for block, mlp in zeroed:
-        block.mlp = mlp
+    for block, name, module in zeroed:
+        setattr(block, name, module)
     save(model, tokenizer, out)
     return model
 
 
-def _switch_off_mlps(model: GPT2LMHeadModel, config: TrainConfig) -> list:
-    """Replace the frozen zero MLPs by _NoMLP for speed; returns what to put back."""
+def _switch_off(model: GPT2LMHeadModel, config: TrainConfig) -> list:
+    """Replace the frozen zero MLPs and heads by stand-ins for speed; returns what to put back."""
     zeroed = []
     for layer, block in enumerate(model.transformer.h):
         if layer not in config.mlp_layers:
-            zeroed.append((block, block.mlp))
+            zeroed.append((block, "mlp", block.mlp))
             block.mlp = _NoMLP()
+        if layer not in config.attention_layers:
+            zeroed.append((block, "attn", block.attn))
+            block.attn = _NoAttention()
     return zeroed
 
 
