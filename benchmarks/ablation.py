@@ -47,6 +47,7 @@ def compare(label: str, spec: str, n: int, device: str) -> None:
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         timings[fast], results[fast] = time.perf_counter() - start, metrics
+        print(f"  ({'fast' if fast else 'straightforward'} done in {timings[fast]:.2f} s)", flush=True)
     components = len(results[True])
     print(
         f"{label}: {components} components, {dataset.n} prompts of {TASK}, {device}\n"
@@ -60,7 +61,7 @@ def compare(label: str, spec: str, n: int, device: str) -> None:
 
 def main() -> None:
     device = os.environ.get("HEADSCOPE_DEVICE", "cpu")
-    n = int(os.environ.get("HEADSCOPE_BENCH_N", "16"))
+    n = int(os.environ.get("HEADSCOPE_BENCH_N", "4"))
     with tempfile.TemporaryDirectory() as tmp:
         compare("GPT-2-small-shaped, random weights", str(gpt2_small_shaped(Path(tmp))), n, device)
     if (ORGANISM_DIR / "config.json").is_file():
