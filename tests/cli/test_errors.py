@@ -1,7 +1,7 @@
 """The catalogue of bad inputs: each is one line naming the problem and the fix, exit 2, nothing written.
 
 Every entry runs the CLI as a subprocess. The README's "Errors and reliability" table is this
-catalogue with the messages of a real run (tests/cli/catalogue.py prints it).
+catalogue with the messages of a real run (`python -m tests.cli.test_errors` prints it).
 """
 
 from __future__ import annotations
