@@ -42,10 +42,18 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> Path:
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        os.chmod(tmp, usual_mode(0o666))  # mkstemp makes 0600; a plain open() would give 0644
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def usual_mode(requested: int) -> int:
+    """The mode open()/mkdir() give a new file/folder: `requested` minus the process umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return requested & ~mask
 
 
 def write_text(path: Path, text: str) -> Path:
