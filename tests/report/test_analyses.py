@@ -95,4 +95,4 @@ def test_first_prompts_keep_tokens_and_twins(report_model):
 def test_knockout_runs_on_the_first_prompts(report_run):
     knockout = report_run.for_task("knockout", "ioi")
     assert len(knockout) == 2 * 4 + 2  # every head and MLP of the 2 x 4 model
-    assert report_run.options["knockout_n"] == 64
+    assert report_run.options["knockout_n"] == 32

@@ -24,7 +24,7 @@ from headscope.errors import HeadscopeError
 from headscope.models.loading import Model
 from headscope.report.analyses import Embedding, ReportOptions, build_run
 from headscope.report.console import summary_table
-from headscope.report.html import write_report
+from headscope.report.html import check_report_folder, write_report
 from headscope.run import load_run
 from headscope.tasks.dataset import build_dataset
 from headscope.tasks.registry import builtin_tasks, get_task
@@ -95,7 +95,7 @@ def report(
     top: TopOpt = 4,
     k: KOpt = 5,
     embedding: EmbeddingOpt = "context",
-    knockout_n: KnockoutOpt = 64,
+    knockout_n: KnockoutOpt = 32,
     from_dir: FromOpt = None,
 ) -> None:
     """Score every head on each task and write a self-contained HTML report with its data."""
@@ -103,9 +103,10 @@ def report(
     if from_dir is not None:
         run = load_run(from_dir)
         say(f"loaded {from_dir / 'results.json'} (model {run.model.get('name')}, {len(run.tasks)} tasks)")
-        out = from_dir if out == DEFAULT_OUT else out
+        out = check_report_folder(from_dir if out == DEFAULT_OUT else out)
     else:
         chosen = task_list(tasks) if tasks is not None else None  # a typo fails before the model loads
+        check_report_folder(out)  # so does an --out that cannot be written
         loaded = load(model)
         names = chosen if chosen is not None else runnable_tasks(loaded)
         options = ReportOptions(

@@ -39,7 +39,7 @@ class ReportOptions:
     top_heads: int = 4
     example_prompts: int = 2
     n_boot: int = 1000
-    knockout_n: int = 64  # knockouts run on the first prompts only (0: none): one pass per component
+    knockout_n: int = 32  # knockouts run on the first prompts only (0: none): one pass per component
     thresholds: LabelThresholds = field(default_factory=LabelThresholds)
 
     def as_dict(self) -> dict:

@@ -8,7 +8,10 @@ jinja2's autoescape (HTML text) or through `script_json` (JSON inside <script>, 
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from importlib import resources
 from pathlib import Path
 
@@ -16,9 +19,10 @@ import jinja2
 import plotly.io
 import plotly.offline
 
-from headscope.io import write_text
+from headscope.io import check_folder_replaceable, write_folder_atomic, write_text
 from headscope.report.content import Page, build_page
-from headscope.run import Run
+from headscope.report.figures import Figure
+from headscope.run import RESULTS_FILE, Run
 
 PAGE_FILE = "index.html"
 
@@ -55,18 +59,46 @@ def render_page(page: Page) -> str:
     )
 
 
+def check_report_folder(folder: Path) -> Path:
+    """`folder` when a report can replace it (new, empty or an earlier report); check it early."""
+    return check_folder_replaceable(Path(folder), RESULTS_FILE)
+
+
 def write_report(run: Run, folder: Path, say: Callable[[str], None] = print) -> Path:
-    """Save the run (results.json, CSVs), one PNG per figure, and the page; return the page."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    """Save the run (results.json, CSVs), one PNG per figure, and the page; return the page.
+
+    The files are written into a temporary folder beside `folder`, swapped in whole when
+    complete: a run stopped part-way leaves an earlier report in `folder` as it was.
+    """
+    folder = write_folder_atomic(Path(folder), lambda tmp: _write_files(run, tmp, say), RESULTS_FILE)
+    return folder / PAGE_FILE
+
+
+def _write_files(run: Run, folder: Path, say: Callable[[str], None]) -> None:
     say(f"writing results.json and {len(run.tables)} CSV tables")
     run.save(folder)
     page = build_page(run)
     _check_unique(page)
     say(f"drawing {len(page.figures)} figures (PNG)")
-    for figure in page.figures:
-        figure.png(folder / f"{figure.name}.png")
-    return write_text(folder / PAGE_FILE, render_page(page))
+    draw_pngs(page.figures, folder)
+    say("writing the page")
+    write_text(folder / PAGE_FILE, render_page(page))
+
+
+def _draw(job: tuple[Figure, Path]) -> Path:
+    figure, path = job
+    return figure.png(path)
+
+
+def draw_pngs(figures: list[Figure], folder: Path, workers: int | None = None) -> list[Path]:
+    """One PNG per figure, drawn by forked worker processes when there is more than one CPU."""
+    jobs = [(figure, folder / f"{figure.name}.png") for figure in figures]
+    workers = workers if workers is not None else min(len(os.sched_getaffinity(0)), 4)
+    if workers < 2 or len(jobs) < 8 or "fork" not in multiprocessing.get_all_start_methods():
+        return [_draw(job) for job in jobs]
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        return list(pool.map(_draw, jobs, chunksize=4))
 
 
 def _check_unique(page: Page) -> None:
