@@ -95,7 +95,7 @@ def report(
     top: TopOpt = 4,
     k: KOpt = 5,
     embedding: EmbeddingOpt = "context",
-    knockout_n: KnockoutOpt = 64,
+    knockout_n: KnockoutOpt = 32,
     from_dir: FromOpt = None,
 ) -> None:
     """Score every head on each task and write a self-contained HTML report with its data."""

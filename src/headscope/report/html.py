@@ -8,7 +8,10 @@ jinja2's autoescape (HTML text) or through `script_json` (JSON inside <script>, 
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from importlib import resources
 from pathlib import Path
 
@@ -18,6 +21,7 @@ import plotly.offline
 
 from headscope.io import check_folder_replaceable, write_folder_atomic, write_text
 from headscope.report.content import Page, build_page
+from headscope.report.figures import Figure
 from headscope.run import RESULTS_FILE, Run
 
 PAGE_FILE = "index.html"
@@ -76,9 +80,25 @@ def _write_files(run: Run, folder: Path, say: Callable[[str], None]) -> None:
     page = build_page(run)
     _check_unique(page)
     say(f"drawing {len(page.figures)} figures (PNG)")
-    for figure in page.figures:
-        figure.png(folder / f"{figure.name}.png")
+    draw_pngs(page.figures, folder)
+    say("writing the page")
     write_text(folder / PAGE_FILE, render_page(page))
+
+
+def _draw(job: tuple[Figure, Path]) -> Path:
+    figure, path = job
+    return figure.png(path)
+
+
+def draw_pngs(figures: list[Figure], folder: Path, workers: int | None = None) -> list[Path]:
+    """One PNG per figure, drawn by forked worker processes when there is more than one CPU."""
+    jobs = [(figure, folder / f"{figure.name}.png") for figure in figures]
+    workers = workers if workers is not None else min(len(os.sched_getaffinity(0)), 4)
+    if workers < 2 or len(jobs) < 8 or "fork" not in multiprocessing.get_all_start_methods():
+        return [_draw(job) for job in jobs]
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        return list(pool.map(_draw, jobs, chunksize=4))
 
 
 def _check_unique(page: Page) -> None:
