@@ -20,7 +20,6 @@ from headscope.scores.ablation import (
     position_mask,
     resample_donors,
 )
-from headscope.scores.ov import OVOptions, ov_scores
 from headscope.tasks.dataset import build_dataset
 from headscope.tasks.registry import get_task
 
@@ -144,23 +143,6 @@ organism_missing = pytest.mark.skipif(
 def organism_digits():
     model = load_model("organism")
     return model, build_dataset(get_task("seq-digits"), model.tokens, 100, 0)
-
-
-def _successor_head(model, dataset) -> tuple[int, int]:
-    """methods.md §7: the head with the highest next score among those whose next beats copy."""
-    table = ov_scores(model, dataset, OVOptions(relations=("copy", "next"))).table
-    wide = table.pivot_table(index=["layer", "head"], columns="relation", values="score")
-    return max(wide[wide["next"] > wide["copy"]].index, key=lambda head: wide.loc[head, "next"])
-
-
-@organism_missing
-def test_organism_successor_knockout_hurts_far_more_than_other_heads(organism_digits):
-    model, dataset = organism_digits
-    table = ablate(model, dataset, AblationOptions(components=("heads",), method="mean"))
-    drop = 100 - table.set_index("component")["pct_of_clean"]
-    successor = "{}.{}".format(*_successor_head(model, dataset))
-    others = drop.drop(successor)
-    assert drop[successor] > 3 * max(float(others.median()), 1.0)
 
 
 @organism_missing
