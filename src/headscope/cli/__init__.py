@@ -14,6 +14,7 @@ from headscope.cli.tasks_cmd import tasks_app
 from headscope.errors import HeadscopeError
 
 app.add_typer(tasks_app, name="tasks")
+INTERRUPTED = 130  # the shell's exit status for a process stopped by SIGINT
 
 # Each command module registers itself on `app` when imported.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; bad input prints one line and exits 2 (a traceback only with --debug)."""
     _register()
     try:
-        app(args=argv, prog_name="headscope", standalone_mode=False)
+        code = app(args=argv, prog_name="headscope", standalone_mode=False)
     except HeadscopeError as error:
         return _fail(str(error), 2)
     except (click.exceptions.Exit, typer.Exit) as done:
@@ -49,8 +50,14 @@ def main(argv: list[str] | None = None) -> int:
     except (click.ClickException, ClickException) as error:  # typer vendors its own click
         return _fail(_usage_message(error), error.exit_code)
     except (KeyboardInterrupt, click.exceptions.Abort, typer.Abort):
-        return _fail("interrupted: stopped cleanly, earlier outputs are intact", 130)
-    return 0
+        return _interrupted()
+    if code == INTERRUPTED:  # typer turns KeyboardInterrupt into Exit(130) and returns its code
+        return _interrupted()
+    return code if isinstance(code, int) else 0
+
+
+def _interrupted() -> int:
+    return _fail("interrupted: stopped cleanly, earlier outputs are intact", INTERRUPTED)
 
 
 def _usage_message(error) -> str:
