@@ -177,7 +177,7 @@ def _signed_maps(run: Run, task: str, slug: str, shape: tuple[int, int]) -> list
         method = str(heads["method"].iloc[0]) if not heads.empty else ""
         heads = heads[heads["method"] == method].assign(effect=lambda t: t["pct_of_clean"] - 100.0)
         prompts = run.options.get("knockout_n", "")
-        title = f"knockout ({method}, first {prompts} prompts): % of clean - 100"
+        title = f"knockout ({method}, n={prompts}): % of clean - 100"
         maps.append(head_heatmap(f"{slug}-knockout", title, heads, "effect", shape, True, task))
     return maps
 
