@@ -2,9 +2,11 @@
 
 import dataclasses
 
+import pytest
 import torch
 from benchmarks.ov import RELATIONS, Item, random_weights, reference_head
 
+from headscope.scores import ov_fused, ov_kernel
 from headscope.scores.ov_kernel import Targets, ov_ranks
 
 
@@ -26,18 +28,41 @@ def _item(n_rows: int, d_model: int, d_vocab: int) -> Item:
     )
 
 
-def test_fast_and_reference_agree_exactly():
+@pytest.fixture(params=["fused", "torch"])
+def counter(request, monkeypatch):
+    """The compiled counter, then plain torch operations."""
+    if request.param == "torch":
+        monkeypatch.setattr(ov_kernel, "fused", lambda: None)
+    elif ov_fused.fused() is None:
+        pytest.skip("no C++ compiler here: the fused counter cannot be built")
+    return request.param
+
+
+@pytest.mark.parametrize("n_rows", [5, 40])  # the direct form, then the factored form
+@pytest.mark.parametrize("blocks", ["one", "many"])
+def test_fast_and_reference_agree_exactly(n_rows, blocks, counter, monkeypatch):
+    if blocks == "many":  # several column, head and row blocks, and a short last block of each
+        monkeypatch.setattr(ov_kernel, "COLUMNS", 64)
+        monkeypatch.setattr(ov_kernel, "BLOCK_FLOATS", 64 * 14)
+        monkeypatch.setattr(ov_kernel, "ROW_BLOCK", 17)
     weights = _double(random_weights(n_layers=2, n_heads=3, d_model=24, d_head=6, d_vocab=300, seed=1))
     heads = [(layer, head) for layer in range(2) for head in range(3)]
-    for n_rows in (5, 40):  # the direct form, then the factored form
-        item = _item(n_rows, 24, 300)
-        fast = ov_ranks(
-            weights, item.x, item.targets, heads, k=5, signs=(1, -1), dtype=torch.float64, chunk_rows=16
-        )
-        for i, head in enumerate(heads):
-            reference = reference_head(weights, item, *head)
-            for name, sign in RELATIONS:
-                rank, top, logits, _ = reference[(name, sign)]
-                got = fast.rank[i, 0 if sign == 1 else 1, :, 0 if name == "copy" else 1].long()
-                assert torch.equal(got, rank)
-                assert torch.equal(fast.topk[i, 0 if sign == 1 else 1].long(), top)
+    item = _item(n_rows, 24, 300)
+    fast = ov_ranks(weights, item.x, item.targets, heads, k=5, signs=(1, -1), dtype=torch.float64)
+    for i, head in enumerate(heads):
+        reference = reference_head(weights, item, *head)
+        for name, sign in RELATIONS:
+            rank, top, logits, _ = reference[(name, sign)]
+            got = fast.rank[i, 0 if sign == 1 else 1, :, 0 if name == "copy" else 1].long()
+            assert torch.equal(got, rank)
+            assert torch.equal(fast.topk[i, 0 if sign == 1 else 1].long(), top)
+
+
+def test_without_topk_same_ranks(counter):
+    weights = random_weights(n_layers=1, n_heads=2, d_model=16, d_head=4, d_vocab=200, seed=2)
+    item = _item(30, 16, 200)
+    item = dataclasses.replace(item, x=item.x.float())
+    heads = [(0, 0), (0, 1)]
+    full = ov_ranks(weights, item.x, item.targets, heads, k=3, signs=(1, -1))
+    bare = ov_ranks(weights, item.x, item.targets, heads, k=3, signs=(1, -1), with_topk=False)
+    assert torch.equal(full.rank, bare.rank) and bare.topk.shape == (2, 2, 30, 0)

@@ -1,4 +1,4 @@
-"""The fast core of the OV relation scores: every head's top-k tokens and target ranks.
+"""The fast core of the OV relation scores: every head's target ranks (and top-k tokens).
 
 For head l.h, a residual row x and a sign s (methods.md §2):
 
@@ -9,33 +9,44 @@ For head l.h, a residual row x and a sign s (methods.md §2):
 
 so `logits(+1) = a M_h + c` with `a = v / sigma` ([d_head]), `M_h = W_O C diag(g_f) W_U`
 ([d_head, V]) and `c = b_f W_U + b_U`; and `logits(-1) = 2c - logits(+1)`. One set of
-logits serves every relation and both signs. `M_h` costs `d_head d V` multiply-adds and
-then `d_head V` per row, against `d V` per row the direct way: the factored form is
-used when it is cheaper for the number of rows at hand.
+logits serves every relation and both signs. The factored form costs `d_head d V`
+multiply-adds per head and then `d_head V` per row, against `d V` per row the direct way;
+it is used when it is cheaper for the number of rows at hand.
 
 A target's rank is the number of other tokens whose logit is at least the best target
 token's (0 = strictly top); a hit is `rank < k`. Ties count against the target, so a head
 that writes nothing (all logits equal) scores 0, not 100%; the reference loop uses the
 same rule.
 
-Memory: rows are taken `chunk_rows` at a time, so the working set is the folded
-unembedding (`d V` floats), one `M_h` (`d_head V`), one logits block (`chunk_rows V`)
-and a boolean mask a quarter its size — about 0.5 GB for GPT-2 small with the default
-256 MB block (1,335 rows), whatever the number of rows. The outputs grow with heads x rows.
+The logits are never held whole. Vocabulary columns are taken `COLUMNS` at a time; for
+each block of columns, a few heads and some rows, one cache-sized logits block is made by
+one batched product and read at once: the ranks are counts of logits at least each
+relation's threshold (for sign -1 the same block, negated around `2c`), summed block by
+block, and the running top-k is updated only in rows whose block maximum beats it. The
+thresholds (target logits) come from a separate small product; the block's own values at
+the target columns are swapped for those, so a target never ties with itself by rounding.
+
+Memory: the per-head factors of `ROW_BLOCK` rows (`heads x rows x d_head`), a few MB of
+blocks, and the outputs (heads x rows) — bounded whatever the number of rows.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from headscope.models.weights import Weights, normalize
+from headscope.scores.ov_fused import fused
 
-CHUNK_BYTES = 256 << 20
+COLUMNS = 1024  # vocabulary columns per block
+BLOCK_FLOATS = 1 << 21  # logits per block (8 MB in float32): heads x rows x COLUMNS
+ROW_BLOCK = 4096  # rows whose per-head factors are held at once
 
 
 @dataclass(frozen=True)
@@ -48,7 +59,10 @@ class Targets:
 
 @dataclass(frozen=True)
 class HeadRanks:
-    """Per head, sign and row: the rank of each relation's best target, and the top-k tokens."""
+    """Per head, sign and row: the rank of each relation's best target, and the top-k tokens.
+
+    `topk` has a last dimension of 0 when top-k was not asked for.
+    """
 
     rank: Int[Tensor, "head sign row relation"]
     topk: Int[Tensor, "head sign row k"]
@@ -69,28 +83,37 @@ def readout(weights: Weights, dtype: torch.dtype) -> Readout:
 
 
 @dataclass(frozen=True)
-class HeadCircuit:
-    """One head's OV circuit up to the logits; `M` is set when the factored form is used."""
+class Circuits:
+    """The chosen heads' OV circuits up to the logits, stacked in the order of `heads`."""
 
-    weights: Weights
-    layer: int
-    W_V: Float[Tensor, "d_model d_head"]
-    b_V: Float[Tensor, "d_head"]
-    W_Oc: Float[Tensor, "d_head d_model"]
-    gram: Float[Tensor, "d_head d_head"]
-    M: Float[Tensor, "d_head d_vocab"] | None
+    heads: list[tuple[int, int]]
+    W_Oc: Float[Tensor, "head d_head d_model"]
+    gram: Float[Tensor, "head d_head d_head"]
+    dtype: torch.dtype
 
-    def logits(self, x: Float[Tensor, "row d_model"], out: Readout) -> Float[Tensor, "row d_vocab"]:
-        """logits(+1) of every row."""
-        w = self.weights
-        dtype = self.W_V.dtype
-        ln_w, ln_b = w.ln1_w[self.layer].to(dtype), w.ln1_b[self.layer].to(dtype)
-        v = normalize(x.to(dtype), ln_w, ln_b, w.eps, w.normalization) @ self.W_V + self.b_V
-        sigma = (((v @ self.gram) * v).sum(-1) / w.d_model + w.eps).sqrt()  # |co|^2 = v G v^T
-        a = v / sigma[:, None]
-        if self.M is not None:
-            return torch.addmm(out.c, a, self.M)
-        return torch.addmm(out.c, a @ self.W_Oc, out.W_gU)
+
+def circuits(weights: Weights, heads: list[tuple[int, int]], dtype: torch.dtype) -> Circuits:
+    layers, index = torch.tensor([la for la, _ in heads]), torch.tensor([h for _, h in heads])
+    W_O = weights.W_O[layers, index].to(dtype)  # [head, d_head, d_model]
+    W_Oc = W_O - W_O.mean(-1, keepdim=True) if weights.normalization == "LN" else W_O
+    return Circuits(heads, W_Oc.contiguous(), W_Oc @ W_Oc.transpose(1, 2), dtype)
+
+
+def head_factors(
+    weights: Weights, circ: Circuits, x: Float[Tensor, "row d_model"]
+) -> Float[Tensor, "head row d_head"]:
+    """`a = v / sigma` of every head and row."""
+    w, dtype = weights, circ.dtype
+    normed: dict[int, Tensor] = {}
+    out = torch.empty(len(circ.heads), x.shape[0], w.d_head, dtype=dtype)
+    for i, (layer, head) in enumerate(circ.heads):
+        if layer not in normed:
+            ln_w, ln_b = w.ln1_w[layer].to(dtype), w.ln1_b[layer].to(dtype)
+            normed[layer] = normalize(x.to(dtype), ln_w, ln_b, w.eps, w.normalization)
+        v = torch.addmm(w.b_V[layer, head].to(dtype), normed[layer], w.W_V[layer, head].to(dtype))
+        sigma = (((v @ circ.gram[i]) * v).sum(-1) / w.d_model + w.eps).sqrt()  # |co|^2 = v G v^T
+        out[i] = v / sigma[:, None]
+    return out
 
 
 def factored_is_cheaper(weights: Weights, rows: int) -> bool:
@@ -99,34 +122,185 @@ def factored_is_cheaper(weights: Weights, rows: int) -> bool:
     return dh * d + rows * dh < rows * d
 
 
-def head_circuit(weights: Weights, layer: int, head: int, out: Readout, factored: bool) -> HeadCircuit:
-    dtype = out.W_gU.dtype
-    W_O = weights.W_O[layer, head].to(dtype)
-    W_Oc = W_O - W_O.mean(-1, keepdim=True) if weights.normalization == "LN" else W_O
-    return HeadCircuit(
-        weights=weights,
-        layer=layer,
-        W_V=weights.W_V[layer, head].to(dtype),
-        b_V=weights.b_V[layer, head].to(dtype),
-        W_Oc=W_Oc,
-        gram=W_Oc @ W_Oc.T,
-        M=W_Oc @ out.W_gU if factored else None,
-    )
+@dataclass(frozen=True)
+class RowTargets:
+    """One row block's targets flattened over relations, and their logits by the small product."""
+
+    tokens: Int[Tensor, "row slot"]  # slot = relation x target
+    first: Bool[Tensor, "row slot"]  # the first slot holding its token (duplicates ignored)
+    logits: Float[Tensor, "sign head row slot"]
+    threshold: Float[Tensor, "sign head row relation"]  # best target logit per relation
 
 
-def read_logits(
-    logits: Float[Tensor, "row d_vocab"], targets: Int[Tensor, "row relation target"], k: int
-) -> tuple[Int[Tensor, "row relation"], Int[Tensor, "row k"]]:
-    """Ranks of each relation's best target (other logits at least as high) and the top-k tokens."""
-    rows, relations, width = targets.shape
-    best = logits.gather(1, targets.reshape(rows, relations * width))  # [row, relation * target]
-    best = best.reshape(rows, relations, width).amax(-1)  # [row, relation]
-    rank = torch.stack([(logits >= best[:, r, None]).sum(-1) - 1 for r in range(relations)], -1)
-    return rank.to(torch.int32), logits.topk(k, dim=-1).indices.to(torch.int32)
+def row_targets_logits(
+    a: Float[Tensor, "head row d_head"], circ: Circuits, out: Readout, tokens: Tensor, signs
+) -> RowTargets:
+    rows, relations, width = tokens.shape
+    flat = tokens.reshape(rows, relations * width)  # [row, slot]
+    same = flat[:, :, None] == flat[:, None, :]  # [row, slot, slot]
+    first = ~(same & torch.ones_like(same[0]).tril(-1)).any(-1)
+    columns = out.W_gU.T[flat]  # [row, slot, d_model]
+    plus = (
+        torch.stack([(columns @ (a[i] @ circ.W_Oc[i])[:, :, None]).squeeze(-1) for i in range(a.shape[0])])
+        + out.c[flat]
+    )  # [head, row, slot]
+    logits = torch.stack([plus if s == 1 else 2 * out.c[flat] - plus for s in signs])
+    threshold = logits.reshape(*logits.shape[:3], relations, width).amax(-1)  # [sign, head, row, rel]
+    return RowTargets(flat, first, logits, threshold)
 
 
-def default_chunk_rows(d_vocab: int, dtype: torch.dtype) -> int:
-    return max(1, CHUNK_BYTES // (d_vocab * torch.finfo(dtype).bits // 8))
+class Accumulator:
+    """Running counts (and top-k) of one row block, filled logits block by logits block."""
+
+    def __init__(self, targets: RowTargets, k: int, with_topk: bool, signs: tuple[int, ...]):
+        n_signs, heads, rows, relations = targets.threshold.shape
+        self.t, self.signs = targets, signs
+        self.count = torch.zeros(n_signs, heads, rows, relations, dtype=targets.logits.dtype)
+        self.k = k if with_topk else 0
+        self.top_v = torch.full((n_signs, heads, rows, self.k), -torch.inf, dtype=targets.logits.dtype)
+        self.top_i = torch.zeros(n_signs, heads, rows, self.k, dtype=torch.long)
+        self._ones = torch.ones(COLUMNS, dtype=targets.logits.dtype)
+        self._fused = fused()
+
+    @property
+    def uses_torch_count(self) -> bool:
+        return self._fused is None
+
+    def add(self, block: Tensor, twice_c: Tensor, heads: slice, rows: slice, start: int, work: Work) -> None:
+        """Everything read from one logits(+1) block [head, row, column] (columns from `start`)."""
+        g, r, width = block.shape
+        if self._fused is not None:  # every sign and relation in one pass
+            count = self.count[:, heads, rows]  # [sign, head, row, relation] view
+            self._fused(block, twice_c, self.t.threshold[:, heads, rows], count, list(self.signs))
+        for j, sign in enumerate(self.signs):
+            if self._fused is not None and not self.k:
+                break
+            logits = block if sign == 1 else torch.sub(twice_c, block, out=work.negated[:g, :r, :width])
+            if self._fused is None:
+                self._count(j, logits, heads, rows, work.mask[:g, :r, :, :width])
+            if self.k:
+                self._update_topk(j, logits, heads, rows, start)
+        self._swap_targets(block, twice_c, heads, rows, start)
+
+    def _count(self, s: int, logits: Tensor, heads: slice, rows: slice, mask: Tensor) -> None:
+        threshold = self.t.threshold[s, heads, rows]  # [head, row, relation]
+        mask = torch.ge(logits[:, :, None, :], threshold[..., None], out=mask)  # [head, row, rel, col]
+        counted = mask.flatten(0, 2) @ self._ones[: mask.shape[-1]]  # [head * row * rel]
+        self.count[s, heads, rows] += counted.view(mask.shape[:3])
+
+    def _swap_targets(self, block: Tensor, twice_c: Tensor, heads: slice, rows: slice, start: int) -> None:
+        """Take back the block's own comparisons at target columns (the small product's replace them)."""
+        index = self.t.tokens[rows] - start  # [row, slot]
+        inside = (index >= 0) & (index < block.shape[-1]) & self.t.first[rows]
+        if not inside.any():
+            return
+        index = index.clamp(0, block.shape[-1] - 1)
+        plus = block.gather(-1, index.expand(block.shape[0], -1, -1))  # [head, row, slot]
+        for j, sign in enumerate(self.signs):
+            values = plus if sign == 1 else twice_c[index] - plus  # as the block's own subtraction
+            threshold = self.t.threshold[j, heads, rows]  # [head, row, relation]
+            wrong = (values[:, :, None, :] >= threshold[..., None]) & inside[None, :, None, :]
+            self.count[j, heads, rows] -= wrong.sum(-1)
+
+    def _update_topk(self, s: int, logits: Tensor, heads: slice, rows: slice, start: int) -> None:
+        top_v, top_i = self.top_v[s, heads, rows], self.top_i[s, heads, rows]  # [head, row, k] views
+        beats = logits.amax(-1) > top_v[..., -1]  # [head, row]
+        if not beats.any():
+            return
+        h, r = beats.nonzero(as_tuple=True)
+        values, index = logits[h, r].topk(min(self.k, logits.shape[-1]), dim=-1)  # [n, k]
+        merged_v = torch.cat([top_v[h, r], values], -1)
+        merged_i = torch.cat([top_i[h, r], index + start], -1)
+        best_v, pick = merged_v.topk(self.k, dim=-1)
+        top_v[h, r], top_i[h, r] = best_v, merged_i.gather(-1, pick)
+
+    def ranks(self) -> tuple[Tensor, Tensor]:
+        """Ranks [sign, head, row, relation]: swapped-in target counts added, the target itself off."""
+        t = self.t
+        own = (t.logits[:, :, :, None, :] >= t.threshold[..., None]) & t.first[None, None, :, None, :]
+        count = self.count + own.sum(-1)  # own: [sign, head, row, relation, slot]
+        return (count - 1).to(torch.int32), self.top_i.to(torch.int32)
+
+
+@dataclass(frozen=True)
+class Work:
+    """One worker's scratch buffers: the logits block, its negation and the comparison mask."""
+
+    logits: Tensor  # [head, row, col]
+    negated: Tensor  # [head, row, col]
+    mask: Tensor  # [head, row, relation, col]
+
+
+def _block_shape(n_heads: int, n_rows: int) -> tuple[int, int]:
+    """Heads and rows per logits block: heads x rows x COLUMNS at most BLOCK_FLOATS."""
+    rows = max(1, min(n_rows, BLOCK_FLOATS // COLUMNS))
+    return max(1, min(n_heads, BLOCK_FLOATS // (COLUMNS * rows))), rows
+
+
+@dataclass(frozen=True)
+class Pass:
+    """What every logits block of one row block is made from."""
+
+    acc: Accumulator
+    left: Float[Tensor, "head row inner"]  # a (factored) or a W_Oc (direct)
+    circ: Circuits
+    out: Readout
+    factored: bool
+    signs: tuple[int, ...]
+
+
+def _column_pass(p: Pass, head_groups: list[slice]) -> None:
+    """Every vocabulary block for the given groups of heads."""
+    n_rows, vocab = p.left.shape[1], p.out.c.shape[0]
+    step = _block_shape(1, n_rows)[1]
+    group = max(hs.stop - hs.start for hs in head_groups)
+    logits = torch.empty(group, step, COLUMNS, dtype=p.circ.dtype)
+    plain = p.acc.uses_torch_count  # the mask is needed only by the plain torch count
+    mask = torch.empty(group, step, p.acc.count.shape[-1], COLUMNS if plain else 0, dtype=p.circ.dtype)
+    negated = torch.empty(group, step, COLUMNS if plain or p.acc.k else 0, dtype=p.circ.dtype)
+    work = Work(logits, negated, mask)
+    twice_c = 2 * p.out.c
+    for start in range(0, vocab, COLUMNS):
+        cols = slice(start, min(start + COLUMNS, vocab))
+        W = p.out.W_gU[:, cols]  # [d_model, col]
+        for heads in head_groups:
+            right = (p.circ.W_Oc[heads] @ W) if p.factored else W  # [head, d_head, col] or [d_model, col]
+            for r0 in range(0, n_rows, step):
+                rows = slice(r0, min(r0 + step, n_rows))
+                block = logits[: heads.stop - heads.start, : rows.stop - r0, : cols.stop - start]
+                if p.factored:  # [head, row, d_head] @ [head, d_head, col] + c
+                    torch.baddbmm(p.out.c[cols], p.left[heads, rows], right, out=block)
+                else:  # [head, row, d_model] @ [d_model, col] + c
+                    torch.matmul(p.left[heads, rows], right, out=block).add_(p.out.c[cols])
+                p.acc.add(block, twice_c[cols], heads, rows, start, work)
+
+
+def _row_block(
+    weights: Weights, circ: Circuits, out: Readout, x: Tensor, tokens: Tensor, k: int, signs, with_topk: bool
+) -> tuple[Tensor, Tensor]:
+    """Ranks and top-k of one block of rows, every head of `circ`."""
+    a = head_factors(weights, circ, x)  # [head, row, d_head]
+    acc = Accumulator(row_targets_logits(a, circ, out, tokens, signs), k, with_topk, tuple(signs))
+    factored = factored_is_cheaper(weights, x.shape[0])
+    left = a if factored else a @ circ.W_Oc  # [head, row, d_head or d_model]
+    group = _block_shape(a.shape[0], a.shape[1])[0]
+    groups = [slice(h, min(h + group, a.shape[0])) for h in range(0, a.shape[0], group)]
+    _column_pass(Pass(acc, left, circ, out, factored, tuple(signs)), groups)
+    return acc.ranks()
+
+
+def _worker(weights: Weights, heads, out: Readout, x: Tensor, targets: Targets, k, signs, dtype, with_topk):
+    """Ranks [head, sign, row, relation] and top-k of some heads, in one thread with no intra-op
+    threads: no per-operation barrier waits on a sibling thread that a busy machine has paused."""
+    torch.set_num_threads(1)
+    circ = circuits(weights, heads, dtype)
+    ranks, tops = [], []
+    for start in range(0, x.shape[0], ROW_BLOCK):
+        rows = slice(start, start + ROW_BLOCK)
+        rank, top = _row_block(weights, circ, out, x[rows], targets.tokens[rows], k, signs, with_topk)
+        ranks.append(rank.transpose(0, 1))  # [sign, head, ...] -> [head, sign, ...]
+        tops.append(top.transpose(0, 1))
+    return torch.cat(ranks, 2), torch.cat(tops, 2)
 
 
 def ov_ranks(
@@ -137,23 +311,28 @@ def ov_ranks(
     k: int,
     signs: tuple[int, ...] = (1,),
     dtype: torch.dtype = torch.float32,
-    chunk_rows: int | None = None,
+    with_topk: bool = True,
 ) -> HeadRanks:
-    """Ranks and top-k of every head, sign and row; rows are processed `chunk_rows` at a time."""
-    n_rows, n_relations = targets.valid.shape
+    """Ranks (and top-k) of every head, sign and row: the heads split among one worker thread per
+    intra-op thread (torch.get_num_threads()), rows taken `ROW_BLOCK` at a time."""
+    if x.shape[0] == 0 or not heads:
+        n_rows, relations = targets.valid.shape
+        shape = (len(heads), len(signs), n_rows)
+        return HeadRanks(
+            torch.zeros(*shape, relations, dtype=torch.int32), torch.zeros(*shape, 0, dtype=torch.int32)
+        )
     out = readout(weights, dtype)
-    step = chunk_rows or default_chunk_rows(weights.d_vocab, dtype)
-    factored = factored_is_cheaper(weights, n_rows)
-    rank = torch.zeros(len(heads), len(signs), n_rows, n_relations, dtype=torch.int32)
-    topk = torch.zeros(len(heads), len(signs), n_rows, k, dtype=torch.int32)
-    twice_c = 2 * out.c
-    for i, (layer, head) in enumerate(tqdm(heads, desc="OV scores", unit="head", leave=False, disable=None)):
-        circuit = head_circuit(weights, layer, head, out, factored)
-        for start in range(0, n_rows, step):
-            block = slice(start, start + step)
-            logits, current = circuit.logits(x[block], out), 1
-            for j, sign in enumerate(signs):
-                if sign != current:  # logits(-1) = 2c - logits(+1), in place
-                    logits, current = logits.neg_().add_(twice_c), sign
-                rank[i, j, block], topk[i, j, block] = read_logits(logits, targets.tokens[block], k)
-    return HeadRanks(rank, topk)
+    threads = torch.get_num_threads()
+    parts = [list(p) for p in np.array_split(np.arange(len(heads)), min(threads, len(heads))) if len(p)]
+    try:
+        with ThreadPoolExecutor(len(parts)) as pool:
+            done = [
+                pool.submit(
+                    _worker, weights, [heads[i] for i in p], out, x, targets, k, signs, dtype, with_topk
+                )
+                for p in parts
+            ]
+            results = [f.result() for f in tqdm(done, desc="OV scores", leave=False, disable=None)]
+    finally:
+        torch.set_num_threads(threads)
+    return HeadRanks(torch.cat([r for r, _ in results]), torch.cat([t for _, t in results]))
