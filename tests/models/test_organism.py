@@ -63,17 +63,22 @@ def test_accuracy_on_held_out_prompts(organism, task):
     assert result["accuracy"] >= 0.95, result
 
 
+def digit_next_scores(model) -> pd.Series:
+    return scores(ov_scores(model, dataset(model, "seq-digits")).table, "next")
+
+
+def test_a_successor_head_scores_at_least_80_percent_next_on_digits(organism):
+    assert digit_next_scores(organism).max() >= 0.80
+
+
 @pytest.mark.xfail(
     strict=True,
-    reason="not reached by the shipped weights: the digit map is spread over the layer-1/2 heads "
-    "(best next 0.64); see the model card",
+    reason="not reached by the shipped weights: heads 2.0 (0.74) and 1.1 (0.68) share the "
+    "digit map with the successor head 2.1 (0.88); see the model card",
 )
-def test_one_successor_head_carries_the_digit_map(organism):
-    table = ov_scores(organism, dataset(organism, "seq-digits")).table
-    next_score = scores(table, "next")
-    best = next_score.idxmax()
-    assert next_score[best] >= 0.80
-    assert (next_score.drop(best) < OTHER_NEXT_MAX).all(), next_score.to_dict()
+def test_the_digit_map_lives_in_the_successor_head_alone(organism):
+    next_score = digit_next_scores(organism)
+    assert (next_score.drop(next_score.idxmax()) < OTHER_NEXT_MAX).all(), next_score.to_dict()
 
 
 def test_a_name_mover_copies_names_and_attends_to_the_indirect_object(organism):
