@@ -1,0 +1,143 @@
+"""`headscope report` as a subprocess: same seed, same bytes; killed or Ctrl-C'd, nothing lost.
+
+The runs are stopped at a named phase (a line the report prints), by SIGKILL to the process
+or SIGINT to its process group (what Ctrl-C in a terminal sends), and the earlier report in
+--out must come through byte for byte, with no temporary file inside it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from headscope.run import RESULTS_FILE
+
+INTERRUPTED = "error: interrupted: stopped cleanly, earlier outputs are intact"
+
+
+def report_args(model: Path, out: Path, seed: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "headscope.cli",
+        "report",
+        "--model",
+        str(model),
+        "--tasks",
+        "ioi",
+        "--n",
+        "6",
+        "--top",
+        "2",
+        "--knockout-n",
+        "4",
+        "--seed",
+        str(seed),
+        "--out",
+        str(out),
+    ]
+
+
+def run_report(model: Path, out: Path, seed: int) -> Path:
+    result = subprocess.run(report_args(model, out, seed), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return out
+
+
+def files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.fixture(scope="module")
+def earlier(tiny_dir, tmp_path_factory) -> Path:
+    """A finished report (seed 0) that later runs must not damage."""
+    return run_report(tiny_dir, tmp_path_factory.mktemp("earlier") / "report", seed=0)
+
+
+@pytest.fixture
+def out(earlier, tmp_path) -> Path:
+    """A copy of the earlier report, the --out of a run that will be stopped."""
+    return Path(shutil.copytree(earlier, tmp_path / "report"))
+
+
+class Started:
+    """A report running in its own process group, its printed lines read as they come."""
+
+    def __init__(self, args: list[str]):
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.process = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
+        )
+        self.lines: list[str] = []
+
+    def wait_for(self, text: str) -> None:
+        for line in self.process.stdout:
+            self.lines.append(line)
+            if text in line:
+                return
+        pytest.fail(f"the report ended before printing {text!r}:\n{''.join(self.lines)}")
+
+    def stop(self, kill) -> tuple[str, str]:
+        kill()
+        try:
+            rest, err = self.process.communicate(timeout=120)
+        finally:
+            self.reap()
+        return rest, err
+
+    def reap(self) -> None:
+        """Kill what is left of the group (forked PNG workers orphaned by a SIGKILL)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+
+
+def test_same_seed_writes_byte_identical_results_and_csvs(tiny_dir, earlier, tmp_path):
+    again = files(run_report(tiny_dir, tmp_path / "again", seed=0))
+    first = files(earlier)
+    csvs = sorted(name for name in first if name.endswith(".csv"))
+    assert len(csvs) >= 10 and csvs == sorted(name for name in again if name.endswith(".csv"))
+    for name in csvs:
+        assert again[name] == first[name], name
+    a, b = (json.loads(f[RESULTS_FILE]) for f in (first, again))
+    assert a.pop("created") and b.pop("created")  # the timestamp, outside the hashed content
+    assert a == b and a["content_sha256"] == b["content_sha256"] and a["seed"] == 0
+    assert _without_created(first[RESULTS_FILE]) == _without_created(again[RESULTS_FILE])
+
+
+def _without_created(raw: bytes) -> bytes:
+    record = json.loads(raw)
+    return raw.replace(f'"created": "{record["created"]}"'.encode(), b"")
+
+
+def test_sigkill_while_writing_leaves_the_earlier_report_whole(tiny_dir, out):
+    before = files(out)
+    run = Started(report_args(tiny_dir, out, seed=1))
+    run.wait_for("writing results.json")  # inside the write phase: the new folder is half-built
+    run.stop(lambda: os.kill(run.process.pid, signal.SIGKILL))
+    assert run.process.returncode == -signal.SIGKILL
+    assert files(out) == before  # nothing added, removed or changed, no temporary file inside
+    leftovers = [p.name for p in out.parent.iterdir() if p.name != "report"]
+    assert leftovers and all(name.startswith(f".report.partial-{run.process.pid}-") for name in leftovers)
+
+
+@pytest.mark.parametrize("phase", ["mean-ablating", "drawing"])
+def test_ctrl_c_prints_one_line_and_keeps_the_earlier_report(tiny_dir, out, phase):
+    before = files(out)
+    run = Started(report_args(tiny_dir, out, seed=1))
+    run.wait_for(phase)
+    time.sleep(0.3)  # past rich's flush of that line: a signal inside it makes rich print it again
+    rest, err = run.stop(lambda: os.killpg(run.process.pid, signal.SIGINT))
+    assert run.process.returncode == 130, rest + err
+    assert rest.splitlines() == [INTERRUPTED]
+    assert "Traceback" not in rest + err
+    assert files(out) == before
+    assert sorted(os.listdir(out.parent)) == ["report"]  # the half-built folder was removed
