@@ -141,3 +141,21 @@ def test_ctrl_c_prints_one_line_and_keeps_the_earlier_report(tiny_dir, out, phas
     assert "Traceback" not in rest + err
     assert files(out) == before
     assert sorted(os.listdir(out.parent)) == ["report"]  # the half-built folder was removed
+
+
+def headscope(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "headscope.cli", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [("scores",), ("attention",), ("scatter",), ("evaluate",), ("ablate",), ("patch",), ("tasks", "show")],
+)
+def test_an_unknown_task_is_named_before_the_model_is_loaded(command, tmp_path):
+    """The model does not exist either: the task, checked first, is the one reported."""
+    task = ["nope"] if command == ("tasks", "show") else ["--task", "nope"]
+    result = headscope(*command, *task, "--model", str(tmp_path / "no-model"))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stdout.startswith("error: unknown task 'nope'"), result.stdout

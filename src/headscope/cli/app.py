@@ -11,6 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from headscope.tasks.registry import get_task
+
 app = typer.Typer(
     name="headscope",
     help="What does each attention head of a transformer do on a task?",
@@ -50,7 +52,19 @@ ModelOpt = Annotated[
         help="'organism' (bundled, offline), a local Hugging Face directory, or a hub name like gpt2.",
     ),
 ]
-TaskOpt = Annotated[str, typer.Option("--task", "-t", help="A built-in task name or a TOML task file.")]
+
+
+def known_task(name: str | None) -> str | None:
+    """An option callback: the task must exist (a TOML file parses) before any model loads."""
+    if name is not None:
+        get_task(name)
+    return name
+
+
+TaskOpt = Annotated[
+    str,
+    typer.Option("--task", "-t", help="A built-in task name or a TOML task file.", callback=known_task),
+]
 NOpt = Annotated[int, typer.Option("--n", help="Number of prompts.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the prompt generator.")]
 OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Write the result to this file.")]

@@ -18,6 +18,7 @@ from headscope.cli.app import (
     SeedOpt,
     app,
     console,
+    known_task,
 )
 from headscope.cli.app import print_table as show_table
 from headscope.cli.common import dataset_for, load
@@ -63,7 +64,9 @@ def summary(result: OVResult) -> pd.DataFrame:
 @app.command("scores")
 def scores(
     model: ModelOpt = DEFAULT_MODEL,
-    task: Annotated[str | None, typer.Option("--task", "-t", help="A built-in task or a TOML file.")] = None,
+    task: Annotated[
+        str | None, typer.Option("--task", "-t", help="A built-in task or a TOML file.", callback=known_task)
+    ] = None,
     keywords: Annotated[
         str | None, typer.Option("--keywords", help='Whitespace-separated tokens in order, e.g. "1 2 3 4".')
     ] = None,

@@ -7,7 +7,15 @@ from typing import Annotated
 import pandas as pd
 import typer
 
-from headscope.cli.app import DEFAULT_MODEL, DEFAULT_SEED, ModelOpt, SeedOpt, console, print_table
+from headscope.cli.app import (
+    DEFAULT_MODEL,
+    DEFAULT_SEED,
+    ModelOpt,
+    SeedOpt,
+    console,
+    known_task,
+    print_table,
+)
 from headscope.cli.common import dataset_for, load
 from headscope.tasks.registry import builtin_tasks
 
@@ -33,7 +41,9 @@ def list_tasks(ctx: typer.Context) -> None:
 
 @tasks_app.command("show")
 def show(
-    task: Annotated[str, typer.Argument(help="A built-in task name or a TOML task file.")],
+    task: Annotated[
+        str, typer.Argument(help="A built-in task name or a TOML task file.", callback=known_task)
+    ],
     model: ModelOpt = DEFAULT_MODEL,
     n: Annotated[int, typer.Option("--n", help="Number of prompts to show.")] = 3,
     seed: SeedOpt = DEFAULT_SEED,
