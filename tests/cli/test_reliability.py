@@ -159,3 +159,18 @@ def test_an_unknown_task_is_named_before_the_model_is_loaded(command, tmp_path):
     result = headscope(*command, *task, "--model", str(tmp_path / "no-model"))
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stdout.startswith("error: unknown task 'nope'"), result.stdout
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("ablate", "--out"),
+        ("patch", "--out"),
+        ("scores", "--task", "ioi", "--out"),
+        ("scores", "--task", "ioi", "--per-token"),
+    ],
+)
+def test_a_table_output_of_an_unknown_kind_is_refused_before_the_model_loads(command, tmp_path):
+    result = headscope(*command, str(tmp_path / "a.txt"), "--model", str(tmp_path / "no-model"))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "a.txt: use a .csv or .json file name" in result.stdout.replace("\n", ""), result.stdout

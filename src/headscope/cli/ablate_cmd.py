@@ -22,7 +22,7 @@ from headscope.cli.app import (
 )
 from headscope.cli.common import dataset_for, load
 from headscope.errors import HeadscopeError
-from headscope.io import check_writable, write_table
+from headscope.io import check_table_path, write_table
 from headscope.scores.ablation import AblationOptions, ablate, greedy_circuit, keep_circuit
 
 Method = Literal["zero", "mean", "resample"]
@@ -77,7 +77,7 @@ def ablate_command(
 ) -> None:
     """Knockouts: mean logit difference (answer - contrast at end) with each component replaced."""
     if out is not None:
-        check_writable(out)
+        check_table_path(out)  # suffix and folder, before anything is computed
     if keep is not None and greedy:
         raise HeadscopeError("give --keep or --greedy, not both")
     loaded = load(model)

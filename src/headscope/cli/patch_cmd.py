@@ -22,7 +22,7 @@ from headscope.cli.app import (
 )
 from headscope.cli.common import dataset_for, load
 from headscope.errors import HeadscopeError
-from headscope.io import check_writable, write_table
+from headscope.io import check_table_path, write_table
 from headscope.scores.patching import attribution_patch, patch
 
 Direction = Literal["denoise", "noise"]
@@ -60,7 +60,7 @@ def patch_command(
 ) -> None:
     """Head-level activation patching, normalised to (patched - corrupted) / (clean - corrupted)."""
     if out is not None:
-        check_writable(out)
+        check_table_path(out)  # suffix and folder, before anything is computed
     if approx and (by_position or direction != "denoise"):
         raise HeadscopeError("--approx estimates denoising per component: drop --by-position and --direction")
     loaded = load(model)

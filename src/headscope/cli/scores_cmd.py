@@ -24,7 +24,7 @@ from headscope.cli.app import print_table as show_table
 from headscope.cli.common import dataset_for, load
 from headscope.errors import HeadscopeError
 from headscope.heads import head_name, parse_heads
-from headscope.io import check_writable, write_table
+from headscope.io import check_table_path, write_table
 from headscope.models.loading import Model
 from headscope.scores.ov import OVOptions, OVResult, keyword_dataset, ov_scores
 from headscope.tasks.dataset import Dataset
@@ -89,7 +89,7 @@ def scores(
     """OV relation scores of every head: would it write f(t) when attending to keyword t?"""
     for path in (out, per_token):
         if path is not None:
-            check_writable(path)
+            check_table_path(path)  # suffix and folder, before anything is computed
     loaded = load(model)
     chosen = parse_heads(heads, loaded.n_layers, loaded.n_heads)
     dataset = _dataset(loaded, task, keywords, n, seed)
