@@ -83,7 +83,7 @@ def print_table(table: pd.DataFrame, title: str | None = None, limit: int = 20) 
     view = Table(title=title, show_lines=False)
     for column in table.columns:
         view.add_column(str(column), justify="right" if table[column].dtype.kind in "fiu" else "left")
-    for _, row in table.head(limit).iterrows():
+    for row in table.head(limit).itertuples(index=False, name=None):  # iterrows upcasts ints to float
         view.add_row(*(_cell(value) for value in row))
     console.print(view)
     if len(table) > limit:
