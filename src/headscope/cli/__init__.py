@@ -68,7 +68,7 @@ def _usage_message(error) -> str:
 
 
 def _fail(message: str, code: int) -> int:
-    if state.debug:
+    if state.debug and sys.exc_info()[0] is not None:  # typer hands back Ctrl-C as a code
         traceback.print_exc()
     first = " ".join(message.split())
     console.print(f"[red]error:[/red] {first}", highlight=False, soft_wrap=True)
