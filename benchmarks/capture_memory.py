@@ -68,16 +68,22 @@ def _needs():
     return Needs(**union)
 
 
-def _kept_bytes(value) -> int:
+def _tensors(value) -> list[torch.Tensor]:
     if isinstance(value, torch.Tensor):
-        return value.numel() * value.element_size()
+        return [value]
     if dataclasses.is_dataclass(value):
-        return sum(_kept_bytes(getattr(value, f.name)) for f in dataclasses.fields(value))
+        return [t for f in dataclasses.fields(value) for t in _tensors(getattr(value, f.name))]
     if isinstance(value, (tuple, list)):
-        return sum(_kept_bytes(v) for v in value)
+        return [t for v in value for t in _tensors(v)]
     if isinstance(value, dict) or hasattr(value, "items"):
-        return sum(_kept_bytes(v) for _, v in value.items())
-    return 0
+        return [t for _, v in value.items() for t in _tensors(v)]
+    return []
+
+
+def _kept_bytes(value) -> int:
+    """Bytes of the distinct storages `value` holds (a cache lists some tensors under two names)."""
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in _tensors(value)}
+    return sum(storages.values())
 
 
 def child(variant: str, directory: str, n: int) -> dict:
