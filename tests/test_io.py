@@ -163,3 +163,13 @@ def test_a_live_runs_temporary_folder_is_left_alone(tmp_path):
     mine.mkdir()
     io.write_folder_atomic(tmp_path / "report", lambda tmp: _report(tmp, "x"), MARKER)
     assert mine.is_dir()
+
+
+def test_a_symlinked_out_folder_is_replaced_where_it_points(tmp_path):
+    real = tmp_path / "store" / "report"
+    _report(real, "old")
+    link = tmp_path / "report"
+    link.symlink_to(real, target_is_directory=True)
+    assert io.write_folder_atomic(link, lambda tmp: _report(tmp, "new"), MARKER) == real
+    assert link.is_symlink() and _tree(link) == {MARKER: b"new", "t.csv": b"new"}
+    assert sorted(os.listdir(real.parent)) == ["report"]

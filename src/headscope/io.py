@@ -128,6 +128,8 @@ def write_folder_atomic(folder: Path, write: Callable[[Path], None], marker: str
     A temporary folder left by a killed run is removed by the next call for the same folder.
     """
     folder = check_folder_replaceable(folder, marker)
+    if folder.is_symlink():  # replace the folder it points to, not the link
+        folder = folder.resolve()
     folder.parent.mkdir(parents=True, exist_ok=True)
     _remove_dead_partials(folder)
     prefix = f".{folder.name}{PARTIAL}{os.getpid()}-"
