@@ -1,15 +1,8 @@
 """`headscope ablate` and `headscope patch` run as subprocesses on a tiny random model."""
 
-import subprocess
-import sys
-
 import pandas as pd
 
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "headscope.cli", *args], capture_output=True, text=True, timeout=300
-    )
+from tests.cli.runner import run_cli
 
 
 def test_ablate_writes_the_table(tiny_dir, tmp_path):

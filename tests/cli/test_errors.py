@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from headscope.cli import main
+from tests.cli.runner import run_cli
 
 ANSWER_FILE = """
     templates = ["When {IO} and {S} met, {S} gave it to"]
@@ -311,12 +311,6 @@ def make_places(root: Path, tiny_dir: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def places(tmp_path_factory, tiny_dir) -> dict[str, str]:
     return make_places(tmp_path_factory.mktemp("catalogue"), tiny_dir)
-
-
-def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "headscope.cli", *args], capture_output=True, text=True, timeout=timeout
-    )
 
 
 def fill(args: tuple[str, ...], places: dict[str, str], out: Path) -> list[str]:

@@ -2,14 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "headscope.cli", *args], capture_output=True, text=True, timeout=600
-    )
+from tests.cli.runner import run_cli
 
 
 def test_report_writes_page_data_and_summary_then_rerenders(tiny_dir, tmp_path):

@@ -1,19 +1,12 @@
 """`headscope scores` run as a subprocess."""
 
 import json
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
 
+from tests.cli.runner import run_cli
 from tests.scores.test_ov import MEMBERS, NEXT, save_hand_built
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "headscope.cli", *args], capture_output=True, text=True, timeout=300
-    )
 
 
 @pytest.fixture(scope="module")

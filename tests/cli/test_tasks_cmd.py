@@ -1,13 +1,6 @@
 """`headscope tasks` run as a subprocess."""
 
-import subprocess
-import sys
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "headscope.cli", *args], capture_output=True, text=True, timeout=300
-    )
+from tests.cli.runner import run_cli
 
 
 def test_tasks_lists_every_builtin_task():
