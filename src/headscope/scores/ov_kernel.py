@@ -44,6 +44,10 @@ from tqdm.auto import tqdm
 from headscope.models.weights import Weights, normalize
 from headscope.scores.ov_fused import fused
 
+# Below this vocabulary the torch counts cost little: skip building the C++ counter (a
+# first-use compile of a minute or more), so the organism's report never waits for it.
+FUSED_MIN_VOCAB = 8192
+
 COLUMNS = 1024  # vocabulary columns per block
 BLOCK_FLOATS = 1 << 21  # logits per block (8 MB in float32): heads x rows x COLUMNS
 ROW_BLOCK = 4096  # rows whose per-head factors are held at once
@@ -152,7 +156,9 @@ def row_targets_logits(
 class Accumulator:
     """Running counts (and top-k) of one row block, filled logits block by logits block."""
 
-    def __init__(self, targets: RowTargets, k: int, with_topk: bool, signs: tuple[int, ...]):
+    def __init__(
+        self, targets: RowTargets, k: int, with_topk: bool, signs: tuple[int, ...], use_fused: bool = True
+    ):
         n_signs, heads, rows, relations = targets.threshold.shape
         self.t, self.signs = targets, signs
         self.count = torch.zeros(n_signs, heads, rows, relations, dtype=targets.logits.dtype)
@@ -160,7 +166,7 @@ class Accumulator:
         self.top_v = torch.full((n_signs, heads, rows, self.k), -torch.inf, dtype=targets.logits.dtype)
         self.top_i = torch.zeros(n_signs, heads, rows, self.k, dtype=torch.long)
         self._ones = torch.ones(COLUMNS, dtype=targets.logits.dtype)
-        self._fused = fused()
+        self._fused = fused() if use_fused else None
 
     @property
     def uses_torch_count(self) -> bool:
@@ -280,7 +286,9 @@ def _row_block(
 ) -> tuple[Tensor, Tensor]:
     """Ranks and top-k of one block of rows, every head of `circ`."""
     a = head_factors(weights, circ, x)  # [head, row, d_head]
-    acc = Accumulator(row_targets_logits(a, circ, out, tokens, signs), k, with_topk, tuple(signs))
+    targets = row_targets_logits(a, circ, out, tokens, signs)
+    use_fused = weights.d_vocab >= FUSED_MIN_VOCAB
+    acc = Accumulator(targets, k, with_topk, tuple(signs), use_fused)
     factored = factored_is_cheaper(weights, x.shape[0])
     left = a if factored else a @ circ.W_Oc  # [head, row, d_head or d_model]
     group = _block_shape(a.shape[0], a.shape[1])[0]
