@@ -96,8 +96,7 @@ def _task_first(table: pd.DataFrame) -> pd.DataFrame:
 def analyse_task(model: Model, task: Task, options: ReportOptions, say: Say) -> dict[str, pd.DataFrame]:
     dataset = build_dataset(task, model.tokens, options.n, options.seed)
     say(f"task {task.name}: one forward pass over {dataset.n} prompts")
-    # One batch: capture's merge of pattern rows assumes every batch has the same width.
-    cap = capture(model, dataset, needs_for(task), batch_size=dataset.n)
+    cap = capture(model, dataset, needs_for(task))  # batched: memory bounded whatever --n
     tables: dict[str, pd.DataFrame] = {"tasks": task_info(task), "evaluation": _evaluation(dataset, cap)}
     for step in (_ov_tables, _attention_tables, _dla_table, _knockout_table):
         say(f"task {task.name}: {step.__name__.strip('_').replace('_', ' ')}")
