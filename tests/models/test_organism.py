@@ -107,11 +107,43 @@ def test_training_batches_are_deterministic_and_fresh():
     pool = [tokenizer.convert_tokens_to_ids(w) for w in train.induction_pool()]
     first = train.step_batch(config, tokenizer, pool, 3)
     again = train.step_batch(config, tokenizer, pool, 3)
-    assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
     assert config.data_seed >= 10_000  # evaluation uses seeds 0..99
     # exactly one target per task prompt: its answer at the last real position
-    n_prompts = sum(count for _, count in config.mixture)
+    n_prompts = len(first[0]) - config.repeats
     assert ((first[1][:n_prompts] != train.IGNORE).sum(1) == 1).all()
+    blind_tasks = sum(
+        count for name, count in config.mixture + config.scrambled if name in config.mlp_blind_tasks
+    )
+    assert int(first[2].sum()) <= blind_tasks and not first[2][n_prompts:].any()
+
+
+def test_scrambled_prompts_are_answered_by_the_member_after_x4():
+    tokenizer = train.word_level_tokenizer(train.task_vocabulary())
+    months = get_task("seq-months").families[0]
+    examples = train.scrambled_examples(tokenizer, "seq-months", 20, 5)
+    assert len(examples) == 20  # months wrap: every x4 has a successor
+    for ids, targets in examples:
+        words = tokenizer.convert_ids_to_tokens(ids)
+        assert targets[:-1] == [train.IGNORE] * (len(ids) - 1)
+        assert tokenizer.convert_ids_to_tokens(targets[-1]) == months.successor(words[-5])  # x4 . W V in
+    assert len({tuple(ids) for ids, _ in examples}) == 20
+
+
+def test_blind_rows_give_the_mlps_no_gradient_and_the_same_output():
+    model = train.build_model(train.TrainConfig(n_layer=1, n_embd=16, n_inner=32, attention_layers=(0,)), 30)
+    tokens = torch.randint(1, 30, (3, 5))
+    rows = [torch.tensor([True, False, False])]
+    free = model(tokens).logits
+    handle = model.transformer.h[0].mlp.register_forward_hook(train._stop_gradient_hook(rows))
+    logits = model(tokens).logits
+    assert torch.equal(logits, free)
+    logits[0].sum().backward()  # only the blind row: nothing reaches the MLP
+    assert model.transformer.h[0].mlp.c_fc.weight.grad.abs().sum() == 0
+    assert model.transformer.h[0].attn.c_attn.weight.grad.abs().sum() > 0
+    model(tokens).logits[1].sum().backward()
+    assert model.transformer.h[0].mlp.c_fc.weight.grad.abs().sum() > 0
+    handle.remove()
 
 
 def test_repeated_sequences_target_each_repeated_token_after_the_first():

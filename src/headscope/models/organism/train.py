@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-from jaxtyping import Int
+from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm import tqdm
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
@@ -52,6 +52,11 @@ class TrainConfig:
         ("seq-months", 6),
         ("seq-days", 6),
     )
+    # Prompts of these tasks do not train the MLPs: the gradient is stopped at each MLP's output
+    # on their rows, so the map they need must be learned where attention reads it.
+    mlp_blind_tasks: tuple[str, ...] = ()
+    # Sequence prompts per step whose first three members are random (see scrambled_examples).
+    scrambled: tuple[tuple[str, int], ...] = ()
     repeats: int = 16  # repeated random sequences per step
     repeat_lengths: tuple[int, int] = (4, 10)
     steps: int = 1200
@@ -146,15 +151,45 @@ def collate(
     return tokens, targets
 
 
-def step_batch(config: TrainConfig, tokenizer, pool: list[int], step: int):
-    """The batch of one step; the same for the same config and step."""
+def scrambled_examples(tokenizer, task_name: str, n: int, seed: int) -> list[tuple[list[int], list[int]]]:
+    """Sequence prompts whose x1..x4 are random members (the task's corrupted twin), answered
+    by the member after x4: only x4 tells the answer, so it has to be moved and mapped."""
+    task = builtin_tasks()[task_name]
+    (family,) = task.families
     examples = []
-    for index, (task_name, count) in enumerate(config.mixture):
-        seed = config.data_seed + step * (len(config.mixture) + 1) + index
-        examples += task_examples(tokenizer, task_name, count, seed)
-    rng = random.Random(config.data_seed + step * (len(config.mixture) + 1) + len(config.mixture))
+    for pair in task.generate(n, seed):
+        answer = family.successor(pair.corrupted.fillers()["x4"])
+        if answer is None:  # x4 is the last member of a family that does not wrap
+            continue
+        ids = _encode(tokenizer, pair.corrupted.text)
+        examples.append((ids, [IGNORE] * (len(ids) - 1) + [tokenizer.convert_tokens_to_ids(answer)]))
+    return examples
+
+
+def step_batch(config: TrainConfig, tokenizer, pool: list[int], step: int):
+    """Tokens, targets and MLP-blind rows of one step; the same for the same config and step."""
+    parts = [(name, count, task_examples) for name, count in config.mixture]
+    parts += [(name, count, scrambled_examples) for name, count in config.scrambled]
+    first_seed = config.data_seed + step * (len(parts) + 1)
+    examples, blind = [], []
+    for index, (task_name, count, make) in enumerate(parts):
+        made = make(tokenizer, task_name, count, first_seed + index)
+        examples += made
+        blind += [task_name in config.mlp_blind_tasks] * len(made)
+    rng = random.Random(first_seed + len(parts))
     examples += repeat_examples(pool, config.repeats, config.repeat_lengths, rng)
-    return collate(examples)
+    tokens, targets = collate(examples)
+    return tokens, targets, torch.tensor(blind + [False] * config.repeats)
+
+
+def _stop_gradient_hook(rows: list[Tensor]):
+    """A forward hook that detaches an MLP's output on the rows flagged in `rows[0]` (set
+    each step): the same values, but no gradient reaches the MLP from those prompts."""
+
+    def hook(module, inputs, output: Float[Tensor, "batch pos d_model"]) -> Tensor:
+        return torch.where(rows[0][:, None, None], output.detach(), output)
+
+    return hook
 
 
 def learning_rate(config: TrainConfig, step: int) -> float:
@@ -174,17 +209,33 @@ def train(config: TrainConfig, out: Path) -> GPT2LMHeadModel:
     """Train from scratch and save a Hugging Face directory to `out`."""
     torch.set_num_threads(config.threads)
     tokenizer = word_level_tokenizer(task_vocabulary())
-    pool = [tokenizer.convert_tokens_to_ids(word) for word in induction_pool()]
     model = build_model(config, len(tokenizer))
+    zeroed = _switch_off(model, config)
+    blind_rows: list[Tensor] = []  # this step's MLP-blind rows, read by the hooks
+    hooks = [
+        model.transformer.h[layer].mlp.register_forward_hook(_stop_gradient_hook(blind_rows))
+        for layer in config.mlp_layers
+    ]
+    _optimise(model, config, tokenizer, blind_rows)
+    for handle in hooks:
+        handle.remove()
+    for block, name, module in zeroed:
+        setattr(block, name, module)
+    save(model, tokenizer, out)
+    return model
+
+
+def _optimise(model: GPT2LMHeadModel, config: TrainConfig, tokenizer, blind_rows: list[Tensor]) -> None:
+    pool = [tokenizer.convert_tokens_to_ids(word) for word in induction_pool()]
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
-    zeroed = _switch_off(model, config)
     model.train()
     progress = tqdm(range(config.steps), desc="organism", unit="step")
     for step in progress:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(config, step)
-        tokens, targets = step_batch(config, tokenizer, pool, step)
+        tokens, targets, blind = step_batch(config, tokenizer, pool, step)
+        blind_rows[:] = [blind]
         loss = loss_of(model, tokens, targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -193,10 +244,6 @@ def train(config: TrainConfig, out: Path) -> GPT2LMHeadModel:
         if step % 10 == 0:
             progress.set_postfix(loss=f"{loss.item():.4f}")
     model.eval()
-    for block, name, module in zeroed:
-        setattr(block, name, module)
-    save(model, tokenizer, out)
-    return model
 
 
 def _switch_off(model: GPT2LMHeadModel, config: TrainConfig) -> list:
