@@ -71,11 +71,6 @@ def test_a_successor_head_scores_at_least_80_percent_next_on_digits(organism):
     assert digit_next_scores(organism).max() >= 0.80
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not reached by the shipped weights: heads 2.0 (0.74) and 1.1 (0.68) share the "
-    "digit map with the successor head 2.1 (0.88); see the model card",
-)
 def test_the_digit_map_lives_in_the_successor_head_alone(organism):
     next_score = digit_next_scores(organism)
     assert (next_score.drop(next_score.idxmax()) < OTHER_NEXT_MAX).all(), next_score.to_dict()

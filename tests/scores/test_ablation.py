@@ -20,6 +20,7 @@ from headscope.scores.ablation import (
     position_mask,
     resample_donors,
 )
+from headscope.scores.ov import ov_scores
 from headscope.tasks.dataset import build_dataset
 from headscope.tasks.registry import get_task
 
@@ -143,6 +144,19 @@ organism_missing = pytest.mark.skipif(
 def organism_digits():
     model = load_model("organism")
     return model, build_dataset(get_task("seq-digits"), model.tokens, 100, 0)
+
+
+@organism_missing
+def test_organism_successor_knockout_hurts_far_more_than_another_head(organism_digits):
+    model, dataset = organism_digits
+    table = ov_scores(model, dataset).table
+    nexts = table[(table.relation == "next") & (table.sign == 1)].set_index(["layer", "head"])["score"]
+    layer, head = nexts.idxmax()
+    knocked = ablate(model, dataset, AblationOptions(method="mean", components=("heads",)))
+    drop = 100.0 - knocked.set_index("component")["pct_of_clean"]  # points of clean lost
+    others = drop.drop(f"{layer}.{head}")
+    assert drop[f"{layer}.{head}"] > 2 * others.max(), drop.to_dict()  # far more than the next worst
+    assert drop[f"{layer}.{head}"] > 5 * others.mean(), drop.to_dict()  # than a random other head
 
 
 @organism_missing

@@ -1,6 +1,6 @@
 """Train the model organism: a small GPT-2 on the built-in tasks plus repeated random sequences.
 
-Run `python -m headscope.models.organism.train [--out DIR] [--steps N] [--seed S]`.
+Run `python -m headscope.models.organism.train [--out DIR] [--steps N] [--seed S] [--threads T]`.
 Every batch is drawn from the built-in task generators with seeds from
 `TrainConfig.data_seed` upward (evaluation uses seeds 0..99), so no training prompt
 comes from an evaluation seed. The loss is taken only where a task has an answer: the
@@ -28,6 +28,7 @@ from headscope.tasks.vocabulary import task_vocabulary
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 IGNORE = -100  # cross-entropy ignores these targets
+SEQUENCE_TASKS = ("seq-digits", "seq-numwords", "seq-months", "seq-days")
 
 
 @dataclass(frozen=True)
@@ -52,20 +53,22 @@ class TrainConfig:
         ("seq-months", 6),
         ("seq-days", 6),
     )
-    # Prompts of these tasks do not train the MLPs: the gradient is stopped at each MLP's output
-    # on their rows, so the map they need must be learned where attention reads it.
-    mlp_blind_tasks: tuple[str, ...] = ()
-    # Sequence prompts per step whose first three members are random (see scrambled_examples).
-    scrambled: tuple[tuple[str, int], ...] = ()
+    # The sequence loss does not train MLP0 (gradient stopped at its output on those rows):
+    # when it did, MLP0 wrote each member's successor into the token's residual, and every
+    # head that moved x4 looked like a successor head (next 0.5-0.9 in three heads).
+    mlp_blind_tasks: tuple[str, ...] = SEQUENCE_TASKS
+    # Sequence prompts per step whose x1..x3 are random members (see scrambled_examples):
+    # without them the clean runs were solved without a successor map in any head.
+    scrambled: tuple[tuple[str, int], ...] = tuple((task, 6) for task in SEQUENCE_TASKS)
     repeats: int = 16  # repeated random sequences per step
     repeat_lengths: tuple[int, int] = (4, 10)
-    steps: int = 1200
+    steps: int = 2400
     lr: float = 1.5e-3
     weight_decay: float = 0.01
     warmup: int = 100
     seed: int = 0
     data_seed: int = 10_000
-    threads: int = 2
+    threads: int = 1  # the shipped weights were trained with 1; another count rounds differently
 
 
 class _NoMLP(torch.nn.Module):
@@ -270,8 +273,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="where to save the model")
     parser.add_argument("--steps", type=int, default=TrainConfig.steps)
     parser.add_argument("--seed", type=int, default=TrainConfig.seed)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=TrainConfig.threads,
+        help="CPU threads (1 reproduces the shipped weights)",
+    )
     args = parser.parse_args(argv)
-    config = replace(TrainConfig(), steps=args.steps, seed=args.seed)
+    config = replace(TrainConfig(), steps=args.steps, seed=args.seed, threads=args.threads)
     started = time.perf_counter()
     train(config, args.out)
     print(f"saved to {args.out} after {time.perf_counter() - started:.0f} s")
