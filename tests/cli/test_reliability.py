@@ -27,7 +27,13 @@ INTERRUPTED = "error: interrupted: stopped cleanly, earlier outputs are intact"
 TIMESTAMPED = re.compile(r"^\d\d:\d\d:\d\d ")  # the report's progress lines
 
 
-def report_args(model: Path, out: Path, seed: int) -> list[str]:
+SMALL = ("--tasks", "ioi", "--n", "6", "--top", "2", "--knockout-n", "4")
+# Long enough (about 5 s on a quiet machine, most of it after the first knockout and in
+# drawing) that a signal sent 0.3 s after a phase's line lands before the report ends.
+LONGER = ("--tasks", "ioi,recency,seq-digits,induction", "--n", "100", "--top", "4", "--knockout-n", "64")
+
+
+def report_args(model: Path, out: Path, seed: int, sizes: tuple[str, ...] = SMALL) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -35,14 +41,7 @@ def report_args(model: Path, out: Path, seed: int) -> list[str]:
         "report",
         "--model",
         str(model),
-        "--tasks",
-        "ioi",
-        "--n",
-        "6",
-        "--top",
-        "2",
-        "--knockout-n",
-        "4",
+        *sizes,
         "--seed",
         str(seed),
         "--out",
@@ -132,10 +131,10 @@ def test_sigkill_while_writing_leaves_the_earlier_report_whole(tiny_dir, out):
     assert leftovers and all(name.startswith(f".report.partial-{run.process.pid}-") for name in leftovers)
 
 
-@pytest.mark.parametrize("phase", ["mean-ablating", "drawing"])
+@pytest.mark.parametrize("phase", ["task ioi: knockout table", "drawing"])
 def test_ctrl_c_prints_one_line_and_keeps_the_earlier_report(tiny_dir, out, phase):
     before = files(out)
-    run = Started(report_args(tiny_dir, out, seed=1))
+    run = Started(report_args(tiny_dir, out, seed=1, sizes=LONGER))
     run.wait_for(phase)
     time.sleep(0.3)  # past rich's flush of that line: a signal inside it makes rich print it again
     rest, err = run.stop(lambda: os.killpg(run.process.pid, signal.SIGINT))
