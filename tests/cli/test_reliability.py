@@ -71,13 +71,25 @@ def out(earlier, tmp_path) -> Path:
     return Path(shutil.copytree(earlier, tmp_path / "report"))
 
 
+def _default_sigint() -> None:
+    """Ctrl-C as in a terminal's foreground job: a test suite started in the background
+    (`make test &`) inherits SIGINT ignored, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Started:
     """A report running in its own process group, its printed lines read as they come."""
 
     def __init__(self, args: list[str]):
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.process = subprocess.Popen(
-            args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
+            args,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            start_new_session=True,
+            preexec_fn=_default_sigint,
         )
         self.lines: list[str] = []
 

@@ -57,7 +57,7 @@ class TrainConfig:
     # when it did, MLP0 wrote each member's successor into the token's residual, and every
     # head that moved x4 looked like a successor head (next 0.5-0.9 in three heads).
     mlp_blind_tasks: tuple[str, ...] = SEQUENCE_TASKS
-    # Sequence prompts per step whose x1..x3 are random members (see scrambled_examples):
+    # Sequence prompts per step whose x1..x4 are random members (see scrambled_examples):
     # without them the clean runs were solved without a successor map in any head.
     scrambled: tuple[tuple[str, int], ...] = tuple((task, 6) for task in SEQUENCE_TASKS)
     repeats: int = 16  # repeated random sequences per step
