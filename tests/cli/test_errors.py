@@ -20,25 +20,16 @@ from hypothesis import strategies as st
 
 from headscope.cli import main
 from tests.cli.runner import run_cli
-
-ANSWER_FILE = """
-    templates = ["When {IO} and {S} met, {S} gave it to"]
-    answer = "IO"
-    contrast = "S"
-    keywords = ["IO", "S"]
-    [slots]
-    IO = ["Mary", "John", "Anne"]
-    S = ["Tom", "Sarah", "Paul"]
-"""
+from tests.tasks.task_files import MINIMAL
 
 TASK_FILES = {
     "not_toml": "templates = [unclosed\n",
-    "no_answer": ANSWER_FILE.replace('answer = "IO"', ""),
-    "unused_slot": ANSWER_FILE + '    PLACE = ["park"]\n',
-    "empty_slot": ANSWER_FILE.replace('"Tom", "Sarah", "Paul"', ""),
-    "multi_token": ANSWER_FILE.replace('"Anne"', '"Anne", "Bartholomew"'),
-    "too_long": ANSWER_FILE.replace(" met,", " met," + " the" * 70),
-    "good": ANSWER_FILE,
+    "no_answer": MINIMAL.replace('answer = "IO"', ""),
+    "unused_slot": MINIMAL + '    PLACE = ["park"]\n',
+    "empty_slot": MINIMAL.replace('"Tom", "Sarah", "Paul"', ""),
+    "multi_token": MINIMAL.replace('"Anne"', '"Anne", "Bartholomew"'),
+    "too_long": MINIMAL.replace(" met,", " met," + " the" * 70),
+    "good": MINIMAL,
 }
 
 

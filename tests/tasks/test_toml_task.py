@@ -19,6 +19,7 @@ from headscope.tasks.registry import get_task
 from headscope.tasks.toml_task import load_task_file
 from headscope.tasks.vocabulary import split_words
 from tests.conftest import save_tiny_gpt2
+from tests.tasks.task_files import MINIMAL
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 EXTRA_WORDS = ["xylophone", "zebra", "quokka", "Oslo", "Norway"]
@@ -52,17 +53,6 @@ def write(tmp_path: Path, text: str, name: str = "task.toml") -> Path:
     path = tmp_path / name
     path.write_text(textwrap.dedent(text))
     return path
-
-
-MINIMAL = """
-    templates = ["When {IO} and {S} met, {S} gave it to"]
-    answer = "IO"
-    contrast = "S"
-    keywords = ["IO", "S"]
-    [slots]
-    IO = ["Mary", "John", "Anne"]
-    S = ["Tom", "Sarah", "Paul"]
-"""
 
 
 # ---- loading the examples and building datasets ---------------------------------------------

@@ -117,16 +117,16 @@ def _encode(tokenizer: PreTrainedTokenizerFast, text: str) -> list[int]:
     return [tokenizer.bos_token_id, *tokenizer.encode(text, add_special_tokens=False)]
 
 
+def _answered(tokenizer: PreTrainedTokenizerFast, text: str, answer: str) -> tuple[list[int], list[int]]:
+    """(tokens, targets) of one prompt: the answer is the target at the final position only."""
+    ids = _encode(tokenizer, text)
+    return ids, [IGNORE] * (len(ids) - 1) + [tokenizer.convert_tokens_to_ids(answer)]
+
+
 def task_examples(tokenizer, task_name: str, n: int, seed: int) -> list[tuple[list[int], list[int]]]:
-    """(tokens, targets) per prompt: the answer is the target at the final position only."""
-    task = builtin_tasks()[task_name]
-    examples = []
-    for pair in task.generate(n, seed):
-        ids = _encode(tokenizer, pair.clean.text)
-        targets = [IGNORE] * len(ids)
-        targets[-1] = tokenizer.convert_tokens_to_ids(pair.clean.answer)
-        examples.append((ids, targets))
-    return examples
+    """(tokens, targets) per clean prompt of the task."""
+    pairs = builtin_tasks()[task_name].generate(n, seed)
+    return [_answered(tokenizer, pair.clean.text, pair.clean.answer) for pair in pairs]
 
 
 def repeat_examples(
@@ -164,8 +164,7 @@ def scrambled_examples(tokenizer, task_name: str, n: int, seed: int) -> list[tup
         answer = family.successor(pair.corrupted.fillers()["x4"])
         if answer is None:  # x4 is the last member of a family that does not wrap
             continue
-        ids = _encode(tokenizer, pair.corrupted.text)
-        examples.append((ids, [IGNORE] * (len(ids) - 1) + [tokenizer.convert_tokens_to_ids(answer)]))
+        examples.append(_answered(tokenizer, pair.corrupted.text, answer))
     return examples
 
 
