@@ -55,6 +55,22 @@ class Model:
     def n_heads(self) -> int:
         return self.identity.n_heads
 
+    @property
+    def cfg(self):
+        """The bridge's TransformerLens config (`model.cfg.n_layers`, `d_model`, ...)."""
+        return self.bridge.cfg
+
+    def to_tokens(self, text: str | list[str], prepend_bos: bool = True):
+        """Token ids [batch, pos] of `text` as the prompts of a dataset would start (BOS first)."""
+        return self.bridge.to_tokens(text, prepend_bos=prepend_bos)
+
+    def __repr__(self) -> str:
+        i = self.identity
+        return (
+            f"Model({i.name!r}, {i.n_layers} layers x {i.n_heads} heads, d_model {i.d_model}, "
+            f"vocab {i.d_vocab})"
+        )
+
 
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
