@@ -12,6 +12,27 @@ from headscope.tasks.task import Task
 BUILTIN_RELATIONS: tuple[str, ...] = ("copy", "next", "prev")
 
 
+def default_relations(task: Task) -> tuple[str, ...]:
+    """The relations a task defines that can have a target: what `scores` uses by default.
+
+    Copy for every task with keywords; next/prev only where an ordered family has a neighbour
+    for some member; a mapping only where it maps some word. A task without keywords has none.
+    """
+    if not task.keyword_roles:
+        return ()
+    declared = dict.fromkeys(("copy", *task.relations))
+    return tuple(r for r in declared if _can_have_target(task, r))
+
+
+def _can_have_target(task: Task, relation: str) -> bool:
+    if relation == "copy":
+        return True
+    if relation in ("next", "prev"):
+        step = (lambda f, w: f.successor(w)) if relation == "next" else (lambda f, w: f.predecessor(w))
+        return any(step(f, w) is not None for f in task.families for w in f.members)
+    return bool(task.mappings.get(relation))
+
+
 def check_relations(task: Task, relations: tuple[str, ...]) -> None:
     """A HeadscopeError naming an unknown relation and the ones this task offers."""
     if not relations:
