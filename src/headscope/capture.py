@@ -14,6 +14,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from headscope.errors import HeadscopeError
 from headscope.models.loading import Model
 from headscope.tasks.dataset import Dataset
 
@@ -30,7 +31,7 @@ class Needs:
     pattern_full: bool = False  # whole patterns (short prompts only: induction)
     z_end: bool = False  # hook_z at `end`, every layer
     mlp_end: bool = False  # hook_mlp_out at `end`, every layer
-    embed_end: bool = False  # hook_embed + hook_pos_embed at `end`
+    embed_end: bool = False  # the embedding as block 0 reads it (blocks.0.hook_resid_pre) at `end`
     scale_end: bool = False  # final layer norm's scale at `end`
     logits_end: bool = True  # the logits at `end`
 
@@ -49,6 +50,20 @@ class Capture:
     embed_end: Float[Tensor, "batch d_model"] | None = None
     scale_end: Float[Tensor, "batch"] | None = None
     logits_end: Float[Tensor, "batch d_vocab"] | None = None
+
+    def require(self, name: str, reader: str) -> Tensor:
+        """The field `name`, or a CaptureError naming it and the `Needs` flag that keeps it."""
+        value = getattr(self, name)
+        if value is None:
+            raise CaptureError(
+                f"{reader} reads capture.{name}, which this capture lacks: "
+                f"capture with Needs({name}=True) (or the score's *_NEEDS)"
+            )
+        return value
+
+
+class CaptureError(HeadscopeError):
+    """A score given a capture that lacks an activation it reads."""
 
 
 @dataclass
@@ -90,9 +105,8 @@ def _hooks(needs: Needs, n_layers: int, batch: _Batch) -> list[tuple[str, Callab
             add(f"blocks.{layer}.attn.hook_z", "z_end", lambda a: _rows(a, batch.end))
         if needs.mlp_end:
             add(f"blocks.{layer}.hook_mlp_out", "mlp_end", lambda a: _rows(a, batch.end))
-    if needs.embed_end:
-        add("hook_embed", "embed_end", lambda a: _rows(a, batch.end))
-        add("hook_pos_embed", "pos_embed_end", lambda a: _rows(a, batch.end))
+    if needs.embed_end:  # token + position embeddings, scaled and normed as the model does
+        add("blocks.0.hook_resid_pre", "embed_end", lambda a: _rows(a, batch.end))
     if needs.scale_end:
         add("ln_final.hook_scale", "scale_end", lambda a: _rows(a, batch.end)[:, 0])
     return hooks
@@ -166,8 +180,6 @@ def _merge(stores, needs: Needs, names: tuple[str, ...], n_layers: int) -> Captu
             return None
         return _cat_padded([_stack_layers(store[key], n_layers) for store in stores])
 
-    embed = joined("embed_end")
-    pos_embed = joined("pos_embed_end")
     return Capture(
         role_names=names,
         resid0_keywords=joined("resid0_keywords"),
@@ -176,7 +188,7 @@ def _merge(stores, needs: Needs, names: tuple[str, ...], n_layers: int) -> Captu
         pattern_full=_full_patterns(stores, n_layers) if needs.pattern_full else None,
         z_end=layered("z_end"),
         mlp_end=layered("mlp_end"),
-        embed_end=embed + pos_embed if embed is not None and pos_embed is not None else embed,
+        embed_end=joined("embed_end"),
         scale_end=joined("scale_end"),
         logits_end=joined("logits_end"),
     )

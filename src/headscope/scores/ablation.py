@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from headscope.errors import HeadscopeError
 from headscope.heads import parse_head
 from headscope.models.loading import Model
+from headscope.options import names
 from headscope.scores import resume
 from headscope.scores.resume import Batch, DonorFn, Site, Values
 from headscope.tasks.dataset import Dataset
@@ -38,6 +39,10 @@ class AblationOptions:
     positions: tuple[str, ...] = ("all",)  # 'all', 'end', or role names
     seed: int = 0
     batch_size: int = resume.DEFAULT_BATCH
+
+    def __post_init__(self) -> None:  # "end" is one position, never ('e', 'n', 'd')
+        object.__setattr__(self, "components", names(self.components, "components", allow_empty=True))
+        object.__setattr__(self, "positions", names(self.positions, "positions", allow_empty=True))
 
 
 def position_mask(dataset: Dataset, positions: tuple[str, ...]) -> Bool[Tensor, "batch pos"]:

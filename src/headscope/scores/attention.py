@@ -52,7 +52,7 @@ def role_attention(dataset: Dataset, capture: Capture) -> pd.DataFrame:
     prompts where both roles are present (`n` of them). A group is present where any of
     its members is, and its attention sums the members present in the prompt.
     """
-    patterns = capture.pattern_roles  # [batch, layer, head, role, pos]
+    patterns = capture.require("pattern_roles", "role_attention")  # [batch, layer, head, role, pos]
     n_layers, n_heads = patterns.shape[1], patterns.shape[2]
     layer, head = torch.meshgrid(torch.arange(n_layers), torch.arange(n_heads), indexing="ij")
     frames = []
@@ -121,7 +121,7 @@ def head_detectors(dataset: Dataset, capture: Capture) -> pd.DataFrame:
     Each score is the share of attention mass on the ideal pattern, counted over the query
     rows where that pattern has a key (so an ideal head scores 1.0); NaN when no row has one.
     """
-    pattern = capture.pattern_full  # [batch, layer, head, q, k], zero-padded
+    pattern = capture.require("pattern_full", "head_detectors")  # [batch, layer, head, q, k], zero-padded
     width = pattern.shape[-1]
     ideals = ideal_patterns(dataset.tokens[:, :width], dataset.lengths)
     n_layers, n_heads = pattern.shape[1], pattern.shape[2]

@@ -23,6 +23,7 @@ from headscope.capture import Capture, Needs
 from headscope.models.weights import Weights
 from headscope.tasks.dataset import Dataset
 
+READER = "direct_logit_attribution"
 DLA_NEEDS = Needs(z_end=True, mlp_end=True, embed_end=True, scale_end=True, logits_end=False)
 
 
@@ -59,11 +60,12 @@ def attribution_per_prompt(
 
     Columns follow `component_names`; each row sums to the prompt's logit difference.
     """
-    u = logit_direction(weights, dataset) / capture.scale_end[:, None]  # [batch, d_model]
-    results = torch.einsum("blhe,lhed->blhd", capture.z_end, weights.W_O)  # [batch, layer, head, d_model]
+    z_end, scale_end = capture.require("z_end", READER), capture.require("scale_end", READER)
+    u = logit_direction(weights, dataset) / scale_end[:, None]  # [batch, d_model]
+    results = torch.einsum("blhe,lhed->blhd", z_end, weights.W_O)  # [batch, layer, head, d_model]
     heads = torch.einsum("blhd,bd->blh", results, u)
-    mlps = torch.einsum("bld,bd->bl", capture.mlp_end, u)
-    embed = (capture.embed_end * u).sum(-1)
+    mlps = torch.einsum("bld,bd->bl", capture.require("mlp_end", READER), u)
+    embed = (capture.require("embed_end", READER) * u).sum(-1)
     bias = weights.b_O.sum(0) @ u.T + constant_term(weights, dataset)  # [batch]
     per_layer = torch.cat([heads, mlps[:, :, None]], -1)  # [batch, layer, head + 1]
     return torch.cat([embed[:, None], per_layer.flatten(1), bias[:, None]], 1)  # [batch, component]

@@ -11,7 +11,7 @@ EVALUATE_NEEDS = Needs(logits_end=True)
 
 def evaluate(dataset: Dataset, capture: Capture) -> dict:
     """accuracy (answer is the top-1 token at `end`), mean logit_diff, mean answer_prob, n."""
-    logits = capture.logits_end  # [batch, d_vocab]
+    logits = capture.require("logits_end", "evaluate")  # [batch, d_vocab]
     return {
         "accuracy": float(top1_correct(logits, dataset.answers).float().mean()),
         "logit_diff": float(logit_diff(logits, dataset.answers, dataset.contrasts).double().mean()),

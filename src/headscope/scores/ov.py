@@ -19,6 +19,7 @@ from headscope.embedding import EMBEDDING_KINDS, Embeddings, effective_embedding
 from headscope.errors import HeadscopeError
 from headscope.heads import all_heads
 from headscope.models.loading import Model
+from headscope.options import names
 from headscope.scores.keywords import keyword_dataset
 from headscope.scores.ov_kernel import HeadRanks, Targets, ov_ranks
 from headscope.scores.relations import check_relations, instance_targets, row_targets
@@ -40,6 +41,11 @@ class OVOptions:
     negative: bool = False  # also score sign -1 (negative copy etc.)
     heads: tuple[tuple[int, int], ...] | None = None  # None = all heads
     precision: Literal["float32", "float64"] = "float32"
+
+    def __post_init__(self) -> None:  # "copy" is one relation, never ('c', 'o', 'p', 'y')
+        object.__setattr__(self, "relations", names(self.relations, "relations", allow_empty=True))
+        if self.heads is not None:
+            object.__setattr__(self, "heads", tuple(tuple(head) for head in self.heads))
 
     @property
     def signs(self) -> tuple[int, ...]:

@@ -73,9 +73,12 @@ def head_projection(
     contribution to the token.
     """
     layer, index = head
-    result = capture.z_end[:, layer, index] @ weights.W_O[layer, index]  # [batch, d_model]
+    z_end = capture.require("z_end", "scatter_points")
+    result = z_end[:, layer, index] @ weights.W_O[layer, index]  # [batch, d_model]
     projection = (result * unembedding_seen(weights, token)).sum(-1)
-    return projection / capture.scale_end if scale == "ln_final" else projection
+    if scale == "ln_final":
+        return projection / capture.require("scale_end", "scatter_points")
+    return projection
 
 
 def scatter_points(
@@ -91,7 +94,8 @@ def scatter_points(
     frames = []
     for role in roles:
         token, present = _role_token(dataset, role)
-        x = attention_on_token(capture.pattern_end[:, layer, index], dataset.tokens, token)
+        pattern_end = capture.require("pattern_end", "scatter_points")  # [batch, layer, head, pos]
+        x = attention_on_token(pattern_end[:, layer, index], dataset.tokens, token)
         y = head_projection(weights, capture, head, token, scale)
         prompts = torch.nonzero(present).flatten()
         frames.append(
