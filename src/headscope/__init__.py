@@ -2,8 +2,13 @@
 
     import headscope as hs
     model = hs.load_model("organism")
-    data = hs.build_dataset(hs.get_task("seq-digits"), model.tokens, n=200, seed=0)
-    table = hs.ov_scores(model, data, hs.OVOptions(relations=("copy", "next"))).table
+    scores = hs.ov_scores(model, "seq-digits", relations="next", n=200)   # a DataFrame
+    hs.plot.heatmap(scores)                                               # a plotly Figure
+
+Every analysis is `hs.<name>(model, task, **options)`, where `task` is a task name, a `Task`,
+a TOML file path or a built `Dataset`, and returns a DataFrame (extra results in `.attrs`); see
+`headscope.api`. The lower-level functions that share one capture between scores keep their
+module paths (`headscope.scores.ov.ov_scores(model, dataset, options, capture)`, ...).
 
 The public API is the explicit list below; names are imported on first use, so that
 `import headscope` (and the command line) starts without loading every stage.
@@ -29,23 +34,27 @@ _EXPORTS: dict[str, str] = {
     # capture (the function itself: headscope.capture.capture; the name is the module's)
     "Needs": "headscope.capture",
     "Capture": "headscope.capture",
-    # scores
+    # notebook analyses: (model, task, **options) -> DataFrame
+    "dataset": "headscope.api",
+    "ov_scores": "headscope.api",
+    "role_attention": "headscope.api",
+    "head_detectors": "headscope.api",
+    "attention_patterns": "headscope.api",
+    "scatter": "headscope.api",
+    "direct_logit_attribution": "headscope.api",
+    "evaluate": "headscope.api",
+    "ablate": "headscope.api",
+    "keep_circuit": "headscope.api",
+    "greedy_circuit": "headscope.api",
+    "patch": "headscope.api",
+    "attribution_patch": "headscope.api",
+    "label_heads": "headscope.api",
+    # options and helpers of the lower-level functions
     "OVOptions": "headscope.scores.ov",
-    "ov_scores": "headscope.scores.ov",
     "keyword_dataset": "headscope.scores.keywords",
-    "role_attention": "headscope.scores.attention",
-    "head_detectors": "headscope.scores.attention",
-    "scatter_points": "headscope.scores.scatter",
     "scatter_stats": "headscope.scores.scatter",
-    "direct_logit_attribution": "headscope.scores.attribution",
-    "evaluate": "headscope.scores.evaluate",
-    "label_heads": "headscope.scores.labels",
     "AblationOptions": "headscope.scores.ablation",
-    "ablate": "headscope.scores.ablation",
-    "keep_circuit": "headscope.scores.ablation",
-    "greedy_circuit": "headscope.scores.ablation",
-    "patch": "headscope.scores.patching",
-    "attribution_patch": "headscope.scores.patching",
+    "LabelThresholds": "headscope.scores.labels",
     # runs
     "Run": "headscope.run",
     "load_run": "headscope.run",
@@ -53,10 +62,14 @@ _EXPORTS: dict[str, str] = {
     "HeadscopeError": "headscope.errors",
 }
 
-__all__ = sorted(_EXPORTS)
+_MODULES: dict[str, str] = {"plot": "headscope.plot"}  # hs.plot.heatmap(...), ...
+
+__all__ = sorted([*_EXPORTS, *_MODULES])
 
 
 def __getattr__(name: str):
+    if name in _MODULES:
+        return importlib.import_module(_MODULES[name])
     if name not in _EXPORTS:
         raise AttributeError(f"module 'headscope' has no attribute {name!r}")
     value = getattr(importlib.import_module(_EXPORTS[name]), name)
