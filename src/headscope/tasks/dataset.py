@@ -55,6 +55,9 @@ class Dataset:
     def n(self) -> int:
         return int(self.tokens.shape[0])
 
+    def __len__(self) -> int:
+        return self.n
+
     @property
     def end(self) -> Int[Tensor, "batch"]:
         return self.lengths - 1
