@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 
@@ -35,8 +36,21 @@ def _register() -> None:
         importlib.import_module(f"headscope.cli.{name}")
 
 
+def quiet_hugging_face() -> None:
+    """No Hugging Face progress bars or advisory logs on our stderr (set before transformers loads);
+    headscope shows its own progress. A user's explicit setting wins."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    if "transformers" in sys.modules:  # already imported (main called in process): switch it off there
+        from transformers.utils import logging
+
+        logging.disable_progress_bar()
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; bad input prints one line and exits 2 (a traceback only with --debug)."""
+    """Run the CLI; bad input prints one line on stderr and exits 2 (a traceback only with --debug)."""
+    quiet_hugging_face()
     _register()
     try:
         code = app(args=argv, prog_name="headscope", standalone_mode=False)

@@ -7,20 +7,8 @@ from typing import Annotated, Literal
 import pandas as pd
 import typer
 
-from headscope.cli.app import (
-    DEFAULT_MODEL,
-    DEFAULT_N,
-    DEFAULT_SEED,
-    ModelOpt,
-    NOpt,
-    OutOpt,
-    SeedOpt,
-    TaskOpt,
-    app,
-    console,
-    print_table,
-)
-from headscope.cli.common import dataset_for, load
+from headscope.cli.app import Shared, command, print_table, results, working, wrote
+from headscope.cli.common import load, shared_dataset
 from headscope.errors import HeadscopeError
 from headscope.io import check_table_path, write_table
 from headscope.scores.ablation import AblationOptions, ablate, greedy_circuit, keep_circuit
@@ -48,10 +36,9 @@ def _circuit_table(result: dict) -> pd.DataFrame:
     )
 
 
-@app.command("ablate")
+@command("ablate", task="seq-digits")
 def ablate_command(
-    model: ModelOpt = DEFAULT_MODEL,
-    task: TaskOpt = "seq-digits",
+    shared: Shared,
     components: Annotated[
         str, typer.Option("--components", help="heads, mlps or heads,mlps.")
     ] = "heads,mlps",
@@ -71,37 +58,38 @@ def ablate_command(
         ),
     ] = False,
     threshold: Annotated[float, typer.Option("--threshold", help="--greedy: percent points of clean.")] = 1.0,
-    n: NOpt = DEFAULT_N,
-    seed: SeedOpt = DEFAULT_SEED,
-    out: OutOpt = None,
 ) -> None:
     """Knockouts: mean logit difference (answer - contrast at end) with each component replaced."""
+    out = shared.out
     if out is not None:
         check_table_path(out)  # suffix and folder, before anything is computed
     if keep is not None and greedy:
         raise HeadscopeError("give --keep or --greedy, not both")
-    loaded = load(model)
-    dataset = dataset_for(loaded, task, n, seed)
+    loaded = load(shared.model)
+    dataset = shared_dataset(loaded, shared)
     options = AblationOptions(
-        _items(components, "--components"), method, _items(positions, "--positions"), seed
+        _items(components, "--components"), method, _items(positions, "--positions"), shared.seed
     )
     where = ",".join(options.positions)
     if keep is not None or greedy:
-        _circuit(loaded, dataset, options, keep, threshold, out, f"{method} ablation at {where}, task {task}")
+        title = f"{method} ablation at {where}, task {shared.task}"
+        _circuit(loaded, dataset, options, keep, threshold, out, title)
         return
-    table = ablate(loaded, dataset, options)
-    console.print(f"clean metric (mean logit diff at end, {dataset.n} prompts): {table.attrs['clean']:.3f}")
+    with working(f"knocking out each component on {dataset.n} prompts ..."):
+        table = ablate(loaded, dataset, options)
+    results.print(f"clean metric (mean logit diff at end, {dataset.n} prompts): {table.attrs['clean']:.3f}")
     ranked = table.sort_values("pct_of_clean", kind="stable")
     ranked = ranked.assign(head=ranked["head"].astype("string").fillna(""))  # empty for MLPs
-    print_table(ranked, title=f"{method} ablation at {where}, task {task}: most harmful first")
+    print_table(ranked, title=f"{method} ablation at {where}, task {shared.task}: most harmful first")
     if out is not None:
-        console.print(f"wrote {write_table(out, table)}")
+        wrote(write_table(out, table))
 
 
 def _circuit(loaded, dataset, options, keep, threshold, out, title) -> None:
     if keep is None:
-        found = greedy_circuit(loaded, dataset, options, threshold)
-        console.print(
+        with working("pruning components one at a time ..."):
+            found = greedy_circuit(loaded, dataset, options, threshold)
+        results.print(
             f"greedy circuit (each removal cost < {threshold} points): {','.join(found) or '(empty)'}"
         )
         keep_items = found
@@ -111,4 +99,4 @@ def _circuit(loaded, dataset, options, keep, threshold, out, title) -> None:
     table = _circuit_table(result)
     print_table(table, title=f"circuit kept, everything else knocked out: {title}")
     if out is not None:
-        console.print(f"wrote {write_table(out, table)}")
+        wrote(write_table(out, table))

@@ -1,7 +1,20 @@
-"""The typer app and the options every command shares."""
+"""The typer app, the options every command shares (declared once, here) and the two consoles.
+
+Results go to stdout (`results`); errors, progress and "wrote FILE" go to stderr (`console`),
+so `headscope scores --task ioi > out.txt` keeps only the table in the file. A command
+declares its own options and receives the shared ones as one `Shared` value:
+
+    @command("scores", task=None)
+    def scores(shared: Shared, k: KOpt = 5) -> None: ...
+"""
 
 from __future__ import annotations
 
+import inspect
+import math
+import typing
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -11,6 +24,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from headscope.errors import HeadscopeError
 from headscope.tasks.registry import get_task
 
 app = typer.Typer(
@@ -20,7 +34,14 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
+console = Console(stderr=True)  # errors, progress, notes
+results = Console()  # tables and numbers: what a user pipes or redirects
+
+DEFAULT_MODEL = "organism"
+DEFAULT_N = 200
+DEFAULT_SEED = 0
+MAX_N = 10_000  # at ~1 ms a prompt on the organism and far more on GPT-2; the n of a score past this
+SMALL_P = 1e-3  # p-values below this print in scientific notation
 
 
 @dataclass
@@ -44,14 +65,7 @@ def _global(
     state.allow_pickle = allow_pickle
 
 
-ModelOpt = Annotated[
-    str,
-    typer.Option(
-        "--model",
-        "-m",
-        help="'organism' (bundled, offline), a local Hugging Face directory, or a hub name like gpt2.",
-    ),
-]
+# ---- the shared options ------------------------------------------------------------------------
 
 
 def known_task(name: str | None) -> str | None:
@@ -61,36 +75,171 @@ def known_task(name: str | None) -> str | None:
     return name
 
 
-TaskOpt = Annotated[
+def prompt_count(n: int) -> int:
+    """An option callback: --n within 1..MAX_N, refused before the model loads."""
+    if n < 1:
+        raise HeadscopeError(f"--n {n}: give at least 1 prompt")
+    if n > MAX_N:
+        raise HeadscopeError(
+            f"--n {n} is more than {MAX_N} prompts, which takes many minutes (about 1 ms a prompt on the "
+            f"organism, far more on larger models) and adds little: a score's sampling error is "
+            f"under 0.01 at {MAX_N}; use --n {MAX_N} or less"
+        )
+    return n
+
+
+ModelOpt = Annotated[
     str,
+    typer.Option(
+        "--model",
+        "-m",
+        help="'organism' (bundled, offline), a local Hugging Face directory, or a hub name like gpt2.",
+    ),
+]
+TaskOpt = Annotated[
+    str | None,
     typer.Option("--task", "-t", help="A built-in task name or a TOML task file.", callback=known_task),
 ]
-NOpt = Annotated[int, typer.Option("--n", help="Number of prompts.")]
+TaskArg = Annotated[
+    str, typer.Argument(help="A built-in task name or a TOML task file.", callback=known_task)
+]
+NOpt = Annotated[
+    int, typer.Option("--n", help=f"Number of prompts (at most {MAX_N}).", callback=prompt_count)
+]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the prompt generator.")]
 OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Write the result to this file.")]
-AllowPickleOpt = Annotated[
-    bool,
-    typer.Option("--allow-pickle", help="Allow a pickle checkpoint (runs code: trust it first)."),
-]
 
-DEFAULT_MODEL = "organism"
-DEFAULT_N = 200
-DEFAULT_SEED = 0
+# Python arguments whose CLI option has another name (ov_scores(relations=...) is --relation).
+PYTHON_NAMES: dict[str, str] = {"relations": "relation", "spec": "model"}
+
+
+@dataclass(frozen=True)
+class Shared:
+    """The options every analysis command takes; those a command does not take stay None."""
+
+    model: str = DEFAULT_MODEL
+    task: str | None = None
+    n: int = DEFAULT_N
+    seed: int = DEFAULT_SEED
+    out: Path | None = None
+
+
+NO_TASK = "<no task option>"  # `task=NO_TASK`: the command has no --task (report has --tasks)
+
+
+def command(
+    name: str,
+    *,
+    task: str | None = NO_TASK,
+    n: int = DEFAULT_N,
+    out: bool = True,
+    task_argument: bool = False,
+    on: typer.Typer | None = None,
+) -> Callable:
+    """Register `func(shared, **own)` as a command with the shared options added to its own.
+
+    `task` is the --task default (None: optional; NO_TASK: no --task), `task_argument` makes the
+    task a positional argument, `n` the --n default, `out` whether --out is shared. A
+    HeadscopeError naming a Python argument (`k=0: ...`) is re-raised naming the flag (`--k 0: ...`).
+    """
+
+    def register(func: Callable) -> Callable:
+        own = [p for p in inspect.signature(func, eval_str=True).parameters.values() if p.name != "shared"]
+        shared = _shared_parameters(task, n, out, task_argument)
+        first = [p for p in shared if p.name in ("model", "task")]  # --help: model, task, own, n, seed, out
+        ordered = [*first, *own, *[p for p in shared if p not in first]]
+        parameters = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in ordered]
+        flags = _flags(parameters)
+        shared_names = {p.name for p in shared}
+
+        def run(**values):
+            given = Shared(**{key: values.pop(key) for key in list(values) if key in shared_names})
+            try:
+                return func(given, **values)
+            except HeadscopeError as error:
+                raise HeadscopeError(error.naming(flags)) from error
+
+        run.__signature__ = inspect.Signature(parameters)
+        run.__annotations__ = {p.name: p.annotation for p in parameters}
+        run.__doc__, run.__name__ = func.__doc__, func.__name__
+        (on or app).command(name)(run)
+        return func
+
+    return register
+
+
+def _shared_parameters(task, n: int, out: bool, task_argument: bool) -> list[inspect.Parameter]:
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    found = [inspect.Parameter("model", keyword, default=DEFAULT_MODEL, annotation=ModelOpt)]
+    if task_argument:
+        found.append(inspect.Parameter("task", keyword, annotation=TaskArg))
+    elif task != NO_TASK:
+        found.append(inspect.Parameter("task", keyword, default=task, annotation=TaskOpt))
+    found.append(inspect.Parameter("n", keyword, default=n, annotation=NOpt))
+    found.append(inspect.Parameter("seed", keyword, default=DEFAULT_SEED, annotation=SeedOpt))
+    if out:
+        found.append(inspect.Parameter("out", keyword, default=None, annotation=OutOpt))
+    return found
+
+
+def _flags(parameters: list[inspect.Parameter]) -> dict[str, str]:
+    """Python argument name -> the command's long flag (Python spellings in PYTHON_NAMES too)."""
+    flags = {}
+    for parameter in parameters:
+        metadata = typing.get_args(parameter.annotation)[1:]
+        info = next((m for m in metadata if isinstance(m, typer.models.OptionInfo)), None)
+        if info is None:
+            continue
+        declared = [d for d in (info.param_decls or ()) if d.startswith("--")]
+        flags[parameter.name] = declared[0] if declared else "--" + parameter.name.replace("_", "-")
+    return flags | {python: flags[cli] for python, cli in PYTHON_NAMES.items() if cli in flags}
+
+
+# ---- output --------------------------------------------------------------------------------------
+
+
+def working(message: str) -> AbstractContextManager:
+    """A spinner on stderr while a step runs (nothing is written when stderr is not a terminal)."""
+    return console.status(message)
+
+
+def wrote(path: Path) -> None:
+    console.print(f"wrote {path}", highlight=False)
+
+
+def note(message: str) -> None:
+    """A warning or remark for the user, on stderr."""
+    console.print(f"[yellow]{message}[/yellow]", highlight=False)
+
+
+def format_p(p: float) -> str:
+    """A p-value: 3 decimals, scientific notation below 0.001 (7.5e-82), never a bare 0.000."""
+    if math.isnan(p):
+        return "nan"
+    if p == 0.0:
+        return "<1e-300"  # below the smallest float a p-value is computed to
+    return f"{p:.1e}" if p < SMALL_P else f"{p:.3f}"
+
+
+def is_p_column(name: str) -> bool:
+    return name == "p" or name.startswith("p_") or name.endswith("_p")
 
 
 def print_table(table: pd.DataFrame, title: str | None = None, limit: int = 20) -> None:
-    """A DataFrame as a rich table, the first `limit` rows, floats to 3 places."""
+    """A DataFrame as a rich table on stdout: the first `limit` rows, floats to 3 places, p-values
+    in scientific notation when small."""
     view = Table(title=title, show_lines=False)
     for column in table.columns:
         view.add_column(str(column), justify="right" if table[column].dtype.kind in "fiu" else "left")
+    p_columns = [is_p_column(str(column)) for column in table.columns]
     for row in table.head(limit).itertuples(index=False, name=None):  # iterrows upcasts ints to float
-        view.add_row(*(_cell(value) for value in row))
-    console.print(view)
+        view.add_row(*(_cell(value, is_p) for value, is_p in zip(row, p_columns, strict=True)))
+    results.print(view)
     if len(table) > limit:
-        console.print(f"[dim]... {len(table) - limit} more rows[/dim]")
+        results.print(f"[dim]... {len(table) - limit} more rows[/dim]")
 
 
-def _cell(value) -> str:
+def _cell(value, is_p: bool = False) -> str:
     if isinstance(value, float):
-        return f"{value:.3f}"
+        return format_p(value) if is_p else f"{value:.3f}"
     return str(value)

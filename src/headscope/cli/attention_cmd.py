@@ -11,20 +11,8 @@ import torch
 import typer
 
 from headscope.capture import Needs, capture
-from headscope.cli.app import (
-    DEFAULT_MODEL,
-    DEFAULT_N,
-    DEFAULT_SEED,
-    ModelOpt,
-    NOpt,
-    OutOpt,
-    SeedOpt,
-    TaskOpt,
-    app,
-    console,
-    print_table,
-)
-from headscope.cli.common import dataset_for, load
+from headscope.cli.app import Shared, command, print_table, results, working, wrote
+from headscope.cli.common import load, shared_dataset
 from headscope.errors import HeadscopeError
 from headscope.heads import head_name, parse_heads
 from headscope.io import check_writable, write_json, write_table
@@ -82,9 +70,9 @@ def _hundredths(value: float) -> str:
 
 
 def print_pattern(frame: pd.DataFrame, title: str) -> None:
-    console.print(f"[bold]{title}[/bold]")
+    results.print(f"[bold]{title}[/bold]")
     for line in pattern_lines(frame):
-        console.print(line, markup=False, highlight=False, soft_wrap=True)
+        results.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def top_end_attention(roles: pd.DataFrame) -> pd.DataFrame:
@@ -127,27 +115,21 @@ def print_detectors(detectors: pd.DataFrame) -> None:
     )
 
 
-@app.command("attention")
-def attention(
-    heads: HeadsOpt,
-    model: ModelOpt = DEFAULT_MODEL,
-    task: TaskOpt = "ioi",
-    prompt: PromptOpt = 0,
-    n: NOpt = DEFAULT_N,
-    seed: SeedOpt = DEFAULT_SEED,
-    out: OutOpt = None,
-) -> None:
+@command("attention", task="ioi")
+def attention(shared: Shared, heads: HeadsOpt, prompt: PromptOpt = 0) -> None:
     """Patterns of chosen heads on one prompt, role-to-role attention of every head (and the
     previous-token, duplicate-token and induction detectors on the induction task)."""
+    out = shared.out
     check_out(out)
-    loaded = load(model)
+    loaded = load(shared.model)
     chosen = parse_heads(heads, loaded.n_layers, loaded.n_heads)
-    dataset = dataset_for(loaded, task, n, seed)
+    dataset = shared_dataset(loaded, shared)
     single = one_prompt(dataset, prompt, loaded)
-    tables = score_tables(dataset, capture(loaded, dataset, needs_for(dataset)))
-    patterns = capture(loaded, single, Needs(pattern_full=True, logits_end=False)).pattern_full[0]
+    with working(f"capturing attention on {dataset.n} prompts ..."):
+        tables = score_tables(dataset, capture(loaded, dataset, needs_for(dataset)))
+        patterns = capture(loaded, single, Needs(pattern_full=True, logits_end=False)).pattern_full[0]
     tokens = prompt_tokens(loaded, single)
-    console.print(f"[bold]prompt {prompt}[/bold]: {dataset.prompts[prompt].text!r}", highlight=False)
+    results.print(f"[bold]prompt {prompt}[/bold]: {dataset.prompts[prompt].text!r}", highlight=False)
     for layer, index in chosen:
         frame = pattern_frame(patterns[layer, index], tokens)
         print_pattern(frame, f"head {head_name((layer, index))}: destination rows x source columns, x 0.01")
@@ -156,7 +138,7 @@ def attention(
     if "detectors" in tables:
         print_detectors(tables["detectors"])
     if out is not None:
-        _write(out, task, dataset, prompt, patterns, chosen, tokens, tables)
+        _write(out, shared.task, dataset, prompt, patterns, chosen, tokens, tables)
 
 
 def _write(
@@ -167,7 +149,7 @@ def _write(
         write_table(out, records)
         for name, table in tables.items():
             write_table(out.with_name(f"{out.stem}_{name}.csv"), table)
-        console.print(f"wrote {out} (patterns) and {', '.join(f'{out.stem}_{name}.csv' for name in tables)}")
+        wrote(f"{out} (patterns) and {', '.join(f'{out.stem}_{name}.csv' for name in tables)}")
         return
     if out.suffix == ".json":
         text = dataset.prompts[prompt].text
@@ -185,4 +167,4 @@ def _write(
         write_attention_html(
             out, f"headscope attention: {task}", dataset.prompts[prompt].text, figures, titled
         )
-    console.print(f"wrote {out}")
+    wrote(out)

@@ -5,20 +5,8 @@ from __future__ import annotations
 import pandas as pd
 
 from headscope.capture import capture
-from headscope.cli.app import (
-    DEFAULT_MODEL,
-    DEFAULT_N,
-    DEFAULT_SEED,
-    ModelOpt,
-    NOpt,
-    OutOpt,
-    SeedOpt,
-    TaskOpt,
-    app,
-    console,
-    print_table,
-)
-from headscope.cli.common import dataset_for, load
+from headscope.cli.app import Shared, command, print_table, working, wrote
+from headscope.cli.common import load, shared_dataset
 from headscope.errors import HeadscopeError
 from headscope.io import check_writable, write_json
 from headscope.scores.evaluate import EVALUATE_NEEDS, evaluate
@@ -32,24 +20,20 @@ def result_table(result: dict) -> pd.DataFrame:
     )
 
 
-@app.command("evaluate")
-def evaluate_command(
-    model: ModelOpt = DEFAULT_MODEL,
-    task: TaskOpt = "ioi",
-    n: NOpt = DEFAULT_N,
-    seed: SeedOpt = DEFAULT_SEED,
-    out: OutOpt = None,
-) -> None:
+@command("evaluate", task="ioi")
+def evaluate_command(shared: Shared) -> None:
     """How well the model does a task: top-1 accuracy, logit difference, answer probability."""
+    out = shared.out
     if out is not None and out.suffix != ".json":
         raise HeadscopeError(f"--out {out}: evaluate writes JSON; use a .json file name")
     if out is not None:
         check_writable(out)
-    loaded = load(model)
-    dataset = dataset_for(loaded, task, n, seed)
-    result = evaluate(dataset, capture(loaded, dataset, EVALUATE_NEEDS))
-    print_table(result_table(result), title=f"{model} on {task}")
+    loaded = load(shared.model)
+    dataset = shared_dataset(loaded, shared)
+    with working(f"running {dataset.n} prompts ..."):
+        result = evaluate(dataset, capture(loaded, dataset, EVALUATE_NEEDS))
+    print_table(result_table(result), title=f"{shared.model} on {shared.task}")
     if out is not None:
-        meta = {"model": model, "task": task, "seed": seed, "dropped": dataset.dropped}
+        meta = {"model": shared.model, "task": shared.task, "seed": shared.seed, "dropped": dataset.dropped}
         write_json(out, result | meta)
-        console.print(f"wrote {out}")
+        wrote(out)

@@ -7,20 +7,8 @@ from typing import Annotated, Literal
 import pandas as pd
 import typer
 
-from headscope.cli.app import (
-    DEFAULT_MODEL,
-    DEFAULT_N,
-    DEFAULT_SEED,
-    ModelOpt,
-    NOpt,
-    OutOpt,
-    SeedOpt,
-    TaskOpt,
-    app,
-    console,
-    print_table,
-)
-from headscope.cli.common import dataset_for, load
+from headscope.cli.app import Shared, command, note, print_table, results, working, wrote
+from headscope.cli.common import load, shared_dataset
 from headscope.errors import HeadscopeError
 from headscope.io import check_table_path, write_table
 from headscope.scores.patching import attribution_patch, patch
@@ -37,10 +25,9 @@ def grid(table: pd.DataFrame) -> pd.DataFrame:
     return wide.rename_axis("layer").reset_index()
 
 
-@app.command("patch")
+@command("patch", task="seq-digits")
 def patch_command(
-    model: ModelOpt = DEFAULT_MODEL,
-    task: TaskOpt = "seq-digits",
+    shared: Shared,
     direction: Annotated[
         Direction,
         typer.Option("--direction", help="denoise (clean into corrupted) or noise (corrupted into clean)."),
@@ -54,34 +41,33 @@ def patch_command(
             "--approx", help="Attribution patching: one forward and one backward (an approximation)."
         ),
     ] = False,
-    n: NOpt = DEFAULT_N,
-    seed: SeedOpt = DEFAULT_SEED,
-    out: OutOpt = None,
 ) -> None:
     """Head-level activation patching, normalised to (patched - corrupted) / (clean - corrupted)."""
+    out = shared.out
     if out is not None:
         check_table_path(out)  # suffix and folder, before anything is computed
     if approx and (by_position or direction != "denoise"):
         raise HeadscopeError("--approx estimates denoising per component: drop --by-position and --direction")
-    loaded = load(model)
-    dataset = dataset_for(loaded, task, n, seed)
-    table = attribution_patch(loaded, dataset) if approx else patch(loaded, dataset, direction, by_position)
-    console.print(
+    loaded = load(shared.model)
+    dataset = shared_dataset(loaded, shared)
+    with working(f"patching every head on {dataset.n} prompts ..."):
+        table = (
+            attribution_patch(loaded, dataset) if approx else patch(loaded, dataset, direction, by_position)
+        )
+    results.print(
         f"clean metric {table.attrs['clean']:.3f}, corrupted {table.attrs['corrupted']:.3f} "
-        f"(mean logit diff at end, {dataset.n} prompts of {task})"
+        f"(mean logit diff at end, {dataset.n} prompts of {shared.task})"
     )
     if abs(table.attrs["clean"] - table.attrs["corrupted"]) < NEAR:
-        console.print(
-            "[yellow]clean and corrupted metrics nearly agree: the normalised values are unstable[/yellow]"
-        )
+        note("clean and corrupted metrics nearly agree: the normalised values are unstable")
     _show(table, approx, by_position, direction)
     if out is not None:
-        console.print(f"wrote {write_table(out, table)}")
+        wrote(write_table(out, table))
 
 
 def _show(table: pd.DataFrame, approx: bool, by_position: bool, direction: str) -> None:
     if approx:
-        console.print(
+        results.print(
             "[yellow]APPROXIMATION: attribution patching (first order), not exact patching[/yellow]"
         )
         ranked = table.reindex(table["value"].abs().sort_values(ascending=False).index)

@@ -8,24 +8,14 @@ from typing import Annotated
 
 import typer
 
-from headscope.cli.app import (
-    DEFAULT_MODEL,
-    DEFAULT_N,
-    DEFAULT_SEED,
-    ModelOpt,
-    NOpt,
-    SeedOpt,
-    app,
-    console,
-    print_table,
-)
+from headscope.cli.app import Shared, command, console, print_table, results
 from headscope.cli.common import load
 from headscope.errors import HeadscopeError
 from headscope.models.loading import Model
 from headscope.report.analyses import Embedding, ReportOptions, build_run
 from headscope.report.console import summary_table
 from headscope.report.html import check_report_folder, write_report
-from headscope.run import load_run
+from headscope.run import RESULTS_FILE, load_run
 from headscope.tasks.dataset import build_dataset
 from headscope.tasks.registry import builtin_tasks, get_task
 
@@ -85,13 +75,11 @@ def say(message: str) -> None:
     console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}", highlight=False)
 
 
-@app.command("report")
+@command("report", out=False)
 def report(
-    model: ModelOpt = DEFAULT_MODEL,
+    shared: Shared,
     tasks: TasksOpt = None,
     out: ReportOutOpt = DEFAULT_OUT,
-    n: NOpt = DEFAULT_N,
-    seed: SeedOpt = DEFAULT_SEED,
     top: TopOpt = 4,
     k: KOpt = 5,
     embedding: EmbeddingOpt = "context",
@@ -101,21 +89,50 @@ def report(
     """Score every head on each task and write a self-contained HTML report with its data."""
     started = time.perf_counter()
     if from_dir is not None:
+        from_dir = results_folder(from_dir)
         run = load_run(from_dir)
-        say(f"loaded {from_dir / 'results.json'} (model {run.model.get('name')}, {len(run.tasks)} tasks)")
+        say(f"loaded {from_dir / RESULTS_FILE} (model {run.model.get('name')}, {len(run.tasks)} tasks)")
         out = check_report_folder(from_dir if out == DEFAULT_OUT else out)
+        page = _render_saved(run, out, from_dir)
     else:
         chosen = task_list(tasks) if tasks is not None else None  # a typo fails before the model loads
         check_report_folder(out)  # so does an --out that cannot be written
-        loaded = load(model)
+        loaded = load(shared.model)
         names = chosen if chosen is not None else runnable_tasks(loaded)
         options = ReportOptions(
-            tasks=names, n=n, seed=seed, top_heads=top, k=k, embedding=embedding, knockout_n=knockout_n
+            tasks=names,
+            n=shared.n,
+            seed=shared.seed,
+            top_heads=top,
+            k=k,
+            embedding=embedding,
+            knockout_n=knockout_n,
         )
-        say(f"model {model}: {loaded.n_layers} layers x {loaded.n_heads} heads")
+        say(f"model {shared.model}: {loaded.n_layers} layers x {loaded.n_heads} heads")
         run = build_run(loaded, [get_task(name) for name in names], options, say)
-    page = write_report(run, out, say)
+        page = write_report(run, out, say)
     print_table(summary_table(run), title="summary", limit=50)
-    console.print(
+    results.print(
         f"report: [bold]{page.resolve()}[/bold]  ({time.perf_counter() - started:.1f} s)", highlight=False
     )
+
+
+def results_folder(given: Path) -> Path:
+    """The folder --from names: DIR, or DIR/results.json taken as DIR."""
+    if given.name == RESULTS_FILE and given.is_file():
+        return given.parent
+    if given.is_file():
+        raise HeadscopeError(f"--from {given} is a file; give the report folder that holds {RESULTS_FILE}")
+    return given
+
+
+def _render_saved(run, out: Path, from_dir: Path) -> Path:
+    """The page of a loaded run; a results.json whose tables lack a column this version reads is
+    from an older headscope: say so, and how to rebuild it."""
+    try:
+        return write_report(run, out, say)
+    except KeyError as error:
+        raise HeadscopeError(
+            f"{from_dir / RESULTS_FILE} is from an older headscope (its tables lack {error.args[0]!r}); "
+            f"re-run it: headscope report --out {from_dir} (with its model and --tasks)"
+        ) from error

@@ -9,20 +9,8 @@ import pandas as pd
 import typer
 
 from headscope.capture import capture
-from headscope.cli.app import (
-    DEFAULT_MODEL,
-    DEFAULT_N,
-    DEFAULT_SEED,
-    ModelOpt,
-    NOpt,
-    OutOpt,
-    SeedOpt,
-    TaskOpt,
-    app,
-    console,
-    print_table,
-)
-from headscope.cli.common import dataset_for, load
+from headscope.cli.app import Shared, command, print_table, working, wrote
+from headscope.cli.common import load, shared_dataset
 from headscope.errors import HeadscopeError
 from headscope.heads import head_name, parse_head
 from headscope.io import check_writable, write_json, write_table
@@ -66,34 +54,31 @@ def parse_roles(text: str | None, dataset) -> list[str]:
     return roles
 
 
-@app.command("scatter")
+@command("scatter", task="ioi")
 def scatter(
+    shared: Shared,
     head: HeadOpt,
-    model: ModelOpt = DEFAULT_MODEL,
-    task: TaskOpt = "ioi",
     roles: RolesOpt = None,
     scale: ScaleOpt = "none",
-    n: NOpt = DEFAULT_N,
-    seed: SeedOpt = DEFAULT_SEED,
     n_boot: BootOpt = 1000,
-    out: OutOpt = None,
 ) -> None:
     """Attention from end to each role's token vs. the head's output projected on that token."""
     chosen_scale = check_scale(scale)
+    out = shared.out
     check_out(out)
-    loaded = load(model)
+    loaded = load(shared.model)
     chosen = parse_head(head, loaded.n_layers, loaded.n_heads)
-    dataset = dataset_for(loaded, task, n, seed)
+    dataset = shared_dataset(loaded, shared)
     role_list = parse_roles(roles, dataset)
-    cap = capture(loaded, dataset, SCATTER_NEEDS)
-    points = scatter_points(loaded.weights, dataset, cap, chosen, role_list, chosen_scale)
-    stats = scatter_stats(points, n_boot=n_boot, seed=seed)
-    title = f"head {head_name(chosen)} on {task}, scale={chosen_scale}"
+    with working(f"capturing {dataset.n} prompts, bootstrapping r {n_boot} times ..."):
+        cap = capture(loaded, dataset, SCATTER_NEEDS)
+        points = scatter_points(loaded.weights, dataset, cap, chosen, role_list, chosen_scale)
+        stats = scatter_stats(points, n_boot=n_boot, seed=shared.seed)
+    title = f"head {head_name(chosen)} on {shared.task}, scale={chosen_scale}"
     print_table(stats, title=title)
     if out is not None:
-        _write(
-            out, points, stats, title, chosen_scale, {"task": task, "head": head_name(chosen), "seed": seed}
-        )
+        meta = {"task": shared.task, "head": head_name(chosen), "seed": shared.seed}
+        _write(out, points, stats, title, chosen_scale, meta)
 
 
 def _write(
@@ -108,4 +93,4 @@ def _write(
     else:
         body = meta | {"scale": scale, "stats": stats.to_dict("records"), "points": points.to_dict("records")}
         write_json(out, body)
-    console.print(f"wrote {out}")
+    wrote(out)

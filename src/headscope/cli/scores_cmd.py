@@ -8,39 +8,37 @@ from typing import Annotated, Literal
 import pandas as pd
 import typer
 
-from headscope.cli.app import (
-    DEFAULT_MODEL,
-    DEFAULT_N,
-    DEFAULT_SEED,
-    ModelOpt,
-    NOpt,
-    OutOpt,
-    SeedOpt,
-    app,
-    console,
-    known_task,
-)
-from headscope.cli.app import print_table as show_table
+from headscope.cli.app import Shared, command, print_table, results, working, wrote
 from headscope.cli.common import dataset_for, load
 from headscope.errors import HeadscopeError
 from headscope.heads import head_name, parse_heads
 from headscope.io import check_table_path, write_table
 from headscope.models.loading import Model
 from headscope.scores.ov import OVOptions, OVResult, keyword_dataset, ov_scores
+from headscope.scores.relations import default_relations
 from headscope.tasks.dataset import Dataset
 
 Embedding = Literal["context", "token", "block0"]
 
 
-def _dataset(model: Model, task: str | None, keywords: str | None, n: int, seed: int) -> Dataset:
-    if (task is None) == (keywords is None):
+def _dataset(model: Model, shared: Shared, keywords: str | None) -> Dataset:
+    if (shared.task is None) == (keywords is None):
         raise HeadscopeError('give exactly one of --task T or --keywords "a b c ..."')
     if keywords is not None:
         return keyword_dataset(keywords.split(), model.tokens, model.identity.n_ctx)
-    return dataset_for(model, task, n, seed)
+    return dataset_for(model, shared.task, shared.n, shared.seed)
 
 
-def _relations(text: str) -> tuple[str, ...]:
+def _relations(text: str | None, dataset: Dataset) -> tuple[str, ...]:
+    """The relations asked for, or by default those the task defines (copy, and next where it can)."""
+    if text is None:
+        relations = default_relations(dataset.task)
+        if not relations:
+            raise HeadscopeError(
+                f"task {dataset.task.name} has no keyword roles, so no tokens to score; "
+                'give --keywords "a b c", or a task with keywords'
+            )
+        return relations
     relations = tuple(dict.fromkeys(r.strip() for r in text.split(",") if r.strip()))
     if not relations:
         raise HeadscopeError("empty --relation: give e.g. copy,next")
@@ -61,47 +59,43 @@ def summary(result: OVResult) -> pd.DataFrame:
     return wide.drop(columns="best").reset_index().rename(columns={"head_": "head"})
 
 
-@app.command("scores")
+@command("scores", task=None)
 def scores(
-    model: ModelOpt = DEFAULT_MODEL,
-    task: Annotated[
-        str | None, typer.Option("--task", "-t", help="A built-in task or a TOML file.", callback=known_task)
-    ] = None,
+    shared: Shared,
     keywords: Annotated[
         str | None, typer.Option("--keywords", help='Whitespace-separated tokens in order, e.g. "1 2 3 4".')
     ] = None,
     relation: Annotated[
-        str, typer.Option("--relation", help="copy, next, prev or a task mapping.")
-    ] = "copy,next",
+        str | None,
+        typer.Option("--relation", help="copy, next, prev or a task mapping (default: the task's own)."),
+    ] = None,
     k: Annotated[int, typer.Option("--k", help="A hit when a target is in the top k logits.")] = 5,
     embedding: Annotated[
         Embedding, typer.Option("--embedding", help="context, token or block0.")
     ] = "context",
     negative: Annotated[bool, typer.Option("--negative", help="Also score sign -1 (negative copy).")] = False,
     heads: Annotated[str, typer.Option("--heads", help="all, or heads like 9.1,8.8.")] = "all",
-    n: NOpt = DEFAULT_N,
-    seed: SeedOpt = DEFAULT_SEED,
-    out: OutOpt = None,
     per_token: Annotated[
         Path | None, typer.Option("--per-token", help="Write the per-token table (.csv or .json).")
     ] = None,
 ) -> None:
     """OV relation scores of every head: would it write f(t) when attending to keyword t?"""
-    for path in (out, per_token):
+    for path in (shared.out, per_token):
         if path is not None:
             check_table_path(path)  # suffix and folder, before anything is computed
-    loaded = load(model)
+    loaded = load(shared.model)
     chosen = parse_heads(heads, loaded.n_layers, loaded.n_heads)
-    dataset = _dataset(loaded, task, keywords, n, seed)
-    options = OVOptions(_relations(relation), k, embedding, negative, tuple(chosen))
-    result = ov_scores(loaded, dataset, options)
-    source = f"task {task}" if task else f"{len(dataset.keywords.token)} keywords"
-    show_table(summary(result), title=f"OV scores, top-{k}, {embedding} embedding, {source}")
+    dataset = _dataset(loaded, shared, keywords)
+    options = OVOptions(_relations(relation, dataset), k, embedding, negative, tuple(chosen))
+    with working(f"scoring {len(chosen)} heads on {', '.join(options.relations)} ..."):
+        result = ov_scores(loaded, dataset, options)
+    source = f"task {shared.task}" if shared.task else f"{len(dataset.keywords.token)} keywords"
+    print_table(summary(result), title=f"OV scores, top-{k}, {embedding} embedding, {source}")
     n_per_relation = result.table.groupby("relation", sort=False).n.first()
-    console.print(
+    results.print(
         "n (keyword instances with a target): " + ", ".join(f"{r} {v}" for r, v in n_per_relation.items())
     )
-    if out is not None:
-        console.print(f"wrote {write_table(out, result.table)}")
+    if shared.out is not None:
+        wrote(write_table(shared.out, result.table))
     if per_token is not None:
-        console.print(f"wrote {write_table(per_token, result.per_token)}")
+        wrote(write_table(per_token, result.per_token))

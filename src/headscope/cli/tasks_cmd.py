@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import pandas as pd
 import typer
 
-from headscope.cli.app import (
-    DEFAULT_MODEL,
-    DEFAULT_SEED,
-    ModelOpt,
-    SeedOpt,
-    console,
-    known_task,
-    print_table,
-)
-from headscope.cli.common import dataset_for, load
+from headscope.cli.app import Shared, command, print_table, results
+from headscope.cli.common import load, shared_dataset
 from headscope.tasks.registry import builtin_tasks
 
 tasks_app = typer.Typer(help="List the built-in tasks, or show prompts of one.", invoke_without_command=True)
@@ -39,20 +29,13 @@ def list_tasks(ctx: typer.Context) -> None:
     print_table(pd.DataFrame(rows), title="built-in tasks (or pass a TOML file: see examples/)")
 
 
-@tasks_app.command("show")
-def show(
-    task: Annotated[
-        str, typer.Argument(help="A built-in task name or a TOML task file.", callback=known_task)
-    ],
-    model: ModelOpt = DEFAULT_MODEL,
-    n: Annotated[int, typer.Option("--n", help="Number of prompts to show.")] = 3,
-    seed: SeedOpt = DEFAULT_SEED,
-) -> None:
+@command("show", task_argument=True, n=3, out=False, on=tasks_app)
+def show(shared: Shared) -> None:
     """Print a few prompts of a task, tokenised for a model, with every named position."""
-    loaded = load(model)
-    dataset = dataset_for(loaded, task, n, seed)
+    loaded = load(shared.model)
+    dataset = shared_dataset(loaded, shared)
     for i, prompt in enumerate(dataset.prompts):
-        console.print(
+        results.print(
             f"[bold]prompt {i}[/bold]: {prompt.text!r} -> "
             f"answer {prompt.answer!r}, contrast {prompt.contrast!r}"
         )
@@ -67,4 +50,4 @@ def show(
         ]
         print_table(pd.DataFrame(rows), limit=100)
         corrupted = dataset.corrupted.prompts[i].text if dataset.corrupted else ""
-        console.print(f"  corrupted twin: {corrupted!r}")
+        results.print(f"  corrupted twin: {corrupted!r}")

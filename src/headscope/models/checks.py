@@ -7,7 +7,10 @@ Hugging Face would otherwise fill missing layers with random numbers and only wa
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import re
 from pathlib import Path
 
 import torch
@@ -23,6 +26,55 @@ class ModelError(HeadscopeError):
     """A model that cannot be loaded; the message names it and says what to do."""
 
 
+def local_model_dir(spec: str) -> Path | None:
+    """The directory a model value names, None for a hub name; a ModelError for a path that is
+    a file, a symlink loop, a broken link or missing."""
+    path = Path(spec).expanduser()
+    try:
+        os.stat(path)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise ModelError(
+                f"model={spec!r} is a symlink loop (its links lead back to themselves); "
+                "point it at a Hugging Face model directory"
+            ) from error
+        if path.is_symlink():
+            raise ModelError(
+                f"model={spec!r} is a broken symlink to {os.readlink(path)}; "
+                "point it at a Hugging Face model directory"
+            ) from error
+        if spec.startswith((".", "/", "~")):
+            raise ModelError(
+                f"model={spec!r}: no such directory; give a Hugging Face model directory"
+            ) from error
+        return None  # a hub name such as gpt2 or org/name
+    if not path.is_dir():
+        raise ModelError(f"model={spec!r} is a file; {_folder_hint(path)}")
+    return path
+
+
+def _folder_hint(path: Path) -> str:
+    if (path.parent / "config.json").is_file():
+        return f"give the folder that holds it, {path.parent}"
+    return "give the Hugging Face model directory (config.json, *.safetensors, tokenizer files)"
+
+
+def check_tokenizer(tokenizer, d_vocab: int, where: str) -> None:
+    """Refuse a model without a real tokenizer, or with more tokens than embedding rows."""
+    special = set(tokenizer.all_special_ids)
+    words = [i for i in tokenizer.get_vocab().values() if i not in special]
+    if not words:
+        raise ModelError(
+            f"{where} has no tokenizer (no tokenizer.json or vocab files, so every word is unknown); "
+            "save the tokenizer there with tokenizer.save_pretrained(...)"
+        )
+    if len(tokenizer) > d_vocab:
+        raise ModelError(
+            f"the tokenizer of {where} has {len(tokenizer)} tokens but the embedding only {d_vocab} rows; "
+            "use the tokenizer saved with these weights"
+        )
+
+
 def weight_files(directory: Path) -> list[Path]:
     return sorted(directory.glob("*.safetensors"))
 
@@ -30,7 +82,7 @@ def weight_files(directory: Path) -> list[Path]:
 def check_model_dir(directory: Path, allow_pickle: bool = False) -> None:
     """Refuse a directory without a config or weights, or with pickle-only weights, with the fix."""
     if not (directory / "config.json").is_file():
-        raise ModelError(f"{directory} has no config.json; point --model at a Hugging Face model directory")
+        raise ModelError(f"model={str(directory)!r} has no config.json; give a Hugging Face model directory")
     files = weight_files(directory)
     if files:
         check_config_matches(directory, {k: v for f in files for k, v in safetensors_shapes(f).items()})
@@ -89,8 +141,32 @@ def _broken(path: Path, why: str) -> ModelError:
     )
 
 
-def expected_shapes(directory: Path) -> tuple[Shapes, list[set[str]], set[str], str]:
-    """What config.json implies: parameter shapes, groups of tied names, buffer names, prefix.
+def _renamings(skeleton) -> list[tuple[str, str]]:
+    """The (pattern, replacement) key renamings Hugging Face applies when it loads such files
+    (GPT-NeoX saves its unembedding as `embed_out.weight` and loads it as `lm_head.weight`)."""
+    from transformers.conversion_mapping import get_model_conversion_mapping
+    from transformers.core_model_loading import WeightRenaming
+
+    renames = []
+    for transform in get_model_conversion_mapping(skeleton):
+        if type(transform) is WeightRenaming:
+            renames += list(zip(transform.source_patterns, transform.target_patterns, strict=False))
+    return renames
+
+
+def _loaded_names(found: Shapes, renames: list[tuple[str, str]]) -> Shapes:
+    """The files' tensors under the names the loader gives them."""
+    out = {}
+    for key, shape in found.items():
+        for pattern, replacement in renames:
+            key = re.sub(pattern, replacement, key)
+        out[key] = shape
+    return out
+
+
+def expected_shapes(directory: Path) -> tuple[Shapes, list[set[str]], set[str], str, list[tuple[str, str]]]:
+    """What config.json implies: parameter shapes, groups of tied names, buffer names, prefix,
+    and the renamings the loader applies to the files' names.
 
     The model is built on the meta device, so no memory is allocated and no weights are read.
     """
@@ -107,12 +183,13 @@ def expected_shapes(directory: Path) -> tuple[Shapes, list[set[str]], set[str], 
         groups.setdefault(id(param), set()).add(name)
     shapes = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
     buffers = {name for name, _ in skeleton.named_buffers(remove_duplicate=False)}
-    return shapes, list(groups.values()), buffers, skeleton.base_model_prefix
+    return shapes, list(groups.values()), buffers, skeleton.base_model_prefix, _renamings(skeleton)
 
 
 def check_config_matches(directory: Path, found: Shapes) -> None:
     """A ModelError when config.json and the weight files disagree on any tensor or shape."""
-    expected, tied, buffers, prefix = expected_shapes(directory)
+    expected, tied, buffers, prefix, renames = expected_shapes(directory)
+    found = _loaded_names(found, renames)
     strip = lambda key: key.removeprefix(f"{prefix}.")  # noqa: E731  # saved with or without prefix
     original = {strip(k): k for k in found}
     found = {strip(k): v for k, v in found.items()}
