@@ -30,10 +30,12 @@ def keyword_task(words: list[str], chunk: int) -> Task:
 
 def _check_words(words: list[str], tokens: Tokenization) -> None:
     if not words:
-        raise HeadscopeError('--keywords is empty: give whitespace-separated tokens, e.g. --keywords "1 2 3"')
+        raise HeadscopeError("words='': give at least one keyword, e.g. '1 2 3'")
     repeated = sorted({w for w in words if words.count(w) > 1})
     if repeated:
-        raise HeadscopeError(f"--keywords repeats {', '.join(repeated)}: give each keyword once")
+        raise HeadscopeError(
+            f"words={' '.join(words)!r} repeats {', '.join(repeated)}: give each keyword once"
+        )
     unknown = [w for w in words if not tokens.word_ok(w)]
     if unknown:
         raise HeadscopeError(
@@ -45,12 +47,15 @@ def _check_words(words: list[str], tokens: Tokenization) -> None:
 def keyword_dataset(words: list[str], tokens: Tokenization, n_ctx: int = 1024) -> Dataset:
     """Bare prompts ' w1 w2 ...' (BOS first), split so each fits `n_ctx`, keywords in order.
 
-    Each word keeps a leading space (GPT-2 spells mid-prompt words that way). The corrupted
-    twin is the prompt itself; answers and contrasts are placeholders (last and first word)
-    that the OV scores do not read.
+    Each word keeps a leading space (GPT-2 spells mid-prompt words that way); where that space
+    is a token of its own ("in", " ", "1": Llama 3, Qwen, Llama 2's digits) a keyword takes two
+    tokens and its position is its own token. The BOS is the dataset's (see `Tokenization`).
+    The corrupted twin is the prompt itself; answers and contrasts are placeholders (last and
+    first word) that the OV scores do not read.
     """
     _check_words(words, tokens)
-    chunk = max(1, n_ctx - 1)
+    tokens_per_word = 2 if any(tokens.spaced_apart(w) for w in words) else 1
+    chunk = max(1, (n_ctx - 1) // tokens_per_word)
     task = keyword_task(words, min(chunk, len(words)))
     pairs = []
     for start in range(0, len(words), chunk):
@@ -60,5 +65,7 @@ def keyword_dataset(words: list[str], tokens: Tokenization, n_ctx: int = 1024) -
         pairs.append(PromptPair(prompt, prompt))
     dataset = dataset_from_pairs(task, pairs, tokens)
     if dataset.dropped:
-        raise HeadscopeError("some --keywords do not tokenise one token each inside a prompt; check them")
+        raise HeadscopeError(
+            f"words={' '.join(words)!r}: some do not tokenise one token each in a prompt; check them"
+        )
     return dataset

@@ -53,6 +53,34 @@ def _pool(pool: tuple[str, ...], word_ok: WordFilter, need: int, what: str) -> t
     return kept
 
 
+def _opening(word_ok: WordFilter) -> WordFilter:
+    """The check for a prompt's first word (no space before it): the filter's `at_start` if it has one.
+
+    `FillerCheck` (tasks.dataset) has one; a plain filter (e.g. `any_word`) treats both alike.
+    """
+    return getattr(word_ok, "at_start", word_ok)
+
+
+def _sample_opening(rng: random.Random, pool: tuple[str, ...], k: int, opening: tuple[int, ...], opens):
+    """`k` distinct words of `pool`; those at the `opening` indices start a prompt (`opens` them).
+
+    When every word opens, this is `rng.sample(pool, k)` exactly (the same prompts as always);
+    otherwise the openers are drawn first, then the rest.
+    """
+    openers = tuple(w for w in pool if opens(w))
+    if len(openers) == len(pool):
+        return rng.sample(pool, k)
+    if len(openers) < len(opening):
+        raise ValueError(
+            f"only {len(openers)} of the words are single tokens as a prompt's first word; "
+            f"the task needs {len(opening)}"
+        )
+    first = rng.sample(openers, len(opening))
+    rest = iter(rng.sample(tuple(w for w in pool if w not in first), k - len(opening)))
+    placed = dict(zip(opening, first, strict=True))
+    return [placed[i] if i in placed else next(rest) for i in range(k)]
+
+
 def _ioi(n: int, rng: random.Random, word_ok: WordFilter) -> list[PromptPair]:
     names = _pool(words.NAMES, word_ok, 3, "IOI names")
     places = _pool(words.PLACES, word_ok, 1, "places")
@@ -100,7 +128,7 @@ def _recency(n: int, rng: random.Random, word_ok: WordFilter) -> list[PromptPair
     for _ in range(n):
         count = rng.randint(2, 4)
         template = _recency_template(count)
-        chosen = rng.sample(names, 2 * count)
+        chosen = _sample_opening(rng, names, 2 * count, (0, count), _opening(word_ok))
         verb = rng.choice(verbs)
         clean_fill = {f"N{i + 1}": chosen[i] for i in range(count)} | {"V": verb}
         other_fill = {f"N{i + 1}": chosen[count + i] for i in range(count)} | {"V": verb}
@@ -114,15 +142,17 @@ def _recency(n: int, rng: random.Random, word_ok: WordFilter) -> list[PromptPair
 
 def _sequence_generator(family: Family):
     def generate(n: int, rng: random.Random, word_ok: WordFilter) -> list[PromptPair]:
-        names = _pool(words.NAMES, word_ok, 1, "names")
+        opens = _opening(word_ok)
+        names = _pool(words.NAMES, lambda w: word_ok(w) and opens(w), 1, "names (as a prompt's first word)")
         verbs = _pool(words.SEQUENCE_VERBS, word_ok, 1, "sequence verbs")
         runs = _member_runs(family, word_ok, 5)
+        members = tuple(m for m in family.members if word_ok(m))
         roles = occurrence_roles(SEQUENCE_TEMPLATE)
         pairs = []
         for _ in range(n):
             run = rng.choice(runs)
             frame = {"W": rng.choice(names), "V": rng.choice(verbs)}
-            noise = rng.sample(family.members, 4)
+            noise = rng.sample(members, 4)
             clean = fill(SEQUENCE_TEMPLATE, frame | _members(run), roles)
             corrupted = fill(SEQUENCE_TEMPLATE, frame | _members(noise), roles)
             pairs.append(PromptPair(Prompt(clean, run[4], run[3]), Prompt(corrupted, run[4], run[3])))
@@ -158,7 +188,7 @@ def _induction(n: int, rng: random.Random, word_ok: WordFilter) -> list[PromptPa
     repeat_roles = [f"r{i}" for i in range(1, length)]
     pairs = []
     for _ in range(n):
-        chosen = rng.sample(pool, 2 * length)
+        chosen = _sample_opening(rng, pool, 2 * length, (0,), _opening(word_ok))
         seq, other = chosen[:length], chosen[length:]
         clean = _word_pieces(seq + seq[:-1], first_roles + repeat_roles)
         corrupted = _word_pieces(seq + other[:-1], first_roles + repeat_roles)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
 
 from headscope.errors import HeadscopeError
-from headscope.tasks.prompt import Prompt, PromptPair
+from headscope.tasks.prompt import Piece, Prompt, PromptPair
 from headscope.tasks.task import Task
 
 
@@ -49,7 +49,8 @@ class Dataset:
     contrasts: Int[Tensor, "batch"]
     keywords: Keywords
     corrupted: Dataset | None = None
-    dropped: int = 0
+    dropped: int = 0  # prompts short of the n asked: they failed to tokenise even after topping up
+    unusable_fillers: tuple[str, ...] = ()  # task words refused before generation: not one token
 
     @property
     def n(self) -> int:
@@ -72,8 +73,25 @@ class Dataset:
         raise TaskError(f"unknown role {role!r} for task {self.task.name}; roles: {known}")
 
 
+TOP_UP_ROUNDS = 3  # generate n, 2n, 4n prompts at most while some fail to tokenise
+WORD_CONTEXT = "x"  # the text a word follows in the mid-prompt checks ("x Mary", "x 1")
+
+
 class Tokenization:
-    """The model's tokenizer seen the way datasets need it: words, ids and offsets."""
+    """The model's tokenizer seen the way datasets need it: words, ids and offsets.
+
+    BOS: every prompt starts with exactly one BOS, `bos_id`. The text is encoded without the
+    tokenizer's special tokens and `bos_id` is put in front, so a tokenizer that adds its own BOS
+    (Llama, Gemma) never gets a second one. A tokenizer without a BOS token (Qwen, SmolLM) gets
+    its EOS in that place, as TransformerLens's `to_tokens(prepend_bos=True)` does (it sets
+    `bos_token = eos_token`): a row equals `model.to_tokens(prompt.text)` for every convention,
+    and position 0 is always a resting place for attention, never a word.
+
+    Words: a filler mid-prompt follows a space. Its token is the one token covering the word's
+    characters: " Mary" (GPT-2), "▁Mary" (SentencePiece) or, where the space before a word is a
+    token of its own ("in 1" -> "in", " ", "1": Llama 3, Qwen, Llama 2's digits), the word's own
+    token "1"; such a word is `spaced_apart`.
+    """
 
     def __init__(self, tokenizer, n_ctx: int | None = None) -> None:
         self.tokenizer = tokenizer
@@ -81,38 +99,70 @@ class Tokenization:
         self.bos_id = _bos_id(tokenizer)
         self.pad_id = self.bos_id
         self.unk_id = tokenizer.unk_token_id
+        self._mid_prompt: dict[str, tuple[int | None, bool]] = {}
 
     def single_token(self, text: str) -> int | None:
         """The id of `text` when it is exactly one known token, else None."""
         ids = self.tokenizer.encode(text, add_special_tokens=False)
-        if len(ids) != 1 or (self.unk_id is not None and ids[0] == self.unk_id):
-            return None
-        return ids[0]
+        return ids[0] if len(ids) == 1 and self._known(ids[0]) else None
 
     def word_ok(self, word: str) -> bool:
-        """True when the word, with the leading space it has mid-prompt, is one token."""
-        return self.single_token(" " + word) is not None
+        """True when the word after a space mid-prompt is one token (a lone space token before it allowed)."""
+        return self._word(word)[0] is not None
+
+    def opening_ok(self, word: str) -> bool:
+        """True when the word is one token as a prompt's first word, right after the BOS."""
+        ids, offsets = self._encode(word)
+        position = _piece_position(offsets, 0, len(word))
+        return position is not None and self._known(ids[position])
 
     def word_token(self, word: str) -> int:
-        token = self.single_token(" " + word)
+        """The token of `word` mid-prompt (its own token when a space token precedes it)."""
+        token = self._word(word)[0]
         if token is None:
             raise TaskError(f"{word!r} is not a single token for this tokenizer")
         return token
 
+    def spaced_apart(self, word: str) -> bool:
+        """True when, mid-prompt, the space before `word` is a token of its own ("in", " ", "1")."""
+        return self._word(word)[1]
+
     def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
-        encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        return [self.bos_id, *encoded["input_ids"]], [(0, 0), *encoded["offset_mapping"]]
+        """The ids of `text` after one BOS (see the class docstring) and each token's char span."""
+        ids, offsets = self._encode(text)
+        return [self.bos_id, *ids], [(0, 0), *offsets]
 
     def target_tokens(self, word: str) -> tuple[int, ...]:
-        """Tokens that spell `word`: with and without a leading space, each if one token."""
-        found = (self.single_token(" " + word), self.single_token(word))
+        """Tokens that spell `word`: its mid-prompt token and its bare spelling, each if one token."""
+        found = (self._word(word)[0], self.single_token(word))
         return tuple(sorted({t for t in found if t is not None}))
 
     def decode(self, token: int) -> str:
         return self.tokenizer.decode([token])
 
+    def _encode(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        return list(encoded["input_ids"]), [tuple(span) for span in encoded["offset_mapping"]]
+
+    def _known(self, token: int) -> bool:
+        return self.unk_id is None or token != self.unk_id
+
+    def _word(self, word: str) -> tuple[int | None, bool]:
+        """The word's mid-prompt token (None if not one token) and whether a space token precedes it."""
+        if word not in self._mid_prompt:
+            text = f"{WORD_CONTEXT} {word}"
+            ids, offsets = self._encode(text)
+            position = _piece_position(offsets, len(WORD_CONTEXT) + 1, len(text))
+            if position is None or not self._known(ids[position]):
+                self._mid_prompt[word] = (None, False)
+            else:
+                space = (len(WORD_CONTEXT), len(WORD_CONTEXT) + 1)
+                self._mid_prompt[word] = (ids[position], position > 0 and offsets[position - 1] == space)
+        return self._mid_prompt[word]
+
 
 def _bos_id(tokenizer) -> int:
+    """The BOS every prompt starts with: the tokenizer's BOS, else its EOS (TransformerLens's choice)."""
     for candidate in (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id):
         if candidate is not None:
             return int(candidate)
@@ -227,36 +277,104 @@ def _check_context(task: Task, encoded: list[_Encoded], n_ctx: int | None) -> No
         )
 
 
+class FillerCheck:
+    """The word filter a task's generator gets, remembering every filler it refused.
+
+    Calling it asks whether a word is one token mid-prompt (`Tokenization.word_ok`); `at_start`
+    asks the same of a prompt's first word, which has no space before it ("Mary" is not " Mary"
+    in GPT-2). Generators filter their pools with it before drawing any prompt.
+    """
+
+    def __init__(self, tokens: Tokenization) -> None:
+        self.tokens = tokens
+        self.refused: dict[str, None] = {}  # insertion-ordered set of words refused mid-prompt
+
+    def __call__(self, word: str) -> bool:
+        usable = self.tokens.word_ok(word)
+        if not usable:
+            self.refused[word] = None
+        return usable
+
+    def at_start(self, word: str) -> bool:
+        return self.tokens.opening_ok(word)
+
+
+def answer_next(prompt: Prompt, tok: Tokenization) -> Prompt:
+    """The prompt, ending with a space when the answer is spaced apart ("in", " ", "6").
+
+    Then the model's next token at `end` is the answer's own token, as with " 6" in GPT-2.
+    """
+    answer = prompt.answer
+    if prompt.text.endswith(" ") or not tok.word_ok(answer) or not tok.spaced_apart(answer):
+        return prompt
+    return replace(prompt, pieces=(*prompt.pieces, Piece(" ")))
+
+
+@dataclass(frozen=True)
+class _EncodedPair:
+    pair: PromptPair
+    clean: _Encoded
+    corrupted: _Encoded
+
+
+def _encode_pairs(pairs: list[PromptPair], tok: Tokenization) -> list[_EncodedPair]:
+    """The pairs (in order) whose fillers are one token each and whose twins line up."""
+    kept = []
+    for pair in pairs:
+        clean, corrupted = _encode(pair.clean, tok), _encode(pair.corrupted, tok)
+        if _aligned(clean, corrupted):
+            kept.append(_EncodedPair(pair, clean, corrupted))
+    return kept
+
+
+def _generated(task: Task, count: int, seed: int, check: FillerCheck, tok: Tokenization):
+    pairs = task.generate(count, seed, check)
+    return [PromptPair(answer_next(p.clean, tok), answer_next(p.corrupted, tok)) for p in pairs]
+
+
+def _first_encoded(task: Task, n: int, seed: int, check: FillerCheck, tok: Tokenization):
+    """The first `n` pairs that tokenise, generating more (the same seed's stream) while some fail."""
+    count = n
+    for _ in range(TOP_UP_ROUNDS):
+        kept = _encode_pairs(_generated(task, count, seed, check, tok), tok)
+        if len(kept) >= n or not kept:
+            break
+        count *= 2
+    return kept[:n], count
+
+
 def build_dataset(task: Task, tokenizer, n: int, seed: int) -> Dataset:
     """Generate `n` prompt pairs of `task` with `seed` and tokenise them for `tokenizer`.
 
-    A pair whose fillers are not single tokens, or whose corrupted twin does not line up
-    with the clean prompt token for token, is dropped and counted in `dropped`.
+    The task's fillers are first filtered against the tokenizer (those refused are listed in
+    `unusable_fillers`); a pair that still fails (a filler merged with its neighbour, a twin
+    that does not line up token for token) is replaced by further prompts of the same seed,
+    up to 2**(TOP_UP_ROUNDS - 1) times `n` generated. `dropped` counts the prompts short of `n`.
+    A prompt whose answer is spaced apart ends with that space (`answer_next`).
     """
     if n < 1:
-        raise TaskError(f"--n must be at least 1, got {n}")
+        raise TaskError(f"n={n}: give at least 1 prompt")
     tok = tokenizer if isinstance(tokenizer, Tokenization) else Tokenization(tokenizer)
-    pairs = task.generate(n, seed, tok.word_ok)
-    return dataset_from_pairs(task, pairs, tok)
+    check = FillerCheck(tok)
+    encoded, tried = _first_encoded(task, n, seed, check, tok)
+    dataset = _dataset(task, encoded, tok, tried, n - len(encoded))
+    return replace(dataset, unusable_fillers=tuple(check.refused))
 
 
 def dataset_from_pairs(task: Task, pairs: list[PromptPair], tok: Tokenization) -> Dataset:
     """Tokenise given prompt pairs (kept in order) into a Dataset with its corrupted twin."""
-    kept, clean_enc, corrupt_enc = [], [], []
-    for pair in pairs:
-        clean, corrupted = _encode(pair.clean, tok), _encode(pair.corrupted, tok)
-        if _aligned(clean, corrupted):
-            kept.append(pair)
-            clean_enc.append(clean)
-            corrupt_enc.append(corrupted)
-    if not kept:
+    encoded = _encode_pairs(pairs, tok)
+    return _dataset(task, encoded, tok, len(pairs), len(pairs) - len(encoded))
+
+
+def _dataset(task: Task, encoded: list[_EncodedPair], tok: Tokenization, tried: int, dropped: int):
+    if not encoded:
         raise TaskError(
-            f"task {task.name}: none of its {len(pairs)} prompts tokenise with every filler "
+            f"task {task.name}: none of its {tried} prompts tokenise with every filler "
             "as one token; check the fillers against the model's vocabulary"
         )
+    clean_enc, corrupt_enc = [e.clean for e in encoded], [e.corrupted for e in encoded]
     _check_context(task, clean_enc + corrupt_enc, tok.n_ctx)
-    dropped = len(pairs) - len(kept)
-    twin = Dataset(**_assemble(task, [p.corrupted for p in kept], corrupt_enc, tok))
-    return Dataset(
-        **_assemble(task, [p.clean for p in kept], clean_enc, tok), corrupted=twin, dropped=dropped
-    )
+    twin = Dataset(**_assemble(task, [e.pair.corrupted for e in encoded], corrupt_enc, tok))
+    clean = _assemble(task, [e.pair.clean for e in encoded], clean_enc, tok)
+    return Dataset(**clean, corrupted=twin, dropped=dropped)
