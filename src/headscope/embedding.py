@@ -5,8 +5,10 @@ Three kinds (methods.md §2), each run through the model's own forward code:
 - `context`: `blocks.0.hook_resid_post` at each keyword's position in its real prompt
   (from the capture); every keyword instance is its own vector.
 - `token`: `W_E[t] + MLP_0(LN2_0(W_E[t]))` — no position, no attention. Computed by
-  running the token alone with the positional embedding and block 0's attention output
-  zeroed by hooks, once per distinct token.
+  running the token alone with the learned positional embedding (where the model has one)
+  and block 0's attention output zeroed by hooks, once per distinct token; so the embedding
+  is whatever the model's own embedding does (Gemma's sqrt(d_model) scale, BLOOM's norm), and
+  MLP0 reads what it reads in that block (a parallel block's MLP reads the block input).
 - `block0`: block 0 applied to the token alone: the one-token sequence `[t]` at
   position 0, with no BOS in front (so block 0's attention can only attend to `t`
   itself and no other token leaks in), `W_pos[0]` included. Once per distinct token.
@@ -64,7 +66,10 @@ def context_vectors(model: Model, dataset: Dataset, taken: Capture | None = None
 def token_vectors(model: Model, tokens: Int[Tensor, "token"]) -> Float[Tensor, "token d_model"]:
     """`W_E[t] + MLP_0(LN2_0(W_E[t]))` for each token (no position, no attention)."""
     zero = lambda act, hook: torch.zeros_like(act)  # noqa: E731
-    return _block0_alone(model, tokens, [("hook_pos_embed", zero), ("blocks.0.hook_attn_out", zero)])
+    hooks = [("blocks.0.hook_attn_out", zero)]
+    if model.arch.positional == "learned":
+        hooks.append(("hook_pos_embed", zero))
+    return _block0_alone(model, tokens, hooks)
 
 
 def block0_vectors(model: Model, tokens: Int[Tensor, "token"]) -> Float[Tensor, "token d_model"]:

@@ -9,8 +9,19 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from headscope.models.checks import ModelError, check_model_dir, first_line, weight_files
-from headscope.models.weights import Weights, weights_from_bridge
+import torch
+from torch import Tensor
+
+from headscope.models.architecture import Architecture, architecture_of
+from headscope.models.checks import (
+    ModelError,
+    check_model_dir,
+    check_tokenizer,
+    first_line,
+    local_model_dir,
+    weight_files,
+)
+from headscope.models.weights import Weights, check_weights, weights_from_bridge
 from headscope.tasks.dataset import Tokenization
 
 __all__ = ["Model", "ModelError", "ModelIdentity", "check_model_dir", "load_model", "resolve"]
@@ -40,12 +51,17 @@ class ModelIdentity:
 
 @dataclass(frozen=True)
 class Model:
-    """A TransformerLens bridge with its tokenizer, weights and identity."""
+    """A TransformerLens bridge with its tokenizer, weights, identity and architecture record."""
 
     bridge: object
     tokens: Tokenization
     weights: Weights
     identity: ModelIdentity
+
+    @property
+    def arch(self) -> Architecture:
+        """What headscope assumes about this model's architecture (models/architecture.py)."""
+        return self.weights.arch
 
     @property
     def n_layers(self) -> int:
@@ -117,12 +133,8 @@ def resolve(spec: str) -> tuple[str, Path | None]:
         if not (ORGANISM_DIR / "config.json").is_file():
             raise ModelError("the bundled organism is missing from this install; reinstall headscope")
         return "organism", ORGANISM_DIR
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        return "local", path
-    if path.exists() or spec.startswith((".", "/", "~")):
-        raise ModelError(f"--model {spec}: no such directory; give a Hugging Face model directory")
-    return "hub", None
+    path = local_model_dir(spec)  # a file, a symlink loop or a missing path is a ModelError
+    return ("local", path) if path is not None else ("hub", None)
 
 
 def _boot(name_or_path: str, device: str):
@@ -139,16 +151,15 @@ def _boot_hub(name: str, device: str):
         return _boot(name, device)
     if not hub_reachable():
         raise ModelError(
-            f"cannot load model {name!r}: it is no local directory, and the model hub is not reachable "
-            "(no network) to download it; pass a local Hugging Face-format directory with --model PATH, "
-            "or --model organism"
+            f"model={name!r}: it is no local directory, and the model hub is not reachable "
+            "(no network) to download it; give a local Hugging Face-format directory, or 'organism'"
         )
     try:
         return _boot(name, device)
     except Exception as error:  # a name the hub does not know, a dropped connection, ...
         raise ModelError(
-            f"cannot download {name!r}: {first_line(error)}; check the name, or pass a local "
-            "Hugging Face-format directory with --model PATH"
+            f"model={name!r}: cannot download it ({first_line(error)}); check the name, or give a local "
+            "Hugging Face-format directory"
         ) from error
 
 
@@ -175,6 +186,7 @@ def _boot_local(directory: Path, device: str):
 
 def _wrap(spec: str, source: str, directory: Path | None, bridge) -> Model:
     cfg = bridge.cfg
+    check_tokenizer(bridge.tokenizer, cfg.d_vocab, str(directory) if directory is not None else repr(spec))
     files = weight_files(directory) if directory is not None else []
     identity = ModelIdentity(
         name=spec,
@@ -187,4 +199,12 @@ def _wrap(spec: str, source: str, directory: Path | None, bridge) -> Model:
         d_vocab=cfg.d_vocab,
         n_ctx=cfg.n_ctx,
     )
-    return Model(bridge, Tokenization(bridge.tokenizer, cfg.n_ctx), weights_from_bridge(bridge), identity)
+    weights = weights_from_bridge(bridge, architecture_of(bridge))
+    check_weights(bridge, weights, _check_tokens(cfg.d_vocab, bridge.W_E.device))
+    return Model(bridge, Tokenization(bridge.tokenizer, cfg.n_ctx), weights, identity)
+
+
+def _check_tokens(d_vocab: int, device) -> Tensor:
+    """A few fixed token ids [1, pos] for the load-time check of the weights' reading."""
+    generator = torch.Generator().manual_seed(0)
+    return torch.randint(0, d_vocab, (1, 6), generator=generator).to(device)

@@ -20,6 +20,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from headscope.capture import Capture, Needs
+from headscope.errors import HeadscopeError
 from headscope.models.weights import Weights
 from headscope.tasks.dataset import Dataset
 
@@ -45,6 +46,13 @@ def constant_term(weights: Weights, dataset: Dataset) -> Float[Tensor, "batch"]:
     return direction @ weights.lnf_b + weights.b_U[dataset.answers] - weights.b_U[dataset.contrasts]
 
 
+def check_dla_defined(weights: Weights) -> None:
+    """A HeadscopeError where the logit difference is no sum of component terms (post-norms, soft-capping)."""
+    refusal = weights.arch.dla_refusal if weights.arch is not None else None
+    if refusal is not None:
+        raise HeadscopeError(refusal)
+
+
 def component_names(n_layers: int, n_heads: int) -> list[str]:
     """'embed', then per layer its heads 'l.h' and 'mlpl', then 'bias' — the column order."""
     names = ["embed"]
@@ -59,7 +67,9 @@ def attribution_per_prompt(
     """Every component's direct contribution to each prompt's logit difference.
 
     Columns follow `component_names`; each row sums to the prompt's logit difference.
+    Refused (one line naming the architecture and the reason) where no such sum exists.
     """
+    check_dla_defined(weights)
     z_end, scale_end = capture.require("z_end", READER), capture.require("scale_end", READER)
     u = logit_direction(weights, dataset) / scale_end[:, None]  # [batch, d_model]
     results = torch.einsum("blhe,lhed->blhd", z_end, weights.W_O)  # [batch, layer, head, d_model]

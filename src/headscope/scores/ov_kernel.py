@@ -5,6 +5,10 @@ For head l.h, a residual row x and a sign s (methods.md §2):
     v     = LN_l(x) W_V + b_V
     co    = v W_O C                      (C centres the row; identity for RMS norm)
     sigma = sqrt(mean(co^2) + eps)       (the final norm's statistics, on o alone)
+
+(Where the model normalises the attention output first — Gemma 2/3 — `W_O C` becomes
+`W_O C diag(g_post) C` and sigma the product of both norms' scales, each on o alone:
+still a per-row scalar, so everything below holds.)
     logits(s) = s (co / sigma) diag(g_f) W_U + (b_f W_U + b_U)
 
 so `logits(+1) = a M_h + c` with `a = v / sigma` ([d_head]), `M_h = W_O C diag(g_f) W_U`
@@ -41,7 +45,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from headscope.models.weights import Weights, normalize
+from headscope.models.weights import Weights, centred, head_output_map, normalize
 from headscope.scores.ov_fused import fused
 
 # Below this vocabulary the torch counts cost little: skip building the C++ counter (a
@@ -88,25 +92,39 @@ def readout(weights: Weights, dtype: torch.dtype) -> Readout:
 
 @dataclass(frozen=True)
 class Circuits:
-    """The chosen heads' OV circuits up to the logits, stacked in the order of `heads`."""
+    """The chosen heads' OV circuits up to the logits, stacked in the order of `heads`.
+
+    `W_Oc` is what z writes up to the final norm's statistics (`head_output_map`); where the
+    model normalises the attention output first (Gemma 2/3), `pre_gram` is the gram matrix of
+    `W_O` (centred for LayerNorm), from which that norm's own statistics on `o` are taken.
+    """
 
     heads: list[tuple[int, int]]
     W_Oc: Float[Tensor, "head d_head d_model"]
     gram: Float[Tensor, "head d_head d_head"]
+    pre_gram: Float[Tensor, "head d_head d_head"] | None
     dtype: torch.dtype
 
 
 def circuits(weights: Weights, heads: list[tuple[int, int]], dtype: torch.dtype) -> Circuits:
     layers, index = torch.tensor([la for la, _ in heads]), torch.tensor([h for _, h in heads])
-    W_O = weights.W_O[layers, index].to(dtype)  # [head, d_head, d_model]
-    W_Oc = W_O - W_O.mean(-1, keepdim=True) if weights.normalization == "LN" else W_O
-    return Circuits(heads, W_Oc.contiguous(), W_Oc @ W_Oc.transpose(1, 2), dtype)
+    W_Oc = head_output_map(weights, layers, index).to(dtype)  # [head, d_head, d_model]
+    pre_gram = None
+    if weights.attn_out_w is not None:
+        W_O = centred(weights.W_O[layers, index].to(dtype), weights.normalization)
+        pre_gram = W_O @ W_O.transpose(1, 2)  # [head, d_head, d_head]
+    return Circuits(heads, W_Oc.contiguous(), W_Oc @ W_Oc.transpose(1, 2), pre_gram, dtype)
+
+
+def _quadratic(v: Float[Tensor, "row d_head"], gram: Float[Tensor, "d_head d_head"]) -> Tensor:
+    return ((v @ gram) * v).sum(-1)  # |v W|^2 = v G v^T, per row
 
 
 def head_factors(
     weights: Weights, circ: Circuits, x: Float[Tensor, "row d_model"]
 ) -> Float[Tensor, "head row d_head"]:
-    """`a = v / sigma` of every head and row."""
+    """`a = v / sigma` of every head and row; sigma is the product of the scales of every norm
+    between the head and the logits, each computed on `o` alone."""
     w, dtype = weights, circ.dtype
     normed: dict[int, Tensor] = {}
     out = torch.empty(len(circ.heads), x.shape[0], w.d_head, dtype=dtype)
@@ -115,7 +133,10 @@ def head_factors(
             ln_w, ln_b = w.ln1_w[layer].to(dtype), w.ln1_b[layer].to(dtype)
             normed[layer] = normalize(x.to(dtype), ln_w, ln_b, w.eps, w.normalization)
         v = torch.addmm(w.b_V[layer, head].to(dtype), normed[layer], w.W_V[layer, head].to(dtype))
-        sigma = (((v @ circ.gram[i]) * v).sum(-1) / w.d_model + w.eps).sqrt()  # |co|^2 = v G v^T
+        pre = 1.0
+        if circ.pre_gram is not None:  # the attention output norm's scale of o
+            pre = (_quadratic(v, circ.pre_gram[i]) / w.d_model + w.eps).sqrt()
+        sigma = (_quadratic(v, circ.gram[i]) / (pre * pre * w.d_model) + w.eps).sqrt() * pre
         out[i] = v / sigma[:, None]
     return out
 

@@ -8,7 +8,10 @@ site) and exists to check the fast path and to time it against.
 The fast path, which changes no number:
 - a head of layer `l` is replaced in a run that starts at block `l` from the clean residual
   `blocks.l.hook_resid_pre`; an MLP of layer `l` starts at block `l + 1` from
-  `hook_resid_mid + value` (the very sum the block itself would form);
+  `hook_resid_mid + value` (the very sum the block itself would form) where the block is
+  sequential, and at block `l` with `hook_mlp_out` replaced where it is parallel (its MLP
+  reads the block input, so there is no `hook_resid_mid` to resume from);
+- the logits get the model's own output transform (Gemma 2's soft-capping);
 - several heads of one layer go through one pass as copies stacked along the batch;
 - the final layer norm and the unembedding run on the `end` rows only.
 """
@@ -172,7 +175,7 @@ class Cached:
     """The base run of one batch: what the resumed runs start from."""
 
     pre: Float[Tensor, "layer batch pos d_model"]
-    mid: Float[Tensor, "layer batch pos d_model"]
+    mid: Float[Tensor, "layer batch pos d_model"] | None  # None for parallel blocks
     mlp: Float[Tensor, "layer batch pos d_model"]
     logits: Float[Tensor, "batch pos d_vocab"]
 
@@ -183,16 +186,20 @@ class Resumer:
     def __init__(self, bridge) -> None:
         self.bridge = bridge
         self.n_layers = len(bridge.blocks)
+        self.sequential = "blocks.0.hook_resid_mid" in bridge.hook_dict  # parallel blocks have none
         self.call_args: tuple = ()
         self.call_kwargs: dict = {}
+        self.base_rows = 1  # prompts in the clean pass the call arguments were recorded from
 
     def clean_pass(self, tokens: Int[Tensor, "batch pos"]) -> Cached:
         """The base run's residuals and MLP outputs at every layer, and its logits."""
         kept: dict[str, list[Tensor]] = {"pre": [], "mid": [], "mlp": []}
+        names = (("pre", "hook_resid_pre"), ("mlp", "hook_mlp_out"))
+        names += (("mid", "hook_resid_mid"),) if self.sequential else ()
         hooks = [
             (f"blocks.{layer}.{name}", lambda a, hook, key=key: kept[key].append(a))
             for layer in range(self.n_layers)
-            for key, name in (("pre", "hook_resid_pre"), ("mid", "hook_resid_mid"), ("mlp", "hook_mlp_out"))
+            for key, name in names
         ]
         handle = self.bridge.blocks[0].register_forward_pre_hook(self._record, with_kwargs=True)
         try:
@@ -200,10 +207,12 @@ class Resumer:
                 logits = self.bridge.run_with_hooks(tokens.to(self.bridge.cfg.device), fwd_hooks=hooks)
         finally:
             handle.remove()
-        return Cached(torch.stack(kept["pre"]), torch.stack(kept["mid"]), torch.stack(kept["mlp"]), logits)
+        mid = torch.stack(kept["mid"]) if self.sequential else None
+        return Cached(torch.stack(kept["pre"]), mid, torch.stack(kept["mlp"]), logits)
 
     def _record(self, module, args: tuple, kwargs: dict) -> None:
         """Keep what the model passes a block besides the residual (positions, masks)."""
+        self.base_rows = int(args[0].shape[0]) if args else int(kwargs["hidden_states"].shape[0])
         self.call_args = tuple(None if _is_cache(a) else a for a in args[1:])
         self.call_kwargs = {k: (None if _is_cache(v) else v) for k, v in kwargs.items()}
         if "use_cache" in self.call_kwargs:
@@ -219,23 +228,26 @@ class Resumer:
         """Logits at `end` after blocks start.. on `resid`, with `hooks` active."""
         with torch.no_grad(), self.bridge.hooks(fwd_hooks=hooks):
             for layer in range(start, self.n_layers):
-                args, kwargs = _expanded(self.call_args, self.call_kwargs, resid.shape[0])
+                args, kwargs = _expanded(self.call_args, self.call_kwargs, resid.shape[0] // self.base_rows)
                 out = self.bridge.blocks[layer](resid, *args, **kwargs)
                 resid = out[0] if isinstance(out, tuple) else out
             final = self.bridge.ln_final(rows_at(resid, end)[:, None])  # [rows, 1, d_model]
-            return self.bridge.unembed(final)[:, 0]
+            return self.bridge.adapter.apply_output_logits_transform(self.bridge.unembed(final))[:, 0]
 
 
 def _is_cache(value) -> bool:
     return type(value).__name__.endswith("Cache")
 
 
-def _expanded(args: tuple, kwargs: dict, rows: int) -> tuple[tuple, dict]:
-    """Per-prompt tensors (e.g. an attention mask) repeated for stacked copies."""
+def _expanded(args: tuple, kwargs: dict, copies: int) -> tuple[tuple, dict]:
+    """Per-prompt tensors repeated for `copies` stacked copies of the batch (copy-major): an
+    attention mask [batch, ...], rotary (cos, sin) [batch, ...], ALiBi [batch * head, ...]."""
 
     def grow(value):
-        if isinstance(value, Tensor) and value.ndim > 1 and 1 < value.shape[0] < rows:
-            return value.repeat(rows // value.shape[0], *[1] * (value.ndim - 1))
+        if isinstance(value, tuple):
+            return tuple(grow(v) for v in value)
+        if isinstance(value, Tensor) and value.ndim > 1 and value.shape[0] > 1 and copies > 1:
+            return value.repeat(copies, *[1] * (value.ndim - 1))
         return value
 
     return tuple(grow(a) for a in args), {k: grow(v) for k, v in kwargs.items()}
@@ -307,8 +319,12 @@ def _batch_sums(resumer: Resumer, cached: Cached, values: Values, batch: Batch, 
 
 
 def mlp_site_metric(resumer: Resumer, cached: Cached, site: Site, values: Values, batch: Batch) -> Tensor:
-    """Metric per prompt with one MLP replaced: resume at the next block from resid_mid + mlp_out."""
+    """Metric per prompt with one MLP replaced: resume at the next block from resid_mid + mlp_out,
+    or, in a parallel block, at the block itself with its MLP output replaced by a hook."""
     mlp_out = replace_mlp(cached.mlp[site.layer], values.mlp[site.layer], site_mask(site, batch))
+    if cached.mid is None:
+        hook = (mlp_hook(site.layer), lambda act, hook: mlp_out.to(act))
+        return end_metric(resumer.run(cached.pre[site.layer], site.layer, batch.end, [hook]), batch)
     resid = cached.mid[site.layer] + mlp_out  # the sum the block itself forms
     return end_metric(resumer.run(resid, site.layer + 1, batch.end, []), batch)
 

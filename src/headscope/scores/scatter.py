@@ -39,7 +39,9 @@ def default_roles(dataset: Dataset) -> list[str]:
         groups = [g for g, members in task.role_groups.items() if task.contrast_role in members]
         roles.append(groups[0] if groups else task.contrast_role)
     if not roles:
-        raise TaskError(f"task {task.name} has no answer or contrast role in its prompts; pass --roles")
+        raise TaskError(
+            f"roles=None: task {task.name} has no answer or contrast role in its prompts; name the roles"
+        )
     return roles
 
 

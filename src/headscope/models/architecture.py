@@ -1,0 +1,131 @@
+"""What headscope assumes about a model's architecture, in one place.
+
+Every stage that needs to know how a family differs from GPT-2 reads an `Architecture`
+record; none of them tests a family's name. The record is derived once, at load, from the
+Hugging Face config and the TransformerLens bridge built on it:
+
+| field | what it says | GPT-2 | Llama | Gemma 2 | Pythia | BLOOM |
+|---|---|---|---|---|---|---|
+| positional | learned absolute, rotary, ALiBi, none | learned | rotary | rotary | rotary (part) | alibi |
+| norm | LayerNorm (centre, scale) or RMSNorm (scale) | LN | RMS | RMS | LN | LN |
+| gain_offset | the norm multiplies by `offset + w` | 0 | 0 | 1 | 0 | 0 |
+| attn_out_norm | a norm on the attention output before the residual | no | no | yes | no | no |
+| mlp_out_norm | a norm on the MLP output before the residual | no | no | yes | no | no |
+| parallel | attention and MLP both read the block input | no | no | no | yes | no |
+| embedding_norm | a norm right after the token embedding | no | no | no | no | yes |
+| embedding_scale | the embedding is multiplied by this | 1 | 1 | sqrt(d) | 1 | 1 |
+| n_kv_heads | key/value heads (query head h reads group h // (H / n_kv)) | H | H_kv | H_kv | H | H |
+| logit_softcap | logits = cap * tanh(logits / cap) | - | - | 30 | - | - |
+| tied_unembedding | W_U is W_E transposed | yes | no* | yes | no | yes |
+
+(* as the checkpoint's config says.) A missing bias is a zero. The few facts no config
+states (Gemma's `1 + w` gain, its `sqrt(d_model)` embedding scale) are in `FAMILY_FACTS`;
+`models.weights.check_weights` then checks the record against the model's own forward pass,
+so a family whose modules behave otherwise is refused instead of scored wrongly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+Positional = Literal["learned", "rotary", "alibi", "none"]
+NormKind = Literal["LN", "RMS"]
+EmbeddingScale = Literal["none", "sqrt_d_model"]
+
+_POSITIONAL: dict[str, Positional] = {"standard": "learned", "rotary": "rotary", "alibi": "alibi"}
+
+
+@dataclass(frozen=True)
+class FamilyFacts:
+    """What a family does that its config does not state."""
+
+    gain_offset: float = 0.0
+    embedding_scale: EmbeddingScale = "none"
+
+
+_GEMMA = FamilyFacts(gain_offset=1.0, embedding_scale="sqrt_d_model")
+FAMILY_FACTS: dict[str, FamilyFacts] = {
+    "gemma": _GEMMA,
+    "gemma2": _GEMMA,
+    "gemma3": _GEMMA,
+    "gemma3_text": _GEMMA,
+}
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """The facts every score needs about a model's architecture (see the module docstring)."""
+
+    family: str
+    positional: Positional
+    norm: NormKind
+    gain_offset: float
+    attn_out_norm: bool
+    mlp_out_norm: bool
+    parallel: bool
+    embedding_norm: bool
+    embedding_scale: float
+    n_heads: int
+    n_kv_heads: int
+    logit_softcap: float | None
+    tied_unembedding: bool
+
+    @property
+    def group_size(self) -> int:
+        """Query heads per key/value head."""
+        return self.n_heads // self.n_kv_heads
+
+    def kv_head(self, head: int) -> int:
+        """The key/value group query head `head` reads (Hugging Face's repeat_kv)."""
+        return head // self.group_size
+
+    @property
+    def dla_refusal(self) -> str | None:
+        """Why direct logit attribution is no sum of component terms here, or None where it is."""
+        if self.attn_out_norm or self.mlp_out_norm:
+            return (
+                f"direct logit attribution is not defined for {self.family}: a norm acts on the attention "
+                "and MLP outputs before they reach the residual stream, so the logit difference is no sum "
+                "of head and MLP terms"
+            )
+        if self.logit_softcap is not None:
+            return (
+                f"direct logit attribution is not defined for {self.family}: the logits are soft-capped "
+                f"(cap * tanh(logit / cap), cap {self.logit_softcap:g}), so the logit difference is no sum "
+                "of component terms"
+            )
+        return None
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def _softcap(value) -> float | None:
+    return float(value) if value is not None and float(value) > 0 else None
+
+
+def architecture_of(bridge) -> Architecture:
+    """The record of a TransformerLens bridge, from its config, its modules and its HF config."""
+    cfg = bridge.cfg
+    hf = bridge.original_model.config
+    family = str(getattr(hf, "model_type", "unknown"))
+    facts = FAMILY_FACTS.get(family, FamilyFacts())
+    block = bridge.blocks[0]
+    n_kv = getattr(cfg, "n_key_value_heads", None) or cfg.n_heads
+    return Architecture(
+        family=family,
+        positional=_POSITIONAL.get(str(cfg.positional_embedding_type), "none"),
+        norm="RMS" if str(cfg.normalization_type).startswith("RMS") else "LN",
+        gain_offset=facts.gain_offset,
+        attn_out_norm=hasattr(block, "ln1_post"),
+        mlp_out_norm=hasattr(block, "ln2_post"),
+        parallel=bool(getattr(cfg, "parallel_attn_mlp", False)),
+        embedding_norm=hasattr(bridge, "embed_ln"),
+        embedding_scale=math.sqrt(cfg.d_model) if facts.embedding_scale == "sqrt_d_model" else 1.0,
+        n_heads=int(cfg.n_heads),
+        n_kv_heads=int(n_kv),
+        logit_softcap=_softcap(getattr(cfg, "output_logits_soft_cap", None)),
+        tied_unembedding=bool(getattr(hf, "tie_word_embeddings", False)),
+    )
