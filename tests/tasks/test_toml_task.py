@@ -132,6 +132,24 @@ def test_copy_answer_names_its_role(tmp_path, words_model):
     assert data.keywords.words.count(data.prompts[0].answer) >= 1
 
 
+def test_keywords_default_to_the_answer_and_contrast_slots(tmp_path):
+    """Left out, keywords are what the answer and contrast come from: the file MINIMAL spells out."""
+    explicit = load_task_file(write(tmp_path, MINIMAL, "explicit.toml"))
+    implicit = load_task_file(write(tmp_path, MINIMAL.replace('keywords = ["IO", "S"]', ""), "implicit.toml"))
+    assert implicit.keyword_roles == explicit.keyword_roles == ("IO", "S1", "S2")
+    assert implicit.relations == ("copy",)
+
+
+def test_relations_default_to_copy_and_the_answers_relation(tmp_path):
+    """capitals.toml without its keywords and relations lines: COUNTRY scored on copy and capital."""
+    text = (EXAMPLES / "capitals.toml").read_text()
+    kept = [line for line in text.splitlines() if not line.startswith(("keywords", "relations"))]
+    assert len(kept) == len(text.splitlines()) - 2
+    task = load_task_file(write(tmp_path, "\n".join(kept) + "\n"))
+    assert task.relations == ("copy", "capital")
+    assert set(task.keyword_roles) == {"COUNTRY"}
+
+
 # ---- validation: one clear TaskError per problem ---------------------------------------------
 
 
@@ -184,6 +202,10 @@ BAD_FILES = {
         "templates must be a list",
     ),
     "multi-word filler": (MINIMAL.replace('"Anne"', '"Anne Marie"'), "fillers must be single words"),
+    "empty keywords": (
+        MINIMAL.replace('["IO", "S"]', "[]"),
+        "keywords is empty, so the OV scores have no tokens",
+    ),
 }
 
 

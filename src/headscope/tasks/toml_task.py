@@ -7,8 +7,10 @@ The schema (README "User tasks (TOML)" has a worked example):
     templates = ["The capital of {COUNTRY} is"]
     answer = { slot = "COUNTRY", relation = "capital" }   # or answer = "IO" (copy a slot)
     contrast = "S"                          # optional, same forms as answer
-    keywords = ["COUNTRY"]                  # slots whose tokens the OV scores use
-    relations = ["copy", "capital"]         # copy, next, prev, or a [mappings] name
+    keywords = ["COUNTRY"]                  # slots whose tokens the OV scores use (default:
+                                            #   the answer's and the contrast's slots)
+    relations = ["copy", "capital"]         # copy, next, prev, or a [mappings] name (default: copy
+                                            #   and the relations of the answer and contrast)
     corrupt = ["COUNTRY"]                   # slots (or roles like S2) resampled in the twin
     [slots]
     COUNTRY = ["France", "Japan"]
@@ -125,16 +127,20 @@ def parse_task_file(path: Path, data: dict) -> TaskFile:
     for key in ("templates", "slots", "answer"):
         if key not in data:
             raise fail(f"no {key!r}; {_REQUIRED_HELP[key]}")
+    answer = _derived(data["answer"], "answer", fail)
+    contrast = _derived(data["contrast"], "contrast", fail) if "contrast" in data else None
     return TaskFile(
         path=path,
         name=_string(data.get("name", path.stem), "name", fail),
         description=_string(data.get("description", f"user task from {path.name}"), "description", fail),
         templates=tuple(_strings(data["templates"], "templates", fail)),
         slots=_slots(data["slots"], fail),
-        answer=_derived(data["answer"], "answer", fail),
-        contrast=_derived(data["contrast"], "contrast", fail) if "contrast" in data else None,
-        keywords=tuple(_strings(data.get("keywords", []), "keywords", fail, allow_empty=True)),
-        relations=tuple(_strings(data.get("relations", ["copy"]), "relations", fail)),
+        answer=answer,
+        contrast=contrast,
+        keywords=_keywords(data, answer, contrast, fail),
+        relations=tuple(
+            _strings(data.get("relations", _default_relations(answer, contrast)), "relations", fail)
+        ),
         corrupt=tuple(_strings(data["corrupt"], "corrupt", fail)) if "corrupt" in data else (),
         families=_families(data.get("families", {}), fail),
         mappings=_mappings(data.get("mappings", {}), fail),
@@ -150,16 +156,33 @@ _REQUIRED_HELP = {
 Fail = Callable[[str], TaskError]
 
 
+def _keywords(data: dict, answer: Derived, contrast: Derived | None, fail: Fail) -> tuple[str, ...]:
+    """The keyword slots: as given, or by default the answer's and the contrast's slots."""
+    if "keywords" not in data:
+        return tuple(dict.fromkeys(d.slot for d in (answer, contrast) if d is not None))
+    if data["keywords"] == []:
+        raise fail(
+            "keywords is empty, so the OV scores have no tokens; name slots, or leave keywords out "
+            "to score the answer's and the contrast's slots"
+        )
+    return tuple(_strings(data["keywords"], "keywords", fail))
+
+
+def _default_relations(answer: Derived, contrast: Derived | None) -> list[str]:
+    """copy, and the relations that give the answer and the contrast (a mapping, next, prev)."""
+    return list(dict.fromkeys(["copy", *(d.relation for d in (answer, contrast) if d is not None)]))
+
+
 def _string(value, what: str, fail: Fail) -> str:
     if not isinstance(value, str):
         raise fail(f"{what} must be a string, got {value!r}")
     return value
 
 
-def _strings(value, what: str, fail: Fail, allow_empty: bool = False) -> list[str]:
+def _strings(value, what: str, fail: Fail) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
         raise fail(f"{what} must be a list of non-empty strings, got {value!r}")
-    if not value and not allow_empty:
+    if not value:
         raise fail(f"{what} is empty; give at least one")
     return [v.strip() if what != "templates" else v for v in value]
 
