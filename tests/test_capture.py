@@ -1,8 +1,10 @@
 """capture(): batched, reduced activations equal a full run_with_cache, however it is batched."""
 
+import pytest
 import torch
 
-from headscope.capture import Needs, capture
+from headscope.capture import CaptureError, Needs, capture
+from headscope.scores import attention, attribution, evaluate, scatter
 from headscope.tasks.builtin import builtin_tasks
 from headscope.tasks.dataset import build_dataset
 
@@ -50,3 +52,27 @@ def test_reduced_activations_equal_the_full_cache(tiny_model):
     resid0 = cache["blocks.0.hook_resid_post"][kw.batch, kw.position]
     torch.testing.assert_close(kept.resid0_keywords, resid0, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(kept.logits_end, logits[rows, end], atol=1e-4, rtol=1e-4)
+
+
+READERS = {
+    "role_attention reads capture.pattern_roles": lambda m, d, c: attention.role_attention(d, c),
+    "head_detectors reads capture.pattern_full": lambda m, d, c: attention.head_detectors(d, c),
+    "scatter_points reads capture.pattern_end": lambda m, d, c: scatter.scatter_points(
+        m.weights, d, c, (0, 0), ["IO"]
+    ),
+    "direct_logit_attribution reads capture.z_end": lambda m, d, c: attribution.direct_logit_attribution(
+        m.weights, d, c
+    ),
+    "evaluate reads capture.logits_end": lambda m, d, c: evaluate.evaluate(d, c),
+}
+
+
+@pytest.mark.parametrize("expected", list(READERS))
+def test_a_score_given_a_capture_without_its_field_names_the_field_and_the_flag(tiny_model, expected):
+    dataset = build_dataset(builtin_tasks()["ioi"], tiny_model.tokens, 4, seed=0)
+    bare = capture(tiny_model, dataset, Needs(logits_end=False))  # a plain pass keeping nothing
+    field = expected.split("capture.")[1]
+    with pytest.raises(CaptureError) as error:
+        READERS[expected](tiny_model, dataset, bare)
+    assert str(error.value).startswith(expected)
+    assert f"Needs({field}=True)" in str(error.value)
