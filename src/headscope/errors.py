@@ -27,4 +27,7 @@ class HeadscopeError(ValueError):
         argument = self.argument
         if argument is None or argument not in flags:
             return str(self)
-        return f"{flags[argument]} {str(self)[len(argument) + 1 :]}"
+        rest = str(self)[len(argument) + 1 :]
+        if rest.startswith("None:"):  # the argument was left out: 'roles=None: ...'
+            return f"{flags[argument]} not given:{rest[len('None:') :]}"
+        return f"{flags[argument]} {rest}"

@@ -68,6 +68,19 @@ def _config_not_json(d: Path) -> None:
     (d / "config.json").write_text("{ this is not json")
 
 
+def _no_tokenizer(d: Path) -> None:
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (d / name).unlink(missing_ok=True)
+
+
+def _larger_tokenizer(d: Path) -> None:
+    """The tiny model's 203 words plus 6 more: 210 tokens for 204 embedding rows."""
+    from headscope.models.organism.tokenizer import word_level_tokenizer
+
+    words = list(json.loads((d / "tokenizer.json").read_text())["model"]["vocab"])[1:]
+    word_level_tokenizer([*words, *(f"extra{i}" for i in range(6))]).save_pretrained(d)
+
+
 def _pickle_only(d: Path) -> None:
     _weights(d).unlink()
     (d / "pytorch_model.bin").write_bytes(b"pickle")
@@ -84,6 +97,11 @@ BAD_DIRECTORIES = {
     "no config": (_no_config, "has no config.json"),
     "config not json": (_config_not_json, "config.json cannot be used"),
     "pickle only": (_pickle_only, "holds only a pickle checkpoint (pytorch_model.bin)"),
+    "no tokenizer": (_no_tokenizer, "has no tokenizer (no tokenizer.json or vocab files"),
+    "tokenizer larger than the embedding": (
+        _larger_tokenizer,
+        "has 210 tokens but the embedding only 204 rows",
+    ),
 }
 
 
@@ -131,7 +149,8 @@ def test_hub_name_without_network_fails_fast(monkeypatch):
     with pytest.raises(ModelError) as caught:
         load_model("some-org/some-model")
     assert "model hub is not reachable" in str(caught.value)
-    assert "--model PATH" in str(caught.value)
+    assert str(caught.value).startswith("model='some-org/some-model': ")  # the Python argument
+    assert "--" not in str(caught.value)
 
 
 def test_hub_probe_never_hangs(monkeypatch):
@@ -154,13 +173,33 @@ def test_failed_download_is_one_line(monkeypatch):
     monkeypatch.setattr(loading, "_boot", refuse)
     with pytest.raises(ModelError) as caught:
         load_model("some-org/some-model")
-    assert "cannot download 'some-org/some-model'" in str(caught.value)
+    assert "model='some-org/some-model': cannot download it" in str(caught.value)
     assert "\n" not in str(caught.value)
 
 
 def test_missing_path_is_not_taken_for_a_hub_name(tmp_path):
     with pytest.raises(ModelError, match="no such directory"):
         resolve(str(tmp_path / "absent"))
+
+
+def test_a_file_is_refused_naming_its_folder(tiny_dir):
+    with pytest.raises(ModelError) as caught:
+        resolve(str(tiny_dir / "config.json"))
+    assert f"is a file; give the folder that holds it, {tiny_dir}" in str(caught.value)
+
+
+def test_a_symlink_loop_is_not_taken_for_a_hub_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("loop").symlink_to("loop")  # a relative name, as a hub name would be spelt
+    monkeypatch.setattr(loading, "_boot_hub", lambda *a: pytest.fail("asked the hub"))
+    with pytest.raises(ModelError, match="model='loop' is a symlink loop"):
+        load_model("loop")
+
+
+def test_a_broken_symlink_names_its_target(tmp_path):
+    (tmp_path / "gone").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(ModelError, match="is a broken symlink to .*nowhere"):
+        resolve(str(tmp_path / "gone"))
 
 
 def test_organism_resolves_to_the_bundled_directory(tmp_path, monkeypatch):

@@ -11,6 +11,7 @@ import typer
 from headscope.cli.app import Shared, command, console, print_table, results
 from headscope.cli.common import load
 from headscope.errors import HeadscopeError
+from headscope.models.checks import first_line
 from headscope.models.loading import Model
 from headscope.report.analyses import Embedding, ReportOptions, build_run
 from headscope.report.console import summary_table
@@ -127,12 +128,15 @@ def results_folder(given: Path) -> Path:
 
 
 def _render_saved(run, out: Path, from_dir: Path) -> Path:
-    """The page of a loaded run; a results.json whose tables lack a column this version reads is
-    from an older headscope: say so, and how to rebuild it."""
+    """The page of a loaded run. A results.json this version cannot render (a table lacks a column
+    it reads: KeyError 'layer', ...) is from an older headscope: say so, and how to rebuild it."""
     try:
         return write_report(run, out, say)
-    except KeyError as error:
+    except HeadscopeError:
+        raise
+    except (KeyError, AttributeError, IndexError, TypeError, ValueError) as error:
         raise HeadscopeError(
-            f"{from_dir / RESULTS_FILE} is from an older headscope (its tables lack {error.args[0]!r}); "
-            f"re-run it: headscope report --out {from_dir} (with its model and --tasks)"
+            f"{from_dir / RESULTS_FILE} does not fit this headscope's layout ({type(error).__name__}: "
+            f"{first_line(error)}), so it is from an older version; re-run it: "
+            f"headscope report --out {from_dir} (with its --model and --tasks)"
         ) from error
