@@ -6,7 +6,18 @@ import pandas as pd
 import torch
 from transformers import GPT2LMHeadModel
 
-from headscope.report.analyses import attention_roles, compare_tasks, first_prompts, scatter_roles, top_heads
+from headscope.models.loading import load_model
+from headscope.report.analyses import (
+    attention_roles,
+    compare_tasks,
+    doable_tasks,
+    first_prompts,
+    keyword_order,
+    keyword_table,
+    scatter_roles,
+    section_heads,
+    top_heads,
+)
 from headscope.tasks.dataset import build_dataset
 from headscope.tasks.registry import get_task
 from tests.report.conftest import REPORT_TASKS, make_run
@@ -15,6 +26,7 @@ from tests.report.conftest import REPORT_TASKS, make_run
 def test_every_table_is_per_task_with_the_task_column_first(report_run):
     expected = {"tasks", "evaluation", "ov_scores", "ov_per_token", "ov_categories", "role_attention", "dla"}
     expected |= {"labels", "top_heads", "scatter_points", "scatter_stats", "patterns", "tokens", "prompts"}
+    expected |= {"section_heads", "ov_keywords", "head_card"}
     assert expected <= set(report_run.tables)
     for name in expected:
         assert report_run.tables[name].columns[0] == "task", name
@@ -26,16 +38,18 @@ def test_example_patterns_equal_hugging_face_attention(report_run, report_model_
     hf = GPT2LMHeadModel.from_pretrained(report_model_dir, attn_implementation="eager").eval()
     tokens = report_run.for_task("tokens", "ioi")
     patterns = report_run.for_task("patterns", "ioi")
-    assert set(patterns["prompt"]) == {0, 1}
-    for prompt in (0, 1):
+    assert set(patterns["prompt"]) == set(range(10))  # the viewer's 10 example prompts
+    for prompt in (0, 9):
         ids = tokens[tokens["prompt"] == prompt].sort_values("position")["token_id"].tolist()
         with torch.no_grad():
             attentions = hf(torch.tensor([ids]), output_attentions=True).attentions
         mine = patterns[patterns["prompt"] == prompt]
-        assert len(mine) == 3 * len(ids) * (len(ids) + 1) // 2  # 3 top heads, lower triangle
+        assert len(mine) == 2 * 4 * len(ids)  # every head of the 2 x 4 model, one row per destination
         for row in mine.itertuples(index=False):
-            expected = float(attentions[row.layer][0, row.head, row.dest, row.src])
-            assert abs(row.attention - expected) < 1e-5
+            weights = [float(w) for w in row.attention.split(" ")]
+            expected = attentions[row.layer][0, row.head, row.dest, : row.dest + 1]
+            assert len(weights) == row.dest + 1
+            assert max(abs(w - float(e)) for w, e in zip(weights, expected, strict=True)) <= 5e-5
 
 
 def test_same_seed_same_numbers(report_model, tmp_path):
@@ -96,3 +110,98 @@ def test_knockout_runs_on_the_first_prompts(report_run):
     knockout = report_run.for_task("knockout", "ioi")
     assert len(knockout) == 2 * 4 + 2  # every head and MLP of the 2 x 4 model
     assert report_run.options["knockout_n"] == 32
+
+
+def _ov(rows):
+    return pd.DataFrame(
+        [{"layer": lay, "head": h, "relation": r, "sign": sign, "score": v} for lay, h, r, sign, v in rows]
+    )
+
+
+def test_sections_lead_with_their_labelled_heads_then_their_top_scorers():
+    ov = _ov(
+        [
+            (1, 0, "copy", 1, 0.9),
+            (1, 1, "copy", 1, 1.0),
+            (2, 1, "copy", 1, 0.8),
+            (3, 0, "copy", 1, 0.0),
+            (1, 0, "next", 1, 0.3),
+            (1, 1, "next", 1, 0.2),
+            (2, 1, "next", 1, 0.85),
+            (3, 0, "next", 1, 0.0),
+            (1, 0, "copy", -1, 0.0),
+            (1, 1, "copy", -1, 0.1),
+            (2, 1, "copy", -1, 0.0),
+            (3, 0, "copy", -1, 0.99),
+        ]
+    )
+    labels = pd.DataFrame(
+        {"layer": [1, 2, 3], "head": [0, 1, 0], "label": ["name mover", "successor", "copy suppression"]}
+    )
+    dla = pd.DataFrame({"layer": [1, 1, 2, 3], "head": [0, 1, 1, 0], "dla": [0.5, -4.0, 1.0, 8.0]})
+    table = section_heads({"ov_scores": ov, "labels": labels, "dla": dla}, 2)
+
+    def heads(section):
+        rows = table[table["section"] == section]
+        return [(int(a), int(b)) for a, b in zip(rows["layer"], rows["head"], strict=True)]
+
+    assert heads("copy") == [(1, 0), (1, 1)]  # the name mover first, then the top copy score
+    assert heads("next") == [(2, 1), (1, 0)]  # the successor, not the top |DLA| heads
+    assert heads("negative copy") == [(3, 0), (1, 1)]  # negative scores for the negative heads
+    assert heads("scatter") == [(3, 0), (2, 1), (1, 0)]  # every labelled mover, by |DLA|
+    why = {(s, r): w for s, r, w in table[["section", "rank", "why"]].itertuples(index=False)}
+    assert why[("next", 0)] == "successor; next score 0.85"
+    assert why[("copy", 1)] == "top copy score 1.00"
+
+
+def test_keywords_in_the_task_order():
+    per_token = pd.DataFrame(
+        {
+            "layer": 0,
+            "head": 0,
+            "relation": "next",
+            "sign": 1,
+            "keyword": ["10", "2", "1", "10", "zzz", "3"],
+            "rank": [0, 4, 1, 2, 9, 0],
+            "hit": [True, True, False, False, False, True],
+            "topk": ["11 | 10", "3 | 2", "1 | 5", "10 | 11", "a | b", "4 | 3"],
+        }
+    )
+    table = keyword_table(per_token, get_task("seq-digits"))
+    assert table["keyword"].tolist() == ["1", "2", "3", "10", "zzz"]  # not "1", "10", "2", ...
+    ten = table[table["keyword"] == "10"].iloc[0]
+    assert (ten["n"], ten["hit"], ten["median_rank"], ten["topk"]) == (2, 0.5, 1.0, "11 | 10")
+    months = keyword_order(get_task("seq-months"))
+    assert months["January"] < months["February"] < months["December"]
+
+
+def test_head_card_gathers_each_score_of_each_task(report_run):
+    card = report_run.table("head_card")
+    ov = report_run.table("ov_scores")
+    row = card[(card["task"] == "seq-digits") & (card["layer"] == 1) & (card["head"] == 2)].iloc[0]
+    for relation, sign, column in (("copy", 1, "copy"), ("next", 1, "next"), ("copy", -1, "negative_copy")):
+        source = ov[(ov["task"] == "seq-digits") & (ov["layer"] == 1) & (ov["head"] == 2)]
+        expected = source[(source["relation"] == relation) & (source["sign"] == sign)]["score"].iloc[0]
+        assert row[column] == expected
+    dla = report_run.for_task("dla", "seq-digits")
+    assert row["dla"] == dla[dla["component"] == "1.2"]["dla"].iloc[0]
+    knockout = report_run.for_task("knockout", "seq-digits")
+    assert row["knockout_pct"] == knockout[knockout["component"] == "1.2"]["pct_of_clean"].iloc[0]
+    assert len(card) == len(report_run.tasks) * 8
+
+
+def test_every_head_can_be_picked_on_a_small_model(report_run):
+    for table in ("ov_keywords", "scatter_stats", "patterns"):
+        heads = report_run.for_task(table, "ioi")[["layer", "head"]].drop_duplicates()
+        assert len(heads) == 8, table
+    per_token = report_run.for_task("ov_per_token", "ioi")[["layer", "head"]].drop_duplicates()
+    chosen = report_run.for_task("section_heads", "ioi")[["layer", "head"]].drop_duplicates()
+    assert len(per_token) == len(chosen) < 8  # the per-instance table: the sections' heads only
+
+
+def test_a_task_the_model_cannot_do_is_left_out():
+    model = load_model("organism")
+    tasks = [get_task("seq-digits"), get_task("seq-letters")]
+    kept, left_out = doable_tasks(model, tasks)
+    assert [t.name for t in kept] == ["seq-digits"]
+    assert left_out == [("seq-letters", "top-1 accuracy 0.00 < 0.50 on 32 prompts")]

@@ -18,7 +18,7 @@ from headscope.capture import Capture, Needs, capture
 from headscope.errors import HeadscopeError
 from headscope.models.loading import Model
 from headscope.run import Run, plain_record
-from headscope.scores.labels import LabelThresholds, label_heads
+from headscope.scores.labels import LabelThresholds, contrast_group, label_heads
 from headscope.tasks.dataset import Dataset, build_dataset, dataset_from_pairs
 from headscope.tasks.prompt import PromptPair
 from headscope.tasks.task import Task
@@ -36,14 +36,16 @@ class ReportOptions:
     seed: int = 0
     k: int = 5
     embedding: Embedding = "context"
-    top_heads: int = 4
-    example_prompts: int = 2
+    top_heads: int = 4  # heads each section leads with: labelled heads, then the section's top scorers
+    example_prompts: int = 10  # prompts of the attention viewer
+    every_head_up_to: int = 32  # models with at most this many heads: every head can be picked
     n_boot: int = 1000
     knockout_n: int = 32  # knockouts run on the first prompts only (0: none): one pass per component
     thresholds: LabelThresholds = field(default_factory=LabelThresholds)
+    left_out: tuple[tuple[str, str], ...] = ()  # (task, why) of the default tasks left out
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "tasks": list(self.tasks)}
+        return {**asdict(self), "tasks": list(self.tasks), "left_out": dict(self.left_out)}
 
 
 def score_module(name: str) -> ModuleType | None:
@@ -83,6 +85,7 @@ def build_run(model: Model, tasks: Sequence[Task], options: ReportOptions, say: 
             per_task.setdefault(table_name, []).append(table.assign(task=task.name))
     tables = {name: _task_first(pd.concat(parts, ignore_index=True)) for name, parts in per_task.items()}
     tables["comparison"] = compare_tasks(tables, tuple(t.name for t in tasks))
+    tables["head_card"] = head_card(tables)
     names = [task.name for task in tasks]  # a TOML file's task has its own name
     record = options.as_dict() | {"tasks": names, "task_sources": list(options.tasks)}
     provenance = plain_record({"options": record, "model": model.identity.as_dict()})
@@ -107,14 +110,40 @@ def analyse_task(model: Model, task: Task, options: ReportOptions, say: Say) -> 
         tables.get("detectors", pd.DataFrame()),
         task.answer_role,
         options.thresholds,
+        contrast_group(task),
     )
-    top = top_heads(tables, options.top_heads)
-    tables["top_heads"] = pd.DataFrame(top, columns=["layer", "head"])
-    if "ov_per_token" in tables:  # every instance x every head is too big to keep: the top heads'
-        tables["ov_per_token"] = _of_heads(tables["ov_per_token"], top)
-    tables |= _scatter_tables(model, dataset, cap, top, options, say)
-    tables |= example_patterns(model, dataset, top, options.example_prompts)
+    tables["top_heads"] = pd.DataFrame(top_heads(tables, options.top_heads), columns=["layer", "head"])
+    tables["section_heads"] = section_heads(tables, options.top_heads)
+    picked = pickable_heads(tables["section_heads"], model, options.every_head_up_to)
+    tables |= _keyword_tables(tables, task, picked)
+    tables |= _scatter_tables(model, dataset, cap, picked, options, say)
+    tables |= example_patterns(model, dataset, picked, options.example_prompts)
     return tables
+
+
+MIN_ACCURACY = 0.5  # a default task the model answers less often than this is left out
+CHECK_PROMPTS = 32
+
+
+def doable_tasks(
+    model: Model, tasks: Sequence[Task], seed: int = 0, minimum: float = MIN_ACCURACY
+) -> tuple[list[Task], list[tuple[str, str]]]:
+    """The tasks the model can do (top-1 accuracy >= `minimum` on the first 32 prompts), and
+    each other task with why it is left out: a report on a task the model cannot do shows only
+    noise (the organism was never trained on seq-letters: accuracy 0.00)."""
+    from headscope.scores import metric
+
+    kept, left_out = [], []
+    for task in tasks:
+        dataset = build_dataset(task, model.tokens, CHECK_PROMPTS, seed)
+        logits = capture(model, dataset, Needs(logits_end=True)).logits_end
+        accuracy = float(metric.top1_correct(logits, dataset.answers).float().mean())
+        if accuracy >= minimum:
+            kept.append(task)
+        else:
+            why = f"top-1 accuracy {accuracy:.2f} < {minimum:.2f} on {dataset.n} prompts"
+            left_out.append((task.name, why))
+    return kept, left_out
 
 
 def task_info(task: Task) -> pd.DataFrame:
@@ -219,6 +248,105 @@ def top_heads(tables: dict[str, pd.DataFrame], count: int) -> list[tuple[int, in
     ]
 
 
+Section = tuple[str, str, int, tuple[str, ...]]  # (section, score column, sign, labels that lead)
+OV_SECTIONS: tuple[Section, ...] = (
+    ("copy", "copy", 1, ("name mover",)),
+    ("next", "next", 1, ("successor",)),
+    ("negative copy", "copy", -1, ("negative name mover", "copy suppression")),
+)
+MOVER_LABELS = ("name mover", "negative name mover", "copy suppression", "successor")
+
+
+def section_heads(tables: dict[str, pd.DataFrame], count: int) -> pd.DataFrame:
+    """The heads each section leads with, and why: its labelled heads, then its top scorers.
+
+    Sections: `copy`, `next` and `negative copy` (the per-keyword OV tables: the labels of that
+    relation, then the largest scores of that relation and sign), and `scatter` and `viewer`
+    (every mover or successor label, then the largest |direct logit attribution|).
+    """
+    labels = tables.get("labels", pd.DataFrame(columns=["layer", "head", "label"]))
+    ov = tables.get("ov_scores", pd.DataFrame())
+    rows = []
+    for section, relation, sign, leading in OV_SECTIONS:
+        mine = ov[(ov["relation"] == relation) & ov["sign"].isin(_signs(sign))] if not ov.empty else ov
+        if not mine.empty:
+            ranked = [
+                (int(r.layer), int(r.head), f"{section} score {r.score:.2f}") for r in _by(mine, "score")
+            ]
+            rows += _lead(section, labels, leading, ranked, count)
+    dla = tables.get("dla", pd.DataFrame())
+    if not dla.empty:
+        heads = dla[dla["head"].notna()].assign(size=lambda t: t["dla"].abs())
+        ranked = [(int(r.layer), int(r.head), f"|DLA| {r.size:.2f}") for r in _by(heads, "size")]
+        rows += _lead("scatter", labels, MOVER_LABELS, ranked, count)
+        rows += _lead("viewer", labels, tuple(labels["label"].unique()), ranked, count)
+    return pd.DataFrame(rows, columns=["section", "rank", "layer", "head", "why"])
+
+
+def _signs(sign: int) -> tuple:
+    return (sign, "positive" if sign > 0 else "negative")
+
+
+def _by(table: pd.DataFrame, column: str) -> list:
+    order = table.sort_values([column, "layer", "head"], ascending=[False, True, True], kind="stable")
+    return list(order.itertuples(index=False))
+
+
+def _lead(section: str, labels: pd.DataFrame, leading, ranked: list, count: int) -> list[dict]:
+    """Labelled heads (in score order), then the best of the rest, `count` in all (all labelled ones)."""
+    score_of = {(layer, head): why for layer, head, why in ranked}
+    chosen = labels[labels["label"].isin(leading)]
+    labelled = {(int(r.layer), int(r.head)): r.label for r in chosen.itertuples(index=False)}
+    heads = [(h, f"{labelled[h]}; {score_of.get(h, '')}") for h in score_of if h in labelled]
+    heads += [(h, f"top {score_of[h]}") for h in score_of if h not in labelled]
+    heads = heads[: max(count, len(labelled))]
+    return [
+        {"section": section, "rank": rank, "layer": h[0], "head": h[1], "why": why.rstrip("; ")}
+        for rank, (h, why) in enumerate(heads)
+    ]
+
+
+def pickable_heads(sections: pd.DataFrame, model: Model, every_head_up_to: int) -> list[tuple[int, int]]:
+    """Heads the reader can pick in the page: every head of a small model, else the sections' heads."""
+    if model.n_layers * model.n_heads <= every_head_up_to:
+        return [(layer, head) for layer in range(model.n_layers) for head in range(model.n_heads)]
+    return sorted({(int(r.layer), int(r.head)) for r in sections.itertuples(index=False)})
+
+
+def keyword_order(task: Task) -> dict[str, int]:
+    """Each member's place in the task's own order (1, 2, ..., 10; January, February, ...)."""
+    words = [m for family in task.families for m in family.members]
+    words += [w for members in task.categories.values() for w in members]
+    return {word: i for i, word in reversed(list(enumerate(words)))}
+
+
+def _keyword_tables(tables: dict[str, pd.DataFrame], task: Task, picked) -> dict[str, pd.DataFrame]:
+    """Per keyword, every picked head: share hit and median target rank per relation and sign;
+    the per-instance table is kept for the sections' heads only (it is every instance x head)."""
+    per_token = tables.get("ov_per_token")
+    if per_token is None or per_token.empty:
+        return {}
+    shown = {(int(r.layer), int(r.head)) for r in tables["section_heads"].itertuples(index=False)}
+    return {
+        "ov_keywords": keyword_table(_of_heads(per_token, picked), task),
+        "ov_per_token": _of_heads(per_token, sorted(shown)),
+    }
+
+
+def keyword_table(per_token: pd.DataFrame, task: Task) -> pd.DataFrame:
+    """[layer, head, relation, sign, keyword] -> order, n, hit share, median rank, top-k of the first."""
+    groups = per_token.groupby(["layer", "head", "relation", "sign", "keyword"], sort=False)
+    table = groups.agg(
+        n=("hit", "size"), hit=("hit", "mean"), median_rank=("rank", "median"), topk=("topk", "first")
+    ).reset_index()
+    order = keyword_order(task)
+    first_seen = {word: i for i, word in reversed(list(enumerate(per_token["keyword"])))}
+    table.insert(5, "order", [order.get(w, len(order) + first_seen[w]) for w in table["keyword"]])
+    return table.sort_values(["layer", "head", "relation", "sign", "order"], kind="stable").reset_index(
+        drop=True
+    )
+
+
 def _of_heads(table: pd.DataFrame, heads: list[tuple[int, int]]) -> pd.DataFrame:
     keep = [
         (int(layer), int(head)) in heads for layer, head in zip(table["layer"], table["head"], strict=True)
@@ -232,14 +360,14 @@ def scatter_roles(task: Task) -> tuple[str, ...]:
     return tuple(dict.fromkeys(grouped.get(role, role) for role in task.keyword_roles))
 
 
-def _scatter_tables(model, dataset, cap, top, options: ReportOptions, say: Say) -> dict[str, pd.DataFrame]:
+def _scatter_tables(model, dataset, cap, heads, options: ReportOptions, say: Say) -> dict[str, pd.DataFrame]:
     scatter = score_module("scatter")
-    if scatter is None or not top:
+    if scatter is None or not heads:
         return _missing("scatter", say) if scatter is None else {}
-    say(f"task {dataset.task.name}: attention vs. logit scatter for {len(top)} heads")
+    say(f"task {dataset.task.name}: attention vs. logit scatter for {len(heads)} heads")
     roles = tuple(r for r in scatter_roles(dataset.task) if _role_present(dataset, r))
     points, stats = [], []
-    for layer, head in top:
+    for layer, head in heads:
         found = scatter.scatter_points(model.weights, dataset, cap, (layer, head), roles)
         points.append(found.assign(layer=layer, head=head))
         stats.append(
@@ -266,18 +394,21 @@ def _role_present(dataset: Dataset, role: str) -> bool:
     )
 
 
-def example_patterns(model: Model, dataset: Dataset, top, count: int) -> dict[str, pd.DataFrame]:
-    """Whole attention patterns of the top heads on the first `count` prompts, and their tokens."""
-    if not top or count < 1:
+def example_patterns(model: Model, dataset: Dataset, heads, count: int) -> dict[str, pd.DataFrame]:
+    """Whole attention patterns of `heads` on the first `count` prompts, their tokens and texts.
+
+    `patterns` has one row per prompt, head and destination position; `attention` holds the
+    weights on sources 0..dest, space-separated with 4 decimals (a compact lower triangle).
+    """
+    if not heads or count < 1:
         return {}
     examples = first_prompts(dataset, count, model)
-    prompts = examples.prompts
     full = capture(model, examples, Needs(pattern_full=True, logits_end=False)).pattern_full
-    token_rows, pattern_rows = [], []
     texts = [
         {"prompt": i, "text": p.text, "answer": p.answer, "contrast": p.contrast}
-        for i, p in enumerate(prompts)
+        for i, p in enumerate(examples.prompts)
     ]
+    token_rows, pattern_rows = [], []
     for i in range(examples.n):
         length = int(examples.lengths[i])
         ids = examples.tokens[i, :length].tolist()
@@ -285,22 +416,49 @@ def example_patterns(model: Model, dataset: Dataset, top, count: int) -> dict[st
             {"prompt": i, "position": p, "token_id": t, "token": model.tokens.decode(t)}
             for p, t in enumerate(ids)
         ]
-        for layer, head in top:
-            grid = full[i, layer, head, :length, :length]  # [dest, src]
+        for layer, head in heads:
+            grid = full[i, layer, head, :length, :length].tolist()  # [dest, src]
             pattern_rows += [
                 {
                     "prompt": i,
                     "layer": layer,
                     "head": head,
                     "dest": d,
-                    "src": s,
-                    "attention": float(grid[d, s]),
+                    "attention": _weights(grid[d][: d + 1]),
                 }
                 for d in range(length)
-                for s in range(d + 1)
             ]
     tables = {"tokens": token_rows, "patterns": pattern_rows, "prompts": texts}
     return {name: pd.DataFrame(rows) for name, rows in tables.items()}
+
+
+def _weights(values: list[float]) -> str:
+    return " ".join(f"{v:.4f}".rstrip("0").rstrip(".") for v in values)
+
+
+def head_card(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Per task and head: copy, next and negative copy score, DLA and knockout (% of clean)."""
+    parts = []
+    ov = tables.get("ov_scores", pd.DataFrame())
+    if not ov.empty:
+        names = [
+            f"negative_{r}" if s in (-1, "negative") else str(r)
+            for r, s in zip(ov["relation"], ov["sign"], strict=True)
+        ]
+        wide = ov.assign(name=names).pivot_table(
+            index=["task", "layer", "head"], columns="name", values="score"
+        )
+        parts.append(wide[[c for c in ("copy", "next", "negative_copy") if c in wide.columns]])
+    for name, column, new in (("dla", "dla", "dla"), ("knockout", "pct_of_clean", "knockout_pct")):
+        table = tables.get(name, pd.DataFrame())
+        if not table.empty:
+            heads = table[table["head"].notna()].astype({"layer": int, "head": int})
+            if "method" in heads.columns:  # one knockout method per report; the first if ever more
+                heads = heads[heads["method"] == heads["method"].iloc[0]]
+            parts.append(heads.set_index(["task", "layer", "head"])[[column]].rename(columns={column: new}))
+    if not parts:
+        return pd.DataFrame(columns=["task", "layer", "head"])
+    return pd.concat(parts, axis=1).reset_index()
 
 
 def compare_tasks(tables: dict[str, pd.DataFrame], tasks: tuple[str, ...]) -> pd.DataFrame:

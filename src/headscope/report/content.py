@@ -29,9 +29,24 @@ class TableView:
 
 
 @dataclass(frozen=True)
-class ScatterView:
-    figure: Scatter
-    stats: TableView
+class Choice:
+    """One head of a section's head selector: `lead` when the section chose it (labelled or top)."""
+
+    head: str  # "l.h"
+    text: str  # the option's text: the head and why the section shows it
+    lead: bool
+
+
+@dataclass(frozen=True)
+class PickBlock:
+    """A section that shows one head at a time: the reader picks it, the section's heads first."""
+
+    name: str
+    title: str
+    note: str
+    choices: list[Choice]
+    tables: dict[str, list[TableView]]  # by head
+    figures: dict[str, Figure] = field(default_factory=dict)  # by head
 
 
 @dataclass(frozen=True)
@@ -41,8 +56,8 @@ class TaskSection:
     evaluation: TableView
     heatmaps: list[Heatmap]
     labels: TableView
-    scatters: list[ScatterView]
-    per_token: list[TableView]
+    keywords: list[PickBlock]
+    scatter: PickBlock | None
     categories: TableView | None
     prompts: TableView | None
     viewer: dict | None
@@ -56,6 +71,8 @@ class Page:
     labels: TableView
     thresholds: TableView
     comparison: TableView
+    head_card: TableView | None
+    left_out: TableView | None
     overview_figures: list[Heatmap]
     tasks: list[TaskSection]
     versions: TableView
@@ -78,7 +95,9 @@ def _slug(text: str) -> str:
 def build_page(run: Run) -> Page:
     sections = [task_section(run, task) for task in run.tasks]
     overview = overview_figures(run)
-    figures = overview + [f for s in sections for f in [*s.heatmaps, *(v.figure for v in s.scatters)]]
+    figures = overview + [
+        f for s in sections for f in [*s.heatmaps, *(s.scatter.figures.values() if s.scatter else ())]
+    ]
     return Page(
         title=f"headscope report: {run.model.get('name', '?')}",
         facts=_facts(run),
@@ -91,6 +110,8 @@ def build_page(run: Run) -> Page:
             note="A head matters in a task when it is one of the task's top heads by |direct logit "
             "attribution| or carries a label there.",
         ),
+        head_card=head_card_view(run),
+        left_out=_left_out_view(run),
         overview_figures=overview,
         tasks=sections,
         versions=TableView.of("Package versions", pd.DataFrame([run.versions])),
@@ -192,8 +213,8 @@ def task_section(run: Run, task: str) -> TaskSection:
         evaluation=TableView.of("How well the model does the task", run.for_task("evaluation", task)),
         heatmaps=task_heatmaps(run, task, info),
         labels=TableView.of("Labelled heads", labels, note=_threshold_note(run)),
-        scatters=scatter_views(run, task),
-        per_token=per_token_views(run, task),
+        keywords=keyword_blocks(run, task),
+        scatter=scatter_block(run, task),
         categories=category_view(run, task),
         prompts=_prompts_view(run, task),
         viewer=viewer_data(run, task),
@@ -210,76 +231,205 @@ def _prompts_view(run: Run, task: str) -> TableView | None:
     return TableView.of("Example prompts", prompts) if not prompts.empty else None
 
 
-def _top(run: Run, task: str) -> list[tuple[int, int]]:
-    top = run.for_task("top_heads", task)
-    return (
-        [(int(layer), int(head)) for layer, head in zip(top["layer"], top["head"], strict=True)]
-        if not top.empty
-        else []
+def _left_out_view(run: Run) -> TableView | None:
+    left_out = run.options.get("left_out") or {}
+    if not left_out:
+        return None
+    table = pd.DataFrame({"task": list(left_out), "why": list(left_out.values())})
+    note = (
+        "The default run leaves out a task the model answers correctly (top-1) less than half the "
+        "time on its first 32 prompts: its heads would show only noise. Name the task in --tasks "
+        "to include it."
     )
+    return TableView.of("Tasks left out of this run", table, note=note)
 
 
-def scatter_views(run: Run, task: str) -> list[ScatterView]:
-    points, stats = run.for_task("scatter_points", task), run.for_task("scatter_stats", task)
-    views = []
-    for layer, head in _top(run, task) if not points.empty else []:
-        mine = points[(points["layer"] == layer) & (points["head"] == head)]
-        head_stats = stats[(stats["layer"] == layer) & (stats["head"] == head)]
-        title = f"{task}: head {layer}.{head}, attention vs. projection"
-        shown = head_stats.drop(columns=["task", "layer", "head"], errors="ignore").reset_index(drop=True)
-        shown = shown.astype({c: float for c in ("r", "p", "ci_low", "ci_high") if c in shown.columns})
-        figure = Scatter(f"{_slug(task)}-scatter-{layer}-{head}", title, mine.reset_index(drop=True), shown)
-        views.append(ScatterView(figure, TableView.of(f"head {layer}.{head}: correlation per role", shown)))
-    return views
+def _head_name(layer, head) -> str:
+    return f"{int(layer)}.{int(head)}"
 
 
-def per_token_views(run: Run, task: str) -> list[TableView]:
-    """Seed 003's table per top head: each keyword, the share of its instances hit per relation."""
-    table = run.for_task("ov_per_token", task)
-    if table.empty:
-        return []
-    table = table[table["sign"].isin(["positive", 1])]
-    views = []
-    for layer, head in _top(run, task)[:2]:
-        mine = table[(table["layer"] == layer) & (table["head"] == head)]
+def _choices(run: Run, task: str, section: str, heads: list[str]) -> list[Choice]:
+    """The section's own heads (in its order, with why), then every other head that can be picked."""
+    chosen = run.for_task("section_heads", task)
+    chosen = chosen[chosen["section"] == section] if not chosen.empty else chosen
+    lead = [
+        Choice(_head_name(r.layer, r.head), f"{_head_name(r.layer, r.head)}: {r.why}", True)
+        for r in chosen.itertuples(index=False)
+        if _head_name(r.layer, r.head) in heads
+    ]
+    shown = {c.head for c in lead}
+    return lead + [Choice(h, h, False) for h in heads if h not in shown]
+
+
+def _heads_of(table: pd.DataFrame) -> list[str]:
+    pairs = sorted({(int(a), int(b)) for a, b in zip(table["layer"], table["head"], strict=True)})
+    return [_head_name(layer, head) for layer, head in pairs]
+
+
+KEYWORD_SECTIONS = {"copy": ("copy", (1, "positive")), "next": ("next", (1, "positive"))}
+KEYWORD_SECTIONS["negative copy"] = ("copy", (-1, "negative"))
+
+
+def keyword_blocks(run: Run, task: str) -> list[PickBlock]:
+    """Seed 003's per-keyword table, one block per relation: for the head picked, each keyword in
+    the task's order with the share of its instances whose target is in the top-k."""
+    table = run.for_task("ov_keywords", task)
+    blocks = []
+    for section, (relation, signs) in KEYWORD_SECTIONS.items():
+        mine = (
+            table[(table["relation"] == relation) & table["sign"].isin(signs)] if not table.empty else table
+        )
         if mine.empty:
             continue
-        hits = mine.pivot_table(index="keyword", columns="relation", values="hit", aggfunc="mean")
-        first = mine[mine["relation"] == mine["relation"].iloc[0]].groupby("keyword")["topk"].first()
-        view = hits.join(first.rename("top-k (first instance)")).reset_index()
-        title = f"head {layer}.{head}: per keyword, share of instances whose target is in the top-k"
-        views.append(TableView.of(title, view, limit=PER_TOKEN_ROWS))
-    return views
+        by_head = mine.groupby(["layer", "head"], sort=True)
+        tables = {_head_name(*h): [_keyword_view(task, _head_name(*h), section, rows)] for h, rows in by_head}
+        title = f"{section} score per keyword"
+        note = (
+            f"The heads listed first are this section's: heads labelled for it, then the largest "
+            f"{section} scores. Pick any head; keywords are in the task's order."
+        )
+        choices = _choices(run, task, section, _heads_of(mine))
+        blocks.append(PickBlock(f"{_slug(task)}-{_slug(section)}", title, note, choices, tables))
+    return blocks
+
+
+def _keyword_view(task: str, head: str, section: str, rows: pd.DataFrame) -> TableView:
+    rows = rows.sort_values("order", kind="stable")
+    view = pd.DataFrame(
+        {
+            "keyword": rows["keyword"],
+            "instances": rows["n"],
+            f"{section} hit share": rows["hit"].astype(float),
+            "median rank of target": [f"{v:g}" for v in rows["median_rank"].astype(float)],
+            "top-k (first instance)": rows["topk"],
+        }
+    )
+    title = f"head {head}: {section} score per keyword ({task})"
+    return TableView.of(title, view, limit=PER_TOKEN_ROWS)
+
+
+def scatter_block(run: Run, task: str) -> PickBlock | None:
+    """The attention-vs-projection scatter of the picked head, its per-role r first."""
+    points, stats = run.for_task("scatter_points", task), run.for_task("scatter_stats", task)
+    if points.empty:
+        return None
+    figures, tables = {}, {}
+    for (layer, head), mine in points.groupby(["layer", "head"], sort=True):
+        name = _head_name(layer, head)
+        head_stats = stats[(stats["layer"] == layer) & (stats["head"] == head)]
+        shown = head_stats.drop(columns=["task", "layer", "head"], errors="ignore").reset_index(drop=True)
+        shown = shown.astype(
+            {c: float for c in ("r", "p", "ci_low", "ci_high", "between_share") if c in shown}
+        )
+        title = f"{task}: head {name}, attention vs. projection"
+        figures[name] = Scatter(
+            f"{_slug(task)}-scatter-{layer}-{head}", title, mine.reset_index(drop=True), shown
+        )
+        tables[name] = [_stats_view(name, shown)]
+    choices = _choices(run, task, "scatter", list(figures))
+    note = (
+        "Heads listed first: labelled movers and successors, then the largest |direct logit attribution|. "
+        "Each role is its own cloud with its own r (as in the IOI paper's figure)."
+    )
+    return PickBlock(f"{_slug(task)}-scatter", "Attention vs. projection", note, choices, tables, figures)
+
+
+STATS_NOTE = (
+    "r and two-sided p: Pearson (scipy); interval: 95% BCa bootstrap over prompts. The pooled row "
+    "mixes the roles: between_share is the part of its r that comes from the distance between the "
+    "roles' means; from 0.5 up it carries a warning and says little about the head."
+)
+
+
+def _stats_view(head: str, stats: pd.DataFrame) -> TableView:
+    """The per-role rows, then pooled; each row's note (a warning, why r is undefined) below the
+    table; a p of 0.0 (below the smallest float) as '< 1e-300', never as an exact zero."""
+    notes = stats["note"].fillna("") if "note" in stats else pd.Series([""] * len(stats))
+    said = " ".join(f"{role}: {note}." for role, note in zip(stats["role"], notes, strict=True) if note)
+    shown = stats.drop(columns="note", errors="ignore")
+    shown = shown.assign(p=["< 1e-300" if value == 0 else value for value in shown["p"]])
+    return TableView.of(f"head {head}: correlation per role", shown, note=f"{said} {STATS_NOTE}".strip())
 
 
 def category_view(run: Run, task: str) -> TableView | None:
+    """Per head, the share of its top-k slots in each category: once per head (the slots are the
+    tokens the head's output promotes, the same whichever relation is scored)."""
     table = run.for_task("ov_categories", task)
-    top = _top(run, task)
-    if table.empty or not top:
+    if table.empty:
         return None
-    table = table[[(layer, head) in top for layer, head in zip(table["layer"], table["head"], strict=True)]]
-    wide = table.pivot_table(
-        index=["layer", "head", "relation", "sign"], columns="category", values="share"
-    ).reset_index()
-    return TableView.of("Top-k slots by category (share), top heads", wide)
+    table = table[table["sign"].isin([1, "positive"]) & (table["relation"] == table["relation"].iloc[0])]
+    wide = table.pivot_table(index=["layer", "head"], columns="category", values="share", sort=False)
+    wide = wide.reset_index().sort_values(["layer", "head"], kind="stable")
+    wide.insert(
+        0, "head", [_head_name(a, b) for a, b in zip(wide.pop("layer"), wide.pop("head"), strict=True)]
+    )
+    families = [c for c in wide.columns[1:] if c not in ("other",)]
+    note = (
+        "Which kinds of token each head's output promotes: over every keyword instance, the share of "
+        f"its top-k slots that are {', '.join(families)} or other. On a sequence task it answers seed "
+        "003's question, e.g. do number words take part in the digit task? (one row per head: the "
+        "slots do not depend on the relation scored)."
+    )
+    return TableView.of("Top-k slots by category", wide, note=note)
+
+
+def head_card_view(run: Run) -> TableView | None:
+    """Every head's scores in every task, as the organism card of the README: a row per task and
+    measure, a column per head (the heads that matter somewhere, for models of more than 16 heads)."""
+    card = run.table("head_card")
+    if card.empty:
+        return None
+    heads = _heads_of(card)
+    if len(heads) > 16:
+        comparison = run.table("comparison")
+        heads = [h for h in heads if h in set(_heads_of(comparison))] if not comparison.empty else heads[:16]
+    rows = []
+    for task in run.tasks:
+        mine = card[card["task"] == task]
+        values = {_head_name(r.layer, r.head): r for r in mine.itertuples(index=False)}
+        for measure in [m for m in CARD_MEASURES if m in mine.columns and mine[m].notna().any()]:
+            cells = [getattr(values[h], measure) if h in values else float("nan") for h in heads]
+            rows.append([task, CARD_MEASURES[measure], *[_card_cell(measure, v) for v in cells]])
+    table = pd.DataFrame(rows, columns=["task", "measure", *heads])
+    return TableView.of("Every head in every task", table, note=CARD_NOTE)
+
+
+CARD_MEASURES = {
+    "copy": "copy",
+    "next": "next",
+    "negative_copy": "negative copy",
+    "dla": "DLA",
+    "knockout_pct": "knockout % of clean",
+}
+CARD_NOTE = (
+    "copy / next / negative copy: OV scores (share of keyword instances whose target is in the top-k); "
+    "DLA: mean direct logit attribution to answer - contrast; knockout: the logit difference left when "
+    "the head is mean-ablated, in % of clean (100 = no effect)."
+)
+
+
+def _card_cell(measure: str, value: float) -> str:
+    if value != value:
+        return ""
+    return f"{value:.0f}" if measure == "knockout_pct" else f"{value:.2f}"
 
 
 def viewer_data(run: Run, task: str) -> dict | None:
-    """{heads: ['l.h'], prompts: [{tokens: [...], patterns: {'l.h': [[dest][src]]}}]}."""
+    """{heads: [{head, text, lead}], prompts: [{text, tokens, patterns: {'l.h': ['w0 w1 ...' per dest]}}]}."""
     tokens, patterns = run.for_task("tokens", task), run.for_task("patterns", task)
     if tokens.empty or patterns.empty:
         return None
-    heads = [f"{layer}.{head}" for layer, head in _top(run, task)]
+    choices = _choices(run, task, "viewer", _heads_of(patterns))
+    texts = run.for_task("prompts", task)
+    text_of = dict(zip(texts["prompt"], texts["text"], strict=True)) if not texts.empty else {}
     prompts = []
     for prompt, words in tokens.groupby("prompt", sort=True):
-        length = len(words)
-        grids = {}
-        for (layer, head), rows in patterns[patterns["prompt"] == prompt].groupby(["layer", "head"]):
-            grid = [[0.0] * length for _ in range(length)]
-            for d, s, a in zip(rows["dest"], rows["src"], rows["attention"], strict=True):
-                grid[int(d)][int(s)] = round(float(a), 4)
-            grids[f"{layer}.{head}"] = grid
-        prompts.append(
-            {"tokens": [str(t) for t in words.sort_values("position")["token"]], "patterns": grids}
-        )
+        mine = patterns[patterns["prompt"] == prompt].sort_values("dest", kind="stable")
+        rows = {
+            _head_name(layer, head): [str(w) for w in group["attention"]]
+            for (layer, head), group in mine.groupby(["layer", "head"], sort=True)
+        }
+        ordered = [str(t) for t in words.sort_values("position")["token"]]
+        prompts.append({"text": str(text_of.get(prompt, "")), "tokens": ordered, "patterns": rows})
+    heads = [{"head": c.head, "text": c.text, "lead": c.lead} for c in choices]
     return {"heads": heads, "prompts": prompts}

@@ -1,13 +1,15 @@
 """The attention-vs-projection scatter of one head: an interactive plotly figure and a PNG.
 
 Both draw the same points (`scores.scatter.scatter_points`) with the statistics of
-`scatter_stats` in the legend, one colour per role.
+`scatter_stats` in the legend, one colour per role. The headline is the per-role r; the
+pooled r appears there only with its warning, when the roles form separate clusters.
 """
 
 from __future__ import annotations
 
 import html
 import math
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -42,6 +44,21 @@ def _legends(stats: pd.DataFrame) -> dict[str, str]:
     return {str(row["role"]): legend_text(row) for _, row in stats.iterrows()}
 
 
+def headline(stats: pd.DataFrame) -> str:
+    """'IO: r=0.01, S: r=-0.13' and, when the roles form clusters, the pooled r with its warning."""
+    roles = stats[stats["role"] != "pooled"]
+    text = ", ".join(f"{row['role']}: r={_number(row['r'])}" for _, row in roles.iterrows())
+    pooled = stats[stats["role"] == "pooled"]
+    note = str(pooled["note"].iloc[0]) if "note" in pooled and not pooled.empty else ""
+    if note.startswith("warning"):
+        share = float(pooled["between_share"].iloc[0])
+        text += (
+            f" | pooled r={_number(pooled['r'].iloc[0])} is {share:.0%} the distance between the roles' "
+            "clusters: read the per-role r"
+        )
+    return text
+
+
 def scatter_figure(points: pd.DataFrame, stats: pd.DataFrame, title: str, scale: str = "none") -> go.Figure:
     """Plotly scatter, one trace per role; the pooled statistics go in the title line."""
     legends = _legends(stats)
@@ -50,8 +67,8 @@ def scatter_figure(points: pd.DataFrame, stats: pd.DataFrame, title: str, scale:
         words = [html.escape(str(w)) for w in group["word"]] if "word" in group else group["token"]
         figure.add_trace(
             go.Scatter(
-                x=group["attention"],
-                y=group["projection"],
+                x=group["attention"].round(5),
+                y=[float(f"{v:.4g}") for v in group["projection"]],
                 mode="markers",
                 name=html.escape(legends.get(str(role), str(role))),
                 marker=dict(color=COLOURS[index % len(COLOURS)], size=6, opacity=0.7),
@@ -60,11 +77,12 @@ def scatter_figure(points: pd.DataFrame, stats: pd.DataFrame, title: str, scale:
                 "attention %{x:.3f}<br>projection %{y:.3f}<extra></extra>",
             )
         )
-    subtitle = html.escape(legends.get("pooled", ""))
+    subtitle = "<br>".join(html.escape(line) for line in textwrap.wrap(headline(stats), 95))
     figure.update_layout(
         title=f"{html.escape(title)}<br><sup>{subtitle}</sup>",
         template="plotly_white",
-        height=480,
+        height=500,
+        margin=dict(t=110),
         legend=dict(orientation="h", y=-0.2),
     )
     figure.update_xaxes(title=X_TITLE)
@@ -87,7 +105,9 @@ def write_scatter_png(
         label = legends.get(str(role), str(role))
         colour = COLOURS[index % len(COLOURS)]
         ax.scatter(group["attention"], group["projection"], s=12, alpha=0.7, color=colour, label=label)
-    ax.set(xlabel=X_TITLE, ylabel=y_title(scale), title=f"{title}\n{legends.get('pooled', '')}")
+    ax.set(
+        xlabel=X_TITLE, ylabel=y_title(scale), title="\n".join([title, *textwrap.wrap(headline(stats), 110)])
+    )
     ax.title.set_fontsize(9)
     ax.legend(fontsize=7)
     fig.tight_layout()
