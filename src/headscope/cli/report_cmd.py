@@ -13,7 +13,7 @@ from headscope.cli.common import load
 from headscope.errors import HeadscopeError
 from headscope.models.checks import first_line
 from headscope.models.loading import Model
-from headscope.report.analyses import Embedding, ReportOptions, build_run
+from headscope.report.analyses import Embedding, ReportOptions, build_run, doable_tasks
 from headscope.report.console import summary_table
 from headscope.report.html import check_report_folder, write_report
 from headscope.run import RESULTS_FILE, load_run
@@ -59,17 +59,21 @@ def task_list(text: str | None) -> tuple[str, ...]:
     return names
 
 
-def runnable_tasks(model: Model) -> tuple[str, ...]:
-    """Every built-in task whose prompts this model's tokenizer can spell (the others are named)."""
-    names = []
+def runnable_tasks(model: Model, seed: int = 0) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """The built-in tasks this model's tokenizer can spell and the model can do (`doable_tasks`);
+    the others are named, and those it cannot do are returned with why, for the page."""
+    spelled = []
     for name, task in builtin_tasks().items():
         try:
             build_dataset(task, model.tokens, 2, 0)
         except ValueError as error:  # TaskError, or a generator's pool that is too small
             say(f"[yellow]skipping task {name}: {' '.join(str(error).split())}[/yellow]")
             continue
-        names.append(name)
-    return tuple(names)
+        spelled.append(task)
+    kept, left_out = doable_tasks(model, spelled, seed)
+    for name, why in left_out:
+        say(f"[yellow]leaving out task {name}: {why} (name it in --tasks to include it)[/yellow]")
+    return tuple(task.name for task in kept), tuple(left_out)
 
 
 def say(message: str) -> None:
@@ -99,7 +103,7 @@ def report(
         chosen = task_list(tasks) if tasks is not None else None  # a typo fails before the model loads
         check_report_folder(out)  # so does an --out that cannot be written
         loaded = load(shared.model)
-        names = chosen if chosen is not None else runnable_tasks(loaded)
+        names, left_out = (chosen, ()) if chosen is not None else runnable_tasks(loaded, shared.seed)
         options = ReportOptions(
             tasks=names,
             n=shared.n,
@@ -108,6 +112,7 @@ def report(
             k=k,
             embedding=embedding,
             knockout_n=knockout_n,
+            left_out=left_out,
         )
         say(f"model {shared.model}: {loaded.n_layers} layers x {loaded.n_heads} heads")
         run = build_run(loaded, [get_task(name) for name in names], options, say)
