@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from headscope.cli import main
 from tests.cli.runner import run_cli
+from tests.models.test_loading import _larger_tokenizer, _no_tokenizer
 from tests.tasks.task_files import MINIMAL
 
 TASK_FILES = {
@@ -47,12 +48,28 @@ CATALOGUE: tuple[Bad, ...] = (
     Bad(
         "unknown model name, no network",
         ("tasks", "show", "ioi", "--model", "no-org/no-model"),
-        "--model PATH",
+        "--model 'no-org/no-model': it is no local directory",
     ),
     Bad(
         "model path that does not exist",
         ("tasks", "show", "ioi", "--model", "./no/such/dir"),
-        "no such directory",
+        "--model './no/such/dir': no such directory",
+    ),
+    Bad(
+        "model path naming a file",
+        ("tasks", "show", "ioi", "--model", "{tiny}/config.json"),
+        "is a file; give the folder that holds it",
+    ),
+    Bad("model path that is a symlink loop", ("tasks", "show", "ioi", "--model", "{loop}"), "symlink loop"),
+    Bad(
+        "model folder without a tokenizer",
+        ("tasks", "show", "ioi", "--model", "{no_tokenizer}"),
+        "has no tokenizer",
+    ),
+    Bad(
+        "tokenizer larger than the embedding",
+        ("tasks", "show", "ioi", "--model", "{big_tokenizer}"),
+        "has 210 tokens but the embedding only 204 rows",
     ),
     Bad("directory without weights", ("tasks", "show", "ioi", "--model", "{no_weights}"), "has no weights"),
     Bad("truncated safetensors", ("tasks", "show", "ioi", "--model", "{truncated}"), "is truncated"),
@@ -101,7 +118,12 @@ CATALOGUE: tuple[Bad, ...] = (
         ("tasks", "show", "{too_long}", "--model", "{tiny}"),
         "context holds 64",
     ),
-    Bad("--n 0", ("tasks", "show", "ioi", "--model", "{tiny}", "--n", "0"), "--n must be at least 1"),
+    Bad("--n 0", ("tasks", "show", "ioi", "--model", "{tiny}", "--n", "0"), "--n 0: give at least 1 prompt"),
+    Bad(
+        "--n 100000 (minutes of work)",
+        ("scores", "--model", "{tiny}", "--task", "ioi", "--n", "100000"),
+        "--n 100000 is more than 10000 prompts",
+    ),
     Bad(
         "head 2.0 on a 2-layer model",
         ("scores", "--model", "{tiny}", "--task", "ioi", "--heads", "2.0"),
@@ -123,21 +145,32 @@ CATALOGUE: tuple[Bad, ...] = (
         ("scatter", "--model", "{tiny}", "--head", "1.9"),
         "head 1.9 does not exist",
     ),
-    Bad("--k 0", ("scores", "--model", "{tiny}", "--task", "ioi", "--k", "0"), "--k"),
+    Bad("--k 0", ("scores", "--model", "{tiny}", "--task", "ioi", "--k", "0"), "--k 0: k must be at least 1"),
     Bad(
         "--k larger than the vocabulary",
         ("scores", "--model", "{tiny}", "--task", "ioi", "--k", "100000"),
-        "--k",
+        "--k 100000 is larger than the vocabulary",
     ),
     Bad(
         "--n 0 for scores",
         ("scores", "--model", "{tiny}", "--task", "ioi", "--n", "0"),
-        "--n must be at least 1",
+        "--n 0: give at least 1 prompt",
     ),
     Bad(
         "keywords not in the vocabulary",
         ("scores", "--model", "{tiny}", "--keywords", "Mary zzyzx John"),
         "zzyzx",
+    ),
+    Bad(
+        "keywords given twice (a message from Python: words=...)",
+        ("scores", "--model", "{tiny}", "--keywords", "Mary John Mary"),
+        "--keywords 'Mary John Mary' repeats Mary: give each keyword once",
+    ),
+    Bad(
+        "ablate: unknown component (a message from Python: components=...)",
+        ("ablate", "--model", "{tiny}", "--n", "4", "--components", "heads,bogus", "--out", "{out}/a.csv"),
+        "--components 'heads,bogus': choose heads, mlps or heads,mlps",
+        out="a.csv",
     ),
     Bad(
         "unknown relation",
@@ -254,7 +287,7 @@ CATALOGUE: tuple[Bad, ...] = (
     Bad(
         "patch: --n 0",
         ("patch", "--model", "{tiny}", "--n", "0", "--out", "{out}/p.csv"),
-        "--n must be at least 1",
+        "--n 0: give at least 1 prompt",
         out="p.csv",
     ),
 )
@@ -263,7 +296,8 @@ CATALOGUE: tuple[Bad, ...] = (
 def _damage_dirs(tiny_dir: Path, root: Path) -> dict[str, Path]:
     """Damaged copies of the tiny model, one per kind of damage."""
     made = {}
-    for name in ("no_weights", "truncated", "corrupted", "more_layers", "wider", "pickle_only"):
+    damaged = ("no_weights", "truncated", "corrupted", "more_layers", "wider", "pickle_only")
+    for name in (*damaged, "no_tokenizer", "big_tokenizer"):
         made[name] = Path(shutil.copytree(tiny_dir, root / name))
     weights = "model.safetensors"
     (made["no_weights"] / weights).unlink()
@@ -275,6 +309,10 @@ def _damage_dirs(tiny_dir: Path, root: Path) -> dict[str, Path]:
         (made[name] / "config.json").write_text(json.dumps(config | change))
     (made["pickle_only"] / weights).unlink()
     (made["pickle_only"] / "pytorch_model.bin").write_bytes(b"a pickle would run code here")
+    _no_tokenizer(made["no_tokenizer"])
+    _larger_tokenizer(made["big_tokenizer"])
+    made["loop"] = root / "loop"
+    made["loop"].symlink_to(made["loop"])
     return made
 
 
@@ -309,7 +347,8 @@ def fill(args: tuple[str, ...], places: dict[str, str], out: Path) -> list[str]:
 
 
 def error_lines(result: subprocess.CompletedProcess) -> list[str]:
-    return [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("error:")]
+    """The error lines, which belong on stderr (stdout holds results only)."""
+    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
 
 
 @pytest.mark.parametrize("bad", CATALOGUE, ids=[bad.what for bad in CATALOGUE])
@@ -323,6 +362,8 @@ def test_bad_input_is_one_clear_line(bad: Bad, places, tmp_path):
     lines = error_lines(result)
     assert len(lines) == 1, text
     assert bad.expect in lines[0], lines[0]
+    assert result.stdout == "", result.stdout  # `> file` keeps no error and no half a table
+    assert "Loading weights" not in result.stderr and "it/s]" not in result.stderr
     assert list(out.iterdir()) == []  # nothing written, not even a temporary file
 
 
@@ -370,9 +411,10 @@ def test_random_head_lists_succeed_or_fail_clearly(heads, places, capsys):
     args = ["scores", "--model", places["tiny"], "--task", "ioi", "--n", "4", "--relation", "copy"]
     code = main([*args, f"--heads={heads}"])
     captured = capsys.readouterr()
-    lines = [line for line in captured.out.splitlines() if line.startswith("error:")]
+    lines = [line for line in captured.err.splitlines() if line.startswith("error:")]
     assert code in (0, 2), captured.out + captured.err
-    assert len(lines) == (1 if code == 2 else 0), captured.out
+    assert len(lines) == (1 if code == 2 else 0), captured.err
+    assert "error:" not in captured.out
     if code == 0:
         assert "OV scores" in captured.out
 

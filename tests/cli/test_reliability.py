@@ -94,19 +94,20 @@ class Started:
         self.lines: list[str] = []
 
     def wait_for(self, text: str) -> None:
-        for line in self.process.stdout:
+        for line in self.process.stderr:  # progress goes to stderr
             self.lines.append(line)
             if text in line:
                 return
         pytest.fail(f"the report ended before printing {text!r}:\n{''.join(self.lines)}")
 
     def stop(self, kill) -> tuple[str, str]:
+        """What is left on stderr (progress, the error line), and stdout."""
         kill()
         try:
-            rest, err = self.process.communicate(timeout=120)
+            out, rest = self.process.communicate(timeout=120)
         finally:
             self.reap()
-        return rest, err
+        return rest, out
 
     def reap(self) -> None:
         """Kill what is left of the group (forked PNG workers orphaned by a SIGKILL)."""
@@ -172,7 +173,8 @@ def test_an_unknown_task_is_named_before_the_model_is_loaded(command, tmp_path):
     task = ["nope"] if command == ("tasks", "show") else ["--task", "nope"]
     result = headscope(*command, *task, "--model", str(tmp_path / "no-model"))
     assert result.returncode == 2, result.stdout + result.stderr
-    assert result.stdout.startswith("error: unknown task 'nope'"), result.stdout
+    assert result.stderr.startswith("error: unknown task 'nope'"), result.stderr
+    assert result.stdout == ""
 
 
 @pytest.mark.parametrize(
@@ -187,4 +189,4 @@ def test_an_unknown_task_is_named_before_the_model_is_loaded(command, tmp_path):
 def test_a_table_output_of_an_unknown_kind_is_refused_before_the_model_loads(command, tmp_path):
     result = headscope(*command, str(tmp_path / "a.txt"), "--model", str(tmp_path / "no-model"))
     assert result.returncode == 2, result.stdout + result.stderr
-    assert "a.txt: use a .csv or .json file name" in result.stdout.replace("\n", ""), result.stdout
+    assert "a.txt: use a .csv or .json file name" in result.stderr.replace("\n", ""), result.stderr

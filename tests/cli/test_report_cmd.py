@@ -22,7 +22,7 @@ def test_report_writes_page_data_and_summary_then_rerenders(tiny_dir, tmp_path):
 
 def test_bad_task_and_missing_results_are_one_line(tiny_dir, tmp_path):
     result = run_cli("report", "--model", str(tiny_dir), "--tasks", "ioi,nope")
-    assert result.returncode == 2 and "unknown task 'nope'" in result.stdout
+    assert result.returncode == 2 and "unknown task 'nope'" in result.stderr
     missing = run_cli("report", "--from", str(tmp_path))
-    assert missing.returncode == 2 and "results.json does not exist" in missing.stdout.replace("\n", "")
+    assert missing.returncode == 2 and "results.json does not exist" in missing.stderr.replace("\n", "")
     assert "Traceback" not in result.stdout + result.stderr + missing.stdout + missing.stderr

@@ -50,7 +50,7 @@ def test_scatter_figures(tmp_path, tiny_dir):
 )
 def test_scatter_errors_are_one_line(tiny_dir, extra, message, capsys):
     code = main(["scatter", "--model", str(tiny_dir), "--head", "0.0", "--n", "3", *extra])  # in-process
-    printed = " ".join(capsys.readouterr().out.split())
+    printed = " ".join(capsys.readouterr().err.split())
     assert code == 2
     assert message in printed and "Traceback" not in printed
 

@@ -110,7 +110,7 @@ SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the prompt generat
 OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Write the result to this file.")]
 
 # Python arguments whose CLI option has another name (ov_scores(relations=...) is --relation).
-PYTHON_NAMES: dict[str, str] = {"relations": "relation", "spec": "model"}
+PYTHON_NAMES: dict[str, str] = {"relations": "relation", "spec": "model", "words": "keywords"}
 
 
 @dataclass(frozen=True)
@@ -163,6 +163,7 @@ def command(
         run.__annotations__ = {p.name: p.annotation for p in parameters}
         run.__doc__, run.__name__ = func.__doc__, func.__name__
         (on or app).command(name)(run)
+        func.cli_flags = flags  # Python argument -> flag, as errors are rewritten
         return func
 
     return register
