@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,7 @@ CHROMIUM_ARGS = [
 
 FIGURE_STATE = """() => Array.from(document.querySelectorAll('.hs-figure')).map(div => ({
   id: div.id,
+  hidden: div.closest('[hidden]') !== null,
   svg: div.querySelectorAll('svg.main-svg').length,
   marks: div.querySelectorAll('.hm image, g.hm, .scatterlayer .point').length,
   width: div.getBoundingClientRect().width,
@@ -61,6 +63,25 @@ def visit(page_path: Path, screenshot: Path | None = None, full_page: bool = Tru
             page.screenshot(path=str(screenshot), full_page=full_page)
         browser.close()
     return seen
+
+
+@contextmanager
+def opened(page_path: Path, errors: list[str] | None = None):
+    """A playwright page showing the report (console errors and page errors go to `errors`)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        if errors is not None:
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(Path(page_path).resolve().as_uri(), wait_until="load")
+        page.wait_for_timeout(300)
+        try:
+            yield page
+        finally:
+            browser.close()
 
 
 def screenshot_sections(page_path: Path, out_dir: Path, sections: dict[str, str]) -> list[Path]:

@@ -80,3 +80,21 @@ def report_dir(tmp_path_factory, report_run) -> Path:
     folder = tmp_path_factory.mktemp("report")
     write_report(report_run, folder, say=lambda message: None)
     return folder
+
+
+ORGANISM_TASKS = ("ioi", "seq-digits")
+
+
+@pytest.fixture(scope="session")
+def organism_run() -> Run:
+    """The organism on ioi and seq-digits, small: its heads have known jobs (README, organism card)."""
+    options = ReportOptions(tasks=ORGANISM_TASKS, n=24, n_boot=50, knockout_n=8, example_prompts=3)
+    model = load_model("organism")
+    return build_run(model, [get_task(name) for name in ORGANISM_TASKS], options, say=lambda message: None)
+
+
+@pytest.fixture(scope="session")
+def organism_report_dir(tmp_path_factory, organism_run) -> Path:
+    folder = tmp_path_factory.mktemp("organism-report")
+    write_report(organism_run, folder, say=lambda message: None)
+    return folder

@@ -205,3 +205,18 @@ def test_a_task_the_model_cannot_do_is_left_out():
     kept, left_out = doable_tasks(model, tasks)
     assert [t.name for t in kept] == ["seq-digits"]
     assert left_out == [("seq-letters", "top-1 accuracy 0.00 < 0.50 on 32 prompts")]
+
+
+def test_the_organism_labels_its_known_heads(organism_run):
+    def labelled(task):
+        table = organism_run.for_task("labels", task)
+        return {(f"{r.layer}.{r.head}", r.label) for r in table.itertuples(index=False)}
+
+    # 1.1 copies names but attends to S (0.54) more than to IO (0.46): no name mover.
+    assert labelled("ioi") == {
+        ("1.0", "name mover"),
+        ("3.0", "copy suppression"),
+        ("3.1", "copy suppression"),
+    }
+    assert labelled("seq-digits") == {("2.1", "successor")}
+    assert organism_run.options["left_out"] == {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.report.browser import CHROMIUM, visit
+from tests.report.browser import CHROMIUM, opened, visit
 from tests.report.conftest import MARKUP
 
 
@@ -20,11 +20,14 @@ def test_no_console_errors_and_no_network(seen):
     assert seen.requests == []
 
 
-def test_every_figure_is_drawn(seen, report_run):
-    assert len(seen.figures) >= 3 * 4  # at least four figures per built-in task
-    for figure in seen.figures:
+def test_every_visible_figure_is_drawn(seen, report_run):
+    shown = [figure for figure in seen.figures if not figure["hidden"]]
+    assert len(shown) >= 3 * 4  # at least four figures per built-in task
+    for figure in shown:
         assert figure["svg"] > 0 and figure["marks"] > 0, figure
         assert figure["width"] > 100 and figure["height"] > 100, figure
+    for figure in seen.figures:  # a hidden one (another head's scatter) waits until it is picked
+        assert figure["hidden"] or figure["svg"] > 0, figure
 
 
 def test_the_viewer_shows_the_prompt_tokens(seen, report_run):
@@ -39,3 +42,67 @@ def test_markup_from_a_task_is_shown_as_text_and_never_run(seen):
     assert MARKUP in seen.text  # the description and the example prompt, as text
     assert "xss<b>task</b>" in seen.text
     assert seen.viewer_tokens[-1][1:4] == ["<", "script", ">"]
+
+
+def _options(page, selector: str) -> list[tuple[str, str]]:
+    pairs = page.eval_on_selector_all(f"{selector} option", "els => els.map(o => [o.value, o.textContent])")
+    return [tuple(pair) for pair in pairs]
+
+
+def test_sections_lead_with_the_heads_they_measure(organism_report_dir):
+    errors: list[str] = []
+    with opened(organism_report_dir / "index.html", errors) as page:
+        successor = _options(page, "#pick-seq-digits-next select")
+        suppressors = _options(page, "#pick-ioi-negative-copy select")
+        scatter = _options(page, "#pick-ioi-scatter select")
+        movers = _options(page, "#pick-ioi-copy select")
+        shown = page.locator("#pick-seq-digits-next .hs-choice:not([hidden])")
+        keywords = shown.locator("td:first-child").all_inner_texts()
+        heading = shown.locator("h3").inner_text()
+    assert errors == []
+    assert successor[0] == ("2.1", "2.1: successor; next score " + successor[0][1].split()[-1])
+    assert {suppressors[0][0], suppressors[1][0]} == {"3.0", "3.1"}
+    assert all("copy suppression" in text for _, text in suppressors[:2])
+    assert {scatter[0][0], scatter[1][0]} == {"3.0", "3.1"} and "copy suppression" in scatter[0][1]
+    assert movers[0] == ("1.0", movers[0][1]) and movers[0][1].startswith("1.0: name mover")
+    assert len(successor) == len(scatter) == 8  # and any head can be picked
+    assert heading.startswith("head 2.1: next score per keyword")
+    assert keywords == sorted(keywords, key=int) and len(keywords) > 5  # 1, 2, ..., 10, not 1, 10, 2
+
+
+def test_picking_a_head_shows_its_table_and_draws_its_figure(organism_report_dir):
+    with opened(organism_report_dir / "index.html") as page:
+        block = page.locator("#pick-ioi-scatter")
+        assert block.locator(".hs-choice[data-head='1.1']").is_hidden()
+        block.locator("select").select_option("1.1")
+        page.wait_for_timeout(300)
+        chosen = block.locator(".hs-choice[data-head='1.1']")
+        assert chosen.is_visible()
+        assert chosen.locator("svg.main-svg").count() > 0
+        assert chosen.locator("h3").inner_text() == "head 1.1: correlation per role"
+        assert block.locator(".hs-choice:not([hidden])").count() == 1
+
+
+def test_the_viewer_shows_any_head_and_prompt_with_values_on_hover(organism_report_dir, organism_run):
+    tokens = organism_run.for_task("tokens", "ioi")
+    patterns = organism_run.for_task("patterns", "ioi")
+    with opened(organism_report_dir / "index.html") as page:
+        viewer = page.locator(".hs-viewer").first
+        heads = _options(page, ".hs-viewer >> nth=0 >> select[aria-label=head]")
+        prompts = _options(page, ".hs-viewer >> nth=0 >> select[aria-label=prompt]")
+        viewer.locator("select[aria-label=head]").select_option("2.1")
+        viewer.locator("select[aria-label=prompt]").select_option("2")
+        sources = viewer.locator("th.hs-src").all_inner_texts()
+        cell = viewer.locator("tr").nth(6).locator("td").nth(3)  # destination 5, source 3
+        cell.hover()
+        readout = viewer.locator(".hs-readout").inner_text()
+        legend = viewer.locator(".hs-legend .hs-bar").count()
+        colour = cell.evaluate("td => getComputedStyle(td).backgroundColor")
+    assert sorted(h for h, _ in heads) == [f"{layer}.{head}" for layer in range(4) for head in range(2)]
+    assert len(prompts) == 3
+    expected_tokens = tokens[tokens["prompt"] == 2].sort_values("position")["token"].tolist()
+    assert sources == expected_tokens
+    row = patterns[(patterns["prompt"] == 2) & (patterns["layer"] == 2) & (patterns["head"] == 1)]
+    value = float(row[row["dest"] == 5]["attention"].iloc[0].split(" ")[3])
+    assert readout == f"5 {expected_tokens[5]} <- 3 {expected_tokens[3]}: {value:.4f}"
+    assert legend == 1 and colour.startswith("rgb(")
