@@ -99,7 +99,8 @@ class Tokenization:
         self.bos_id = _bos_id(tokenizer)
         self.pad_id = self.bos_id
         self.unk_id = tokenizer.unk_token_id
-        self._mid_prompt: dict[str, tuple[int | None, bool]] = {}
+        self._mid_prompt: dict[str, tuple[int | None, bool]] = {}  # word -> (token, spaced apart)
+        self._opening: dict[str, bool] = {}
 
     def single_token(self, text: str) -> int | None:
         """The id of `text` when it is exactly one known token, else None."""
@@ -112,9 +113,11 @@ class Tokenization:
 
     def opening_ok(self, word: str) -> bool:
         """True when the word is one token as a prompt's first word, right after the BOS."""
-        ids, offsets = self._encode(word)
-        position = _piece_position(offsets, 0, len(word))
-        return position is not None and self._known(ids[position])
+        if word not in self._opening:
+            ids, offsets = self._encode(word)
+            position = _piece_position(offsets, 0, len(word))
+            self._opening[word] = position is not None and self._known(ids[position])
+        return self._opening[word]
 
     def word_token(self, word: str) -> int:
         """The token of `word` mid-prompt (its own token when a space token precedes it)."""
