@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
+from headscope.models.loading import load_model
 from headscope.scores.keywords import keyword_dataset
 from headscope.tasks import words
 from headscope.tasks.builtin import builtin_tasks
@@ -177,3 +178,18 @@ def test_unusable_fillers_are_named_in_pool_order(sparse_gpt2):
     dataset = build_dataset(builtin_tasks()["ioi"], Tokenization(hf), 10, seed=0)
     pools = words.NAMES + words.PLACES + words.OBJECTS
     assert dataset.unusable_fillers == tuple(w for w in pools if w in missing)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_rows_equal_transformer_lens_to_tokens(kind, tmp_path, vocabulary):
+    """The BOS convention is TransformerLens's: a dataset row is `to_tokens(prompt.text)`."""
+    hf = TOKENIZER_KINDS[kind](vocabulary)
+    config = GPT2Config(vocab_size=len(hf), n_positions=64, n_embd=16, n_layer=1, n_head=2)
+    GPT2LMHeadModel(config).save_pretrained(tmp_path)
+    hf.save_pretrained(tmp_path)
+    model = load_model(str(tmp_path))
+    for task_name in ("seq-digits", "induction"):
+        dataset = build_dataset(builtin_tasks()[task_name], model.tokens, 4, seed=0)
+        for i, prompt in enumerate(dataset.prompts):
+            row = dataset.tokens[i, : int(dataset.lengths[i])]
+            assert model.to_tokens(prompt.text)[0].cpu().tolist() == row.tolist()
