@@ -18,6 +18,7 @@ import plotly.graph_objects as go  # noqa: E402
 
 from headscope.io import write_atomic  # noqa: E402
 from headscope.report import scatter_plot  # noqa: E402
+from headscope.report.fonts import drawable, use_fonts  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class Heatmap:
         return _styled(figure)
 
     def png(self, path: Path) -> Path:
+        use_fonts()
         values = pd.DataFrame(self.z, dtype=float).to_numpy()
         width = max(3.5, 0.55 * len(self.x) + 2)
         fig, ax = plt.subplots(figsize=(width, max(2.5, 0.45 * len(self.y) + 1.4)))
@@ -64,10 +66,12 @@ class Heatmap:
             image = ax.imshow(values, cmap="RdBu_r", vmin=-bound, vmax=bound, aspect="auto")
         else:
             image = ax.imshow(values, cmap="Blues", aspect="auto")
-        ax.set_xticks(range(len(self.x)), self.x, rotation=90 if len(self.x) > 8 else 0)
-        ax.set_yticks(range(len(self.y)), self.y)
+        ax.set_xticks(
+            range(len(self.x)), [drawable(x) for x in self.x], rotation=90 if len(self.x) > 8 else 0
+        )
+        ax.set_yticks(range(len(self.y)), [drawable(y) for y in self.y])
         title = f"{self.context}: {self.title}" if self.context else self.title
-        ax.set(xlabel=self.x_title, ylabel=self.y_title, title=title)
+        ax.set(xlabel=self.x_title, ylabel=self.y_title, title=drawable(title))
         fig.colorbar(image, ax=ax)
         return _save(fig, path)
 

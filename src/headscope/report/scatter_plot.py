@@ -20,6 +20,7 @@ import pandas as pd  # noqa: E402
 import plotly.graph_objects as go  # noqa: E402
 
 from headscope.io import write_atomic, write_text  # noqa: E402
+from headscope.report.fonts import drawable, use_fonts  # noqa: E402
 
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 X_TITLE = "attention probability end -> token"
@@ -35,6 +36,8 @@ def _number(value: float, digits: int = 2) -> str:
 
 def legend_text(row) -> str:
     """'S: r=0.81 [0.75, 0.86], p=1e-20, N=500' from one row of scatter_stats."""
+    if math.isnan(row["r"]):  # fewer than 3 points or a constant axis: the table's note says which
+        return f"{row['role']}: r undefined, N={row['n']}"
     p = "nan" if math.isnan(row["p"]) else f"{row['p']:.2g}"
     interval = f"[{_number(row['ci_low'])}, {_number(row['ci_high'])}]"
     return f"{row['role']}: r={_number(row['r'])} {interval}, p={p}, N={row['n']}"
@@ -47,7 +50,10 @@ def _legends(stats: pd.DataFrame) -> dict[str, str]:
 def headline(stats: pd.DataFrame) -> str:
     """'IO: r=0.01, S: r=-0.13' and, when the roles form clusters, the pooled r with its warning."""
     roles = stats[stats["role"] != "pooled"]
-    text = ", ".join(f"{row['role']}: r={_number(row['r'])}" for _, row in roles.iterrows())
+    text = ", ".join(
+        f"{row['role']}: " + ("r undefined" if math.isnan(row["r"]) else f"r={_number(row['r'])}")
+        for _, row in roles.iterrows()
+    )
     pooled = stats[stats["role"] == "pooled"]
     note = str(pooled["note"].iloc[0]) if "note" in pooled and not pooled.empty else ""
     if note.startswith("warning"):
@@ -99,14 +105,17 @@ def write_scatter_png(
     path: Path, points: pd.DataFrame, stats: pd.DataFrame, title: str, scale: str = "none"
 ) -> Path:
     """The same scatter as a static PNG drawn with matplotlib."""
+    use_fonts()
     legends = _legends(stats)
     fig, ax = plt.subplots(figsize=(7, 4.8))
     for index, (role, group) in enumerate(points.groupby("role", sort=False)):
-        label = legends.get(str(role), str(role))
+        label = drawable(legends.get(str(role), str(role)))
         colour = COLOURS[index % len(COLOURS)]
         ax.scatter(group["attention"], group["projection"], s=12, alpha=0.7, color=colour, label=label)
     ax.set(
-        xlabel=X_TITLE, ylabel=y_title(scale), title="\n".join([title, *textwrap.wrap(headline(stats), 110)])
+        xlabel=X_TITLE,
+        ylabel=y_title(scale),
+        title=drawable("\n".join([title, *textwrap.wrap(headline(stats), 110)])),
     )
     ax.title.set_fontsize(9)
     ax.legend(fontsize=7)
