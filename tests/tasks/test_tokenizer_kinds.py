@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
+from headscope.errors import HeadscopeError
 from headscope.models.loading import load_model
 from headscope.scores.keywords import keyword_dataset
 from headscope.tasks import words
@@ -193,3 +194,10 @@ def test_rows_equal_transformer_lens_to_tokens(kind, tmp_path, vocabulary):
         for i, prompt in enumerate(dataset.prompts):
             row = dataset.tokens[i, : int(dataset.lengths[i])]
             assert model.to_tokens(prompt.text)[0].cpu().tolist() == row.tolist()
+
+
+@pytest.mark.parametrize(("task_name", "what"), [("recency", "recency names"), ("seq-months", "names")])
+def test_no_word_that_opens_a_prompt_is_one_clear_error(task_name, what, vocabulary):
+    tokens = Tokenization(gpt2_bpe(vocabulary, bare=[]))  # no word is one token without its space
+    with pytest.raises(HeadscopeError, match=f"only 0 of the {what}.*first word"):
+        build_dataset(builtin_tasks()[task_name], tokens, 10, seed=0)

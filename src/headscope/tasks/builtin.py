@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+from headscope.errors import HeadscopeError
 from headscope.tasks import words
 from headscope.tasks.prompt import Piece, Prompt, PromptPair, fill, occurrence_roles
 from headscope.tasks.task import Family, Task, WordFilter
@@ -47,8 +48,9 @@ INDUCTION_LENGTH = 8
 def _pool(pool: tuple[str, ...], word_ok: WordFilter, need: int, what: str) -> tuple[str, ...]:
     kept = tuple(w for w in pool if word_ok(w))
     if len(kept) < need:
-        raise ValueError(
-            f"only {len(kept)} of the {what} are single tokens for this tokenizer; the task needs {need}"
+        raise HeadscopeError(
+            f"only {len(kept)} of the {what} are single tokens for this tokenizer; the task needs {need}; "
+            "use a model whose vocabulary has them"
         )
     return kept
 
@@ -61,7 +63,9 @@ def _opening(word_ok: WordFilter) -> WordFilter:
     return getattr(word_ok, "at_start", word_ok)
 
 
-def _sample_opening(rng: random.Random, pool: tuple[str, ...], k: int, opening: tuple[int, ...], opens):
+def _sample_opening(
+    rng: random.Random, pool: tuple[str, ...], k: int, opening: tuple[int, ...], opens: WordFilter, what: str
+) -> list[str]:
     """`k` distinct words of `pool`; those at the `opening` indices start a prompt (`opens` them).
 
     When every word opens, this is `rng.sample(pool, k)` exactly (the same prompts as always);
@@ -71,9 +75,9 @@ def _sample_opening(rng: random.Random, pool: tuple[str, ...], k: int, opening: 
     if len(openers) == len(pool):
         return rng.sample(pool, k)
     if len(openers) < len(opening):
-        raise ValueError(
-            f"only {len(openers)} of the words are single tokens as a prompt's first word; "
-            f"the task needs {len(opening)}"
+        raise HeadscopeError(
+            f"only {len(openers)} of the {what} are single tokens as a prompt's first word; "
+            f"the task needs {len(opening)}; use a model whose vocabulary has them"
         )
     first = rng.sample(openers, len(opening))
     rest = iter(rng.sample(tuple(w for w in pool if w not in first), k - len(opening)))
@@ -128,7 +132,7 @@ def _recency(n: int, rng: random.Random, word_ok: WordFilter) -> list[PromptPair
     for _ in range(n):
         count = rng.randint(2, 4)
         template = _recency_template(count)
-        chosen = _sample_opening(rng, names, 2 * count, (0, count), _opening(word_ok))
+        chosen = _sample_opening(rng, names, 2 * count, (0, count), _opening(word_ok), "recency names")
         verb = rng.choice(verbs)
         clean_fill = {f"N{i + 1}": chosen[i] for i in range(count)} | {"V": verb}
         other_fill = {f"N{i + 1}": chosen[count + i] for i in range(count)} | {"V": verb}
@@ -172,7 +176,10 @@ def _member_runs(family: Family, word_ok: WordFilter, length: int) -> list[tuple
     runs = [tuple(members[(s + i) % len(members)] for i in range(length)) for s in starts]
     kept = [run for run in runs if all(word_ok(w) for w in run)]
     if not kept:
-        raise ValueError(f"no run of {length} {family.name} are all single tokens")
+        raise HeadscopeError(
+            f"no run of {length} consecutive {family.name} are all single tokens for this tokenizer; "
+            "use another task or a model whose vocabulary has them"
+        )
     return kept
 
 
@@ -188,7 +195,7 @@ def _induction(n: int, rng: random.Random, word_ok: WordFilter) -> list[PromptPa
     repeat_roles = [f"r{i}" for i in range(1, length)]
     pairs = []
     for _ in range(n):
-        chosen = _sample_opening(rng, pool, 2 * length, (0,), _opening(word_ok))
+        chosen = _sample_opening(rng, pool, 2 * length, (0,), _opening(word_ok), "induction words")
         seq, other = chosen[:length], chosen[length:]
         clean = _word_pieces(seq + seq[:-1], first_roles + repeat_roles)
         corrupted = _word_pieces(seq + other[:-1], first_roles + repeat_roles)
