@@ -131,10 +131,9 @@ def test_attention_patterns_equal_run_with_cache(tiny_model):
         for layer, head in ((1, 3), (0, 2)):
             pattern = cache[f"blocks.{layer}.attn.hook_pattern"][0, head]  # [q, k]
             rows = table[(table.prompt == prompt) & (table.layer == layer) & (table["head"] == head)]
-            got = torch.tensor(rows["attention"].to_numpy().copy(), dtype=torch.float32)
-            assert torch.allclose(
-                got, pattern[rows.destination.to_numpy(), rows.source.to_numpy()], atol=1e-6
-            )
+            got = torch.tensor(rows["attention"].tolist())
+            expected = pattern[rows["destination"].tolist(), rows["source"].tolist()]
+            assert torch.allclose(got, expected, atol=1e-6)
             assert len(rows) == length * (length + 1) // 2
     assert table.attrs["texts"][2] == data.prompts[2].text
 
@@ -247,3 +246,12 @@ def test_options_never_split_a_string_into_characters():
     assert ov.OVOptions(relations=["next"], heads=[[1, 2]]).heads == ((1, 2),)
     assert ablation.AblationOptions(positions="end", components="heads").positions == ("end",)
     assert ablation.AblationOptions(components="heads").components == ("heads",)
+
+
+def test_keyword_words_as_one_string_or_a_list(organism):
+    from_string = hs.ov_scores(organism, hs.keyword_dataset("1 2 3 4 5", organism.tokens), relations="next")
+    from_list = hs.ov_scores(
+        organism, hs.keyword_dataset(["1", "2", "3", "4", "5"], organism.tokens), relations="next"
+    )
+    pd.testing.assert_frame_equal(from_string, from_list)
+    assert set(from_string["n"]) == {4}  # four of the five words have a successor in the list

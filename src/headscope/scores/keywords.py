@@ -44,15 +44,17 @@ def _check_words(words: list[str], tokens: Tokenization) -> None:
         )
 
 
-def keyword_dataset(words: list[str], tokens: Tokenization, n_ctx: int = 1024) -> Dataset:
+def keyword_dataset(words: str | list[str], tokens: Tokenization, n_ctx: int = 1024) -> Dataset:
     """Bare prompts ' w1 w2 ...' (BOS first), split so each fits `n_ctx`, keywords in order.
 
     Each word keeps a leading space (GPT-2 spells mid-prompt words that way); where that space
     is a token of its own ("in", " ", "1": Llama 3, Qwen, Llama 2's digits) a keyword takes two
     tokens and its position is its own token. The BOS is the dataset's (see `Tokenization`).
     The corrupted twin is the prompt itself; answers and contrasts are placeholders (last and
-    first word) that the OV scores do not read.
+    first word) that the OV scores do not read. `words` is a list, or one string of
+    whitespace-separated words ("1 2 3" is three keywords, never its characters).
     """
+    words = words.split() if isinstance(words, str) else list(words)
     _check_words(words, tokens)
     tokens_per_word = 2 if any(tokens.spaced_apart(w) for w in words) else 1
     chunk = max(1, (n_ctx - 1) // tokens_per_word)
