@@ -82,7 +82,19 @@ class Run:
 
 
 def load_run(folder: Path) -> Run:
-    """The Run saved in `folder` (its `results.json`)."""
+    """The Run saved in `folder` (its `results.json`): every table of a report, without the model.
+
+    Args:
+        folder: a folder written by `headscope report --out folder`.
+
+    Returns:
+        The `Run`: `run.table(name)`, `run.for_task(name, task)`, `run.options`, `run.model`.
+
+    Example:
+        >>> run = hs.load_run("report")
+        >>> run.table("labels")
+        >>> hs.plot.report(run)
+    """
     path = Path(folder) / RESULTS_FILE
     if not path.is_file():
         raise RunError(f"{path} does not exist; run `headscope report --out {folder}` first")

@@ -164,7 +164,21 @@ def _boot_hub(name: str, device: str):
 
 
 def load_model(spec: str = "organism", device: str = "cpu", allow_pickle: bool = False) -> Model:
-    """Load a model by --model value: 'organism', a local directory, or a hub name."""
+    """Load a model: the bundled organism, a local Hugging Face directory, or a hub name.
+
+    Args:
+        spec: "organism" (the bundled offline default), a directory with a config, weights and a
+            tokenizer in Hugging Face format, or a hub name such as "gpt2" (needs the network).
+        device: where the model runs ("cpu", "cuda", ...).
+        allow_pickle: also load pickled weights (`.bin`); otherwise safetensors only.
+
+    Returns:
+        A `Model`: `model.cfg`, `model.to_tokens(text)`, and what the analyses read.
+
+    Example:
+        >>> model = hs.load_model("organism")
+        >>> model.cfg.n_layers, model.to_tokens("1 2 3")
+    """
     source, directory = resolve(spec)
     if directory is not None:
         check_model_dir(directory, allow_pickle)

@@ -53,6 +53,18 @@ def keyword_dataset(words: str | list[str], tokens: Tokenization, n_ctx: int = 1
     The corrupted twin is the prompt itself; answers and contrasts are placeholders (last and
     first word) that the OV scores do not read. `words` is a list, or one string of
     whitespace-separated words ("1 2 3" is three keywords, never its characters).
+
+    Args:
+        words: the keywords, in order (`next`/`prev` is the neighbour in this list).
+        tokens: the model's tokenizer, `model.tokens`.
+        n_ctx: the model's context length (longer lists are split over several prompts).
+
+    Returns:
+        A `Dataset` to pass as the task of `hs.ov_scores`.
+
+    Example:
+        >>> words = hs.keyword_dataset("1 2 3 4 5", model.tokens)
+        >>> hs.ov_scores(model, words, relations="next")
     """
     words = words.split() if isinstance(words, str) else list(words)
     _check_words(words, tokens)

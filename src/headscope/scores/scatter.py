@@ -260,6 +260,19 @@ def scatter_stats(
     roles as independent). The pooled row carries `between_share` (see `between_share`) and a
     warning in `note` when it is at least `cluster_share`; r, p and the interval are NaN with
     the reason in `note` where fewer than 3 points or a constant axis leave r undefined.
+
+    Args:
+        points: from `hs.scatter` (or `scatter_points`): prompt, role, attention, projection.
+        n_boot: bootstrap resamples.
+        seed: seed of the resampling.
+        cluster_share: the pooled row warns when the between-role share reaches this.
+
+    Returns:
+        One row per role, then `pooled`: role, r, p, n, ci_low, ci_high, between_share, note.
+
+    Example:
+        >>> points = hs.scatter(model, "ioi", head="1.0", n=50)
+        >>> hs.scatter_stats(points, n_boot=2000, seed=1)
     """
     rows = [_stats_row(str(role), part, n_boot, seed) for role, part in points.groupby("role", sort=False)]
     rows.append(_pooled_row(points, n_boot, seed, cluster_share))

@@ -236,7 +236,17 @@ def _sequence_task(task_name: str, family_name: str) -> Task:
 
 
 def builtin_tasks() -> dict[str, Task]:
-    """Every built-in task by name."""
+    """Every built-in task by name.
+
+    Args:
+        (none)
+
+    Returns:
+        {name: Task}, in the order the command line lists them.
+
+    Example:
+        >>> list(hs.builtin_tasks())
+    """
     tasks = [
         Task(
             name="ioi",

@@ -354,6 +354,19 @@ def build_dataset(task: Task, tokenizer, n: int, seed: int) -> Dataset:
     that does not line up token for token) is replaced by further prompts of the same seed,
     up to 2**(TOP_UP_ROUNDS - 1) times `n` generated. `dropped` counts the prompts short of `n`.
     A prompt whose answer is spaced apart ends with that space (`answer_next`).
+
+    Args:
+        task: the `Task` (`hs.get_task(name)`).
+        tokenizer: the model's (`model.tokens`), or a Hugging Face tokenizer.
+        n: prompt pairs wanted.
+        seed: seed of the generator.
+
+    Returns:
+        The `Dataset` with its corrupted twin; `len(dataset)` prompts.
+
+    Example:
+        >>> data = hs.build_dataset(hs.get_task("ioi"), model.tokens, n=50, seed=0)
+        >>> len(data), data.prompts[0].text
     """
     if n < 1:
         raise TaskError(f"n={n}: give at least 1 prompt")

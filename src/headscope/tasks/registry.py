@@ -12,7 +12,18 @@ __all__ = ["builtin_tasks", "get_task"]
 
 
 def get_task(name: str) -> Task:
-    """A built-in task by name, or a user task from a `.toml` file path."""
+    """A built-in task by name, or a user task from a `.toml` file path.
+
+    Args:
+        name: a built-in task (`hs.builtin_tasks()`: "ioi", "seq-digits", ...) or a TOML file path.
+
+    Returns:
+        The `Task`; `hs.dataset(model, task, n=200)` builds its prompts for a model.
+
+    Example:
+        >>> task = hs.get_task("ioi")
+        >>> task.answer_role, task.relations
+    """
     tasks = builtin_tasks()
     if name in tasks:
         return tasks[name]

@@ -97,7 +97,18 @@ class TaskFile:
 
 
 def load_task_file(path: Path) -> Task:
-    """A Task from a TOML task file, or a TaskError naming the problem and the fix."""
+    """A Task from a TOML task file, or a TaskError naming the problem and the fix.
+
+    Args:
+        path: the `.toml` file (templates, slots, answer, contrast, keywords, ...; see the README).
+
+    Returns:
+        The `Task`, usable wherever a task name is.
+
+    Example:
+        >>> task = hs.load_task_file("capitals.toml")
+        >>> hs.evaluate(model, task, n=50)
+    """
     path = Path(path)
     spec = parse_task_file(path, _read_toml(path))
     validate(spec)
