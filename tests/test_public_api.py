@@ -21,6 +21,7 @@ def test_plot_is_the_plot_module():
 
 NOTEBOOK = [name for name, module in headscope._EXPORTS.items() if module == "headscope.api"]
 PLOTS = list(importlib.import_module("headscope.plot").__all__)
+FUNCTIONS = [name for name in headscope._EXPORTS if inspect.isfunction(getattr(headscope, name))]
 
 
 @pytest.mark.parametrize("name", NOTEBOOK)
@@ -30,7 +31,7 @@ def test_notebook_functions_take_model_then_task(name):
 
 
 @pytest.mark.parametrize(
-    "function", [getattr(headscope, n) for n in NOTEBOOK] + [getattr(headscope.plot, n) for n in PLOTS]
+    "function", [getattr(headscope, n) for n in FUNCTIONS] + [getattr(headscope.plot, n) for n in PLOTS]
 )
 def test_public_functions_document_args_returns_and_an_example(function):
     doc = inspect.getdoc(function) or ""
