@@ -28,7 +28,7 @@ from __future__ import annotations
 import string
 from collections.abc import Callable, Iterable
 
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
 ENDOFTEXT = "<|endoftext|>"
@@ -129,6 +129,22 @@ def no_bos(words: Iterable[str], *, bare: Iterable[str] | None = None) -> PreTra
     _train(core, _texts(words, bare), [ENDOFTEXT], pre_tokenizers.ByteLevel.alphabet())
     core.post_processor = processors.ByteLevel(trim_offsets=False)
     return PreTrainedTokenizerFast(tokenizer_object=core, eos_token=ENDOFTEXT, pad_token=ENDOFTEXT)
+
+
+def llama2_legacy(words: Iterable[str], *, bare: Iterable[str] | None = None) -> PreTrainedTokenizerFast:
+    """`sentencepiece_style` as Llama 2's hub files spell it: `▁` by normalizers, no pre-tokenizer.
+
+    The normalizer prepends `▁` to the whole text and turns every space into `▁`, so a text that
+    starts with a space starts with `▁▁` (" 1" -> `▁ ▁ 1`); not in TOKENIZER_KINDS, to keep the
+    model-family tests at four kinds.
+    """
+    core = sentencepiece_style(words).backend_tokenizer
+    core.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    core.pre_tokenizer = None
+    core.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core, bos_token="<s>", eos_token="</s>", unk_token="<unk>", add_bos_token=True
+    )
 
 
 TOKENIZER_KINDS: dict[str, Callable[..., PreTrainedTokenizerFast]] = {

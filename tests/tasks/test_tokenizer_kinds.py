@@ -11,19 +11,20 @@ from headscope.scores.keywords import keyword_dataset
 from headscope.tasks import words
 from headscope.tasks.builtin import builtin_tasks
 from headscope.tasks.dataset import Tokenization, build_dataset
-from tests.tokenizer_kinds import TOKENIZER_KINDS, gpt2_bpe
+from tests.tokenizer_kinds import TOKENIZER_KINDS, gpt2_bpe, llama2_legacy
 
-KINDS = sorted(TOKENIZER_KINDS)
+BUILDERS = TOKENIZER_KINDS | {"llama2_legacy": llama2_legacy}
+KINDS = sorted(BUILDERS)
 TASKS = sorted(builtin_tasks())
-ADDS_OWN_BOS = {"sentencepiece_style", "llama3_style"}
-SPACED_DIGITS = {"sentencepiece_style", "llama3_style", "no_bos"}  # "in 1" -> in, ' ', 1
+ADDS_OWN_BOS = {"sentencepiece_style", "llama2_legacy", "llama3_style"}
+SPACED_DIGITS = {"sentencepiece_style", "llama2_legacy", "llama3_style", "no_bos"}  # "in 1" -> in, ' ', 1
 
 
 @pytest.fixture(scope="module")
 def hf_tokenizers(tmp_path_factory, vocabulary) -> dict:
     """Each kind saved to a folder and loaded back by AutoTokenizer, as a model folder gives it."""
     loaded = {}
-    for kind, build in TOKENIZER_KINDS.items():
+    for kind, build in BUILDERS.items():
         folder = tmp_path_factory.mktemp(kind)
         build(vocabulary).save_pretrained(folder)
         loaded[kind] = AutoTokenizer.from_pretrained(folder)
@@ -116,6 +117,8 @@ def test_keyword_prompts_fit_the_context_in_tokens(kind, hf_tokenizers):
         ("gpt2_bpe", "Mary", {"ĠMary", "Mary"}),
         ("sentencepiece_style", "6", {"6"}),
         ("sentencepiece_style", "Mary", {"▁Mary"}),
+        ("llama2_legacy", "6", {"6"}),
+        ("llama2_legacy", "Mary", {"▁Mary"}),
         ("llama3_style", "6", {"6"}),
         ("llama3_style", "Mary", {"ĠMary", "Mary"}),
         ("no_bos", "6", {"6"}),
@@ -184,7 +187,7 @@ def test_unusable_fillers_are_named_in_pool_order(sparse_gpt2):
 @pytest.mark.parametrize("kind", KINDS)
 def test_rows_equal_transformer_lens_to_tokens(kind, tmp_path, vocabulary):
     """The BOS convention is TransformerLens's: a dataset row is `to_tokens(prompt.text)`."""
-    hf = TOKENIZER_KINDS[kind](vocabulary)
+    hf = BUILDERS[kind](vocabulary)
     config = GPT2Config(vocab_size=len(hf), n_positions=64, n_embd=16, n_layer=1, n_head=2)
     GPT2LMHeadModel(config).save_pretrained(tmp_path)
     hf.save_pretrained(tmp_path)

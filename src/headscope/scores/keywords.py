@@ -69,7 +69,8 @@ def keyword_dataset(words: str | list[str], tokens: Tokenization, n_ctx: int = 1
     words = words.split() if isinstance(words, str) else list(words)
     _check_words(words, tokens)
     tokens_per_word = 2 if any(tokens.spaced_apart(w) for w in words) else 1
-    chunk = max(1, (n_ctx - 1) // tokens_per_word)
+    spare = tokens_per_word - 1  # a prompt's first space may take a token more (Llama 2's legacy "▁▁")
+    chunk = max(1, (n_ctx - 1 - spare) // tokens_per_word)
     task = keyword_task(words, min(chunk, len(words)))
     pairs = []
     for start in range(0, len(words), chunk):
