@@ -26,7 +26,9 @@ def test_headline_leads_with_each_role_and_warns_about_clustered_pooled_r(tmp_pa
     stats = scatter_stats(points, n_boot=50)
     r = stats.set_index("role")["r"]
     text = headline(stats)
-    assert text.startswith(f"IO: r={r['IO']:.2f}, S: r={r['S']:.2f} | pooled r={r['pooled']:.2f} is 100%")
+    assert text.startswith(
+        f"IO: r={r['IO']:.2f}, S: r={r['S']:.2f} | pooled r={r['pooled']:.2f}, but 100% of it"
+    )
     assert text.endswith("read the per-role r")
     figure = scatter_figure(points, stats, "head 3.0")
     assert "IO: r=" in figure.layout.title.text and [t.name.split(":")[0] for t in figure.data] == ["IO", "S"]

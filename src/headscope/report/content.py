@@ -411,7 +411,7 @@ CARD_NOTE = (
 def _card_cell(measure: str, value: float) -> str:
     if value != value:
         return ""
-    return f"{value:.0f}" if measure == "knockout_pct" else f"{value:.2f}"
+    return str(round(value)) if measure == "knockout_pct" else f"{value:.2f}"  # never "-0"
 
 
 def viewer_data(run: Run, task: str) -> dict | None:

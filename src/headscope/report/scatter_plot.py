@@ -59,8 +59,8 @@ def headline(stats: pd.DataFrame) -> str:
     if note.startswith("warning"):
         share = float(pooled["between_share"].iloc[0])
         text += (
-            f" | pooled r={_number(pooled['r'].iloc[0])} is {share:.0%} the distance between the roles' "
-            "clusters: read the per-role r"
+            f" | pooled r={_number(pooled['r'].iloc[0])}, but {share:.0%} of it is the distance between "
+            "the roles' clusters: read the per-role r"
         )
     return text
 
