@@ -25,6 +25,7 @@ import transformers as T
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
+from headscope.models.loading import Model, load_model
 from headscope.tasks.vocabulary import task_vocabulary
 from tests.tokenizer_kinds import TOKENIZER_KINDS
 
@@ -187,6 +188,16 @@ def save_family(family: Family, directory: Path, seed: int = 0) -> Path:
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+_loaded: dict[str, Model] = {}
+
+
+def headscope_model(folder: Path) -> Model:
+    """headscope's model of the folder, loaded once (a failed load is retried, so each test fails)."""
+    if str(folder) not in _loaded:
+        _loaded[str(folder)] = load_model(str(folder))
+    return _loaded[str(folder)]
 
 
 @functools.cache

@@ -15,7 +15,6 @@ import torch
 
 from headscope.capture import capture
 from headscope.errors import HeadscopeError
-from headscope.models.loading import Model, load_model
 from headscope.scores.ablation import AblationOptions, ablate, knockout_sweep
 from headscope.scores.attribution import DLA_NEEDS, attribution_per_prompt, direct_logit_attribution
 from headscope.scores.keywords import keyword_dataset
@@ -23,7 +22,7 @@ from headscope.scores.ov import OVOptions, ov_scores
 from headscope.tasks.dataset import Dataset, build_dataset
 from headscope.tasks.registry import get_task
 from tests.models import families as fam
-from tests.models.families import BY_NAME, NAMES
+from tests.models.families import BY_NAME, NAMES, headscope_model
 
 # Keywords for the OV test: one token each (with the leading space) in every tokenizer kind.
 WORDS = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
@@ -40,27 +39,6 @@ def families_for(test: str, names: tuple[str, ...] = NAMES) -> list:
         else []
     )
     return [pytest.param(name, marks=marks(name), id=name) for name in names]
-
-
-@pytest.fixture(scope="session")
-def family_dir(tmp_path_factory):
-    """name -> the folder of that family's tiny model, saved once per session."""
-
-    @functools.cache
-    def folder(name: str) -> Path:
-        return fam.save_family(BY_NAME[name], tmp_path_factory.mktemp(name))
-
-    return folder
-
-
-_loaded: dict[str, Model] = {}
-
-
-def headscope_model(folder: Path) -> Model:
-    """headscope's model of the folder, loaded once (a failed load is retried, so each test fails)."""
-    if str(folder) not in _loaded:
-        _loaded[str(folder)] = load_model(str(folder))
-    return _loaded[str(folder)]
 
 
 @functools.cache
