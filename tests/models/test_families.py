@@ -24,8 +24,13 @@ from headscope.tasks.registry import get_task
 from tests.models import families as fam
 from tests.models.families import BY_NAME, NAMES, headscope_model
 
-# Keywords for the OV test: one token each (with the leading space) in every tokenizer kind.
-WORDS = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
+# Keywords for the OV test, next = the following one: number words are one token each (with the
+# leading space) in every tokenizer kind; digits are one token after a space token of their own in
+# the SentencePiece-style, Llama 3 and no-BOS kinds.
+KEYWORDS = {
+    "words": ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"],
+    "digits": [str(i) for i in range(1, 10)],
+}
 DLA_UNDEFINED = {"gemma2": "post-attention norm, final soft-capping", "gemma3": "post-attention norm"}
 
 # (test, family) pairs known to fail today; strict, so a fix shows up as XPASS and the mark goes.
@@ -109,19 +114,21 @@ def reference_ov_ranks(family: fam.Family, hf, tokens, words: list[str], targets
     return ranks
 
 
+@pytest.mark.parametrize("keywords", list(KEYWORDS))
 @pytest.mark.parametrize("name", families_for("ov"))
-def test_ov_ranks_equal_a_per_head_computation_from_hf_modules(family_dir, name):
-    folder = family_dir(name)
+def test_ov_ranks_equal_a_per_head_computation_from_hf_modules(family_dir, name, keywords):
+    folder, words = family_dir(name), KEYWORDS[keywords]
     model, hf = headscope_model(folder), fam.hf_model(str(folder))
-    dataset = keyword_dataset(WORDS, model.tokens)
-    assert list(dataset.keywords.words) == WORDS
+    dataset = keyword_dataset(words, model.tokens)
+    assert list(dataset.keywords.words) == words
+    assert [model.tokens.decode(t).strip() for t in dataset.keywords.token.tolist()] == words
     options = OVOptions(relations=("copy", "next"), k=5, embedding="token", negative=True)
     table = ov_scores(model, dataset, options).per_token
     targets = {
-        "copy": [model.tokens.target_tokens(w) for w in WORDS],
-        "next": [model.tokens.target_tokens(w) for w in WORDS[1:]] + [()],
+        "copy": [model.tokens.target_tokens(w) for w in words],
+        "next": [model.tokens.target_tokens(w) for w in words[1:]] + [()],
     }
-    expected = reference_ov_ranks(BY_NAME[name], hf, dataset.keywords.token, WORDS, targets)
+    expected = reference_ov_ranks(BY_NAME[name], hf, dataset.keywords.token, words, targets)
     got = {
         (r.layer, r.head, r.relation, r.sign, r.keyword): int(r.rank)
         for r in table[["layer", "head", "relation", "sign", "keyword", "rank"]].itertuples()
