@@ -40,8 +40,9 @@ def random_weights(
 
     shape = (n_layers, n_heads)
     W_E = rand(d_vocab, d_model, scale=0.1)
+    rand(N_CTX, d_model)  # positions: no score reads them, drawn so the other weights stay as before
     return Weights(
-        W_E=W_E, W_pos=rand(N_CTX, d_model), ln1_w=1 + rand(n_layers, d_model, scale=0.3),
+        ln1_w=1 + rand(n_layers, d_model, scale=0.3),
         ln1_b=rand(n_layers, d_model, scale=0.3), ln2_w=1 + rand(n_layers, d_model, scale=0.3),
         ln2_b=rand(n_layers, d_model, scale=0.3), W_V=rand(*shape, d_model, d_head, scale=0.05),
         b_V=rand(*shape, d_head), W_O=rand(*shape, d_head, d_model, scale=0.05), b_O=rand(n_layers, d_model),

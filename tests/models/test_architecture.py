@@ -108,4 +108,4 @@ def test_a_wrong_gain_convention_is_refused_at_load(saved, monkeypatch):
 def test_bias_free_projections_read_as_zeros(saved):
     weights = load_model(saved("llama")).weights
     assert not weights.b_V.any() and not weights.b_O.any() and not weights.ln1_b.any()
-    assert weights.W_pos is None and weights.attn_out_w is None
+    assert weights.attn_out_w is None

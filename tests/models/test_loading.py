@@ -140,7 +140,7 @@ def test_pickle_checkpoint_loads_only_when_allowed(tiny_dir, tmp_path):
     with pytest.raises(ModelError, match="--allow-pickle"):
         load_model(str(directory))
     model = load_model(str(directory), allow_pickle=True)
-    assert torch.equal(model.weights.W_E, state["transformer.wte.weight"])
+    assert torch.equal(model.weights.W_U, state["lm_head.weight"].T)
 
 
 def test_hub_name_without_network_fails_fast(monkeypatch):

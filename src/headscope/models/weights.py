@@ -14,6 +14,8 @@ so a family read wrongly is refused rather than scored.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -32,7 +34,6 @@ CHECK_TOLERANCE = 1e-3  # relative, float32 against the model's own modules
 class Weights:
     """Raw (unfolded) weights: `W_V[l, h]` is head l.h's value matrix, and so on."""
 
-    W_E: Float[Tensor, "d_vocab d_model"]
     ln1_w: Float[Tensor, "n_layers d_model"]
     ln1_b: Float[Tensor, "n_layers d_model"]
     ln2_w: Float[Tensor, "n_layers d_model"]
@@ -47,7 +48,6 @@ class Weights:
     b_U: Float[Tensor, "d_vocab"]
     eps: float
     normalization: Normalization = "LN"
-    W_pos: Float[Tensor, "n_ctx d_model"] | None = None  # learned absolute positions only
     attn_out_w: Float[Tensor, "n_layers d_model"] | None = None  # norm on the attention output
     arch: Architecture | None = None
 
@@ -97,74 +97,117 @@ def head_output_map(weights: Weights, layers: Tensor, heads: Tensor) -> Float[Te
     return centred(W_O, weights.normalization)
 
 
-# ---- reading a bridge -------------------------------------------------------------------
+# ---- reading a bridge, one layer at a time -----------------------------------------------
 
 
-class _State:
-    """The bridge's parameters by TransformerLens name, as float32 on the CPU."""
+@contextmanager
+def materialized(module: torch.nn.Module) -> Iterator[None]:
+    """Parameters that accelerate keeps elsewhere (on disk, on the `meta` device until its hook
+    loads them) loaded on the execution device while the block runs; nothing otherwise."""
+    from accelerate.utils import align_module_device, has_offloaded_params
 
-    def __init__(self, bridge, arch: Architecture) -> None:
-        self.tensors = {k: v.detach().float().cpu() for k, v in bridge.state_dict().items()}
-        self.n_layers, self.d_model = bridge.cfg.n_layers, bridge.cfg.d_model
-        self.arch = arch
-
-    def gain(self, name: str) -> Tensor | None:
-        w = self.tensors.get(name)
-        return None if w is None else w + self.arch.gain_offset
-
-    def per_layer(self, name: str, fill: float, gain: bool = False) -> Tensor:
-        rows = [
-            self.gain(f"blocks.{layer}.{name}") if gain else self.tensors.get(f"blocks.{layer}.{name}")
-            for layer in range(self.n_layers)
-        ]
-        return torch.stack([r if r is not None else torch.full((self.d_model,), fill) for r in rows])
+    with ExitStack() as stack:
+        for sub in module.modules():
+            if has_offloaded_params(sub):
+                stack.enter_context(align_module_device(sub))
+        yield
 
 
-def _per_query_head(x: Tensor | None, arch: Architecture, shape: tuple[int, ...]) -> Tensor:
-    """[layer, kv_head, ...] -> [layer, head, ...] (each query head takes its group's); zeros for None."""
-    if x is None:
-        return torch.zeros(shape)
-    return x.detach().float().cpu().repeat_interleave(arch.group_size, dim=1)
+def _read(x: Tensor | None) -> Tensor | None:
+    return None if x is None else x.detach().float().cpu()
 
 
-def _optional(bridge, name: str) -> Tensor | None:
-    """A bridge weight that a bias-free or position-free family does not have: None."""
-    try:
-        value = getattr(bridge, name)
-    except (AttributeError, ValueError, RuntimeError):
-        return None
-    return None if value is None else value.detach().float().cpu()
+def _or(x: Tensor | None, fill: Tensor) -> Tensor:
+    return fill if x is None else x
 
 
-def _or_zeros(x: Tensor | None, shape: tuple[int, ...]) -> Tensor:
-    return torch.zeros(shape) if x is None else x
+@dataclass(frozen=True)
+class _Layer:
+    """One block's tensors in the shared layout (per query head, effective gains, zeros for none)."""
+
+    ln1_w: Tensor
+    ln1_b: Tensor
+    ln2_w: Tensor
+    ln2_b: Tensor
+    W_V: Tensor  # [head, d_model, d_head]
+    b_V: Tensor  # [head, d_head]
+    W_O: Tensor  # [head, d_head, d_model]
+    b_O: Tensor  # [d_model]
+    attn_out_w: Tensor | None
+
+
+def _per_head(b_V: Tensor | None, W_V: Tensor) -> Tensor:
+    """b_V as [kv_head, d_head] (a model stores it flat or per head); zeros for a bias-free one."""
+    kv_heads, d_head = W_V.shape[0], W_V.shape[2]
+    return torch.zeros(kv_heads, d_head) if b_V is None else b_V.reshape(kv_heads, d_head)
+
+
+def _norm(module, name: str) -> tuple[Tensor | None, Tensor | None]:
+    """The stored weight and bias of a bridge's norm `name` (None where absent or bias-free)."""
+    norm = getattr(module, name, None)
+    norm = getattr(norm, "_original_component", norm)
+    return _read(getattr(norm, "weight", None)), _read(getattr(norm, "bias", None))
+
+
+def _gain(stored: Tensor | None, arch: Architecture, d_model: int) -> Tensor:
+    """The effective gain `offset + w` (a unit gain where the model has no such norm)."""
+    return torch.ones(d_model) if stored is None else stored + arch.gain_offset
+
+
+def _read_layer(bridge, layer: int, arch: Architecture) -> _Layer:
+    """Block `layer`'s weights, its offloaded parameters loaded only while they are read."""
+    block, d, g = bridge.blocks[layer], bridge.cfg.d_model, arch.group_size
+    with materialized(block), torch.no_grad():
+        (ln1_w, ln1_b), (ln2_w, ln2_b), (post_w, _) = (_norm(block, n) for n in ("ln1", "ln2", "ln1_post"))
+        W_V = _read(bridge._reshape_qkv(block.attn.W_V))  # [kv_head, d_model, d_head]
+        b_V = _read(block.attn.b_V)  # [kv_head, d_head], flat, or None
+        W_O = _read(bridge._reshape_o(block.attn.W_O))  # [head, d_head, d_model]
+        b_O = _read(block.attn.b_O)
+    zeros = torch.zeros(d)
+    return _Layer(
+        ln1_w=_gain(ln1_w, arch, d),
+        ln1_b=_or(ln1_b, zeros),
+        ln2_w=_gain(ln2_w, arch, d),
+        ln2_b=_or(ln2_b, zeros),
+        W_V=W_V.repeat_interleave(g, dim=0),  # each query head takes its group's
+        b_V=_per_head(b_V, W_V).repeat_interleave(g, dim=0),
+        W_O=W_O,
+        b_O=_or(b_O, zeros),
+        attn_out_w=_gain(post_w, arch, d) if arch.attn_out_norm else None,
+    )
+
+
+def _read_final(bridge, arch: Architecture) -> dict[str, Tensor]:
+    """The final norm's effective gain and bias, W_U and b_U (zeros where the model has none)."""
+    d, vocab = bridge.cfg.d_model, bridge.cfg.d_vocab
+    with materialized(bridge.ln_final), materialized(bridge.unembed), torch.no_grad():
+        weight, bias = _norm(bridge, "ln_final")
+        W_U, b_U = _read(bridge.unembed.W_U), _read(bridge.unembed.b_U)
+    return {
+        "lnf_w": _gain(weight, arch, d),
+        "lnf_b": _or(bias, torch.zeros(d)),
+        "W_U": W_U,
+        "b_U": _or(b_U, torch.zeros(vocab)),
+    }
 
 
 def weights_from_bridge(bridge, arch: Architecture) -> Weights:
-    """Read the weights of a TransformerLens bridge into the one layout every score reads."""
-    cfg, s = bridge.cfg, _State(bridge, arch)
-    L, H, d, dh = cfg.n_layers, cfg.n_heads, cfg.d_model, cfg.d_head
-    with torch.no_grad():
-        return Weights(
-            W_E=bridge.W_E.detach().float().cpu(),
-            ln1_w=s.per_layer("ln1.weight", 1.0, gain=True),
-            ln1_b=s.per_layer("ln1.bias", 0.0),
-            ln2_w=s.per_layer("ln2.weight", 1.0, gain=True),
-            ln2_b=s.per_layer("ln2.bias", 0.0),
-            W_V=_per_query_head(bridge.W_V, arch, (L, H, d, dh)),
-            b_V=_per_query_head(_optional(bridge, "b_V"), arch, (L, H, dh)),
-            W_O=bridge.W_O.detach().float().cpu(),
-            b_O=_or_zeros(_optional(bridge, "b_O"), (L, d)),
-            lnf_w=s.gain("ln_final.weight") if "ln_final.weight" in s.tensors else torch.ones(d),
-            lnf_b=s.tensors.get("ln_final.bias", torch.zeros(d)),
-            W_U=bridge.W_U.detach().float().cpu(),
-            b_U=_or_zeros(_optional(bridge, "b_U"), (cfg.d_vocab,)),
-            eps=float(cfg.eps),
-            normalization=arch.norm,
-            W_pos=_optional(bridge, "W_pos") if arch.positional == "learned" else None,
-            attn_out_w=s.per_layer("ln1_post.weight", 1.0, gain=True) if arch.attn_out_norm else None,
-            arch=arch,
-        )
+    """Read the weights of a TransformerLens bridge into the one layout every score reads.
+
+    Layer by layer: a model split by accelerate (layers on other devices, on the CPU, or offloaded
+    to disk) has each block's parameters loaded only while that block is read, so the whole model
+    is never materialised — only the OV weights, the norms and the unembedding are kept.
+    """
+    layers = [_read_layer(bridge, layer, arch) for layer in range(bridge.cfg.n_layers)]
+    stack = lambda name: torch.stack([getattr(x, name) for x in layers])  # noqa: E731
+    return Weights(
+        **{name: stack(name) for name in ("ln1_w", "ln1_b", "ln2_w", "ln2_b", "W_V", "b_V", "W_O", "b_O")},
+        **_read_final(bridge, arch),
+        eps=float(bridge.cfg.eps),
+        normalization=arch.norm,
+        attn_out_w=stack("attn_out_w") if arch.attn_out_norm else None,
+        arch=arch,
+    )
 
 
 # ---- checking the reading against the model ----------------------------------------------
@@ -175,9 +218,10 @@ class ArchitectureError(HeadscopeError):
 
 
 def _agree(name: str, ours: Tensor, theirs: Tensor, arch: Architecture) -> None:
+    tolerance = max(CHECK_TOLERANCE, 4 * torch.finfo(theirs.dtype).eps)  # a half-precision model's rounding
     ours, theirs = ours.float().cpu(), theirs.float().cpu()
     error = float((ours - theirs).abs().max()) / max(float(theirs.abs().max()), 1e-6)
-    if error > CHECK_TOLERANCE:
+    if error > tolerance:
         raise ArchitectureError(
             f"headscope reads {arch.family} models wrongly ({name} differs from the model's own by "
             f"{error:.1e} relative): this architecture is not supported yet; please report it"
@@ -200,10 +244,15 @@ def check_weights(bridge, weights: Weights, tokens: Tensor) -> None:
         z = torch.einsum("bhqk,bkhe->bqhe", cache["blocks.0.attn.hook_pattern"].float().cpu(), v)
         _agree("the heads' value-weighted sums (hook_z)", z, cache["blocks.0.attn.hook_z"], arch)
         probe = x[:, -1:]  # [1, 1, d_model]
-        _agree("the final norm", _final(weights, probe), bridge.ln_final(probe.to(_device(bridge))), arch)
+        _agree(
+            "the final norm",
+            _final(weights, probe),
+            bridge.ln_final(probe.to(_device(bridge), bridge.W_E.dtype)),
+            arch,
+        )
         if weights.attn_out_w is not None:
             ours = normalize(probe, weights.attn_out_w[0], None, weights.eps, weights.normalization)
-            theirs = bridge.blocks[0].ln1_post(probe.to(_device(bridge)))
+            theirs = bridge.blocks[0].ln1_post(probe.to(_device(bridge), bridge.W_E.dtype))
             _agree("the attention output norm", ours, theirs, arch)
 
 
