@@ -1,0 +1,59 @@
+"""Edge attribution patching (EAP) and its integrated-gradients form (EAP-IG): approximations.
+
+EAP (Syed et al. 2023): score(s -> t) = dM/d(input of t) . (corrupted - clean contribution of s),
+summed over positions, averaged over prompts; the gradient is taken on the clean run, with every
+target input a separate input of the graph (`layered.py`), so one backward gives them all.
+
+EAP-IG (Hanna et al. 2024): the same, with the gradient averaged over `steps` runs whose
+embedding lies on the straight line from the clean to the corrupted embedding, at the midpoints
+alpha = (k + 1/2) / steps, k = 0..steps-1 (a midpoint Riemann sum of the path integral).
+Both estimate the exact effect `metric(edge patched) - metric(clean)`.
+"""
+
+from __future__ import annotations
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from headscope.models.architecture import Architecture
+from headscope.scores.circuit.activations import Acts
+from headscope.scores.circuit.graph import Target, targets
+from headscope.scores.circuit.layered import RunState, layered_logits
+from headscope.scores.metric import logit_diff
+from headscope.scores.resume import Batch, Resumer
+
+
+def target_gradients(
+    resumer: Resumer, arch: Architecture, resid0: Tensor, batch: Batch
+) -> dict[Target, Float[Tensor, "batch pos d_model"]]:
+    """d(sum of the metric over the batch) / d(each target's input), at the embedding `resid0`."""
+    every = targets(arch, resumer.n_layers)
+    eps = {t: torch.zeros_like(resid0, requires_grad=True) for t in every}
+
+    def offsets(chosen: list[Target], state: RunState) -> Tensor:
+        return torch.stack([eps[t] for t in chosen])  # [target, batch, pos, d_model]
+
+    with torch.enable_grad():
+        logits = layered_logits(resumer, arch, resid0.detach(), batch.end, offsets).float()
+        metric = logit_diff(logits, batch.answers.to(logits.device), batch.contrasts.to(logits.device)).sum()
+        grads = torch.autograd.grad(metric, [eps[t] for t in every], allow_unused=True)
+    return {
+        t: (torch.zeros_like(resid0) if g is None else g.detach()) for t, g in zip(every, grads, strict=True)
+    }
+
+
+def path_points(clean: Acts, corrupted: Acts, steps: int) -> list[Tensor]:
+    """Embeddings on the clean -> corrupted line at the midpoints of `steps` equal intervals."""
+    start, direction = clean.pre[0], corrupted.pre[0] - clean.pre[0]
+    return [start + (k + 0.5) / steps * direction for k in range(steps)]
+
+
+def mean_gradients(
+    resumer: Resumer, arch: Architecture, points: list[Tensor], batch: Batch
+) -> dict[Target, Tensor]:
+    total: dict[Target, Tensor] = {}
+    for point in points:
+        for target, grad in target_gradients(resumer, arch, point, batch).items():
+            total[target] = total.get(target, 0) + grad / len(points)
+    return total

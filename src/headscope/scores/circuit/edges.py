@@ -1,0 +1,229 @@
+"""Edge scores of a task: `eap`, `eap-ig` (approximations) and `exact` patching, as one table.
+
+The score of edge s -> t estimates, or (for `exact`) is, the change of the task metric (mean
+logit difference answer - contrast at `end`, with the clean answers) when s's contribution to
+t's input alone is replaced by its value on the corrupted prompt (`exact.py`). `exact` is
+computed for every edge with method "exact", else for the `exact_top` edges the approximation
+ranks highest by |score| (0: none); the agreement of the approximation with exact patching is
+the Spearman correlation on the edges where both exist (`attrs["spearman"]`) and on the 50
+edges largest by |exact| (`attrs["spearman_top50"]`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import pandas as pd
+import torch
+from scipy import stats
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from headscope.errors import HeadscopeError
+from headscope.models.loading import Model
+from headscope.scores import resume
+from headscope.scores.circuit import activations, attribution, blocks, exact, graph
+from headscope.scores.circuit.graph import Edge, Source
+from headscope.scores.resume import Batch, Resumer
+from headscope.tasks.dataset import Dataset
+
+Method = Literal["eap", "eap-ig", "exact"]
+Donor = Literal["corrupted", "mean"]
+DONORS: tuple[str, ...] = ("corrupted", "mean")
+METHODS: tuple[str, ...] = ("eap", "eap-ig", "exact")
+TOP_AGREEMENT = 50
+
+
+@dataclass(frozen=True)
+class EdgeOptions:
+    method: Method = "eap"
+    steps: int = 5  # eap-ig: points on the clean -> corrupted path
+    exact_top: int | None = 50  # exactly patch this many top edges of the approximation; None: all
+    batch_size: int = 16
+    donor: Donor = "corrupted"  # each prompt's corrupted twin, or the per-position mean over the twins
+
+
+@dataclass(frozen=True)
+class BatchRun:
+    """One batch with its clean and corrupted runs and every source's corrupted - clean delta."""
+
+    batch: Batch
+    clean: activations.Acts
+    corrupted: activations.Acts
+    deltas: dict[Source, Tensor]
+
+
+def corrupted_of(dataset: Dataset) -> Dataset:
+    if dataset.corrupted is None:
+        raise HeadscopeError(f"task {dataset.task.name} has no corrupted twin; edge patching needs one")
+    return dataset.corrupted
+
+
+def prepared(model: Model) -> Resumer:
+    """A Resumer for the model, or one line saying why its edges are not defined."""
+    graph.check_supported(model.arch)
+    resumer = Resumer(model.bridge)
+    blocks.check_hooks(resumer)
+    return resumer
+
+
+def _batches(dataset: Dataset, batch_size: int) -> list[Batch]:
+    mask = torch.ones_like(dataset.tokens, dtype=torch.bool)
+    return list(
+        resume.batches(dataset.tokens, dataset.lengths, dataset.answers, dataset.contrasts, mask, batch_size)
+    )
+
+
+def mean_donor(resumer: Resumer, dataset: Dataset, batch_size: int) -> activations.Acts:
+    """Per-position means of the corrupted twins' activations (a one-prompt Acts)."""
+    corrupted = corrupted_of(dataset)
+    runs, lengths = [], []
+    for batch in _batches(corrupted, batch_size):
+        runs.append(activations.capture(resumer, batch.tokens, record=False))
+        lengths.append(corrupted.lengths[batch.start : batch.stop])
+    return activations.mean_acts(runs, lengths)
+
+
+def batch_runs(model: Model, resumer: Resumer, dataset: Dataset, batch_size: int, donor: str = "corrupted"):
+    """Yield each batch's runs (the resumer records the batch's block arguments on the way)."""
+    corrupted = corrupted_of(dataset)
+    if donor not in DONORS:
+        raise HeadscopeError(f"donor={donor!r}: choose one of {', '.join(DONORS)}")
+    mean = mean_donor(resumer, dataset, batch_size) if donor == "mean" else None
+    sources = graph.sources(model.arch, model.n_layers)
+    for batch in _batches(dataset, batch_size):
+        tokens = corrupted.tokens[batch.start : batch.stop, : batch.tokens.shape[1]]
+        if mean is None:
+            corrupt = activations.capture(resumer, tokens, record=False)
+        else:
+            corrupt = activations.expand_mean(mean, *batch.tokens.shape)
+        clean = activations.capture(resumer, batch.tokens)  # last: its block arguments are kept
+        delta = activations.contributions(corrupt, model.weights, sources) - activations.contributions(
+            clean, model.weights, sources
+        )  # [source, batch, pos, d_model]
+        yield BatchRun(batch, clean, corrupt, dict(zip(sources, delta, strict=True)))
+
+
+def corrupted_metric(model: Model, dataset: Dataset, batch_size: int) -> float:
+    """Mean metric of the corrupted twins with the clean answers."""
+    corrupted, total = corrupted_of(dataset), 0.0
+    for batch in _batches(dataset, batch_size):
+        tokens = corrupted.tokens[batch.start : batch.stop, : batch.tokens.shape[1]]
+        with torch.no_grad():
+            logits = model.bridge(tokens.to(model.bridge.cfg.device))
+        total += float(resume.end_metric(resume.rows_at(logits, batch.end), batch).sum())
+    return total / dataset.n
+
+
+def _metric_sum(acts: activations.Acts, batch: Batch) -> float:
+    return float(resume.end_metric(resume.rows_at(acts.logits, batch.end), batch).sum())
+
+
+def _approx_sums(
+    model: Model, resumer: Resumer, run: BatchRun, edges: list[Edge], options: EdgeOptions
+) -> Tensor:
+    """Sum over the batch of grad(target input) . delta(source), per edge."""
+    if options.method == "eap-ig":
+        points = attribution.path_points(run.clean, run.corrupted, options.steps)
+    else:
+        points = [run.clean.pre[0]]
+    grads = attribution.mean_gradients(resumer, model.arch, points, run.batch)
+    return torch.tensor(
+        [float((grads[e.target] * run.deltas[e.source]).double().sum()) for e in edges], dtype=torch.float64
+    )
+
+
+def _exact_edges(edges: list[Edge], approx: Tensor | None, options: EdgeOptions) -> list[int]:
+    if approx is None or options.exact_top is None:
+        return list(range(len(edges)))
+    order = torch.argsort(approx.abs(), descending=True, stable=True)
+    return sorted(order[: options.exact_top].tolist())
+
+
+def edge_scores(
+    model: Model, dataset: Dataset, options: EdgeOptions = EdgeOptions(), progress: bool = True
+) -> pd.DataFrame:
+    """One row per edge: source, target, input, score, exact (NaN where not computed), ... ."""
+    if options.method not in METHODS:
+        raise HeadscopeError(f"method={options.method!r}: choose one of {', '.join(METHODS)}")
+    resumer = prepared(model)
+    edges = graph.all_edges(model.arch, model.n_layers)
+    approx = None
+    clean = corrupted = 0.0
+    if options.method != "exact":
+        approx = torch.zeros(len(edges), dtype=torch.float64)
+        for run in tqdm(
+            list(batch_runs(model, resumer, dataset, options.batch_size, options.donor)),
+            desc=options.method,
+            leave=False,
+            disable=not progress or None,
+        ):
+            approx += _approx_sums(model, resumer, run, edges, options)
+        approx /= dataset.n
+    chosen = _exact_edges(edges, approx, options)
+    patched = torch.full((len(edges),), float("nan"), dtype=torch.float64)
+    if chosen:
+        sums = torch.zeros(len(chosen), dtype=torch.float64)
+        for run in batch_runs(model, resumer, dataset, options.batch_size, options.donor):
+            sums += exact.exact_sums(resumer, run.clean, run.deltas, [edges[i] for i in chosen], run.batch)
+            clean += _metric_sum(run.clean, run.batch)
+        patched[chosen] = sums / dataset.n - clean / dataset.n
+    else:
+        for run in batch_runs(model, resumer, dataset, options.batch_size, options.donor):
+            clean += _metric_sum(run.clean, run.batch)
+    corrupted = corrupted_metric(model, dataset, options.batch_size) * dataset.n
+    return _table(edges, approx, patched, options, clean / dataset.n, corrupted / dataset.n)
+
+
+def agreement(score: pd.Series, exact_values: pd.Series, top: int | None = None) -> float:
+    """Spearman correlation of an approximation with exact patching where both exist (on the
+    `top` edges largest by |exact| when given); NaN with fewer than 3 edges."""
+    both = pd.DataFrame({"score": score, "exact": exact_values}).dropna()
+    if top is not None:
+        both = both.reindex(both["exact"].abs().sort_values(ascending=False).index[:top])
+    if len(both) < 3:
+        return float("nan")
+    return float(stats.spearmanr(both["score"], both["exact"]).statistic)
+
+
+def _table(edges, approx, patched, options: EdgeOptions, clean: float, corrupted: float) -> pd.DataFrame:
+    exact_values = patched.numpy()
+    table = pd.DataFrame(
+        {
+            "source": [e.source.name for e in edges],
+            "target": [e.target.name for e in edges],
+            "input": [e.target.kind for e in edges],
+            "score": exact_values if approx is None else approx.numpy(),
+            "exact": exact_values,
+            "method": options.method,
+            "approximation": approx is not None,
+            "source_layer": [e.source.layer for e in edges],
+            "target_layer": [e.target.layer for e in edges],
+        }
+    )
+    table = table.reindex(table["score"].abs().sort_values(ascending=False, kind="stable").index).reset_index(
+        drop=True
+    )
+    table.attrs.update(
+        method=options.method,
+        donor=options.donor,
+        approximation=approx is not None,
+        steps=options.steps if options.method == "eap-ig" else None,
+        clean=clean,
+        corrupted=corrupted,
+        n_exact=int(table["exact"].notna().sum()),
+        spearman=agreement(table["score"], table["exact"]) if approx is not None else 1.0,
+        spearman_top50=agreement(table["score"], table["exact"], TOP_AGREEMENT)
+        if approx is not None
+        else 1.0,
+    )
+    return table
+
+
+def edges_of(table: pd.DataFrame, model: Model) -> list[Edge]:
+    """The edges named by a table's source, target and input columns."""
+    return [
+        graph.parse_edge(s, t, k, model.arch, model.n_layers)
+        for s, t, k in zip(table["source"], table["target"], table["input"], strict=True)
+    ]

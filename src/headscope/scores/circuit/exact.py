@@ -1,0 +1,155 @@
+"""Exact edge patching: the metric with one edge's source replaced, for that one target input,
+by its value on the corrupted prompt; every other input of the model unchanged.
+
+Patched input = clean input - clean contribution + corrupted contribution; the target's norm
+recomputes its statistics on it (path patching, Wang et al. 2022). Batched like the knockout
+sweep (`scores/resume.py`): per target layer, one stacked run of that block on every needed
+source's patched input gives the patched q/k/v (and a parallel MLP's input); then each edge is a
+copy in a stacked pass resumed from the clean residual at the target's layer. Logit edges need
+only the final norm and the unembedding. `reference_edges` does the same one edge at a time with
+complete forward passes and plain hooks, to check and time the batched path against.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from headscope.scores import resume
+from headscope.scores.circuit import blocks
+from headscope.scores.circuit.activations import Acts
+from headscope.scores.circuit.blocks import Replacement
+from headscope.scores.circuit.graph import Edge, Source, Target
+from headscope.scores.metric import logit_diff
+from headscope.scores.resume import Batch, Resumer
+
+
+def _per_pass(batch: Batch) -> int:
+    return max(1, resume.MAX_ROWS // batch.tokens.shape[0])
+
+
+def _chunks(items: list, size: int) -> list[list]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _metric_per_copy(logits: Tensor, batch: Batch, copies: int) -> Tensor:
+    metric = logit_diff(logits.float().cpu(), batch.answers.repeat(copies), batch.contrasts.repeat(copies))
+    return metric.reshape(copies, -1).sum(1).double()  # [copy]
+
+
+def _block_values(
+    resumer: Resumer,
+    clean: Acts,
+    deltas: dict[Source, Tensor],
+    layer: int,
+    needed: list[Source],
+    names,
+    batch,
+) -> dict[Source, dict[str, Tensor]]:
+    """Per source: the hooked values of block `layer` run on clean input + that source's delta."""
+    found: dict[Source, dict[str, Tensor]] = {}
+    rows = batch.tokens.shape[0]
+    for chunk in _chunks(needed, _per_pass(batch)):
+        patched = torch.cat([clean.pre[layer] + deltas[s] for s in chunk])  # [copy * batch, pos, d_model]
+        with torch.no_grad():
+            values = blocks.block_values(resumer, layer, patched, names)
+        for k, source in enumerate(chunk):
+            found[source] = {n: values[n][k * rows : (k + 1) * rows] for n in names}
+    return found
+
+
+def _replacement(edge: Edge, clean: Acts, deltas, values, sequential: bool) -> Replacement:
+    target = edge.target
+    name = blocks.hook_name(target, sequential)
+    if not blocks.needs_block_run(target, sequential):  # a sequential MLP reads resid_mid itself
+        return Replacement(name, None, clean.mid[target.layer] + deltas[edge.source])
+    return Replacement(name, target.index if target.kind != "mlp" else None, values[edge.source][name])
+
+
+def _layer_sums(resumer, clean: Acts, deltas, edges: list[Edge], batch: Batch) -> Tensor:
+    layer, sequential = edges[0].target.layer, resumer.sequential
+    run_edges = [e for e in edges if blocks.needs_block_run(e.target, sequential)]
+    names = list(dict.fromkeys(blocks.hook_name(e.target, sequential) for e in run_edges))
+    needed = list(dict.fromkeys(e.source for e in run_edges))
+    values = _block_values(resumer, clean, deltas, layer, needed, names, batch) if needed else {}
+    sums = []
+    for chunk in _chunks(edges, _per_pass(batch)):
+        replacements = [_replacement(e, clean, deltas, values, sequential) for e in chunk]
+        hooks = blocks.stacked_hooks(replacements, batch.tokens.shape[0])
+        resid = clean.pre[layer].repeat(len(chunk), 1, 1)  # [copy * batch, pos, d_model]
+        logits = resumer.run(resid, layer, batch.end.repeat(len(chunk)), hooks)
+        sums.append(_metric_per_copy(logits, batch, len(chunk)))
+    return torch.cat(sums)
+
+
+def _logit_sums(resumer, clean: Acts, deltas, edges: list[Edge], batch: Batch) -> Tensor:
+    final = resume.rows_at(clean.post, batch.end)  # [batch, d_model]
+    sums = []
+    for chunk in _chunks(edges, _per_pass(batch)):
+        patched = torch.cat([final + resume.rows_at(deltas[e.source], batch.end) for e in chunk])
+        with torch.no_grad():
+            logits = blocks.readout(resumer, patched)  # [copy * batch, d_vocab]
+        sums.append(_metric_per_copy(logits, batch, len(chunk)))
+    return torch.cat(sums)
+
+
+def exact_sums(
+    resumer: Resumer, clean: Acts, deltas: dict[Source, Tensor], edges: list[Edge], batch: Batch
+) -> Tensor:
+    """Sum over the batch's prompts of the metric with each edge patched: [edge] (float64)."""
+    out = torch.zeros(len(edges), dtype=torch.float64)
+    by_layer: dict[int, list[int]] = {}
+    for i, edge in enumerate(edges):
+        by_layer.setdefault(edge.target.layer, []).append(i)
+    for _, index in sorted(by_layer.items()):
+        chosen = [edges[i] for i in index]
+        part = _logit_sums if chosen[0].target.kind == "logits" else _layer_sums
+        out[index] = part(resumer, clean, deltas, chosen, batch)
+    return out
+
+
+# ---- the straightforward way: complete forward passes, one edge at a time -------------------
+
+
+def _run_metric(bridge, batch: Batch, hooks) -> float:
+    with torch.no_grad():
+        logits = bridge.run_with_hooks(batch.tokens.to(bridge.cfg.device), fwd_hooks=hooks)
+    return float(resume.end_metric(resume.rows_at(logits, batch.end), batch).sum())
+
+
+def _reference_value(bridge, batch: Batch, target: Target, patched: Tensor, name: str) -> Tensor:
+    """The value at hook `name` of block target.layer when its input is `patched` (a full forward
+    up to that block with the block's input replaced)."""
+    kept = {}
+    hooks = [
+        (f"blocks.{target.layer}.hook_resid_pre", lambda a, hook: patched.to(a)),
+        (name, lambda a, hook: kept.setdefault("value", a)),
+    ]
+    with torch.no_grad():
+        bridge.run_with_hooks(
+            batch.tokens.to(bridge.cfg.device), fwd_hooks=hooks, stop_at_layer=target.layer + 1
+        )
+    return kept["value"]
+
+
+def reference_edge_sum(resumer: Resumer, clean: Acts, delta: Tensor, edge: Edge, batch: Batch) -> float:
+    """One edge patched with complete forward passes and plain hooks (sum over the batch)."""
+    bridge, target, sequential = resumer.bridge, edge.target, resumer.sequential
+    if target.kind == "logits":
+        hook = ("ln_final.hook_in", lambda a, hook: (clean.post + delta).to(a))
+        return _run_metric(bridge, batch, [hook])
+    name = blocks.hook_name(target, sequential)
+    if not blocks.needs_block_run(target, sequential):
+        value = (clean.mid[target.layer] + delta).clone()
+        return _run_metric(bridge, batch, [(name, lambda a, hook: value.to(a))])
+    value = _reference_value(bridge, batch, target, clean.pre[target.layer] + delta, name)
+    index = target.index if target.kind != "mlp" else None
+
+    def replace(act: Tensor, hook) -> Tensor:
+        out = act.clone()
+        if index is None:
+            return value.to(act)
+        out[:, :, index] = value[:, :, index].to(act)
+        return out
+
+    return _run_metric(bridge, batch, [(name, replace)])

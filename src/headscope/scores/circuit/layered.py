@@ -1,0 +1,90 @@
+"""A forward pass, block by block, in which every target input is the residual plus its own offset.
+
+Each target of a layer (query head, key/value group, MLP) reads `resid + offset[target]`; the
+logits read `final + offset[logits]`. Zero offsets give the model's own forward (tested). Two
+uses: edge attribution (the offsets are zero tensors whose gradients are the gradients of the
+metric with respect to each target input) and circuit evaluation (the offset of a target is the
+sum, over the edges into it that are not in the circuit, of corrupted minus current contribution).
+
+Per layer, the block first runs on one stacked copy per attention target (and per parallel MLP),
+each on its own input, and the q/k/v values (and the parallel MLP's input) are taken from the
+copy that owns them; then the block runs on the residual with those values in place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from headscope.models.architecture import Architecture
+from headscope.scores.circuit import blocks
+from headscope.scores.circuit.graph import Target, layer_targets
+from headscope.scores.resume import Resumer, rows_at
+
+
+@dataclass
+class RunState:
+    """What the layered run has written so far: the embedding, each layer's z and MLP output."""
+
+    embed: Tensor
+    z: list[Tensor] = field(default_factory=list)
+    mlp: list[Tensor] = field(default_factory=list)
+
+
+OffsetFn = Callable[[list[Target], RunState], Float[Tensor, "target batch pos d_model"]]
+
+
+def _copy_targets(arch: Architecture, layer: int, sequential: bool) -> list[Target]:
+    return [t for t in layer_targets(arch, layer) if blocks.needs_block_run(t, sequential)]
+
+
+def _taken(values: dict[str, Tensor], copies: list[Target], batch_rows: int, sequential: bool) -> dict:
+    """Per hook, the activation assembled from the copies that own each slot."""
+    assembled: dict[str, Tensor] = {}
+    for name in dict.fromkeys(blocks.hook_name(t, sequential) for t in copies):
+        act = values[name]
+        per_copy = act.reshape(len(copies), batch_rows, *act.shape[1:])  # [copy, batch, pos, ...]
+        owners = [(k, t) for k, t in enumerate(copies) if blocks.hook_name(t, sequential) == name]
+        if owners[0][1].kind == "mlp":
+            assembled[name] = per_copy[owners[0][0]]
+        else:  # one slot of the head (or group) axis per owner, in slot order
+            slots = sorted(owners, key=lambda item: item[1].index)
+            assembled[name] = torch.stack([per_copy[k][:, :, t.index] for k, t in slots], dim=2)
+    return assembled
+
+
+def _layer(
+    resumer: Resumer, arch: Architecture, layer: int, resid: Tensor, offsets: OffsetFn, state: RunState
+):
+    sequential, rows = resumer.sequential, resid.shape[0]
+    copies = _copy_targets(arch, layer, sequential)
+    stacked = (resid[None] + offsets(copies, state)).flatten(0, 1)  # [copy * batch, pos, d_model]
+    names = list(dict.fromkeys(blocks.hook_name(t, sequential) for t in copies))
+    assembled = _taken(blocks.block_values(resumer, layer, stacked, names), copies, rows, sequential)
+    hooks = [(name, lambda a, hook, v=value: v) for name, value in assembled.items()]
+    if sequential:
+        mlp = [t for t in layer_targets(arch, layer) if t.kind == "mlp"]
+        hooks.append((blocks.hook_name(mlp[0], True), lambda a, hook: a + offsets(mlp, state)[0]))
+    hooks.append((f"blocks.{layer}.attn.hook_z", lambda a, hook: state.z.append(a) or a))
+    hooks.append((f"blocks.{layer}.hook_mlp_out", lambda a, hook: state.mlp.append(a) or a))
+    return blocks.run_block(resumer, layer, resid, hooks)
+
+
+def layered_logits(
+    resumer: Resumer,
+    arch: Architecture,
+    resid0: Float[Tensor, "batch pos d_model"],
+    end: Tensor,
+    offsets: OffsetFn,
+) -> Float[Tensor, "batch d_vocab"]:
+    """Logits at `end` of the layered run from the embedding `resid0` (grad follows the caller)."""
+    state = RunState(resid0)
+    resid = resid0
+    for layer in range(resumer.n_layers):
+        resid = _layer(resumer, arch, layer, resid, offsets, state)
+    final = resid + offsets([Target(resumer.n_layers, "logits")], state)[0]
+    return blocks.readout(resumer, rows_at(final, end))
