@@ -335,7 +335,9 @@ def scatter_block(run: Run, task: str) -> PickBlock | None:
 
 
 STATS_NOTE = (
-    "r and two-sided p: Pearson (scipy); interval: 95% BCa bootstrap over prompts. The pooled row "
+    "r and two-sided p: Pearson (scipy; p assumes roughly normal data); interval: 95% BCa bootstrap "
+    "over prompts (assumes nothing of the kind: where the two disagree near p = 0.05, look at the "
+    "cloud). The pooled row "
     "mixes the roles: between_share is the part of its r that comes from the distance between the "
     "roles' means; from 0.5 up it carries a warning and says little about the head."
 )
