@@ -158,10 +158,11 @@ def reference_sample(item: Item) -> list[tuple[int, int]]:
 
 def fast_logits(w: Weights, item: Item, head: tuple[int, int]) -> torch.Tensor:
     """logits(+1) of one head the fast path's way (factored form), for the logit difference."""
-    out = readout(w, torch.float32)
-    circ = circuits(w, [head], torch.float32)
+    cpu = torch.device("cpu")
+    out = readout(w, torch.float32, cpu)
+    circ = circuits(w, [head], torch.float32, cpu)
     a = head_factors(w, circ, item.x)[0]  # [row, d_head]
-    return torch.addmm(out.c, a, circ.W_Oc[0] @ out.W_gU)
+    return torch.addmm(out.c, a, circ.W_Oc[0] @ out.columns(slice(None)))
 
 
 def compare(w: Weights, item: Item, fast, sample) -> dict:

@@ -245,3 +245,17 @@ def test_bad_options_are_one_clear_error(tiny_model):
         )
     with pytest.raises(HeadscopeError, match="not in the model's vocabulary"):
         keyword_dataset(["1", "zzzqqq"], tiny_model.tokens)
+
+
+def test_heads_taken_a_block_at_a_time_give_the_same_ranks(tiny_model, monkeypatch):
+    """The memory bound (heads in blocks of HEAD_BLOCK_BYTES) changes no number."""
+    from headscope.scores import ov_kernel
+
+    dataset = build_dataset(get_task("seq-digits"), tiny_model.tokens, n=6, seed=0)
+    options = OVOptions(relations=("copy", "next"), negative=True)
+    whole = ov_scores(tiny_model, dataset, options).per_token
+    assert ov_kernel.head_block(tiny_model.weights) >= tiny_model.n_layers * tiny_model.n_heads
+    monkeypatch.setattr(ov_kernel, "HEAD_BLOCK_BYTES", 1)  # one head at a time
+    assert ov_kernel.head_block(tiny_model.weights) == 1
+    blocked = ov_scores(tiny_model, dataset, options).per_token
+    assert whole.equals(blocked)

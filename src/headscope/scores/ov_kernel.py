@@ -30,8 +30,13 @@ block, and the running top-k is updated only in rows whose block maximum beats i
 thresholds (target logits) come from a separate small product; the block's own values at
 the target columns are swapped for those, so a target never ties with itself by rounding.
 
-Memory: the per-head factors of `ROW_BLOCK` rows (`heads x rows x d_head`), a few MB of
-blocks, and the outputs (heads x rows) — bounded whatever the number of rows.
+Memory, per worker thread, whatever the model: the heads are taken `head_block` at a time, so
+their circuits (`heads x d_head x d_model`) and the factors of `ROW_BLOCK` rows (`heads x rows x
+d_head`) stay within `HEAD_BLOCK_BYTES` each; the unembedding is read a block of columns at a
+time (`d_model x COLUMNS`, scaled by the final norm's gain on the fly: no second `d_model x V`
+matrix); one logits block is `BLOCK_FLOATS`; the target logits of a row block are `rows x
+targets x d_model`. Outputs grow as heads x rows. Everything runs on the device of
+`weights.W_U` (an accelerator too, where the exact torch count replaces the C++ counter).
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ FUSED_MIN_VOCAB = 8192
 COLUMNS = 1024  # vocabulary columns per block
 BLOCK_FLOATS = 1 << 21  # logits per block (8 MB in float32): heads x rows x COLUMNS
 ROW_BLOCK = 4096  # rows whose per-head factors are held at once
+HEAD_BLOCK_BYTES = 1 << 28  # 256 MB: heads whose W_Oc (and a row block's factors) are held at once
 
 
 @dataclass(frozen=True)
@@ -78,16 +84,25 @@ class HeadRanks:
 
 @dataclass(frozen=True)
 class Readout:
-    """The final norm and unembedding folded: logits = (co / sigma) @ W_gU + c."""
+    """The final norm and unembedding folded: logits = (co / sigma) @ W_gU + c, with
+    W_gU = diag(g_f) W_U formed a block of columns at a time (never a second d x V matrix)."""
 
-    W_gU: Float[Tensor, "d_model d_vocab"]
+    W_U: Float[Tensor, "d_model d_vocab"]
+    gain: Float[Tensor, "d_model"]
     c: Float[Tensor, "d_vocab"]
 
+    def columns(self, cols: slice) -> Float[Tensor, "d_model col"]:
+        return self.gain[:, None] * self.W_U[:, cols]
 
-def readout(weights: Weights, dtype: torch.dtype) -> Readout:
-    W_U = weights.W_U.to(dtype)
-    W_gU = weights.lnf_w.to(dtype)[:, None] * W_U
-    return Readout(W_gU, weights.lnf_b.to(dtype) @ W_U + weights.b_U.to(dtype))
+    def rows_of(self, tokens: Int[Tensor, "..."]) -> Float[Tensor, "... d_model"]:
+        """W_gU's columns of `tokens`, as rows."""
+        return (self.gain[:, None] * self.W_U[:, tokens.reshape(-1)]).T.reshape(*tokens.shape, -1)
+
+
+def readout(weights: Weights, dtype: torch.dtype, device: torch.device) -> Readout:
+    W_U = weights.W_U.to(device, dtype)
+    gain = weights.lnf_w.to(device, dtype)
+    return Readout(W_U, gain, weights.lnf_b.to(device, dtype) @ W_U + weights.b_U.to(device, dtype))
 
 
 @dataclass(frozen=True)
@@ -106,12 +121,14 @@ class Circuits:
     dtype: torch.dtype
 
 
-def circuits(weights: Weights, heads: list[tuple[int, int]], dtype: torch.dtype) -> Circuits:
+def circuits(
+    weights: Weights, heads: list[tuple[int, int]], dtype: torch.dtype, device: torch.device
+) -> Circuits:
     layers, index = torch.tensor([la for la, _ in heads]), torch.tensor([h for _, h in heads])
-    W_Oc = head_output_map(weights, layers, index).to(dtype)  # [head, d_head, d_model]
+    W_Oc = head_output_map(weights, layers, index).to(device, dtype)  # [head, d_head, d_model]
     pre_gram = None
     if weights.attn_out_w is not None:
-        W_O = centred(weights.W_O[layers, index].to(dtype), weights.normalization)
+        W_O = centred(weights.W_O[layers, index].to(device, dtype), weights.normalization)
         pre_gram = W_O @ W_O.transpose(1, 2)  # [head, d_head, d_head]
     return Circuits(heads, W_Oc.contiguous(), W_Oc @ W_Oc.transpose(1, 2), pre_gram, dtype)
 
@@ -127,12 +144,13 @@ def head_factors(
     between the head and the logits, each computed on `o` alone."""
     w, dtype = weights, circ.dtype
     normed: dict[int, Tensor] = {}
-    out = torch.empty(len(circ.heads), x.shape[0], w.d_head, dtype=dtype)
+    out = torch.empty(len(circ.heads), x.shape[0], w.d_head, dtype=dtype, device=x.device)
+    on = dict(device=x.device, dtype=dtype)
     for i, (layer, head) in enumerate(circ.heads):
         if layer not in normed:
-            ln_w, ln_b = w.ln1_w[layer].to(dtype), w.ln1_b[layer].to(dtype)
+            ln_w, ln_b = w.ln1_w[layer].to(**on), w.ln1_b[layer].to(**on)
             normed[layer] = normalize(x.to(dtype), ln_w, ln_b, w.eps, w.normalization)
-        v = torch.addmm(w.b_V[layer, head].to(dtype), normed[layer], w.W_V[layer, head].to(dtype))
+        v = torch.addmm(w.b_V[layer, head].to(**on), normed[layer], w.W_V[layer, head].to(**on))
         pre = 1.0
         if circ.pre_gram is not None:  # the attention output norm's scale of o
             pre = (_quadratic(v, circ.pre_gram[i]) / w.d_model + w.eps).sqrt()
@@ -164,7 +182,7 @@ def row_targets_logits(
     flat = tokens.reshape(rows, relations * width)  # [row, slot]
     same = flat[:, :, None] == flat[:, None, :]  # [row, slot, slot]
     first = ~(same & torch.ones_like(same[0]).tril(-1)).any(-1)
-    columns = out.W_gU.T[flat]  # [row, slot, d_model]
+    columns = out.rows_of(flat)  # [row, slot, d_model]
     plus = (
         torch.stack([(columns @ (a[i] @ circ.W_Oc[i])[:, :, None]).squeeze(-1) for i in range(a.shape[0])])
         + out.c[flat]
@@ -182,11 +200,12 @@ class Accumulator:
     ):
         n_signs, heads, rows, relations = targets.threshold.shape
         self.t, self.signs = targets, signs
-        self.count = torch.zeros(n_signs, heads, rows, relations, dtype=targets.logits.dtype)
+        on = dict(dtype=targets.logits.dtype, device=targets.logits.device)
+        self.count = torch.zeros(n_signs, heads, rows, relations, **on)
         self.k = k if with_topk else 0
-        self.top_v = torch.full((n_signs, heads, rows, self.k), -torch.inf, dtype=targets.logits.dtype)
-        self.top_i = torch.zeros(n_signs, heads, rows, self.k, dtype=torch.long)
-        self._ones = torch.ones(COLUMNS, dtype=targets.logits.dtype)
+        self.top_v = torch.full((n_signs, heads, rows, self.k), -torch.inf, **on)
+        self.top_i = torch.zeros(n_signs, heads, rows, self.k, dtype=torch.long, device=on["device"])
+        self._ones = torch.ones(COLUMNS, **on)
         self._fused = fused() if use_fused else None
 
     @property
@@ -281,15 +300,16 @@ def _column_pass(p: Pass, head_groups: list[slice]) -> None:
     n_rows, vocab = p.left.shape[1], p.out.c.shape[0]
     step = _block_shape(1, n_rows)[1]
     group = max(hs.stop - hs.start for hs in head_groups)
-    logits = torch.empty(group, step, COLUMNS, dtype=p.circ.dtype)
+    on = dict(dtype=p.circ.dtype, device=p.left.device)
+    logits = torch.empty(group, step, COLUMNS, **on)
     plain = p.acc.uses_torch_count  # the mask is needed only by the plain torch count
-    mask = torch.empty(group, step, p.acc.count.shape[-1], COLUMNS if plain else 0, dtype=p.circ.dtype)
-    negated = torch.empty(group, step, COLUMNS if plain or p.acc.k else 0, dtype=p.circ.dtype)
+    mask = torch.empty(group, step, p.acc.count.shape[-1], COLUMNS if plain else 0, **on)
+    negated = torch.empty(group, step, COLUMNS if plain or p.acc.k else 0, **on)
     work = Work(logits, negated, mask)
     twice_c = 2 * p.out.c
     for start in range(0, vocab, COLUMNS):
         cols = slice(start, min(start + COLUMNS, vocab))
-        W = p.out.W_gU[:, cols]  # [d_model, col]
+        W = p.out.columns(cols)  # [d_model, col]
         for heads in head_groups:
             right = (p.circ.W_Oc[heads] @ W) if p.factored else W  # [head, d_head, col] or [d_model, col]
             for r0 in range(0, n_rows, step):
@@ -308,7 +328,7 @@ def _row_block(
     """Ranks and top-k of one block of rows, every head of `circ`."""
     a = head_factors(weights, circ, x)  # [head, row, d_head]
     targets = row_targets_logits(a, circ, out, tokens, signs)
-    use_fused = weights.d_vocab >= FUSED_MIN_VOCAB
+    use_fused = weights.d_vocab >= FUSED_MIN_VOCAB and x.device.type == "cpu"  # the C++ counter: CPU only
     acc = Accumulator(targets, k, with_topk, tuple(signs), use_fused)
     factored = factored_is_cheaper(weights, x.shape[0])
     left = a if factored else a @ circ.W_Oc  # [head, row, d_head or d_model]
@@ -318,18 +338,38 @@ def _row_block(
     return acc.ranks()
 
 
-def _worker(weights: Weights, heads, out: Readout, x: Tensor, targets: Targets, k, signs, dtype, with_topk):
-    """Ranks [head, sign, row, relation] and top-k of some heads, in one thread with no intra-op
-    threads: no per-operation barrier waits on a sibling thread that a busy machine has paused."""
-    torch.set_num_threads(1)
-    circ = circuits(weights, heads, dtype)
+def head_block(weights: Weights) -> int:
+    """Heads whose circuits and factors are held at once: `HEAD_BLOCK_BYTES` for W_Oc
+    (d_head x d_model each) and for a row block's factors (ROW_BLOCK x d_head each)."""
+    per_head = 4 * weights.d_head * max(weights.d_model, ROW_BLOCK)
+    return max(1, HEAD_BLOCK_BYTES // per_head)
+
+
+def _heads_ranks(weights, heads, out: Readout, x: Tensor, tokens: Tensor, k, signs, dtype, with_topk):
+    """Ranks [head, sign, row, relation] and top-k of one block of heads, rows `ROW_BLOCK` at a time."""
+    circ = circuits(weights, heads, dtype, x.device)
     ranks, tops = [], []
     for start in range(0, x.shape[0], ROW_BLOCK):
         rows = slice(start, start + ROW_BLOCK)
-        rank, top = _row_block(weights, circ, out, x[rows], targets.tokens[rows], k, signs, with_topk)
-        ranks.append(rank.transpose(0, 1))  # [sign, head, ...] -> [head, sign, ...]
-        tops.append(top.transpose(0, 1))
+        rank, top = _row_block(weights, circ, out, x[rows], tokens[rows], k, signs, with_topk)
+        ranks.append(rank.transpose(0, 1).cpu())  # [sign, head, ...] -> [head, sign, ...]
+        tops.append(top.transpose(0, 1).cpu())
     return torch.cat(ranks, 2), torch.cat(tops, 2)
+
+
+def _worker(weights: Weights, heads, out: Readout, x: Tensor, targets: Targets, k, signs, dtype, with_topk):
+    """Ranks [head, sign, row, relation] and top-k of some heads, `head_block` heads at a time, in
+    one thread with no intra-op threads on the CPU: no per-operation barrier waits on a sibling
+    thread that a busy machine has paused."""
+    if x.device.type == "cpu":
+        torch.set_num_threads(1)
+    tokens = targets.tokens.to(x.device)
+    step = head_block(weights)
+    parts = [
+        _heads_ranks(weights, heads[i : i + step], out, x, tokens, k, signs, dtype, with_topk)
+        for i in range(0, len(heads), step)
+    ]
+    return torch.cat([r for r, _ in parts]), torch.cat([t for _, t in parts])
 
 
 def ov_ranks(
@@ -350,9 +390,11 @@ def ov_ranks(
         return HeadRanks(
             torch.zeros(*shape, relations, dtype=torch.int32), torch.zeros(*shape, 0, dtype=torch.int32)
         )
-    out = readout(weights, dtype)
+    device = weights.W_U.device
+    out, x = readout(weights, dtype, device), x.to(device)
     threads = torch.get_num_threads()
-    parts = [list(p) for p in np.array_split(np.arange(len(heads)), min(threads, len(heads))) if len(p)]
+    workers = min(threads, len(heads)) if device.type == "cpu" else 1  # one stream on an accelerator
+    parts = [list(p) for p in np.array_split(np.arange(len(heads)), workers) if len(p)]
     try:
         with ThreadPoolExecutor(len(parts)) as pool:
             done = [
