@@ -153,12 +153,9 @@ def edge_scores(
     clean = corrupted = 0.0
     if options.method != "exact":
         approx = torch.zeros(len(edges), dtype=torch.float64)
-        for run in tqdm(
-            list(batch_runs(model, resumer, dataset, options.batch_size, options.donor)),
-            desc=options.method,
-            leave=False,
-            disable=not progress or None,
-        ):
+        runs = batch_runs(model, resumer, dataset, options.batch_size, options.donor)
+        total = -(-dataset.n // options.batch_size)
+        for run in tqdm(runs, total=total, desc=options.method, leave=False, disable=not progress or None):
             approx += _approx_sums(model, resumer, run, edges, options)
         approx /= dataset.n
     chosen = _exact_edges(edges, approx, options)

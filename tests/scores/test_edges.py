@@ -1,0 +1,200 @@
+"""Edge scores against independent computations, on a sequential (GPT-2) and a parallel-block,
+grouped-query model (Falcon's new decoder architecture, 4 query heads sharing 2 key/value groups).
+
+- `exact` equals a plain implementation: the target input rebuilt from the cached per-source
+  contributions (embedding, z @ W_O per head, MLP outputs, output biases) with the one source
+  taken from the corrupted run, fed to the model through plain hooks in complete forward passes;
+- `eap` equals the gradient of the metric with respect to each target input (autograd through a
+  complete forward pass in which only that input is a free variable), times the source's
+  corrupted - clean difference;
+- the layered forward with zero offsets is the model's own forward.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+import headscope as hs
+from headscope.errors import HeadscopeError
+from headscope.models.loading import load_model
+from headscope.scores.circuit import edges as E
+from headscope.scores.circuit import graph
+from headscope.scores.circuit.graph import Edge
+from tests.models.families import _FALCON, BY_NAME, save_family
+
+FALCON_GQA = dataclasses.replace(
+    BY_NAME["falcon"],
+    name="falcon-gqa",
+    label="Falcon (parallel, grouped-query)",
+    config_kwargs=_FALCON | dict(new_decoder_architecture=True, num_kv_heads=2, multi_query=False),
+)
+FAMILIES = {"gpt2": BY_NAME["gpt2"], "falcon-gqa": FALCON_GQA}
+
+
+@pytest.fixture(scope="module", params=list(FAMILIES))
+def model(request, tmp_path_factory):
+    return load_model(str(save_family(FAMILIES[request.param], tmp_path_factory.mktemp(request.param))))
+
+
+@pytest.fixture(scope="module")
+def data(model):
+    return hs.dataset(model, "seq-digits", n=5, seed=3)
+
+
+def test_the_two_models_are_what_the_tests_claim(model):
+    if model.arch.parallel:
+        assert model.arch.n_kv_heads == 2 and model.arch.n_heads == 4
+    else:
+        assert model.arch.n_kv_heads == model.arch.n_heads
+
+
+# ---- the plain reference ------------------------------------------------------------------------
+
+
+def _caches(model, data):
+    bridge = model.bridge
+    with torch.no_grad():
+        _, clean = bridge.run_with_cache(data.tokens)
+        _, corrupt = bridge.run_with_cache(data.corrupted.tokens)
+    return clean, corrupt
+
+
+def _contribution(model, cache, source) -> torch.Tensor:
+    if source.kind == "embed":
+        return cache["blocks.0.hook_resid_pre"]
+    if source.kind == "mlp":
+        return cache[f"blocks.{source.layer}.hook_mlp_out"]
+    z = cache[f"blocks.{source.layer}.attn.hook_z"][:, :, source.index]
+    return z @ model.weights.W_O[source.layer, source.index]
+
+
+def _rebuilt(model, clean, corrupt, edge: Edge, patch: bool = True) -> torch.Tensor:
+    """The target's residual input as the sum of every source feeding it plus the output biases."""
+    arch, target = model.arch, edge.target
+    total = torch.zeros_like(clean["blocks.0.hook_resid_pre"])
+    for source in graph.sources(arch, model.n_layers):
+        if graph.feeds(source, target, arch):
+            cache = corrupt if patch and source == edge.source else clean
+            total = total + _contribution(model, cache, source)
+    for layer in range(model.n_layers):
+        if layer < target.layer or (layer == target.layer and target.kind == "mlp" and not arch.parallel):
+            total = total + model.weights.b_O[layer]
+    return total
+
+
+def _metric(logits, data) -> torch.Tensor:
+    ends = logits[torch.arange(data.n), data.end]
+    rows = torch.arange(data.n)
+    return (ends[rows, data.answers] - ends[rows, data.contrasts]).mean()
+
+
+def _input_hook(model, target) -> tuple[str, bool]:
+    """(hook, whether the value there comes from a run of the block on the input)."""
+    if target.kind == "logits":
+        return "ln_final.hook_in", False
+    if target.kind == "mlp":
+        if model.arch.parallel:
+            return f"blocks.{target.layer}.mlp.hook_in", True
+        return f"blocks.{target.layer}.ln2.hook_in", False
+    return f"blocks.{target.layer}.attn.hook_{target.kind}", True
+
+
+def _metric_with_input(model, data, target, x: torch.Tensor) -> torch.Tensor:
+    """The metric with `target` reading `x` (grad flows to x), complete forward passes only."""
+    bridge = model.bridge
+    name, from_block = _input_hook(model, target)
+    if not from_block:
+        return _metric(bridge.run_with_hooks(data.tokens, fwd_hooks=[(name, lambda a, hook: x)]), data)
+    kept = {}
+    hooks = [
+        (f"blocks.{target.layer}.hook_resid_pre", lambda a, hook: x),
+        (name, lambda a, hook: kept.setdefault("v", a)),
+    ]
+    bridge.run_with_hooks(data.tokens, fwd_hooks=hooks, stop_at_layer=target.layer + 1)
+
+    def swap(act, hook):
+        out = act.clone()
+        if target.kind == "mlp":
+            return kept["v"]
+        out[:, :, target.index] = kept["v"][:, :, target.index]
+        return out
+
+    return _metric(bridge.run_with_hooks(data.tokens, fwd_hooks=[(name, swap)]), data)
+
+
+def test_rebuilt_inputs_are_the_models_own(model, data):
+    """The decomposition the reference relies on: unpatched, it rebuilds each cached input."""
+    clean, corrupt = _caches(model, data)
+    last = model.n_layers - 1
+    for edge in graph.all_edges(model.arch, model.n_layers)[:: max(1, model.n_layers)]:
+        target = edge.target
+        if target.kind == "logits":
+            cached = clean[f"blocks.{last}.hook_resid_post"]
+        elif target.kind == "mlp" and not model.arch.parallel:
+            cached = clean[f"blocks.{target.layer}.hook_resid_mid"]
+        else:
+            cached = clean[f"blocks.{target.layer}.hook_resid_pre"]
+        torch.testing.assert_close(
+            _rebuilt(model, clean, corrupt, edge, patch=False), cached, atol=1e-4, rtol=1e-4
+        )
+
+
+def test_exact_equals_the_plain_reference_on_every_edge(model, data):
+    table = E.edge_scores(model, data, E.EdgeOptions(method="exact", batch_size=2), progress=False)
+    clean, corrupt = _caches(model, data)
+    with torch.no_grad():
+        clean_metric = float(_metric(model.bridge(data.tokens), data))
+        for edge, row in zip(E.edges_of(table, model), table.itertuples(), strict=True):
+            x = _rebuilt(model, clean, corrupt, edge)
+            expected = float(_metric_with_input(model, data, edge.target, x)) - clean_metric
+            assert row.exact == pytest.approx(expected, abs=2e-4), (row.source, row.target, row.input)
+    assert table.attrs["clean"] == pytest.approx(clean_metric, abs=1e-4)
+    assert table["exact"].abs().max() > 1e-3  # the edges do something on this model
+
+
+def test_eap_equals_autograd_on_every_target(model, data):
+    table = E.edge_scores(model, data, E.EdgeOptions(method="eap", exact_top=0, batch_size=3), progress=False)
+    clean, corrupt = _caches(model, data)
+    edges = E.edges_of(table, model)
+    by_target: dict = {}
+    for edge, score in zip(edges, table["score"], strict=True):
+        by_target.setdefault(edge.target, []).append((edge, score))
+    for target, items in by_target.items():
+        x = _rebuilt(model, clean, corrupt, items[0][0], patch=False).detach().requires_grad_()
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad(_metric_with_input(model, data, target, x), x)
+        for edge, score in items:
+            delta = _contribution(model, corrupt, edge.source) - _contribution(model, clean, edge.source)
+            assert score == pytest.approx(float((grad * delta).sum()), abs=2e-4, rel=1e-3), (edge, score)
+    assert table["exact"].isna().all() and table.attrs["approximation"]
+
+
+def test_eap_ig_averages_other_points_and_patches_its_top_edges_exactly(model, data):
+    """IG's gradients are taken on the clean -> corrupted path, not at the clean run alone."""
+    eap = E.edge_scores(model, data, E.EdgeOptions(method="eap", exact_top=0), progress=False)
+    ig = E.edge_scores(model, data, E.EdgeOptions(method="eap-ig", steps=8, exact_top=20), progress=False)
+    assert ig.attrs["steps"] == 8 and ig["exact"].notna().sum() == 20
+    assert not torch.allclose(
+        torch.tensor(eap["score"].values), torch.tensor(ig.set_index(eap.index)["score"].values)
+    )
+
+
+def test_edge_counts(model):
+    arch, L = model.arch, model.n_layers
+    edges = graph.all_edges(arch, L)
+    H, G = arch.n_heads, arch.n_kv_heads
+    sources_before = [1 + layer * (H + 1) for layer in range(L)]
+    expected = sum(s * (H + 2 * G + 1) for s in sources_before) + 1 + L * (H + 1)
+    if not arch.parallel:
+        expected += L * H  # a sequential MLP also reads its own layer's heads
+    assert len(edges) == expected
+
+
+def test_a_norm_on_head_outputs_is_refused_in_one_line(model, data):
+    gemma_like = dataclasses.replace(model.arch, family="gemma2", attn_out_norm=True, mlp_out_norm=True)
+    with pytest.raises(HeadscopeError, match="not defined for gemma2: a norm acts on the attention") as error:
+        graph.check_supported(gemma_like)
+    assert "\n" not in str(error.value)
