@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from headscope.errors import HeadscopeError
+from headscope.models.devices import DType, check_threads, resolve_device
 from headscope.tasks.registry import get_task
 
 app = typer.Typer(
@@ -40,6 +41,7 @@ results = Console()  # tables and numbers: what a user pipes or redirects
 DEFAULT_MODEL = "organism"
 DEFAULT_N = 200
 DEFAULT_SEED = 0
+DEFAULT_DEVICE = "auto"
 MAX_N = 10_000  # at ~1 ms a prompt on the organism and far more on GPT-2; the n of a score past this
 SMALL_P = 1e-3  # p-values below this print in scientific notation
 
@@ -48,6 +50,7 @@ SMALL_P = 1e-3  # p-values below this print in scientific notation
 class State:
     debug: bool = False
     allow_pickle: bool = False
+    shared: Shared | None = None  # the running command's shared options (device, dtype, threads)
 
 
 state = State()
@@ -109,6 +112,33 @@ NOpt = Annotated[
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the prompt generator.")]
 OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Write the result to this file.")]
 
+
+def known_device(name: str) -> str:
+    """An option callback: the device must exist on this machine before any model loads."""
+    resolve_device(name)
+    return name
+
+
+DeviceOpt = Annotated[
+    str,
+    typer.Option(
+        "--device",
+        help="auto (the first GPU if any, else the CPU), cpu, cuda, cuda:N or mps.",
+        callback=known_device,
+    ),
+]
+DTypeOpt = Annotated[
+    DType, typer.Option("--dtype", help="Precision of the model: float32, bfloat16 or float16.")
+]
+ThreadsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--threads",
+        help="CPU threads for torch (default: chosen by the model's width).",
+        callback=check_threads,
+    ),
+]
+
 # Python arguments whose CLI option has another name (ov_scores(relations=...) is --relation).
 PYTHON_NAMES: dict[str, str] = {"relations": "relation", "spec": "model", "words": "keywords"}
 
@@ -122,6 +152,9 @@ class Shared:
     n: int = DEFAULT_N
     seed: int = DEFAULT_SEED
     out: Path | None = None
+    device: str = DEFAULT_DEVICE
+    dtype: DType = "float32"
+    threads: int | None = None
 
 
 NO_TASK = "<no task option>"  # `task=NO_TASK`: the command has no --task (report has --tasks)
@@ -154,6 +187,7 @@ def command(
 
         def run(**values):
             given = Shared(**{key: values.pop(key) for key in list(values) if key in shared_names})
+            state.shared = given
             try:
                 return func(given, **values)
             except HeadscopeError as error:
@@ -180,6 +214,9 @@ def _shared_parameters(task, n: int, out: bool, task_argument: bool) -> list[ins
     found.append(inspect.Parameter("seed", keyword, default=DEFAULT_SEED, annotation=SeedOpt))
     if out:
         found.append(inspect.Parameter("out", keyword, default=None, annotation=OutOpt))
+    found.append(inspect.Parameter("device", keyword, default=DEFAULT_DEVICE, annotation=DeviceOpt))
+    found.append(inspect.Parameter("dtype", keyword, default="float32", annotation=DTypeOpt))
+    found.append(inspect.Parameter("threads", keyword, default=None, annotation=ThreadsOpt))
     return found
 
 

@@ -9,8 +9,16 @@ from headscope.tasks.registry import get_task
 
 
 def load(model: str, allow_pickle: bool = False) -> Model:
+    """The model, on the running command's --device, in its --dtype, with its --threads."""
+    shared = state.shared or Shared()
     with working(f"loading model {model} ..."):
-        return load_model(model, allow_pickle=allow_pickle or state.allow_pickle)
+        return load_model(
+            model,
+            allow_pickle=allow_pickle or state.allow_pickle,
+            device=shared.device,
+            dtype=shared.dtype,
+            threads=shared.threads,
+        )
 
 
 def dataset_for(model: Model, task: str, n: int, seed: int) -> Dataset:

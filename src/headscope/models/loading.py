@@ -21,6 +21,7 @@ from headscope.models.checks import (
     local_model_dir,
     weight_files,
 )
+from headscope.models.devices import check_threads, choose_threads, resolve_device, resolve_dtype
 from headscope.models.weights import Weights, check_weights, weights_from_bridge
 from headscope.tasks.dataset import Tokenization
 
@@ -70,6 +71,16 @@ class Model:
     @property
     def n_heads(self) -> int:
         return self.identity.n_heads
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model's forward pass runs (its embedding's device)."""
+        return self.bridge.W_E.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The precision of the model's weights and activations (scores read them as float32)."""
+        return self.bridge.W_E.dtype
 
     @property
     def cfg(self):
@@ -137,25 +148,25 @@ def resolve(spec: str) -> tuple[str, Path | None]:
     return ("local", path) if path is not None else ("hub", None)
 
 
-def _boot(name_or_path: str, device: str):
+def _boot(name_or_path: str, device: torch.device, dtype: torch.dtype):
     from transformer_lens.model_bridge import TransformerBridge
 
-    bridge = TransformerBridge.boot_transformers(name_or_path, device=device)
+    bridge = TransformerBridge.boot_transformers(name_or_path, device=device, dtype=dtype)
     bridge.eval()
     return bridge
 
 
-def _boot_hub(name: str, device: str):
+def _boot_hub(name: str, device: torch.device, dtype: torch.dtype):
     if _hub_cached(name):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        return _boot(name, device)
+        return _boot(name, device, dtype)
     if not hub_reachable():
         raise ModelError(
             f"model={name!r}: it is no local directory, and the model hub is not reachable "
             "(no network) to download it; give a local Hugging Face-format directory, or 'organism'"
         )
     try:
-        return _boot(name, device)
+        return _boot(name, device, dtype)
     except Exception as error:  # a name the hub does not know, a dropped connection, ...
         raise ModelError(
             f"model={name!r}: cannot download it ({first_line(error)}); check the name, or give a local "
@@ -163,14 +174,25 @@ def _boot_hub(name: str, device: str):
         ) from error
 
 
-def load_model(spec: str = "organism", device: str = "cpu", allow_pickle: bool = False) -> Model:
+def load_model(
+    spec: str = "organism",
+    device: str = "auto",
+    allow_pickle: bool = False,
+    dtype: str = "float32",
+    threads: int | None = None,
+) -> Model:
     """Load a model: the bundled organism, a local Hugging Face directory, or a hub name.
 
     Args:
         spec: "organism" (the bundled offline default), a directory with a config, weights and a
             tokenizer in Hugging Face format, or a hub name such as "gpt2" (needs the network).
-        device: where the model runs ("cpu", "cuda", ...).
+        device: where the model runs: "cpu", "cuda" (the first GPU), "cuda:N", "mps", or "auto"
+            (the first GPU if there is one, else the CPU).
         allow_pickle: also load pickled weights (`.bin`); otherwise safetensors only.
+        dtype: the precision of the weights and the forward pass: "float32", "bfloat16" or
+            "float16". Scores, ranks and correlations are still computed in float32.
+        threads: CPU threads torch uses from here on (process-wide); None chooses by the
+            model's width (1 below d_model 1024, see `models.devices.choose_threads`).
 
     Returns:
         A `Model`: `model.cfg`, `model.to_tokens(text)`, and what the analyses read.
@@ -179,18 +201,22 @@ def load_model(spec: str = "organism", device: str = "cpu", allow_pickle: bool =
         >>> model = hs.load_model("organism")
         >>> model.cfg.n_layers, model.to_tokens("1 2 3")
     """
+    where = resolve_device(device)
+    precision = resolve_dtype(dtype, where)
+    check_threads(threads)
     source, directory = resolve(spec)
     if directory is not None:
         check_model_dir(directory, allow_pickle)
-        bridge = _boot_local(directory, device)
+        bridge = _boot_local(directory, where, precision)
     else:
-        bridge = _boot_hub(spec, device)
+        bridge = _boot_hub(spec, where, precision)
+    torch.set_num_threads(threads or choose_threads(bridge.cfg.d_model, where))
     return _wrap(spec, source, directory, bridge)
 
 
-def _boot_local(directory: Path, device: str):
+def _boot_local(directory: Path, device: torch.device, dtype: torch.dtype):
     try:
-        return _boot(str(directory), device)
+        return _boot(str(directory), device, dtype)
     except Exception as error:  # the checks above caught the known cases; name anything else
         raise ModelError(
             f"cannot load the model in {directory}: {first_line(error)}; check it is a Hugging Face "
