@@ -24,10 +24,10 @@ def _matrices(model, layer: int, head: int) -> dict[str, torch.Tensor]:
     Q = gain @ bridge.W_Q[layer, head].detach().double()
     K = gain @ bridge.W_K[layer, group].detach().double()
     V = gain @ bridge.W_V[layer, group].detach().double()
-    O = w.W_O[layer, head].double()
+    W_O = w.W_O[layer, head].double()
     if w.normalization == "LN":
-        O = O - O.mean(-1, keepdim=True)
-    return {"QK": Q @ K.T, "OV": V @ O}
+        W_O = W_O - W_O.mean(-1, keepdim=True)
+    return {"QK": Q @ K.T, "OV": V @ W_O}
 
 
 def test_composition_equals_a_per_pair_loop(model):
