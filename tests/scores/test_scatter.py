@@ -96,7 +96,7 @@ def test_absent_roles_are_left_out(tiny_model):
 def test_default_roles_are_answer_and_contrast_group(tiny_model, ioi):
     assert default_roles(ioi[0]) == ["IO", "S"]
     induction = build_dataset(get_task("induction"), tiny_model.tokens, 2, seed=0)
-    with pytest.raises(HeadscopeError, match="--roles"):
+    with pytest.raises(HeadscopeError, match="roles=None: task induction has no answer or contrast role"):
         default_roles(induction)
 
 
