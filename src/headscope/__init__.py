@@ -48,6 +48,8 @@ _EXPORTS: dict[str, str] = {
     "greedy_circuit": "headscope.api",
     "patch": "headscope.api",
     "attribution_patch": "headscope.api",
+    "edge_attribution": "headscope.api",
+    "composition_scores": "headscope.api",
     "label_heads": "headscope.api",
     # options and helpers of the lower-level functions
     "OVOptions": "headscope.scores.ov",

@@ -587,6 +587,86 @@ def attribution_patch(
     return _attach(table, model, data)
 
 
+# ---- edges and composition ----------------------------------------------------------------------------
+
+
+def _edge_options(method, steps, exact_top, donor, batch_size):
+    from headscope.scores.circuit import edges as _edges
+
+    _choice(method, "method", _edges.METHODS)
+    _choice(donor, "donor", _edges.DONORS)
+    top = None if exact_top == "all" else _count(exact_top, "exact_top", least=0)
+    return _edges.EdgeOptions(method, _count(steps, "steps"), top, _count(batch_size, "batch_size"), donor)
+
+
+def edge_attribution(
+    model: Model,
+    task: TaskLike,
+    method: Literal["eap", "eap-ig", "exact"] = "eap",
+    steps: int = 5,
+    exact_top: int | Literal["all"] = 50,
+    donor: Literal["corrupted", "mean"] = "corrupted",
+    n: int | None = None,
+    seed: int = 0,
+    batch_size: int = 16,
+) -> pd.DataFrame:
+    """The effect of every edge (source -> one input of a later component) on the task metric.
+
+    An edge's effect is the change of the mean logit difference at `end` when the source's
+    contribution to that one input is replaced by its value on the corrupted twin (path patching;
+    definitions in `headscope.scores.circuit.graph` and the README's Circuits section).
+
+    Args:
+        model: from `hs.load_model`.
+        task: a task name, `Task`, TOML path or `Dataset` (its task needs a corrupted twin).
+        method: "eap" (attribution patching, an approximation), "eap-ig" (integrated gradients,
+            an approximation) or "exact" (each edge patched on its own).
+        steps: eap-ig's points on the clean -> corrupted path.
+        exact_top: also patch exactly this many edges the approximation ranks highest, or "all".
+        donor: "corrupted" (each prompt's twin) or "mean" (per-position mean of the twins).
+        n, seed: prompts to build and the seed.
+        batch_size: prompts per pass.
+
+    Returns:
+        One row per edge, largest |score| first: `source, target, input, score, exact, method,
+        approximation, source_layer, target_layer` (sources `embed`, `l.h`, `mlpL`; targets
+        `l.h` for q, `l.g` for the k/v group g, `mlpL`, `logits`); `exact` is NaN where not
+        computed. `.attrs`: clean, corrupted, spearman (approximation vs exact where both exist),
+        spearman_top50 (on the 50 edges largest by |exact|).
+
+    Example:
+        >>> edges = hs.edge_attribution(model, "induction", method="eap", n=20)
+        >>> edges.head(10)
+    """
+    from headscope.scores.circuit import edges as _edges
+
+    data = dataset(model, task, n, seed)
+    options = _edge_options(method, steps, exact_top, donor, batch_size)
+    return _attach(_edges.edge_scores(model, data, options, progress=False), model, data)
+
+
+def composition_scores(model: Model) -> pd.DataFrame:
+    """Q-, K- and V-composition scores of every pair of heads (Elhage et al.), from the weights.
+
+    Args:
+        model: from `hs.load_model`.
+
+    Returns:
+        One row per (writer head, later reader head, kind): `source, target, kind, score,
+        source_layer, target_layer`; scores in [0, 1] (definitions in
+        `headscope.scores.composition`).
+
+    Example:
+        >>> comp = hs.composition_scores(model)
+        >>> comp[comp.kind == "k"].sort_values("score", ascending=False).head()
+    """
+    from headscope.scores import composition as _composition
+
+    table = _composition.composition_scores(model)
+    table.attrs.update(model=model.identity.name, n_layers=model.n_layers, n_heads=model.n_heads)
+    return table
+
+
 # ---- labels ------------------------------------------------------------------------------------------
 
 
@@ -657,8 +737,10 @@ __all__ = [
     "ablate",
     "attention_patterns",
     "attribution_patch",
+    "composition_scores",
     "dataset",
     "direct_logit_attribution",
+    "edge_attribution",
     "evaluate",
     "greedy_circuit",
     "head_detectors",

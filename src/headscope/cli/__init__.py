@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "evaluate_cmd",
     "ablate_cmd",
     "patch_cmd",
+    "circuit_cmd",
 )
 
 
