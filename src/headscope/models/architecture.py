@@ -84,19 +84,18 @@ class Architecture:
     @property
     def dla_refusal(self) -> str | None:
         """Why direct logit attribution is no sum of component terms here, or None where it is."""
+        reasons = []
         if self.attn_out_norm or self.mlp_out_norm:
-            return (
-                f"direct logit attribution is not defined for {self.family}: a norm acts on the attention "
-                "and MLP outputs before they reach the residual stream, so the logit difference is no sum "
-                "of head and MLP terms"
-            )
+            reasons.append("a norm acts on the attention and MLP outputs before the residual stream")
         if self.logit_softcap is not None:
-            return (
-                f"direct logit attribution is not defined for {self.family}: the logits are soft-capped "
-                f"(cap * tanh(logit / cap), cap {self.logit_softcap:g}), so the logit difference is no sum "
-                "of component terms"
-            )
-        return None
+            cap = self.logit_softcap
+            reasons.append(f"the logits are soft-capped (cap * tanh(logit / cap), cap {cap:g})")
+        if not reasons:
+            return None
+        return (
+            f"direct logit attribution is not defined for {self.family}: {' and '.join(reasons)}, "
+            "so the logit difference is no sum of head and MLP terms"
+        )
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
