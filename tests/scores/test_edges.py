@@ -198,3 +198,45 @@ def test_a_norm_on_head_outputs_is_refused_in_one_line(model, data):
     with pytest.raises(HeadscopeError, match="not defined for gemma2: a norm acts on the attention") as error:
         graph.check_supported(gemma_like)
     assert "\n" not in str(error.value)
+
+
+# ---- circuits --------------------------------------------------------------------------------------
+
+
+def test_every_edge_kept_is_the_clean_model_and_none_the_corrupted(model, data):
+    from headscope.scores.circuit.faithfulness import Evaluator
+
+    evaluator = Evaluator(model, data, batch_size=3)
+    with torch.no_grad():
+        clean = float(_metric(model.bridge(data.tokens), data))
+        corrupted = float(_metric(model.bridge(data.corrupted.tokens), data))
+    assert evaluator.metric(set(evaluator.every)) == pytest.approx(clean, abs=1e-4)
+    assert evaluator.metric(set()) == pytest.approx(corrupted, abs=1e-4)
+
+
+def test_a_one_edge_circuit_is_the_exact_patch_of_all_others(model, data):
+    """Keeping every edge but one is patching that one edge: F equals its exact value."""
+    from headscope.scores.circuit.faithfulness import Evaluator
+
+    table = E.edge_scores(model, data, E.EdgeOptions(method="exact", batch_size=3), progress=False)
+    evaluator = Evaluator(model, data, batch_size=3)
+    for edge, row in list(zip(E.edges_of(table, model), table.itertuples(), strict=True))[:3]:
+        kept = set(evaluator.every) - {edge}
+        assert evaluator.metric(kept) - table.attrs["clean"] == pytest.approx(row.exact, abs=2e-4)
+
+
+# ---- the organism ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def organism():
+    return hs.load_model("organism")
+
+
+def test_organism_previous_token_to_induction_key_edge_is_in_the_top_ten(organism):
+    """With the per-position mean of the twins as donor (the twin shares the first half with the
+    clean prompt, so the previous-token heads' outputs at the key positions do not change there)."""
+    table = hs.edge_attribution(organism, "induction", method="exact", donor="mean", n=50)
+    top = table.head(10)
+    key_edges = top[(top.input == "k") & top.source.isin(["1.0", "1.1"]) & top.target.isin(["2.0", "2.1"])]
+    assert len(key_edges) >= 1, top
