@@ -6,7 +6,7 @@ import importlib
 import sys
 
 # Each module defines `main() -> None` that prints its own figures.
-BENCHMARKS: tuple[str, ...] = ("ov", "capture_memory", "ablation")
+BENCHMARKS: tuple[str, ...] = ("ov", "capture_memory", "ablation", "edges")
 
 
 def run(names: list[str]) -> None:
