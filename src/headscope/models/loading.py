@@ -22,6 +22,7 @@ from headscope.models.checks import (
     weight_files,
 )
 from headscope.models.devices import check_threads, choose_threads, resolve_device, resolve_dtype
+from headscope.models.placement import MaxMemory, Placement, placement
 from headscope.models.weights import Weights, check_weights, weights_from_bridge
 from headscope.tasks.dataset import Tokenization
 
@@ -148,25 +149,26 @@ def resolve(spec: str) -> tuple[str, Path | None]:
     return ("local", path) if path is not None else ("hub", None)
 
 
-def _boot(name_or_path: str, device: torch.device, dtype: torch.dtype):
+def _boot(name_or_path: str, device: torch.device, dtype: torch.dtype, split: Placement | None = None):
     from transformer_lens.model_bridge import TransformerBridge
 
-    bridge = TransformerBridge.boot_transformers(name_or_path, device=device, dtype=dtype)
+    where = (split or Placement()).boot_arguments(device)  # device, or accelerate's device_map
+    bridge = TransformerBridge.boot_transformers(name_or_path, dtype=dtype, **where)
     bridge.eval()
     return bridge
 
 
-def _boot_hub(name: str, device: torch.device, dtype: torch.dtype):
+def _boot_hub(name: str, device: torch.device, dtype: torch.dtype, split: Placement):
     if _hub_cached(name):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        return _boot(name, device, dtype)
+        return _boot(name, device, dtype, split)
     if not hub_reachable():
         raise ModelError(
             f"model={name!r}: it is no local directory, and the model hub is not reachable "
             "(no network) to download it; give a local Hugging Face-format directory, or 'organism'"
         )
     try:
-        return _boot(name, device, dtype)
+        return _boot(name, device, dtype, split)
     except Exception as error:  # a name the hub does not know, a dropped connection, ...
         raise ModelError(
             f"model={name!r}: cannot download it ({first_line(error)}); check the name, or give a local "
@@ -180,6 +182,9 @@ def load_model(
     allow_pickle: bool = False,
     dtype: str = "float32",
     threads: int | None = None,
+    device_map: str | None = None,
+    max_memory: str | MaxMemory | None = None,
+    offload_folder: str | Path | None = None,
 ) -> Model:
     """Load a model: the bundled organism, a local Hugging Face directory, or a hub name.
 
@@ -193,6 +198,11 @@ def load_model(
             "float16". Scores, ranks and correlations are still computed in float32.
         threads: CPU threads torch uses from here on (process-wide); None chooses by the
             model's width (1 below d_model 1024, see `models.devices.choose_threads`).
+        device_map: split a model too large for one device, layer by layer, with accelerate:
+            "auto", "balanced" or "sequential" (then leave `device` at "auto").
+        max_memory: what each device may hold, "0=20GiB,1=20GiB,cpu=64GiB" or accelerate's dict
+            ({0: "20GiB", "cpu": "64GiB"}); layers past the caps are offloaded to disk.
+        offload_folder: where layers offloaded to disk are kept (default: a temporary folder).
 
     Returns:
         A `Model`: `model.cfg`, `model.to_tokens(text)`, and what the analyses read.
@@ -201,22 +211,23 @@ def load_model(
         >>> model = hs.load_model("organism")
         >>> model.cfg.n_layers, model.to_tokens("1 2 3")
     """
+    split = placement(device_map, max_memory, offload_folder, device)
     where = resolve_device(device)
     precision = resolve_dtype(dtype, where)
     check_threads(threads)
     source, directory = resolve(spec)
     if directory is not None:
         check_model_dir(directory, allow_pickle)
-        bridge = _boot_local(directory, where, precision)
+        bridge = _boot_local(directory, where, precision, split)
     else:
-        bridge = _boot_hub(spec, where, precision)
+        bridge = _boot_hub(spec, where, precision, split)
     torch.set_num_threads(threads or choose_threads(bridge.cfg.d_model, where))
     return _wrap(spec, source, directory, bridge)
 
 
-def _boot_local(directory: Path, device: torch.device, dtype: torch.dtype):
+def _boot_local(directory: Path, device: torch.device, dtype: torch.dtype, split: Placement):
     try:
-        return _boot(str(directory), device, dtype)
+        return _boot(str(directory), device, dtype, split)
     except Exception as error:  # the checks above caught the known cases; name anything else
         raise ModelError(
             f"cannot load the model in {directory}: {first_line(error)}; check it is a Hugging Face "
