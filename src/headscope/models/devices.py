@@ -17,6 +17,7 @@ import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Literal, get_args
 
 import torch
@@ -141,13 +142,23 @@ def check_threads(threads: int | None) -> int | None:
 
 
 def idle_cores() -> int:
-    """Cores the others' load leaves free, from the 1-minute load average (all cores if unknown)."""
+    """Cores that other processes leave free: this machine's cores less the busier of the
+    1-minute load average and the processes running right now (/proc/loadavg), at least 1."""
     cores = os.cpu_count() or 1
     try:
-        load = os.getloadavg()[0]
+        busy = os.getloadavg()[0]
     except OSError:
-        return cores
-    return max(1, cores - int(load + 0.5))
+        busy = 0.0
+    return max(1, cores - max(int(busy + 0.5), _running_others()))
+
+
+def _running_others() -> int:
+    """Runnable processes now, other than this one (0 where /proc/loadavg is not available)."""
+    try:
+        fields = Path("/proc/loadavg").read_text().split()
+        return max(0, int(fields[3].split("/")[0]) - 1)
+    except (OSError, IndexError, ValueError):
+        return 0
 
 
 def choose_threads(d_model: int, device: torch.device) -> int:
