@@ -26,6 +26,7 @@ from rich.table import Table
 
 from headscope.errors import HeadscopeError
 from headscope.models.devices import DType, check_threads, resolve_device
+from headscope.models.placement import parse_max_memory, placement
 from headscope.tasks.registry import get_task
 
 app = typer.Typer(
@@ -139,6 +140,42 @@ ThreadsOpt = Annotated[
     ),
 ]
 
+
+def known_device_map(name: str | None) -> str | None:
+    """An option callback: auto, balanced or sequential (the --device clash is checked at load)."""
+    if name is not None:
+        placement(device_map=name)
+    return name
+
+
+def known_max_memory(text: str | None) -> str | None:
+    """An option callback: DEVICE=SIZE pairs naming devices this machine has."""
+    if text is not None:
+        parse_max_memory(text)
+    return text
+
+
+DeviceMapOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--device-map",
+        help="Split a model too large for one device: auto, balanced or sequential (accelerate).",
+        callback=known_device_map,
+    ),
+]
+MaxMemoryOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--max-memory",
+        help="With --device-map: what each device may hold, e.g. 0=20GiB,1=20GiB,cpu=64GiB (the rest: disk).",
+        callback=known_max_memory,
+    ),
+]
+OffloadFolderOpt = Annotated[
+    Path | None,
+    typer.Option("--offload-folder", help="With --device-map: where layers offloaded to disk are kept."),
+]
+
 # Python arguments whose CLI option has another name (ov_scores(relations=...) is --relation).
 PYTHON_NAMES: dict[str, str] = {"relations": "relation", "spec": "model", "words": "keywords"}
 
@@ -155,6 +192,9 @@ class Shared:
     device: str = DEFAULT_DEVICE
     dtype: DType = "float32"
     threads: int | None = None
+    device_map: str | None = None
+    max_memory: str | None = None
+    offload_folder: Path | None = None
 
 
 NO_TASK = "<no task option>"  # `task=NO_TASK`: the command has no --task (report has --tasks)
@@ -217,6 +257,9 @@ def _shared_parameters(task, n: int, out: bool, task_argument: bool) -> list[ins
     found.append(inspect.Parameter("device", keyword, default=DEFAULT_DEVICE, annotation=DeviceOpt))
     found.append(inspect.Parameter("dtype", keyword, default="float32", annotation=DTypeOpt))
     found.append(inspect.Parameter("threads", keyword, default=None, annotation=ThreadsOpt))
+    found.append(inspect.Parameter("device_map", keyword, default=None, annotation=DeviceMapOpt))
+    found.append(inspect.Parameter("max_memory", keyword, default=None, annotation=MaxMemoryOpt))
+    found.append(inspect.Parameter("offload_folder", keyword, default=None, annotation=OffloadFolderOpt))
     return found
 
 

@@ -18,6 +18,9 @@ def load(model: str, allow_pickle: bool = False) -> Model:
             device=shared.device,
             dtype=shared.dtype,
             threads=shared.threads,
+            device_map=shared.device_map,
+            max_memory=shared.max_memory,
+            offload_folder=shared.offload_folder,
         )
 
 

@@ -67,8 +67,8 @@ def placement(
         for name, value in (("max_memory", max_memory), ("offload_folder", offload_folder)):
             if value is not None:
                 raise PlacementError(
-                    f"{name}={value!r} only applies to a split model; add device_map='auto' "
-                    "(or balanced, sequential)"
+                    f"{name}={value!r} only applies to a split model: give a device map too "
+                    "(auto, balanced or sequential)"
                 )
         return Placement()
     return Placement(
@@ -85,8 +85,8 @@ def _device_map(name: str, device: str) -> DeviceMap:
         raise PlacementError(f"device_map={name!r} is not a placement; use {', '.join(choices)}")
     if str(device).strip().lower() != "auto":
         raise PlacementError(
-            f"device={device!r}: a split model (device_map={text!r}) is placed by accelerate; leave "
-            "device at auto and say which devices to use with max_memory (e.g. cpu=64GiB)"
+            f"device={device!r}: a split model (device map {text!r}) is placed by accelerate; leave "
+            "the device at auto and cap each device's memory instead (e.g. cpu=64GiB)"
         )
     return text
 
