@@ -55,7 +55,8 @@ def test_ablate_greedy_prints_its_circuit(tiny_dir):
 def test_ablate_bad_component_is_one_clear_line(tiny_dir):
     result = run_cli("ablate", "--model", str(tiny_dir), "--n", "4", "--keep", "9.9")
     assert result.returncode == 2
-    assert "head 9.9 does not exist" in result.stdout and "Traceback" not in result.stdout + result.stderr
+    assert "head 9.9 does not exist" in result.stderr and "Traceback" not in result.stdout + result.stderr
+    assert result.stdout == ""
 
 
 def test_patch_prints_a_layer_by_head_grid(tiny_dir, tmp_path):

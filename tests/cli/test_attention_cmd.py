@@ -60,7 +60,7 @@ def test_attention_on_induction_writes_detectors_html_and_csv(tmp_path, tiny_dir
 )
 def test_bad_head_or_prompt_is_one_clear_line(tiny_dir, extra, message, capsys):
     code = main(["attention", "--model", str(tiny_dir), "--n", "3", *extra])  # in-process: fast
-    printed = " ".join(capsys.readouterr().out.split())
+    printed = " ".join(capsys.readouterr().err.split())  # errors go to stderr
     assert code == 2
     assert message in printed and "Traceback" not in printed
 
