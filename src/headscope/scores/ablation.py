@@ -61,7 +61,7 @@ def position_mask(dataset: Dataset, positions: tuple[str, ...]) -> Bool[Tensor, 
 def sites_for(model: Model, components: tuple[str, ...]) -> list[Site]:
     unknown = set(components) - {"heads", "mlps"}
     if unknown or not components:
-        raise HeadscopeError(f"bad --components {','.join(components)!r}: choose heads, mlps or heads,mlps")
+        raise HeadscopeError(f"components={','.join(components)!r}: choose heads, mlps or heads,mlps")
     heads = [Site(layer, h) for layer in range(model.n_layers) for h in range(model.n_heads)]
     mlps = [Site(layer, None) for layer in range(model.n_layers)]
     return (heads if "heads" in components else []) + (mlps if "mlps" in components else [])
@@ -146,7 +146,7 @@ def donor_for(model: Model, dataset: Dataset, options: AblationOptions) -> Donor
         return mean_donor(model, dataset, options.batch_size)
     if options.method == "resample":
         return resample_donor(model, dataset, options.seed)
-    raise HeadscopeError(f"bad --method {options.method!r}: choose {', '.join(METHODS)}")
+    raise HeadscopeError(f"method={options.method!r}: choose {', '.join(METHODS)}")
 
 
 def batch_list(dataset: Dataset, mask: Tensor, batch_size: int) -> list[Batch]:

@@ -79,12 +79,10 @@ def check_options(model: Model, dataset: Dataset, options: OVOptions) -> list[tu
     """The heads to score, after checking k, the embedding, the relations and the heads."""
     vocab = model.weights.d_vocab
     if options.k < 1:
-        raise HeadscopeError(
-            f"--k {options.k}: k must be at least 1 (the top-k logits a hit is looked for in)"
-        )
+        raise HeadscopeError(f"k={options.k}: k must be at least 1 (the top-k logits a hit is looked for in)")
     if options.k > vocab:
         raise HeadscopeError(
-            f"--k {options.k} is larger than the vocabulary ({vocab} tokens); choose a smaller k"
+            f"k={options.k} is larger than the vocabulary ({vocab} tokens); choose a smaller k"
         )
     if options.embedding not in EMBEDDING_KINDS:
         raise HeadscopeError(f"unknown embedding {options.embedding!r}: choose {', '.join(EMBEDDING_KINDS)}")

@@ -38,7 +38,7 @@ def _pair(dataset: Dataset, direction: str) -> tuple[Dataset, Dataset]:
         return dataset.corrupted, dataset
     if direction == "noise":
         return dataset, dataset.corrupted
-    raise HeadscopeError(f"bad --direction {direction!r}: choose {', '.join(DIRECTIONS)}")
+    raise HeadscopeError(f"direction={direction!r}: choose {', '.join(DIRECTIONS)}")
 
 
 def _batches(base: Dataset, answers: Dataset, batch_size: int) -> list[Batch]:
