@@ -22,7 +22,7 @@ from headscope.models.checks import (
     weight_files,
 )
 from headscope.models.devices import check_threads, choose_threads, resolve_device, resolve_dtype
-from headscope.models.placement import MaxMemory, Placement, placement
+from headscope.models.placement import MaxMemory, Placement, input_device, placement, settle
 from headscope.models.weights import Weights, check_weights, weights_from_bridge
 from headscope.tasks.dataset import Tokenization
 
@@ -76,7 +76,7 @@ class Model:
     @property
     def device(self) -> torch.device:
         """Where the model's forward pass runs (its embedding's device)."""
-        return self.bridge.W_E.device
+        return input_device(self.bridge)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -155,6 +155,7 @@ def _boot(name_or_path: str, device: torch.device, dtype: torch.dtype, split: Pl
     where = (split or Placement()).boot_arguments(device)  # device, or accelerate's device_map
     bridge = TransformerBridge.boot_transformers(name_or_path, dtype=dtype, **where)
     bridge.eval()
+    settle(bridge)  # a split model's input device, not `meta` when the embedding is on disk
     return bridge
 
 
@@ -251,7 +252,7 @@ def _wrap(spec: str, source: str, directory: Path | None, bridge) -> Model:
         n_ctx=cfg.n_ctx,
     )
     weights = weights_from_bridge(bridge, architecture_of(bridge))
-    check_weights(bridge, weights, _check_tokens(cfg.d_vocab, bridge.W_E.device))
+    check_weights(bridge, weights, _check_tokens(cfg.d_vocab, input_device(bridge)))
     return Model(bridge, Tokenization(bridge.tokenizer, cfg.n_ctx), weights, identity)
 
 

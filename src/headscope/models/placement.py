@@ -174,3 +174,24 @@ def _folder(path: str | Path) -> Path:
             "give a writable directory"
         ) from None
     return folder
+
+
+def input_device(bridge) -> torch.device:
+    """Where a forward pass's token ids go: the input embedding's execution device.
+
+    On a split model the embedding's parameters may be offloaded (on the `meta` device until
+    accelerate's hook loads them); the hook's execution device is where it runs.
+    """
+    model = getattr(bridge, "original_model", None)
+    hook = getattr(model.get_input_embeddings(), "_hf_hook", None) if model is not None else None
+    found = getattr(hook, "execution_device", None)
+    if found is None:
+        return bridge.W_E.device
+    return torch.device(found if not isinstance(found, int) else f"cuda:{found}")
+
+
+def settle(bridge) -> None:
+    """Point the bridge's `cfg.device` (where TransformerLens puts new token ids) at the input
+    embedding's execution device: TransformerLens records `meta` when the embedding is on disk."""
+    if getattr(getattr(bridge, "original_model", None), "hf_device_map", None):
+        bridge.cfg.device = str(input_device(bridge))

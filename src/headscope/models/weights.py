@@ -261,4 +261,6 @@ def _final(weights: Weights, x: Tensor) -> Tensor:
 
 
 def _device(bridge) -> torch.device:
-    return bridge.W_E.device
+    from headscope.models.placement import input_device  # an offloaded W_E is on `meta`
+
+    return input_device(bridge)
