@@ -116,8 +116,19 @@ OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Write the resu
 
 def known_device(name: str) -> str:
     """An option callback: the device must exist on this machine before any model loads."""
-    resolve_device(name)
+    try:
+        resolve_device(name)
+    except HeadscopeError as error:
+        raise HeadscopeError(error.naming({"device": "--device"})) from error
     return name
+
+
+def thread_count(threads: int | None) -> int | None:
+    """An option callback: --threads within this machine's cores."""
+    try:
+        return check_threads(threads)
+    except HeadscopeError as error:
+        raise HeadscopeError(error.naming({"threads": "--threads"})) from error
 
 
 DeviceOpt = Annotated[
@@ -136,7 +147,7 @@ ThreadsOpt = Annotated[
     typer.Option(
         "--threads",
         help="CPU threads for torch (default: chosen by the model's width).",
-        callback=check_threads,
+        callback=thread_count,
     ),
 ]
 
