@@ -196,8 +196,9 @@ class Resumer:
         kept: dict[str, list[Tensor]] = {"pre": [], "mid": [], "mlp": []}
         names = (("pre", "hook_resid_pre"), ("mlp", "hook_mlp_out"))
         names += (("mid", "hook_resid_mid"),) if self.sequential else ()
+        device = self.bridge.cfg.device  # a split model's blocks run on several devices
         hooks = [
-            (f"blocks.{layer}.{name}", lambda a, hook, key=key: kept[key].append(a))
+            (f"blocks.{layer}.{name}", lambda a, hook, key=key: kept[key].append(a.to(device)))
             for layer in range(self.n_layers)
             for key, name in names
         ]
@@ -333,8 +334,10 @@ def activations(bridge, tokens: Int[Tensor, "batch pos"]) -> Values:
     """Every layer's hook_z and hook_mlp_out for `tokens`, from one forward pass."""
     kept: dict[str, list[Tensor]] = {"z": [], "mlp": []}
     n_layers = len(bridge.blocks)
-    hooks = [(z_hook(layer), lambda a, hook: kept["z"].append(a)) for layer in range(n_layers)]
-    hooks += [(mlp_hook(layer), lambda a, hook: kept["mlp"].append(a)) for layer in range(n_layers)]
+    device = bridge.cfg.device  # one device for all layers: a split model's blocks run on several
+    keep = lambda key: lambda a, hook: kept[key].append(a.to(device))  # noqa: E731
+    hooks = [(z_hook(layer), keep("z")) for layer in range(n_layers)]
+    hooks += [(mlp_hook(layer), keep("mlp")) for layer in range(n_layers)]
     with torch.no_grad():
-        bridge.run_with_hooks(tokens.to(bridge.cfg.device), fwd_hooks=hooks, stop_at_layer=n_layers)
+        bridge.run_with_hooks(tokens.to(device), fwd_hooks=hooks, stop_at_layer=n_layers)
     return Values(torch.stack(kept["z"]), torch.stack(kept["mlp"]))
