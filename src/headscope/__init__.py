@@ -49,13 +49,13 @@ _EXPORTS: dict[str, str] = {
     "patch": "headscope.api",
     "attribution_patch": "headscope.api",
     "edge_attribution": "headscope.api",
-    "composition_scores": "headscope.api",
     "label_heads": "headscope.api",
     # options and helpers of the lower-level functions
     "OVOptions": "headscope.scores.ov",
     "keyword_dataset": "headscope.scores.keywords",
     "scatter_stats": "headscope.scores.scatter",
     "AblationOptions": "headscope.scores.ablation",
+    "composition_scores": "headscope.scores.composition",  # weights only: (model) -> DataFrame
     "LabelThresholds": "headscope.scores.labels",
     # runs
     "Run": "headscope.run",

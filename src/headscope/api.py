@@ -645,28 +645,6 @@ def edge_attribution(
     return _attach(_edges.edge_scores(model, data, options, progress=False), model, data)
 
 
-def composition_scores(model: Model) -> pd.DataFrame:
-    """Q-, K- and V-composition scores of every pair of heads (Elhage et al.), from the weights.
-
-    Args:
-        model: from `hs.load_model`.
-
-    Returns:
-        One row per (writer head, later reader head, kind): `source, target, kind, score,
-        source_layer, target_layer`; scores in [0, 1] (definitions in
-        `headscope.scores.composition`).
-
-    Example:
-        >>> comp = hs.composition_scores(model)
-        >>> comp[comp.kind == "k"].sort_values("score", ascending=False).head()
-    """
-    from headscope.scores import composition as _composition
-
-    table = _composition.composition_scores(model)
-    table.attrs.update(model=model.identity.name, n_layers=model.n_layers, n_heads=model.n_heads)
-    return table
-
-
 # ---- labels ------------------------------------------------------------------------------------------
 
 
@@ -713,7 +691,8 @@ def label_heads(
         ov = _ov.ov_scores(model, data, options, capture=taken).table
     roles = _attention.role_attention(data, taken)
     detectors = _attention.head_detectors(data, taken) if with_detectors else pd.DataFrame()
-    labels = _labels.label_heads(ov, roles, detectors, data.task.answer_role, limits)
+    contrast = _labels.contrast_group(data.task)
+    labels = _labels.label_heads(ov, roles, detectors, data.task.answer_role, limits, contrast)
     tables = {"ov_scores": ov, "role_attention": roles, "detectors": detectors}
     return _attach(labels, model, data, thresholds=limits.as_dict(), **tables)
 
@@ -737,7 +716,6 @@ __all__ = [
     "ablate",
     "attention_patterns",
     "attribution_patch",
-    "composition_scores",
     "dataset",
     "direct_logit_attribution",
     "edge_attribution",

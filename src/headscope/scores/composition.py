@@ -69,7 +69,20 @@ def _map_norms(A: Tensor, B: Tensor) -> Tensor:
 
 
 def composition_scores(model: Model) -> pd.DataFrame:
-    """One row per (writer head, later reader head, kind): `source, target, kind, score, ...`."""
+    """Q-, K- and V-composition scores of every pair of heads, from the weights (no task).
+
+    Args:
+        model: from `hs.load_model`.
+
+    Returns:
+        One row per (writer head, later reader head, kind): `source, target, kind, score,
+        source_layer, target_layer`, scores in [0, 1] (definitions in the module docstring);
+        `.attrs`: model, n_layers, n_heads.
+
+    Example:
+        >>> comp = hs.composition_scores(model)
+        >>> comp[comp.kind == "k"].sort_values("score", ascending=False).head()
+    """
     m = effective_matrices(model)
     H = model.n_heads
     ov = _map_norms(m["V"], m["O"].transpose(-1, -2))  # [layer, head] |V O|_F
@@ -93,5 +106,6 @@ def composition_scores(model: Model) -> pd.DataFrame:
                     )
     columns = ["source", "target", "kind", "score", "source_layer", "target_layer"]
     table = pd.DataFrame(rows, columns=columns)
+    table.attrs.update(model=model.identity.name, n_layers=model.n_layers, n_heads=model.n_heads)
     table.attrs["definition"] = "Elhage et al. 2021 composition scores, effective norm gains, centred O (LN)"
     return table
