@@ -201,7 +201,10 @@ def test_cli_split_scores_write_the_same_table(tmp_path):
     ("flags", "message"),
     [
         (["--device-map", "auto", "--device", "cpu"], "error: --device 'cpu': a split model"),
-        (["--device-map", "auto", "--max-memory", "cpu=lots"], "cpu='lots' is not a size"),
+        (
+            ["--device-map", "auto", "--max-memory", "cpu=lots"],
+            "error: --max-memory 'cpu=lots': cpu='lots' is not a size",
+        ),
     ],
 )
 def test_cli_placement_errors_are_one_line(flags, message):

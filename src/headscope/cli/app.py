@@ -154,15 +154,21 @@ ThreadsOpt = Annotated[
 
 def known_device_map(name: str | None) -> str | None:
     """An option callback: auto, balanced or sequential (the --device clash is checked at load)."""
-    if name is not None:
-        placement(device_map=name)
+    try:
+        if name is not None:
+            placement(device_map=name)
+    except HeadscopeError as error:
+        raise HeadscopeError(error.naming({"device_map": "--device-map"})) from error
     return name
 
 
 def known_max_memory(text: str | None) -> str | None:
     """An option callback: DEVICE=SIZE pairs naming devices this machine has."""
-    if text is not None:
-        parse_max_memory(text)
+    try:
+        if text is not None:
+            parse_max_memory(text)
+    except HeadscopeError as error:
+        raise HeadscopeError(error.naming({"max_memory": "--max-memory"})) from error
     return text
 
 
