@@ -74,9 +74,10 @@ def burner(processes: int) -> Iterator[list[subprocess.Popen]]:
 def digest(out: Path) -> str:
     """SHA-256 of the numbers a run wrote: the file, or a folder's CSV tables (a report's page
     and results.json carry the run's time)."""
-    files = sorted(out.glob("*.csv")) if out.is_dir() else [out]
+    if not out.is_dir():
+        return hashlib.sha256(out.read_bytes()).hexdigest()
     hashed = hashlib.sha256()
-    for path in files:
+    for path in sorted(out.glob("*.csv")):
         hashed.update(path.name.encode() + b"\0" + path.read_bytes())
     return hashed.hexdigest()
 
