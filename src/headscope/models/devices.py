@@ -37,7 +37,7 @@ _CUDA = re.compile(r"^cuda(?::(\d+))?$")
 # a matmul of [tokens, d_model] x [d_model, d_model] is too small to share. At or above it,
 # threads help on a quiet machine, and `choose_threads` still takes one when the others' load
 # leaves no idle core (a thread that has to wait for a core stalls every parallel region).
-THREADED_WIDTH = 1024
+THREADED_WIDTH = 512
 
 
 class DeviceError(HeadscopeError):

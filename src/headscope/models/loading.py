@@ -198,7 +198,7 @@ def load_model(
         dtype: the precision of the weights and the forward pass: "float32", "bfloat16" or
             "float16". Scores, ranks and correlations are still computed in float32.
         threads: CPU threads torch uses from here on (process-wide); None chooses by the
-            model's width (1 below d_model 1024, see `models.devices.choose_threads`).
+            model's width (1 below d_model 512 or on a busy machine, see `models.devices.choose_threads`).
         device_map: split a model too large for one device, layer by layer, with accelerate:
             "auto", "balanced" or "sequential" (then leave `device` at "auto").
         max_memory: what each device may hold, "0=20GiB,1=20GiB,cpu=64GiB" or accelerate's dict
