@@ -77,3 +77,25 @@ def test_bad_input_is_one_clear_line(tiny_dir, args, message):
 def test_task_or_keywords_not_both(tiny_dir):
     result = run_cli("scores", "--model", str(tiny_dir), "--task", "seq-digits", "--keywords", "1 2")
     assert result.returncode == 2 and "exactly one of --task" in result.stdout + result.stderr
+
+
+def test_signed_relations_are_the_rows_of_both_signs(hand_dir, tmp_path):
+    """copy, -copy and next in one invocation: the same rows as --negative's, and nothing else."""
+    words = " ".join(MEMBERS)
+    base = ("scores", "--model", str(hand_dir), "--keywords", words, "--k", "3", "--embedding", "token")
+    signed, both = tmp_path / "signed.csv", tmp_path / "both.csv"
+    first = run_cli(*base, "--relation", "copy,-copy,next", "--out", str(signed))
+    second = run_cli(*base, "--relation", "copy,next", "--negative", "--out", str(both))
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    got, every = pd.read_csv(signed), pd.read_csv(both)
+    assert set(zip(got.relation, got.sign, strict=True)) == {("copy", 1), ("copy", -1), ("next", 1)}
+    wanted = every[~((every.relation == "next") & (every.sign == -1))].reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, wanted)
+    header = next(line for line in first.stdout.splitlines() if "head" in line and "copy" in line)
+    assert "-copy" in header and "-next" not in header
+
+
+def test_a_bare_minus_is_one_line(tiny_dir):
+    result = run_cli("scores", "--model", str(tiny_dir), "--keywords", "1 2 3", "--relation", "copy,-")
+    assert result.returncode == 2 and "give a relation name after '-'" in result.stderr
+    assert "Traceback" not in result.stderr

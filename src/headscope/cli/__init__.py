@@ -30,11 +30,21 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
-def _register() -> None:
+def _register(argv: list[str] | None = None) -> None:
+    """Import the command modules (each registers itself): only the one `argv` names, when it names
+    one, so `headscope scores` does not pay for the report's or the scatter's imports."""
     import importlib
 
-    for name in COMMAND_MODULES:
+    named = _command_module(sys.argv[1:] if argv is None else argv)
+    for name in (named,) if named else COMMAND_MODULES:
         importlib.import_module(f"headscope.cli.{name}")
+
+
+def _command_module(argv: list[str]) -> str | None:
+    """The module of the command `argv` names (its first word after the global flags), or None."""
+    words = [word for word in argv if not word.startswith("-")]
+    module = f"{words[0]}_cmd" if words else None
+    return module if module in COMMAND_MODULES else None
 
 
 def quiet_hugging_face() -> None:
@@ -52,7 +62,7 @@ def quiet_hugging_face() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; bad input prints one line on stderr and exits 2 (a traceback only with --debug)."""
     quiet_hugging_face()
-    _register()
+    _register(argv)
     try:
         code = app(args=argv, prog_name="headscope", standalone_mode=False)
     except HeadscopeError as error:

@@ -1,4 +1,10 @@
-"""`headscope scores`: OV relation scores (copy, next, ...) of every head, top heads first."""
+"""`headscope scores`: OV relation scores (copy, next, ...) of every head, top heads first.
+
+`--relation copy,-copy,next` asks for each relation with a sign: `-R` is R's negative score
+(sign -1, the head writes the opposite). Every sign asked for comes from one set of logits in
+one invocation (the kernel reads sign -1 off sign +1's logits); `--negative` asks for both
+signs of every relation. The top-k tokens are computed only for `--per-token`.
+"""
 
 from __future__ import annotations
 
@@ -29,20 +35,40 @@ def _dataset(model: Model, shared: Shared, keywords: str | None) -> Dataset:
     return dataset_for(model, shared.task, shared.n, shared.seed)
 
 
-def _relations(text: str | None, dataset: Dataset) -> tuple[str, ...]:
-    """The relations asked for, or by default those the task defines (copy, and next where it can)."""
+Signed = tuple[tuple[str, int], ...]  # (relation, sign) pairs, in the order asked
+
+
+def _relations(text: str | None, dataset: Dataset, negative: bool) -> Signed:
+    """The (relation, sign) pairs asked for: `copy,-copy,next`, or by default the relations the task
+    defines (copy, and next where it can), positive; `negative` adds sign -1 of every relation."""
     if text is None:
-        relations = default_relations(dataset.task)
-        if not relations:
+        names = default_relations(dataset.task)
+        if not names:
             raise HeadscopeError(
                 f"task {dataset.task.name} has no keyword roles, so no tokens to score; "
                 'give --keywords "a b c", or a task with keywords'
             )
-        return relations
-    relations = tuple(dict.fromkeys(r.strip() for r in text.split(",") if r.strip()))
-    if not relations:
-        raise HeadscopeError("empty --relation: give e.g. copy,next")
-    return relations
+        signed = tuple((name, 1) for name in names)
+    else:
+        signed = tuple(dict.fromkeys(_signed(r.strip()) for r in text.split(",") if r.strip()))
+        if not signed:
+            raise HeadscopeError("empty --relation: give e.g. copy,next (or copy,-copy,next)")
+    if negative:
+        signed = tuple(dict.fromkeys((name, s) for name, _ in signed for s in (1, -1)))
+    return signed
+
+
+def _signed(item: str) -> tuple[str, int]:
+    name = item.removeprefix("-").strip()
+    if not name:
+        raise HeadscopeError(f"--relation {item!r}: give a relation name after '-', e.g. -copy")
+    return name, -1 if item.startswith("-") else 1
+
+
+def _asked(table: pd.DataFrame, signed: Signed) -> pd.DataFrame:
+    """The rows of the (relation, sign) pairs asked for (the kernel scores every sign of each)."""
+    keep = pd.Series(list(zip(table.relation, table.sign, strict=True))).isin(set(signed)).to_numpy()
+    return table[keep].reset_index(drop=True)
 
 
 def summary(result: OVResult) -> pd.DataFrame:
@@ -67,13 +93,19 @@ def scores(
     ] = None,
     relation: Annotated[
         str | None,
-        typer.Option("--relation", help="copy, next, prev or a task mapping (default: the task's own)."),
+        typer.Option(
+            "--relation",
+            help="copy, next, prev or a task mapping; -R for R's negative score, e.g. copy,-copy,next "
+            "(default: the task's own).",
+        ),
     ] = None,
     k: Annotated[int, typer.Option("--k", help="A hit when a target is in the top k logits.")] = 5,
     embedding: Annotated[
         Embedding, typer.Option("--embedding", help="context, token or block0.")
     ] = "context",
-    negative: Annotated[bool, typer.Option("--negative", help="Also score sign -1 (negative copy).")] = False,
+    negative: Annotated[
+        bool, typer.Option("--negative", help="Both signs of every relation (as -R for each R).")
+    ] = False,
     heads: Annotated[str, typer.Option("--heads", help="all, or heads like 9.1,8.8.")] = "all",
     per_token: Annotated[
         Path | None, typer.Option("--per-token", help="Write the per-token table (.csv or .json).")
@@ -86,9 +118,14 @@ def scores(
     loaded = load(shared.model)
     chosen = parse_heads(heads, loaded.n_layers, loaded.n_heads)
     dataset = _dataset(loaded, shared, keywords)
-    options = OVOptions(_relations(relation, dataset), k, embedding, negative, tuple(chosen))
-    with working(f"scoring {len(chosen)} heads on {', '.join(options.relations)} ..."):
-        result = ov_scores(loaded, dataset, options)
+    signed = _relations(relation, dataset, negative)
+    relations = tuple(dict.fromkeys(name for name, _ in signed))
+    both = any(s < 0 for _, s in signed)
+    options = OVOptions(relations, k, embedding, both, tuple(chosen))
+    labels = ", ".join(name if s > 0 else f"-{name}" for name, s in signed)
+    with working(f"scoring {len(chosen)} heads on {labels} ..."):
+        result = ov_scores(loaded, dataset, options, detail=per_token is not None)
+    result = OVResult(_asked(result.table, signed), _asked(result.per_token, signed), result.categories)
     source = f"task {shared.task}" if shared.task else f"{len(dataset.keywords.token)} keywords"
     print_table(summary(result), title=f"OV scores, top-{k}, {embedding} embedding, {source}")
     n_per_relation = result.table.groupby("relation", sort=False).n.first()

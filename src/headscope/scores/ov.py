@@ -30,6 +30,8 @@ __all__ = ["OVOptions", "OVResult", "keyword_dataset", "ov_scores"]
 
 OTHER = "other"
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+PER_TOKEN = ("layer", "head", "relation", "sign", "keyword", "target", "rank", "hit", "topk")
+CATEGORY = ("layer", "head", "relation", "sign", "category", "share")
 
 
 @dataclass(frozen=True)
@@ -110,9 +112,17 @@ def kernel_weights(model: Model) -> Weights:
 
 
 def ov_scores(
-    model: Model, dataset: Dataset, options: OVOptions = OVOptions(), capture: Capture | None = None
+    model: Model,
+    dataset: Dataset,
+    options: OVOptions = OVOptions(),
+    capture: Capture | None = None,
+    detail: bool = True,
 ) -> OVResult:
-    """OV relation scores of every chosen head: hits / keyword instances with a target."""
+    """OV relation scores of every chosen head: hits / keyword instances with a target.
+
+    `detail=False` skips the top-k tokens and the two tables read from them (`per_token` and
+    `categories` come back empty): the same scores, for less work.
+    """
     heads = check_options(model, dataset, options)
     targets = [instance_targets(dataset, model.tokens, r) for r in options.relations]
     for relation, (_, tokens) in zip(options.relations, targets, strict=True):
@@ -131,8 +141,11 @@ def ov_scores(
         options.k,
         options.signs,
         DTYPES[options.precision],
+        with_topk=detail,
     )
     scored = _scored(heads, options, dataset, targets, embeddings, table, ranks)
+    if not detail:
+        return OVResult(score_table(scored), pd.DataFrame(columns=PER_TOKEN), pd.DataFrame(columns=CATEGORY))
     return OVResult(
         score_table(scored), per_token_table(scored, model.tokens), category_table(scored, model, dataset)
     )
@@ -224,8 +237,7 @@ def per_token_table(scored: _Scored, tokens: Tokenization) -> pd.DataFrame:
             "topk": strings[:, :, scored.row[keep]].reshape(-1),
         }
         blocks.append(pd.DataFrame(columns))
-    columns = ["layer", "head", "relation", "sign", "keyword", "target", "rank", "hit", "topk"]
-    return pd.concat(blocks, ignore_index=True)[columns]
+    return pd.concat(blocks, ignore_index=True)[list(PER_TOKEN)]
 
 
 def category_ids(dataset: Dataset, model: Model) -> tuple[list[str], torch.Tensor]:
@@ -255,4 +267,4 @@ def category_table(scored: _Scored, model: Model, dataset: Dataset) -> pd.DataFr
             "share": share,
         }
         blocks.append(pd.DataFrame(columns))
-    return pd.concat(blocks, ignore_index=True)[["layer", "head", "relation", "sign", "category", "share"]]
+    return pd.concat(blocks, ignore_index=True)[list(CATEGORY)]
