@@ -6,7 +6,7 @@ import importlib
 import sys
 
 # Each module defines `main() -> None` that prints its own figures.
-BENCHMARKS: tuple[str, ...] = ("ov", "capture_memory", "ablation", "edges", "precision", "threads")
+BENCHMARKS: tuple[str, ...] = ("ov", "ov_cli", "capture_memory", "ablation", "edges", "precision", "threads")
 
 
 def run(names: list[str]) -> None:
