@@ -192,7 +192,7 @@ def test_label_heads_equal_the_lower_level(tiny_model):
     table = hs.label_heads(tiny_model, "ioi", thresholds=loose, n=12)
     ov_table = ov.ov_scores(tiny_model, data, ov.OVOptions(("copy",), negative=True)).table
     roles = attention.role_attention(data, capture(tiny_model, data, attention.ROLE_ATTENTION_NEEDS))
-    expected = labels.label_heads(ov_table, roles, pd.DataFrame(), "IO", loose)
+    expected = labels.label_heads(ov_table, roles, pd.DataFrame(), "IO", loose, contrast_role="S")
     pd.testing.assert_frame_equal(table, expected)
     assert not table.empty  # every head passes thresholds of zero
 

@@ -71,3 +71,49 @@ def test_from_a_file_that_is_not_results_json_is_one_line(tmp_path):
         result.stderr.strip()
         == f"error: --from {other} is a file; give the report folder that holds results.json"
     )
+
+
+def test_a_model_without_dla_gets_a_report_that_says_why(tmp_path):
+    from tests.models.families import BY_NAME, save_family
+
+    model = save_family(BY_NAME["gemma2"], tmp_path / "gemma2")
+    out = tmp_path / "report"
+    args = ("--tasks", "ioi", "--n", "6", "--knockout-n", "4", "--out", str(out))
+    result = run_cli("report", "--model", str(model), *args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    said = " ".join(result.stderr.split())
+    assert "DLA not computed (ioi): direct logit attribution is not defined for gemma2" in said
+    assert not (out / "dla.csv").exists() and (out / "not_computed.csv").is_file()
+    again = run_cli("report", "--from", str(out), "--out", str(tmp_path / "again"))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "DLA not computed (ioi)" in " ".join(again.stderr.split())
+    assert (tmp_path / "again" / "index.html").read_bytes() == (out / "index.html").read_bytes()
+
+
+def test_runs_on_different_tasks_merge_into_one_page_and_others_are_refused(tiny_dir, tmp_path):
+    quick = ("--model", str(tiny_dir), "--n", "6", "--knockout-n", "0", "--top", "2")
+    for tasks in ("ioi", "seq-digits"):
+        done = run_cli("report", *quick, "--tasks", tasks, "--out", str(tmp_path / tasks))
+        assert done.returncode == 0, done.stdout + done.stderr
+    other = run_cli("report", *quick, "--seed", "1", "--tasks", "induction", "--out", str(tmp_path / "s1"))
+    assert other.returncode == 0, other.stdout + other.stderr
+    merged = tmp_path / "merged"
+    result = run_cli(
+        "report", "--from", str(tmp_path / "ioi"), str(tmp_path / "seq-digits"), "--out", str(merged)
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    run = json.loads((merged / "results.json").read_text())
+    assert run["options"]["tasks"] == ["ioi", "seq-digits"]
+    assert "ioi" in result.stdout and "seq-digits" in result.stdout  # the summary of both
+    assert (merged / "ioi-copy-score.png").is_file() and (merged / "seq-digits-next-score.png").is_file()
+    refusals = {
+        "seed differs (0 vs 1)": (str(tmp_path / "ioi"), str(tmp_path / "s1"), "--out", str(tmp_path / "x")),
+        "task 'ioi' is in both": (str(tmp_path / "ioi"), str(merged), "--out", str(tmp_path / "y")),
+        "a folder of its own": (str(tmp_path / "ioi"), str(tmp_path / "seq-digits")),
+    }
+    for words, args in refusals.items():
+        refused = run_cli("report", "--from", *args)
+        assert refused.returncode == 2 and words in " ".join(refused.stderr.split()), refused.stderr
+        assert "Traceback" not in refused.stderr
+    stray = run_cli("report", "--model", str(tiny_dir), str(tmp_path / "ioi"))
+    assert stray.returncode == 2 and "folders to merge follow --from" in stray.stderr

@@ -25,7 +25,7 @@ from headscope.scores.ablation import AblationOptions, ablate, greedy_circuit
 from headscope.scores.attention import head_detectors, role_attention
 from headscope.scores.attribution import direct_logit_attribution
 from headscope.scores.evaluate import evaluate
-from headscope.scores.labels import label_heads
+from headscope.scores.labels import contrast_group, label_heads
 from headscope.scores.ov import OVOptions, ov_scores
 from headscope.scores.patching import attribution_patch, patch
 from headscope.scores.scatter import default_roles, scatter_points, scatter_stats
@@ -133,19 +133,43 @@ def _attribution_patch(s: Subject) -> None:
 
 def _labels(s: Subject) -> None:
     ov = ov_scores(s.model, s.ioi, COPY, capture=s.taken).table
-    label_heads(ov, role_attention(s.ioi, s.taken), pd.DataFrame(), s.ioi.task.answer_role)
+    task = s.ioi.task
+    label_heads(
+        ov,
+        role_attention(s.ioi, s.taken),
+        pd.DataFrame(),
+        task.answer_role,
+        contrast_role=contrast_group(task),
+    )
+
+
+def _report_run(s: Subject):
+    from headscope.report.analyses import ReportOptions, build_run
+
+    options = ReportOptions(tasks=("ioi",), n=N_PROMPTS, n_boot=50, knockout_n=4, example_prompts=2)
+    return s._once("report", lambda: build_run(s.model, [get_task("ioi")], options, say=lambda _: None))
 
 
 def _report(s: Subject) -> None:
-    from headscope.report.analyses import ReportOptions, build_run
     from headscope.report.content import build_page
     from headscope.report.html import render_page
 
-    options = ReportOptions(tasks=("ioi",), n=N_PROMPTS, n_boot=50, knockout_n=4, example_prompts=2)
-    run = build_run(s.model, [get_task("ioi")], options, say=lambda _: None)
+    run = _report_run(s)
     with tempfile.TemporaryDirectory() as folder:
         run.save(Path(folder))
     render_page(build_page(run))
+
+
+def _report_part(analysis: str) -> Callable[[Subject], None]:
+    """The report ran; its `analysis` section is refused where the run says it was not computed, and why."""
+
+    def run(s: Subject) -> None:
+        left_out = _report_run(s).table("not_computed")
+        mine = left_out[left_out["analysis"] == analysis] if not left_out.empty else left_out
+        if not mine.empty:
+            raise HeadscopeError(mine["why"].iloc[0])
+
+    return run
 
 
 # Per column, its analyses: the first is the column's own; a later one that refuses is named in the cell.
@@ -157,7 +181,12 @@ ANALYSES: dict[str, tuple[tuple[str, Callable[[Subject], None]], ...]] = {
     "DLA": (("DLA", _dla),),
     "knockouts": (("ablate", _ablate), ("greedy circuit", _greedy_circuit)),
     "patching": (("patch", _patch), ("attribution patching", _attribution_patch)),
-    "report": (("report", _report), ("labels", _labels)),
+    "report": (
+        ("report", _report),
+        ("DLA", _report_part("DLA")),
+        ("circuit", _report_part("circuit")),
+        ("labels", _labels),
+    ),
 }
 
 

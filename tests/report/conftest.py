@@ -98,3 +98,20 @@ def organism_report_dir(tmp_path_factory, organism_run) -> Path:
     folder = tmp_path_factory.mktemp("organism-report")
     write_report(organism_run, folder, say=lambda message: None)
     return folder
+
+
+@pytest.fixture(scope="session")
+def gemma2_run(tmp_path_factory) -> Run:
+    """A tiny random Gemma 2 on ioi: an architecture whose logit difference is no sum of head terms."""
+    from tests.models.families import BY_NAME, headscope_model, save_family
+
+    model = headscope_model(save_family(BY_NAME["gemma2"], tmp_path_factory.mktemp("gemma2")))
+    options = ReportOptions(tasks=("ioi",), n=8, n_boot=50, knockout_n=6, example_prompts=2, top_heads=3)
+    return build_run(model, [get_task("ioi")], options, say=lambda message: None)
+
+
+@pytest.fixture(scope="session")
+def gemma2_report_dir(tmp_path_factory, gemma2_run) -> Path:
+    folder = tmp_path_factory.mktemp("gemma2-report")
+    write_report(gemma2_run, folder, say=lambda message: None)
+    return folder

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 import torch
+from scipy import stats
 from transformers import GPT2LMHeadModel
 
 from headscope.models.loading import load_model
@@ -26,7 +28,7 @@ from tests.report.conftest import REPORT_TASKS, make_run
 def test_every_table_is_per_task_with_the_task_column_first(report_run):
     expected = {"tasks", "evaluation", "ov_scores", "ov_per_token", "ov_categories", "role_attention", "dla"}
     expected |= {"labels", "top_heads", "scatter_points", "scatter_stats", "patterns", "tokens", "prompts"}
-    expected |= {"section_heads", "ov_keywords", "head_card"}
+    expected |= {"section_heads", "ov_keywords", "head_card", "edges", "circuit"}
     assert expected <= set(report_run.tables)
     for name in expected:
         assert report_run.tables[name].columns[0] == "task", name
@@ -73,8 +75,30 @@ def test_top_heads_by_absolute_dla():
             "dla": [9.0, 0.5, -2.0, 5.0, 1.0, -0.1],
         }
     )
-    assert top_heads({"dla": dla}, 3) == [(0, 1), (1, 0), (0, 0)]
-    assert top_heads({}, 3) == []
+    table = top_heads({"dla": dla}, 3)
+    assert list(zip(table["layer"], table["head"], strict=True)) == [(0, 1), (1, 0), (0, 0)]
+    assert set(table["by"]) == {"|DLA|"}
+    assert top_heads({}, 3).empty
+
+
+def test_without_dla_the_report_ranks_heads_by_the_knockout_effect(gemma2_run):
+    assert gemma2_run.table("dla").empty and "dla" not in gemma2_run.tables
+    refused = gemma2_run.for_task("not_computed", "ioi")
+    assert refused["analysis"].tolist() == ["DLA", "circuit"]  # in the order the steps run
+    assert refused["why"].iloc[0].startswith("direct logit attribution is not defined for gemma2")
+    knockout = gemma2_run.for_task("knockout", "ioi")
+    heads = knockout[knockout["head"].notna()]
+    effect = {(int(r.layer), int(r.head)): abs(r.pct_of_clean - 100) for r in heads.itertuples()}
+    by_hand = sorted(effect, key=lambda h: (-effect[h], h))[:3]  # a plain sort, ties by layer, head
+    top = gemma2_run.for_task("top_heads", "ioi")
+    assert list(zip(top["layer"], top["head"], strict=True)) == by_hand
+    assert set(top["by"]) == {"knockout effect |% of clean - 100|"}
+    scatter = gemma2_run.for_task("section_heads", "ioi").query("section == 'scatter'")
+    assert list(zip(scatter["layer"], scatter["head"], strict=True))[:3] == by_hand  # no mover labels
+    assert "dla" not in gemma2_run.table("head_card").columns
+    assert set(gemma2_run.table("not_computed")["analysis"]) == {"DLA", "circuit"}  # no separable edges
+    assert gemma2_run.table("edges").empty
+    assert not gemma2_run.table("comparison").empty
 
 
 def test_compare_tasks_separates_common_from_specific_heads():
@@ -220,3 +244,25 @@ def test_the_organism_labels_its_known_heads(organism_run):
     }
     assert labelled("seq-digits") == {("2.1", "successor")}
     assert organism_run.options["left_out"] == {}
+
+
+def test_the_circuit_is_the_top_exact_edges_and_its_faithfulness_is_measured(report_run, report_model):
+    from headscope.report.analyses import first_prompts
+    from headscope.scores.circuit import edges as circuit_edges
+    from headscope.scores.circuit.faithfulness import Evaluator
+
+    edges, summary = report_run.for_task("edges", "ioi"), report_run.for_task("circuit", "ioi").iloc[0]
+    exact = edges[edges["exact"].notna()]
+    assert len(exact) == summary["exact_checked"] == 50 and summary["approximation"]
+    assert exact.index.tolist() == list(range(50))  # the 50 edges eap ranks highest
+    by_hand = exact.assign(size=exact["exact"].abs()).sort_values("size", ascending=False, kind="stable")
+    chosen = edges[edges["in_circuit"]]
+    assert set(chosen.index) == set(by_hand.index[:10]) and summary["circuit_edges"] == 10
+    dataset = first_prompts(build_dataset(get_task("ioi"), report_model.tokens, 12, 0), 32, report_model)
+    evaluator = Evaluator(report_model, dataset)  # three runs where the report makes one
+    kept = set(circuit_edges.edges_of(chosen, report_model))
+    assert abs(summary["clean"] - evaluator.metric(set(evaluator.every))) < 1e-4
+    assert abs(summary["no_edges"] - evaluator.metric(set())) < 1e-4
+    assert abs(summary["circuit"] - evaluator.metric(kept)) < 1e-6
+    assert summary["faithfulness"] == pytest.approx(100 * summary["circuit"] / summary["clean"])
+    assert summary["spearman"] == pytest.approx(stats.spearmanr(exact["score"], exact["exact"]).statistic)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 
 from tests.report.browser import CHROMIUM, opened, visit
@@ -106,3 +107,39 @@ def test_the_viewer_shows_any_head_and_prompt_with_values_on_hover(organism_repo
     value = float(row[row["dest"] == 5]["attention"].iloc[0].split(" ")[3])
     assert readout == f"5 {expected_tokens[5]} <- 3 {expected_tokens[3]}: {value:.4f}"
     assert legend == 1 and colour.startswith("rgb(")
+
+
+def test_the_circuit_diagram_draws_edges_and_shows_their_values_on_hover(organism_report_dir, organism_run):
+    edges = organism_run.for_task("edges", "ioi")
+    summary = organism_run.for_task("circuit", "ioi").iloc[0]
+    top = edges.iloc[0]  # the strongest edge by |eap score|, patched exactly too
+    key = f"{top.source}>{top.target}:{top.input}"
+    errors: list[str] = []
+    with opened(organism_report_dir / "index.html", errors) as page:
+        diagram = page.locator(".hs-circuit").first
+        drawn = diagram.locator("path.hs-edge").count()
+        nodes = diagram.locator(".hs-node-label").all_text_contents()  # SVG text
+        in_circuit = diagram.locator("path.hs-edge[stroke-opacity='0.85']").count()
+        line = diagram.locator(f"path[data-edge='{key}']")
+        line.scroll_into_view_if_needed()
+        middle = line.evaluate(
+            "p => { const q = p.getPointAtLength(p.getTotalLength() / 2).matrixTransform(p.getScreenCTM());"
+            " return [q.x, q.y]; }"
+        )
+        page.mouse.move(*middle)  # the pointer on the curve itself, as a reader's
+        readout = diagram.locator(".hs-readout").inner_text()
+        width = float(line.get_attribute("stroke-width"))
+        colour = line.get_attribute("stroke")
+    assert errors == []
+    assert drawn == 30 and in_circuit == summary["circuit_edges"] == 10
+    assert nodes == ["embed"] + [
+        n for layer in range(4) for n in (f"{layer}.0", f"{layer}.1", f"mlp{layer}")
+    ] + ["logits"]
+    values = f"eap {top.score:.4f} (approximation), exact {top.exact:.4f}"
+    expected = f"{top.source} → {top.target} ({top.input}): {values}"
+    assert readout.startswith(expected), readout
+    assert ("; in the circuit" in readout) == bool(top.in_circuit)
+    shown = pd.concat([edges[edges["in_circuit"]], edges[~edges["in_circuit"]]]).head(30)
+    strongest = max(abs(v) for v in shown["exact"].fillna(shown["score"]))  # exact where patched
+    assert width == pytest.approx(1 + 7 * abs(top.exact) / strongest, abs=0.01)
+    assert colour == ("#b2182b" if top.exact < 0 else "#2166ac")

@@ -33,8 +33,11 @@ def test_every_script_is_inline_and_nothing_is_fetched(report_dir, report_run):
     tags = re.findall(r"^<script[^>]*>", html, flags=re.MULTILINE)  # the page's own elements
     page = build_page(report_run)
     viewers = sum(1 for task in page.tasks if task.viewer)
-    assert len(tags) == len(page.figures) + viewers + 3  # specs, viewer data, plotly, figures, viewer
-    assert tags.count("<script>") == 3
+    circuits = sum(1 for task in page.tasks if task.circuit)
+    assert circuits == len(page.tasks)
+    # specs, viewer and circuit data, then plotly, figures, viewer, circuit
+    assert len(tags) == len(page.figures) + viewers + circuits + 4
+    assert tags.count("<script>") == 4
     assert not re.search(r"<script[^>]*\ssrc=", html)
     assert not re.search(r"<link[^>]+href=", html)
     assert "default-src 'none'" in html  # the page forbids every request
@@ -50,3 +53,14 @@ def test_one_png_per_figure(report_dir, report_run):
 def test_rerender_from_results_json_gives_the_same_page(report_dir, tmp_path):
     page = write_report(load_run(report_dir), tmp_path, say=lambda message: None)
     assert page.read_bytes() == (report_dir / PAGE_FILE).read_bytes()
+
+
+def test_a_page_without_dla_says_why_where_dla_would_be(gemma2_report_dir, gemma2_run, tmp_path):
+    html = (gemma2_report_dir / PAGE_FILE).read_text(encoding="utf-8")
+    why = gemma2_run.for_task("not_computed", "ioi")["why"].iloc[0]
+    assert html.count(f"Not computed: DLA: {why}") == 2  # the model as a whole, and the task
+    assert "direct logit attribution</div>" not in html and "-dla" not in html  # no DLA figure
+    assert "then the largest knockout effect |% of clean - 100|" in html  # the viewer's heads
+    assert "top heads by knockout effect" in html  # the comparison's note
+    rerendered = write_report(load_run(gemma2_report_dir), tmp_path, say=lambda message: None)
+    assert rerendered.read_bytes() == html.encode("utf-8")

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from headscope.cli.app import Shared, command, console, print_table, results
 from headscope.cli.common import load
@@ -14,9 +15,10 @@ from headscope.errors import HeadscopeError
 from headscope.models.checks import first_line
 from headscope.models.loading import Model
 from headscope.report.analyses import Embedding, ReportOptions, build_run, doable_tasks
-from headscope.report.console import summary_table
+from headscope.report.console import not_computed_notes, summary_table
 from headscope.report.html import check_report_folder, write_report
-from headscope.run import RESULTS_FILE, load_run
+from headscope.report.merge import merge_runs
+from headscope.run import RESULTS_FILE, Run, load_run
 from headscope.tasks.dataset import build_dataset
 from headscope.tasks.registry import builtin_tasks, get_task
 
@@ -34,8 +36,18 @@ ReportOutOpt = Annotated[
     Path, typer.Option("--out", "-o", help="Folder for index.html, results.json, CSVs and PNGs.")
 ]
 FromOpt = Annotated[
-    Path | None,
-    typer.Option("--from", help="Re-render the page from this folder's results.json, without the model."),
+    list[Path] | None,
+    typer.Option(
+        "--from",
+        help="Re-render the page from this folder's results.json, without the model; with more folders "
+        "(--from DIR1 DIR2 ...), merge runs of the same model on different tasks into one page.",
+    ),
+]
+MoreOpt = Annotated[
+    list[Path] | None,
+    typer.Argument(
+        help="More report folders to merge with the --from one.", metavar="DIR", show_default=False
+    ),
 ]
 KOpt = Annotated[int, typer.Option("--k", help="OV scores: a hit when a target is in the top k logits.")]
 EmbeddingOpt = Annotated[
@@ -44,7 +56,19 @@ EmbeddingOpt = Annotated[
 KnockoutOpt = Annotated[
     int, typer.Option("--knockout-n", help="Knock out each head and MLP on this many prompts (0: skip).")
 ]
-TopOpt = Annotated[int, typer.Option("--top", help="Top heads per task (by |direct logit attribution|).")]
+CircuitNOpt = Annotated[
+    int,
+    typer.Option("--circuit-n", help="Edge attribution and the circuit on this many prompts (0: skip)."),
+]
+CircuitEdgesOpt = Annotated[
+    int, typer.Option("--circuit-edges", help="Edges in each task's circuit (the top by |exact|).")
+]
+TopOpt = Annotated[
+    int,
+    typer.Option(
+        "--top", help="Top heads per task (by |direct logit attribution|; without DLA, by knockout effect)."
+    ),
+]
 
 
 def task_list(text: str | None) -> tuple[str, ...]:
@@ -89,16 +113,23 @@ def report(
     k: KOpt = 5,
     embedding: EmbeddingOpt = "context",
     knockout_n: KnockoutOpt = 32,
+    circuit_n: CircuitNOpt = 32,
+    circuit_edges: CircuitEdgesOpt = 10,
     from_dir: FromOpt = None,
+    more: MoreOpt = None,
 ) -> None:
     """Score every head on each task and write a self-contained HTML report with its data."""
     started = time.perf_counter()
-    if from_dir is not None:
-        from_dir = results_folder(from_dir)
-        run = load_run(from_dir)
-        say(f"loaded {from_dir / RESULTS_FILE} (model {run.model.get('name')}, {len(run.tasks)} tasks)")
-        out = check_report_folder(from_dir if out == DEFAULT_OUT else out)
-        page = _render_saved(run, out, from_dir)
+    if circuit_edges < 1:
+        raise HeadscopeError(
+            f"--circuit-edges {circuit_edges}: give at least 1 (--circuit-n 0 skips circuits)"
+        )
+    if more and not from_dir:
+        raise HeadscopeError(f"unexpected argument {str(more[0])!r}: folders to merge follow --from")
+    if from_dir:
+        folders = [results_folder(folder) for folder in [*from_dir, *(more or [])]]
+        run, out = _saved_run(folders, out)
+        page = _render_saved(run, out, folders[0] if len(folders) == 1 else None)
     else:
         chosen = task_list(tasks) if tasks is not None else None  # a typo fails before the model loads
         check_report_folder(out)  # so does an --out that cannot be written
@@ -112,12 +143,16 @@ def report(
             k=k,
             embedding=embedding,
             knockout_n=knockout_n,
+            circuit_n=circuit_n,
+            circuit_edges=circuit_edges,
             left_out=left_out,
         )
         say(f"model {shared.model}: {loaded.n_layers} layers x {loaded.n_heads} heads")
         run = build_run(loaded, [get_task(name) for name in names], options, say)
         page = write_report(run, out, say)
     print_table(summary_table(run), title="summary", limit=50)
+    for note in not_computed_notes(run):
+        say(f"[yellow]{escape(note)}[/yellow]")
     results.print(
         f"report: [bold]{page.resolve()}[/bold]  ({time.perf_counter() - started:.1f} s)", highlight=False
     )
@@ -132,7 +167,26 @@ def results_folder(given: Path) -> Path:
     return given
 
 
-def _render_saved(run, out: Path, from_dir: Path) -> Path:
+def _saved_run(folders: list[Path], out: Path) -> tuple[Run, Path]:
+    """The run of one folder (its page goes back there unless --out), or the runs of several merged
+    into one (--out required, none of the folders merged)."""
+    runs = []
+    for folder in folders:
+        runs.append(load_run(folder))
+        model = runs[-1].model.get("name")
+        say(f"loaded {folder / RESULTS_FILE} (model {model}, tasks {', '.join(runs[-1].tasks)})")
+    if len(runs) == 1:
+        return runs[0], check_report_folder(folders[0] if out == DEFAULT_OUT else out)
+    if out == DEFAULT_OUT or any(out.resolve() == folder.resolve() for folder in folders):
+        raise HeadscopeError(
+            f"--out {out}: give the merged report a folder of its own (--from DIR1 DIR2 ... --out MERGED)"
+        )
+    merged = merge_runs(runs, [str(folder) for folder in folders])
+    say(f"merged {len(runs)} runs: {len(merged.tasks)} tasks")
+    return merged, check_report_folder(out)
+
+
+def _render_saved(run: Run, out: Path, from_dir: Path | None) -> Path:
     """The page of a loaded run. A results.json this version cannot render (a table lacks a column
     it reads: KeyError 'layer', ...) is from an older headscope: say so, and how to rebuild it."""
     try:
@@ -140,6 +194,11 @@ def _render_saved(run, out: Path, from_dir: Path) -> Path:
     except HeadscopeError:
         raise
     except (KeyError, AttributeError, IndexError, TypeError, ValueError) as error:
+        if from_dir is None:
+            raise HeadscopeError(
+                f"the merged runs do not fit this headscope's layout ({type(error).__name__}: "
+                f"{first_line(error)}); re-run the older of them with this version"
+            ) from error
         raise HeadscopeError(
             f"{from_dir / RESULTS_FILE} does not fit this headscope's layout ({type(error).__name__}: "
             f"{first_line(error)}), so it is from an older version; re-run it: "

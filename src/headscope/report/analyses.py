@@ -41,6 +41,9 @@ class ReportOptions:
     every_head_up_to: int = 32  # models with at most this many heads: every head can be picked
     n_boot: int = 1000
     knockout_n: int = 32  # knockouts run on the first prompts only (0: none): one pass per component
+    circuit_n: int = 32  # edge attribution and the circuit on the first prompts only (0: none)
+    circuit_edges: int = 10  # the circuit: the top edges by |exact| among those patched exactly
+    circuit_exact: int = 50  # edges eap ranks highest, each patched exactly
     thresholds: LabelThresholds = field(default_factory=LabelThresholds)
     left_out: tuple[tuple[str, str], ...] = ()  # (task, why) of the default tasks left out
 
@@ -88,7 +91,8 @@ def build_run(model: Model, tasks: Sequence[Task], options: ReportOptions, say: 
     tables["head_card"] = head_card(tables)
     names = [task.name for task in tasks]  # a TOML file's task has its own name
     record = options.as_dict() | {"tasks": names, "task_sources": list(options.tasks)}
-    provenance = plain_record({"options": record, "model": model.identity.as_dict()})
+    computed_in = {"dtype": str(model.dtype).removeprefix("torch."), "device": model.device.type}
+    provenance = plain_record({"options": record, "model": model.identity.as_dict() | computed_in})
     return Run(tables=tables, seed=options.seed, **provenance)
 
 
@@ -101,9 +105,9 @@ def analyse_task(model: Model, task: Task, options: ReportOptions, say: Say) -> 
     say(f"task {task.name}: one forward pass over {dataset.n} prompts")
     cap = capture(model, dataset, needs_for(task))  # batched: memory bounded whatever --n
     tables: dict[str, pd.DataFrame] = {"tasks": task_info(task), "evaluation": _evaluation(dataset, cap)}
-    for step in (_ov_tables, _attention_tables, _dla_table, _knockout_table):
+    for step in (_ov_tables, _attention_tables, _dla_table, _knockout_table, _circuit_tables):
         say(f"task {task.name}: {step.__name__.strip('_').replace('_', ' ')}")
-        tables |= step(model, dataset, cap, options, say)
+        tables = _joined(tables, step(model, dataset, cap, options, say))
     tables["labels"] = label_heads(
         tables.get("ov_scores", pd.DataFrame()),
         tables.get("role_attention", pd.DataFrame()),
@@ -112,13 +116,20 @@ def analyse_task(model: Model, task: Task, options: ReportOptions, say: Say) -> 
         options.thresholds,
         contrast_group(task),
     )
-    tables["top_heads"] = pd.DataFrame(top_heads(tables, options.top_heads), columns=["layer", "head"])
+    tables["top_heads"] = top_heads(tables, options.top_heads)
     tables["section_heads"] = section_heads(tables, options.top_heads)
     picked = pickable_heads(tables["section_heads"], model, options.every_head_up_to)
     tables |= _keyword_tables(tables, task, picked)
     tables |= _scatter_tables(model, dataset, cap, picked, options, say)
     tables |= example_patterns(model, dataset, picked, options.example_prompts)
     return tables
+
+
+def _joined(tables: dict[str, pd.DataFrame], more: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """`tables` with `more` added; two steps' `not_computed` rows are kept, one after the other."""
+    if "not_computed" in tables and "not_computed" in more:
+        more = more | {"not_computed": pd.concat([tables["not_computed"], more["not_computed"]])}
+    return tables | more
 
 
 MIN_ACCURACY = 0.5  # a default task the model answers less often than this is left out
@@ -203,9 +214,14 @@ def _attention_tables(model, dataset, cap, options, say: Say) -> dict[str, pd.Da
 
 
 def _dla_table(model, dataset, cap, options, say: Say) -> dict[str, pd.DataFrame]:
+    """DLA, or where the architecture has no such sum (Gemma 2/3), a `not_computed` row saying why."""
     attribution = score_module("attribution")
     if attribution is None:
         return _missing("attribution", say)
+    refusal = model.arch.dla_refusal if model.arch is not None else None
+    if refusal is not None:
+        say(f"  not computed: DLA: {refusal}")
+        return {"not_computed": pd.DataFrame([{"analysis": "DLA", "why": refusal}])}
     return {"dla": attribution.direct_logit_attribution(model.weights, dataset, cap)}
 
 
@@ -220,6 +236,76 @@ def _knockout_table(model, dataset, cap, options: ReportOptions, say: Say) -> di
     return {"knockout": ablation.ablate(model, first, ablation.AblationOptions())}
 
 
+EDGE_ROWS = 1000  # the edge table keeps the strongest edges by |score| (GPT-2 small has ~35,000)
+
+
+def _circuit_tables(model, dataset, cap, options: ReportOptions, say: Say) -> dict[str, pd.DataFrame]:
+    """Every edge's eap score, the top `circuit_exact` patched exactly, and the circuit of the
+    top `circuit_edges` by |exact| run with every other edge patched (its faithfulness)."""
+    if score_module("circuit") is None:
+        return _missing("circuit", say)
+    from headscope.scores.circuit import edges, graph
+
+    if options.circuit_n < 1:
+        return {}
+    why = graph.refusal(model.arch)
+    if why is None and dataset.corrupted is None:
+        why = f"task {dataset.task.name} has no corrupted twin, which edge patching needs"
+    if why is not None:
+        say(f"  not computed: circuit: {why}")
+        return {"not_computed": pd.DataFrame([{"analysis": "circuit", "why": why}])}
+    first = first_prompts(dataset, options.circuit_n, model)
+    say(f"  eap on every edge, {first.n} prompts; the top {options.circuit_exact} patched exactly")
+    edge_options = edges.EdgeOptions("eap", exact_top=options.circuit_exact)
+    table = edges.edge_scores(model, first, edge_options, progress=False)
+    chosen = circuit_edges(table, options.circuit_edges)
+    say(f"  the circuit of the top {len(chosen)} edges, every other edge patched")
+    summary = circuit_summary(model, first, table, chosen)
+    shown = table.head(EDGE_ROWS).drop(columns=["method", "approximation"])
+    shown = shown.assign(in_circuit=[i in set(chosen.index) for i in shown.index])
+    return {"edges": shown, "circuit": summary}
+
+
+def circuit_edges(table: pd.DataFrame, count: int) -> pd.DataFrame:
+    """The circuit: the top `count` edges by |exact| among those patched exactly (by |score| where
+    none was), so the approximation only proposes the candidates (as `headscope circuit`)."""
+    key = table["exact"].abs() if table["exact"].notna().any() else table["score"].abs()
+    return table.loc[key.sort_values(ascending=False, na_position="last", kind="stable").index[:count]]
+
+
+def circuit_summary(
+    model: Model, dataset: Dataset, table: pd.DataFrame, chosen: pd.DataFrame
+) -> pd.DataFrame:
+    """One row: the method and its agreement with exact patching, and the circuit's faithfulness
+    F(C) / F(every edge) with F(no edge) (scores.circuit.faithfulness; completeness and minimality
+    are `headscope circuit`'s). F(every edge) is the clean metric and F(no edge) the corrupted
+    one, which the edge table holds already: one patched run per task, not three."""
+    from headscope.scores.circuit import edges, faithfulness
+
+    kept = set(edges.edges_of(chosen, model))
+    metric = faithfulness.Evaluator(model, dataset).metric(kept)
+    attrs = table.attrs
+    full, none = attrs["clean"], attrs["corrupted"]
+    row = {
+        "method": attrs["method"],
+        "approximation": bool(attrs["approximation"]),
+        "n": dataset.n,
+        "edges_total": len(table),
+        "exact_checked": int(attrs["n_exact"]),
+        "spearman": attrs["spearman"],
+        "spearman_top50": attrs["spearman_top50"],
+        "circuit_edges": len(chosen),
+        "nodes": ",".join(faithfulness.nodes_of(sorted(kept), model)),
+        "clean": full,
+        "no_edges": none,
+        "circuit": metric,
+        "faithfulness": 100 * metric / full if full else float("nan"),
+        "normalized": (metric - none) / (full - none) if full != none else float("nan"),
+        "group_size": model.arch.group_size,
+    }
+    return pd.DataFrame([row])
+
+
 def first_prompts(dataset: Dataset, count: int, model: Model) -> Dataset:
     """The first `count` prompts of `dataset` with their corrupted twins, tokenised alike."""
     if count >= dataset.n:
@@ -231,21 +317,38 @@ def first_prompts(dataset: Dataset, count: int, model: Model) -> Dataset:
     return dataset_from_pairs(dataset.task, pairs, model.tokens)
 
 
-def top_heads(tables: dict[str, pd.DataFrame], count: int) -> list[tuple[int, int]]:
-    """The heads with the largest |direct logit attribution| (else the largest OV score)."""
+def head_ranking(tables: dict[str, pd.DataFrame]) -> tuple[str, list[tuple[int, int, str]]]:
+    """Every head, largest first, by the measure that ranks the report's heads, and that measure:
+    |direct logit attribution|; where DLA is not computed (Gemma 2/3), the knockout's effect
+    |% of clean - 100|; without knockouts, the largest OV score. Each head comes with its value."""
     dla = tables.get("dla", pd.DataFrame())
+    knockout = tables.get("knockout", pd.DataFrame())
+    ov = tables.get("ov_scores", pd.DataFrame())
     if not dla.empty:
         heads = dla[dla["head"].notna()].assign(size=lambda t: t["dla"].abs())
-    elif not tables.get("ov_scores", pd.DataFrame()).empty:
-        heads = tables["ov_scores"].groupby(["layer", "head"], as_index=False)["score"].max()
-        heads = heads.rename(columns={"score": "size"})
-    else:
-        return []
-    heads = heads.sort_values(["size", "layer", "head"], ascending=[False, True, True], kind="stable")
-    return [
-        (int(layer), int(head))
-        for layer, head in heads[["layer", "head"]].head(count).itertuples(index=False)
-    ]
+        return "|DLA|", [(int(r.layer), int(r.head), f"|DLA| {r.size:.2f}") for r in _by(heads, "size")]
+    if not knockout.empty:
+        heads = knockout[knockout["head"].notna()]
+        heads = heads[heads["method"] == heads["method"].iloc[0]]
+        heads = heads.assign(size=(heads["pct_of_clean"] - 100.0).abs().fillna(0.0))
+        ranked = [
+            (int(r.layer), int(r.head), f"knockout {r.pct_of_clean:.0f}% of clean")
+            for r in _by(heads, "size")
+        ]
+        return "knockout effect |% of clean - 100|", ranked
+    if not ov.empty:
+        heads = ov.groupby(["layer", "head"], as_index=False)["score"].max()
+        return "OV score", [
+            (int(r.layer), int(r.head), f"OV score {r.score:.2f}") for r in _by(heads, "score")
+        ]
+    return "", []
+
+
+def top_heads(tables: dict[str, pd.DataFrame], count: int) -> pd.DataFrame:
+    """The `count` heads first by `head_ranking`, with the measure that chose them (`by`)."""
+    measure, ranked = head_ranking(tables)
+    rows = [{"layer": layer, "head": head, "by": measure} for layer, head, _ in ranked[:count]]
+    return pd.DataFrame(rows, columns=["layer", "head", "by"])
 
 
 Section = tuple[str, str, int, tuple[str, ...]]  # (section, score column, sign, labels that lead)
@@ -262,7 +365,7 @@ def section_heads(tables: dict[str, pd.DataFrame], count: int) -> pd.DataFrame:
 
     Sections: `copy`, `next` and `negative copy` (the per-keyword OV tables: the labels of that
     relation, then the largest scores of that relation and sign), and `scatter` and `viewer`
-    (every mover or successor label, then the largest |direct logit attribution|).
+    (every mover or successor label, then the heads first by `head_ranking`: |DLA| where it exists).
     """
     labels = tables.get("labels", pd.DataFrame(columns=["layer", "head", "label"]))
     ov = tables.get("ov_scores", pd.DataFrame())
@@ -274,10 +377,8 @@ def section_heads(tables: dict[str, pd.DataFrame], count: int) -> pd.DataFrame:
                 (int(r.layer), int(r.head), f"{section} score {r.score:.2f}") for r in _by(mine, "score")
             ]
             rows += _lead(section, labels, leading, ranked, count)
-    dla = tables.get("dla", pd.DataFrame())
-    if not dla.empty:
-        heads = dla[dla["head"].notna()].assign(size=lambda t: t["dla"].abs())
-        ranked = [(int(r.layer), int(r.head), f"|DLA| {r.size:.2f}") for r in _by(heads, "size")]
+    _, ranked = head_ranking(tables)
+    if ranked:
         rows += _lead("scatter", labels, MOVER_LABELS, ranked, count)
         rows += _lead("viewer", labels, tuple(labels["label"].unique()), ranked, count)
     return pd.DataFrame(rows, columns=["section", "rank", "layer", "head", "why"])

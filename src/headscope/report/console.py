@@ -38,3 +38,12 @@ def summary_table(run: Run) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def not_computed_notes(run: Run) -> list[str]:
+    """'DLA not computed (task a, b): why' per analysis and reason the run left out (Gemma 2/3's DLA)."""
+    table = run.table("not_computed")
+    if table.empty:
+        return []
+    groups = table.groupby(["analysis", "why"], sort=False)["task"]
+    return [f"{analysis} not computed ({', '.join(tasks)}): {why}" for (analysis, why), tasks in groups]

@@ -50,6 +50,15 @@ class PickBlock:
 
 
 @dataclass(frozen=True)
+class CircuitSection:
+    """The task's circuit: the diagram's data, the edge table and the circuit's faithfulness."""
+
+    diagram: dict
+    faithfulness: TableView
+    edges: TableView
+
+
+@dataclass(frozen=True)
 class TaskSection:
     name: str
     description: str
@@ -61,6 +70,9 @@ class TaskSection:
     categories: TableView | None
     prompts: TableView | None
     viewer: dict | None
+    not_computed: list[str] = field(default_factory=list)  # "DLA: why" per analysis left out
+    circuit: CircuitSection | None = None
+    ranked_by: str = "|direct logit attribution|"  # what the scatter's and viewer's other heads follow
 
 
 @dataclass(frozen=True)
@@ -73,11 +85,13 @@ class Page:
     comparison: TableView
     head_card: TableView | None
     left_out: TableView | None
+    circuits: TableView | None
     overview_figures: list[Heatmap]
     tasks: list[TaskSection]
     versions: TableView
     created: str
     figures: list[Figure] = field(default_factory=list)
+    not_computed: list[str] = field(default_factory=list)  # over every task, each reason once
 
 
 def _cell(value) -> str:
@@ -107,17 +121,36 @@ def build_page(run: Run) -> Page:
         comparison=TableView.of(
             "Which heads matter in every task, which only in some",
             run.table("comparison"),
-            note="A head matters in a task when it is one of the task's top heads by |direct logit "
-            "attribution| or carries a label there.",
+            note=f"A head matters in a task when it is one of the task's top heads by {_ranked_by(run)} "
+            "or carries a label there.",
         ),
         head_card=head_card_view(run),
         left_out=_left_out_view(run),
+        circuits=circuits_view(run),
         overview_figures=overview,
         tasks=sections,
         versions=TableView.of("Package versions", pd.DataFrame([run.versions])),
         created=run.created,
         figures=figures,
+        not_computed=list(dict.fromkeys(note for section in sections for note in section.not_computed)),
     )
+
+
+RANKED_BY = {"|DLA|": "|direct logit attribution|"}
+
+
+def _ranked_by(run: Run, task: str | None = None) -> str:
+    """What chose the top heads (of `task`, else of every task): |DLA|, or where DLA is not computed
+    the knockout's effect or the OV score (analyses.head_ranking)."""
+    top = run.table("top_heads") if task is None else run.for_task("top_heads", task)
+    measures = list(dict.fromkeys(top["by"])) if "by" in top.columns else ["|DLA|"]
+    return " / ".join(RANKED_BY.get(m, m) for m in measures) or RANKED_BY["|DLA|"]
+
+
+def not_computed(run: Run, task: str) -> list[str]:
+    """'DLA: why' for each analysis the task's run left out (the architecture has no such sum)."""
+    table = run.for_task("not_computed", task)
+    return [f"{r.analysis}: {r.why}" for r in table.itertuples(index=False)] if not table.empty else []
 
 
 def _facts(run: Run) -> TableView:
@@ -218,6 +251,9 @@ def task_section(run: Run, task: str) -> TaskSection:
         categories=category_view(run, task),
         prompts=_prompts_view(run, task),
         viewer=viewer_data(run, task),
+        not_computed=not_computed(run, task),
+        circuit=circuit_section(run, task),
+        ranked_by=_ranked_by(run, task),
     )
 
 
@@ -328,7 +364,7 @@ def scatter_block(run: Run, task: str) -> PickBlock | None:
         tables[name] = [_stats_view(name, shown)]
     choices = _choices(run, task, "scatter", list(figures))
     note = (
-        "Heads listed first: labelled movers and successors, then the largest |direct logit attribution|. "
+        f"Heads listed first: labelled movers and successors, then the largest {_ranked_by(run, task)}. "
         "Each role is its own cloud with its own r (as in the IOI paper's figure)."
     )
     return PickBlock(f"{_slug(task)}-scatter", "Attention vs. projection", note, choices, tables, figures)
@@ -435,3 +471,104 @@ def viewer_data(run: Run, task: str) -> dict | None:
         prompts.append({"text": str(text_of.get(prompt, "")), "tokens": ordered, "patterns": rows})
     heads = [{"head": c.head, "text": c.text, "lead": c.lead} for c in choices]
     return {"heads": heads, "prompts": prompts}
+
+
+DIAGRAM_EDGES = 30  # the diagram draws the circuit's edges and the strongest others, this many in all
+EDGE_TABLE_ROWS = 30
+
+
+def _value(value) -> float | None:
+    """A number for the page's JSON; None (null) for NaN: an edge not patched exactly."""
+    return None if value != value else float(value)
+
+
+def circuit_diagram(run: Run, task: str) -> dict | None:
+    """{n_layers, n_heads, group_size, method, approximation, edges: [{source, target, input, source_layer,
+    target_layer, score, exact, in_circuit}]}: the circuit's edges and the strongest others."""
+    edges, summary = run.for_task("edges", task), run.for_task("circuit", task)
+    if edges.empty or summary.empty:
+        return None
+    shown = pd.concat([edges[edges["in_circuit"]], edges[~edges["in_circuit"]]]).head(DIAGRAM_EDGES)
+    rows = [
+        {
+            "source": str(r.source),
+            "target": str(r.target),
+            "input": str(r.input),
+            "source_layer": int(r.source_layer),
+            "target_layer": int(r.target_layer),
+            "score": _value(r.score),
+            "exact": _value(r.exact),
+            "in_circuit": bool(r.in_circuit),
+        }
+        for r in shown.itertuples(index=False)
+    ]
+    n_layers, n_heads = _shape(run)
+    group = int(summary["group_size"].iloc[0])
+    method = str(summary["method"].iloc[0])
+    approximation = bool(summary["approximation"].iloc[0])
+    shape = {"n_layers": n_layers, "n_heads": n_heads, "group_size": group}
+    return shape | {"method": method, "approximation": approximation, "edges": rows}
+
+
+def circuit_section(run: Run, task: str) -> CircuitSection | None:
+    diagram = circuit_diagram(run, task)
+    if diagram is None:
+        return None
+    summary = run.for_task("circuit", task).iloc[0]
+    method = str(summary["method"])
+    approx = " (an approximation)" if bool(summary["approximation"]) else ""
+    faith = pd.DataFrame(
+        {
+            "edges": [int(summary["circuit_edges"])],
+            "nodes": [str(summary["nodes"])],
+            "circuit": [float(summary["circuit"])],
+            "clean": [float(summary["clean"])],
+            "no edge": [float(summary["no_edges"])],
+            "faithfulness % of clean": [float(summary["faithfulness"])],
+            "normalized": [float(summary["normalized"])],
+        }
+    )
+    faith_note = (
+        f"The circuit: the top {int(summary['circuit_edges'])} edges by |exact| among the "
+        f"{int(summary['exact_checked'])} patched exactly. The model run with every other edge patched to "
+        "its value on the corrupted prompt (exact, no approximation): its mean logit difference, as % of "
+        "the clean one; normalized: (circuit - no edge) / (clean - no edge). On the first "
+        f"{int(summary['n'])} prompts. Completeness and minimality: `headscope circuit`."
+    )
+    edges = run.for_task("edges", task).head(EDGE_TABLE_ROWS)
+    table = pd.DataFrame(
+        {
+            "source": edges["source"],
+            "target": edges["target"],
+            "input": edges["input"],
+            f"{method} score{approx}": edges["score"].astype(float),
+            "exact": edges["exact"].astype(float),
+            "in circuit": ["yes" if v else "" for v in edges["in_circuit"]],
+        }
+    )
+    edges_note = (
+        f"Strongest first by |{method} score| ({int(summary['edges_total'])} edges in all; the strongest "
+        f"{len(run.for_task('edges', task))} in edges.csv). Score: the change of the mean logit difference "
+        f"when the source's contribution to that one input is patched to its corrupted value; {method} "
+        f"estimates it{approx}, exact patches it, for the {int(summary['exact_checked'])} edges {method} "
+        f"ranks highest (blank: not patched). Spearman of {method} with exact on those: "
+        f"{float(summary['spearman']):.2f}."
+    )
+    return CircuitSection(
+        diagram=diagram,
+        faithfulness=TableView.of("Faithfulness of the circuit", faith, note=faith_note),
+        edges=TableView.of(f"Edges ({method}{approx}, the top ones checked exactly)", table, note=edges_note),
+    )
+
+
+def circuits_view(run: Run) -> TableView | None:
+    """Per task: the circuit's size, faithfulness and the approximation's agreement with exact."""
+    summary = run.table("circuit")
+    if summary.empty:
+        return None
+    table = summary[["task", "circuit_edges", "nodes", "faithfulness", "normalized", "method", "spearman"]]
+    note = (
+        "faithfulness: the circuit's mean logit difference as % of the clean model's (exact patching); "
+        "spearman: the approximation's agreement with exact patching on the edges it ranks highest."
+    )
+    return TableView.of("Circuits per task", table.rename(columns={"circuit_edges": "edges"}), note=note)

@@ -47,15 +47,18 @@ def render_page(page: Page) -> str:
         f.name: script_json(json.loads(plotly.io.to_json(f.plotly(), validate=False))) for f in page.figures
     }
     viewers = {task.name: script_json(task.viewer) for task in page.tasks if task.viewer}
+    circuits = {task.name: script_json(task.circuit.diagram) for task in page.tasks if task.circuit}
     template = _environment().from_string(_asset("report.html.j2"))
     return template.render(
         page=page,
         specs=specs,
         viewers=viewers,
+        circuits=circuits,
         css=_asset("report.css"),
         plotly_js=plotly.offline.get_plotlyjs(),
         figures_js=_asset("figures.js"),
         viewer_js=_asset("viewer.js"),
+        circuit_js=_asset("circuit.js"),
     )
 
 
