@@ -6,7 +6,16 @@ import importlib
 import sys
 
 # Each module defines `main() -> None` that prints its own figures.
-BENCHMARKS: tuple[str, ...] = ("ov", "ov_cli", "capture_memory", "ablation", "edges", "precision", "threads")
+BENCHMARKS: tuple[str, ...] = (
+    "ov",
+    "ov_cli",
+    "capture_memory",
+    "ablation",
+    "edges",
+    "precision",
+    "threads",
+    "report_gpt2",
+)
 
 
 def run(names: list[str]) -> None:
