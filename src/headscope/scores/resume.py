@@ -299,9 +299,8 @@ def sweep_sites(
     resumer = Resumer(bridge)
     sums = torch.zeros(len(sites), dtype=torch.float64)
     clean, n = 0.0, 0
-    bar = tqdm(
-        total=len(sites) * len(batch_list), desc="knockouts", leave=False, disable=not progress or None
-    )
+    work = sum(blocks_run(s, resumer) for s in sites) * len(batch_list)  # an ETA that holds
+    bar = tqdm(total=work, desc="knockouts", unit="block", leave=False, disable=not progress or None)
     for batch in batch_list:
         cached = resumer.clean_pass(batch.tokens)
         clean += float(end_metric(rows_at(cached.logits, batch.end), batch).sum())
@@ -316,11 +315,18 @@ def _batch_sums(resumer: Resumer, cached: Cached, values: Values, batch: Batch, 
     heads = [(i, s) for i, s in enumerate(sites) if s.head is not None]
     for group in _head_groups(heads, batch.tokens.shape[0]):
         sums[[i for i, _ in group]] = _head_pass(resumer, cached.pre, group, values, batch).double()
-        bar.update(len(group))
+        bar.update(sum(blocks_run(s, resumer) for _, s in group))
     for i, site in ((i, s) for i, s in enumerate(sites) if s.head is None):
         sums[i] = float(mlp_site_metric(resumer, cached, site, values, batch).sum())
-        bar.update(1)
+        bar.update(blocks_run(site, resumer))
     return sums
+
+
+def blocks_run(site: Site, resumer: Resumer) -> int:
+    """Blocks one resumed pass runs for `site`: the progress bar counts these, not sites, since a
+    head of layer 0 costs twelve times one of layer 11 in GPT-2 small."""
+    start = site.layer + 1 if site.head is None and resumer.sequential else site.layer
+    return max(1, resumer.n_layers - start)  # the last MLP: only the final norm and unembedding
 
 
 def mlp_site_metric(resumer: Resumer, cached: Cached, site: Site, values: Values, batch: Batch) -> Tensor:
