@@ -7,8 +7,11 @@ cannot multiply in, is one `DeviceError` line naming the value and the fix.
 Threads: torch's default (one thread per core) is fastest on a quiet machine for large matrices,
 but the organism's and GPT-2's matrices are small, and when another process holds a core each
 parallel region waits for the slowest thread: 5 to 14 times slower. `choose_threads` picks a
-count per model from its width; `--threads N` overrides it. Results do not depend on the count
-(tests/models/test_devices.py checks it).
+count per model from its width; `--threads N` overrides it. Results do not depend on the count:
+importing this module asks MKL, before its first matrix product, for results that do not
+depend on the thread count (`MKL_CBWR=AUTO,STRICT`; otherwise a product with few rows and a
+long inner dimension, such as an MLP's output projection on one short batch, is split along
+the sum, and its last bits change with the count). tests/models/test_devices.py checks it.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ from typing import Literal, get_args
 import torch
 
 from headscope.errors import HeadscopeError
+
+# Read by MKL at its first call (a user's own setting wins); a no-op for other BLAS libraries.
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 
 DType = Literal["float32", "bfloat16", "float16"]
 DTYPES: dict[str, torch.dtype] = {
