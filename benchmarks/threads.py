@@ -10,6 +10,8 @@ drift of the machine's speed touches all three alike; the median of HEADSCOPE_BE
 runs (default 3) is printed, with each setting's ratio to the chosen one. Every run's
 output files are compared: the numbers must not depend on the thread count.
 
+HEADSCOPE_BENCH_ONLY=GPT-2 runs only the workloads whose name contains it.
+
 Settings: `default` passes --threads with torch's own default (one per core, as a plain
 `import torch` gets); `chosen` passes nothing (headscope's per-model choice, see
 `headscope.models.devices.choose_threads`); `one` passes --threads 1.
@@ -171,6 +173,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         found = workloads(gpt2_shaped(folder / "gpt2", layers) if layers > 0 else None)
+        only = os.environ.get("HEADSCOPE_BENCH_ONLY")  # run the workloads whose name contains this
+        found = [w for w in found if only is None or only in w.name]
         for condition, burners in (("quiet", 0), ("loaded", max(1, cores - 1))):
             print(f"{condition}: load average {os.getloadavg()[0]:.1f} before", flush=True)
             with burner(burners):
