@@ -189,7 +189,10 @@ def report(before: Measured, after: Measured) -> None:
             f"{side.label}: whole process {side.wall_s:.1f} s wall ({side.wall_s / 60:.2f} min), "
             f"{side.cpu_s:.1f} s CPU, peak RSS {side.peak_rss_gb:.2f} GB"
         )
-    print(f"ratio before / after (wall): {before.wall_s / after.wall_s:.2f}x")
+    print(
+        f"ratio before / after: wall {before.wall_s / after.wall_s:.2f}x, "
+        f"CPU {before.cpu_s / after.cpu_s:.2f}x (CPU time moves less with the others' load)"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -198,6 +201,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tasks", default=os.environ.get("HEADSCOPE_BENCH_TASKS", ",".join(TASKS)))
     parser.add_argument("--before", default=os.environ.get("HEADSCOPE_BENCH_BEFORE", BEFORE))
     parser.add_argument("--after", default="HEAD", help="a commit, or 'tree' for this working tree")
+    parser.add_argument("--after-first", action="store_true", help="run AFTER first (the load drifts)")
     options = parser.parse_args(argv or [])
     tasks = tuple(t.strip() for t in options.tasks.split(",") if t.strip())
     after_src = REPO / "src" if options.after == "tree" else worktree(options.after) / "src"
@@ -208,12 +212,13 @@ def main(argv: list[str] | None = None) -> None:
     print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (shared machine)")
     with tempfile.TemporaryDirectory() as tmp:
         model = save_gpt2_shaped(Path(tmp) / "gpt2-small-shaped")
-        measured = [
-            run_report(label, src, model, tasks, options.n, Path(tmp) / label.split()[0])
-            for label, src in sides
-        ]
+        order = sides[::-1] if options.after_first else sides
+        measured = {
+            label: run_report(label, src, model, tasks, options.n, Path(tmp) / label.split()[0])
+            for label, src in order
+        }
         print(f"load average at end: {os.getloadavg()[0]:.1f}")
-        report(*measured)
+        report(*(measured[label] for label, _ in sides))
 
 
 if __name__ == "__main__":
