@@ -266,3 +266,17 @@ def test_the_circuit_is_the_top_exact_edges_and_its_faithfulness_is_measured(rep
     assert abs(summary["circuit"] - evaluator.metric(kept)) < 1e-6
     assert summary["faithfulness"] == pytest.approx(100 * summary["circuit"] / summary["clean"])
     assert summary["spearman"] == pytest.approx(stats.spearmanr(exact["score"], exact["exact"]).statistic)
+
+
+def test_the_circuit_step_is_left_out_by_default_on_a_model_of_many_edges(monkeypatch):
+    """By default the circuit runs where the model is small (the organism's 175 edges) and is left
+    out with its reason on a larger one; asked for, it runs whatever the size."""
+    from headscope.report import analyses
+
+    model = load_model("organism")
+    assert analyses.circuit_prompts(model, None) == analyses.CIRCUIT_PROMPTS
+    assert analyses.circuit_prompts(model, 0) == 0
+    monkeypatch.setattr(analyses, "AUTO_CIRCUIT_EDGES", 100)
+    why = analyses.circuit_prompts(model, None)
+    assert isinstance(why, str) and "175 edges (more than 100)" in why and "--circuit-n 32" in why
+    assert analyses.circuit_prompts(model, 8) == 8

@@ -57,8 +57,12 @@ KnockoutOpt = Annotated[
     int, typer.Option("--knockout-n", help="Knock out each head and MLP on this many prompts (0: skip).")
 ]
 CircuitNOpt = Annotated[
-    int,
-    typer.Option("--circuit-n", help="Edge attribution and the circuit on this many prompts (0: skip)."),
+    int | None,
+    typer.Option(
+        "--circuit-n",
+        help="Edge attribution and the circuit on this many prompts (0: skip; default 32 on a model "
+        "of at most 2,000 edges, else skipped with a note).",
+    ),
 ]
 CircuitEdgesOpt = Annotated[
     int, typer.Option("--circuit-edges", help="Edges in each task's circuit (the top by |exact|).")
@@ -113,7 +117,7 @@ def report(
     k: KOpt = 5,
     embedding: EmbeddingOpt = "context",
     knockout_n: KnockoutOpt = 32,
-    circuit_n: CircuitNOpt = 32,
+    circuit_n: CircuitNOpt = None,
     circuit_edges: CircuitEdgesOpt = 10,
     from_dir: FromOpt = None,
     more: MoreOpt = None,

@@ -27,6 +27,10 @@ Say = Callable[[str], None]
 Embedding = Literal["context", "token", "block0"]
 
 
+CIRCUIT_PROMPTS = 32
+AUTO_CIRCUIT_EDGES = 2000  # the organism has 175; GPT-2 small 32,491
+
+
 @dataclass(frozen=True)
 class ReportOptions:
     """Everything that decides the numbers of a report; saved in results.json."""
@@ -41,7 +45,8 @@ class ReportOptions:
     every_head_up_to: int = 32  # models with at most this many heads: every head can be picked
     n_boot: int = 1000
     knockout_n: int = 32  # knockouts run on the first prompts only (0: none): one pass per component
-    circuit_n: int = 32  # edge attribution and the circuit on the first prompts only (0: none)
+    circuit_n: int | None = None  # edge attribution and the circuit on the first prompts (0: none;
+    # None: CIRCUIT_PROMPTS where the model has at most AUTO_CIRCUIT_EDGES edges, else none, with a note)
     circuit_edges: int = 10  # the circuit: the top edges by |exact| among those patched exactly
     circuit_exact: int = 50  # edges eap ranks highest, each patched exactly
     thresholds: LabelThresholds = field(default_factory=LabelThresholds)
@@ -239,6 +244,23 @@ def _knockout_table(model, dataset, cap, options: ReportOptions, say: Say) -> di
 EDGE_ROWS = 1000  # the edge table keeps the strongest edges by |score| (GPT-2 small has ~35,000)
 
 
+def circuit_prompts(model: Model, asked: int | None) -> int | str:
+    """Prompts of the report's circuit step: as asked; by default CIRCUIT_PROMPTS on a model of at
+    most AUTO_CIRCUIT_EDGES edges, and on a larger one the reason it is left out (its cost)."""
+    if asked is not None:
+        return asked
+    from headscope.scores.circuit import graph
+
+    count = len(graph.all_edges(model.arch, model.n_layers))
+    if count <= AUTO_CIRCUIT_EDGES:
+        return CIRCUIT_PROMPTS
+    return (
+        f"left out by default: this model has {count:,} edges (more than {AUTO_CIRCUIT_EDGES:,}), and eap "
+        "on every edge with exact patching of the top ones takes minutes per task on a CPU; "
+        f"pass --circuit-n {CIRCUIT_PROMPTS} to run it, or use headscope circuit"
+    )
+
+
 def _circuit_tables(model, dataset, cap, options: ReportOptions, say: Say) -> dict[str, pd.DataFrame]:
     """Every edge's eap score, the top `circuit_exact` patched exactly, and the circuit of the
     top `circuit_edges` by |exact| run with every other edge patched (its faithfulness)."""
@@ -246,7 +268,11 @@ def _circuit_tables(model, dataset, cap, options: ReportOptions, say: Say) -> di
         return _missing("circuit", say)
     from headscope.scores.circuit import edges, graph
 
-    if options.circuit_n < 1:
+    prompts = circuit_prompts(model, options.circuit_n)
+    if isinstance(prompts, str):
+        say(f"  not computed: circuit: {prompts}")
+        return {"not_computed": pd.DataFrame([{"analysis": "circuit", "why": prompts}])}
+    if prompts < 1:
         return {}
     why = graph.refusal(model.arch)
     if why is None and dataset.corrupted is None:
@@ -254,7 +280,7 @@ def _circuit_tables(model, dataset, cap, options: ReportOptions, say: Say) -> di
     if why is not None:
         say(f"  not computed: circuit: {why}")
         return {"not_computed": pd.DataFrame([{"analysis": "circuit", "why": why}])}
-    first = first_prompts(dataset, options.circuit_n, model)
+    first = first_prompts(dataset, prompts, model)
     say(f"  eap on every edge, {first.n} prompts; the top {options.circuit_exact} patched exactly")
     edge_options = edges.EdgeOptions("eap", exact_top=options.circuit_exact)
     table = edges.edge_scores(model, first, edge_options, progress=False)
