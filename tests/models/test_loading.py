@@ -156,7 +156,12 @@ def test_hub_name_without_network_fails_fast(monkeypatch):
 def test_hub_probe_never_hangs(monkeypatch):
     """A name lookup or connection that hangs: the probe gives up after its own timeout."""
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(loading.socket, "create_connection", lambda *a, **k: time.sleep(30))
+
+    def hang(*args, **kwargs):  # then fail as a timed-out connection does (the thread outlives the test)
+        time.sleep(30)
+        raise OSError("timed out")
+
+    monkeypatch.setattr(loading.socket, "create_connection", hang)
     started = time.monotonic()
     assert loading.hub_reachable(timeout=0.5) is False
     assert time.monotonic() - started < 2.0

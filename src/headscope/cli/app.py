@@ -302,7 +302,7 @@ def working(message: str) -> AbstractContextManager:
 
 
 def wrote(path: Path) -> None:
-    console.print(f"wrote {path}", highlight=False)
+    console.print(f"wrote {path}", highlight=False, soft_wrap=True)  # a long path stays one line
 
 
 def note(message: str) -> None:
