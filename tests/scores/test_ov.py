@@ -261,11 +261,8 @@ def test_heads_taken_a_block_at_a_time_give_the_same_ranks(tiny_model, monkeypat
     assert whole.equals(blocked)
 
 
-def test_weights_on_a_device_are_the_same_weights(tiny_model):
-    """`weights_on` (how the OV kernel follows a model onto a GPU) moves every tensor and changes none."""
-    from headscope.models.weights import weights_on
+def test_the_kernel_runs_where_the_model_runs(tiny_model):
+    """`kernel_device`: the OV kernel follows a model on one device; a CPU model's is the CPU."""
+    from headscope.scores.ov import kernel_device
 
-    moved = weights_on(tiny_model.weights, torch.device("meta"))
-    assert moved.W_U.device.type == "meta" and moved.W_V.device.type == "meta"
-    assert weights_on(tiny_model.weights, torch.device("cpu")) is tiny_model.weights
-    assert moved.arch == tiny_model.weights.arch and moved.eps == tiny_model.weights.eps
+    assert kernel_device(tiny_model) == torch.device("cpu") == tiny_model.device

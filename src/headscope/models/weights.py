@@ -72,17 +72,6 @@ class Weights:
         return int(self.W_U.shape[1])
 
 
-def weights_on(weights: Weights, device: torch.device) -> Weights:
-    """The same weights on `device` (the OV kernel runs where they are: a GPU when the model is on one)."""
-    if weights.W_U.device == device:
-        return weights
-    moved = {
-        name: value.to(device) if isinstance(value, Tensor) else value
-        for name, value in weights.__dict__.items()
-    }
-    return Weights(**moved)
-
-
 def normalize(
     x: Float[Tensor, "... d_model"], w: Tensor, b: Tensor | None, eps: float, kind: Normalization
 ) -> Float[Tensor, "... d_model"]:

@@ -19,7 +19,6 @@ from headscope.embedding import EMBEDDING_KINDS, Embeddings, effective_embedding
 from headscope.errors import HeadscopeError
 from headscope.heads import all_heads
 from headscope.models.loading import Model
-from headscope.models.weights import Weights, weights_on
 from headscope.options import names
 from headscope.scores.keywords import keyword_dataset
 from headscope.scores.ov_kernel import HeadRanks, Targets, ov_ranks
@@ -101,14 +100,15 @@ def check_options(model: Model, dataset: Dataset, options: OVOptions) -> list[tu
     return list(options.heads)
 
 
-def kernel_weights(model: Model) -> Weights:
-    """The weights where the OV kernel should run: on the model's accelerator when the whole model
-    is on one (float32 there too), else on the CPU (a split model's weights are read to the CPU)."""
+def kernel_device(model: Model) -> torch.device:
+    """Where the OV kernel runs: on the model's accelerator when the whole model is on one (each
+    block of heads moved there as it is scored, float32), else on the CPU (a split model's
+    weights are read to the CPU)."""
     device = model.device
     split = getattr(model.bridge.original_model, "hf_device_map", None)
-    if device.type == "cpu" or device.type == "meta" or (split and len(set(split.values())) > 1):
-        return model.weights
-    return weights_on(model.weights, device)
+    if device.type == "meta" or (split and len(set(split.values())) > 1):
+        return model.weights.W_U.device
+    return device
 
 
 def ov_scores(
@@ -134,7 +134,7 @@ def ov_scores(
     embeddings = effective_embeddings(model, dataset, options.embedding, capture)
     table = row_targets([t for _, t in targets], embeddings.row, embeddings.vectors.shape[0])
     ranks = ov_ranks(
-        kernel_weights(model),
+        model.weights,
         embeddings.vectors,
         table,
         heads,
@@ -142,6 +142,7 @@ def ov_scores(
         options.signs,
         DTYPES[options.precision],
         with_topk=detail,
+        device=kernel_device(model),
     )
     scored = _scored(heads, options, dataset, targets, embeddings, table, ranks)
     if not detail:

@@ -35,8 +35,9 @@ their circuits (`heads x d_head x d_model`) and the factors of `ROW_BLOCK` rows 
 d_head`) stay within `HEAD_BLOCK_BYTES` each; the unembedding is read a block of columns at a
 time (`d_model x COLUMNS`, scaled by the final norm's gain on the fly: no second `d_model x V`
 matrix); one logits block is `BLOCK_FLOATS`; the target logits of a row block are `rows x
-targets x d_model`. Outputs grow as heads x rows. Everything runs on the device of
-`weights.W_U` (an accelerator too, where the exact torch count replaces the C++ counter).
+targets x d_model`. Outputs grow as heads x rows. Everything runs on `device` (default: that of
+`weights.W_U`; an accelerator too, where the exact torch count replaces the C++ counter): the
+weights go there a block of heads at a time, never copied whole.
 """
 
 from __future__ import annotations
@@ -381,6 +382,7 @@ def ov_ranks(
     signs: tuple[int, ...] = (1,),
     dtype: torch.dtype = torch.float32,
     with_topk: bool = True,
+    device: torch.device | None = None,
 ) -> HeadRanks:
     """Ranks (and top-k) of every head, sign and row: the heads split among one worker thread per
     intra-op thread (torch.get_num_threads()), rows taken `ROW_BLOCK` at a time."""
@@ -390,7 +392,7 @@ def ov_ranks(
         return HeadRanks(
             torch.zeros(*shape, relations, dtype=torch.int32), torch.zeros(*shape, 0, dtype=torch.int32)
         )
-    device = weights.W_U.device
+    device = weights.W_U.device if device is None else device  # each head block is moved there
     out, x = readout(weights, dtype, device), x.to(device)
     threads = torch.get_num_threads()
     workers = min(threads, len(heads)) if device.type == "cpu" else 1  # one stream on an accelerator
