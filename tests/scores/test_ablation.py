@@ -19,6 +19,7 @@ from headscope.scores.ablation import (
     parse_component,
     position_mask,
     resample_donors,
+    screened_sweep,
 )
 from headscope.scores.ov import ov_scores
 from headscope.tasks.dataset import build_dataset
@@ -75,7 +76,8 @@ def test_zero_ablating_a_head_zeroes_its_z_and_changes_nothing_before(tiny_model
 
 def test_ablate_table_columns_and_percent(tiny_model, digits):
     table = ablate(tiny_model, digits, AblationOptions(method="zero", batch_size=5))
-    assert list(table.columns) == ["component", "layer", "head", "method", "metric", "pct_of_clean"]
+    columns = ["component", "layer", "head", "method", "metric", "pct_of_clean", "exact"]
+    assert list(table.columns) == columns
     assert table["component"].tolist()[:5] == ["0.0", "0.1", "0.2", "0.3", "1.0"]
     assert table["component"].tolist()[-2:] == ["mlp0", "mlp1"]
     assert table["head"].isna().sum() == 2
@@ -165,3 +167,84 @@ def test_organism_greedy_circuit_keeps_most_of_clean(organism_digits):
     options = AblationOptions(method="mean")
     circuit = greedy_circuit(model, dataset, options, threshold=1.0)
     assert keep_circuit(model, dataset, circuit, options)["pct_of_clean"] >= 80.0
+
+
+# ---- the screen: a first-order estimate, then exact knockouts of the heads it ranks highest --------
+
+
+def _alpha_derivative(model, dataset, options: AblationOptions, site: resume.Site) -> float:
+    """d metric / d alpha at alpha = 0 with the site set to act + alpha (value - act), by autograd
+    through one plain hooked forward pass per batch (summed over prompts)."""
+    from headscope.scores.ablation import batch_list, donor_for
+
+    batches = batch_list(dataset, position_mask(dataset, options.positions), options.batch_size)
+    donor, total = donor_for(model, dataset, options), 0.0
+    for batch in batches:
+        values, alpha = donor(batch), torch.zeros((), requires_grad=True)
+        mask = batch.mask[:, :, None].float()  # [batch, pos, 1]
+
+        def blend(act, hook, values=values, alpha=alpha, mask=mask):
+            if site.head is None:
+                return act + alpha * mask * (values.mlp[site.layer] - act)
+            out = act.clone()
+            value = values.z[site.layer][:, :, site.head]
+            out[:, :, site.head] = act[:, :, site.head] + alpha * mask * (value - act[:, :, site.head])
+            return out
+
+        name = resume.mlp_hook(site.layer) if site.head is None else resume.z_hook(site.layer)
+        logits = model.bridge.run_with_hooks(batch.tokens, fwd_hooks=[(name, blend)])
+        ends = logits[torch.arange(len(batch.end)), batch.end]
+        metric = (ends.gather(1, batch.answers[:, None]) - ends.gather(1, batch.contrasts[:, None])).sum()
+        metric.backward()
+        total += float(alpha.grad)
+    return total
+
+
+@pytest.mark.parametrize("method", ["zero", "mean"])
+def test_linear_estimate_is_the_derivative_along_the_knockout(tiny_model, ioi, method):
+    options = AblationOptions(method=method, positions=("S2", "end"), batch_size=4)
+    from headscope.scores.ablation import batch_list, donor_for
+
+    batches = batch_list(ioi, position_mask(ioi, options.positions), options.batch_size)
+    sites = [resume.Site(0, 1), resume.Site(1, 0), resume.Site(0, None), resume.Site(1, None)]
+    estimate, clean = resume.linear_sweep(
+        tiny_model.bridge, batches, donor_for(tiny_model, ioi, options), sites
+    )
+    _, _, exact_clean = knockout_sweep(tiny_model, ioi, options, progress=False)
+    assert clean == pytest.approx(exact_clean, abs=1e-5)
+    for i, site in enumerate(sites):
+        expected = clean + _alpha_derivative(tiny_model, ioi, options, site) / ioi.n
+        assert float(estimate[i]) == pytest.approx(expected, abs=1e-4), site.name
+    assert (estimate - clean).abs().max() > 1e-3  # the estimate is not the clean metric
+
+
+def test_screened_sweep_is_exact_where_it_says_and_the_estimate_elsewhere(tiny_model, digits):
+    full = AblationOptions(method="mean", batch_size=4)
+    sites, exact_all, clean, flags = screened_sweep(tiny_model, digits, full)
+    assert bool(flags.all())
+    screened = dataclasses.replace(full, exact_top=2, exact_heads=((1, 3),))
+    same_sites, metrics, screened_clean, exact = screened_sweep(tiny_model, digits, screened)
+    assert same_sites == sites and screened_clean == clean
+    from headscope.scores.ablation import batch_list, donor_for
+
+    batches = batch_list(digits, position_mask(digits, ("all",)), 4)
+    estimate, linear_clean = resume.linear_sweep(
+        tiny_model.bridge, batches, donor_for(tiny_model, digits, full), sites
+    )
+    heads = [i for i, s in enumerate(sites) if s.head is not None]
+    top = sorted(heads, key=lambda i: -abs(float(estimate[i]) - linear_clean))[:2]
+    named = sites.index(resume.Site(1, 3))
+    mlps = [i for i, s in enumerate(sites) if s.head is None]
+    assert sorted(torch.nonzero(exact).flatten().tolist()) == sorted({*top, named, *mlps})
+    assert torch.equal(metrics[exact], exact_all[exact])  # the same numbers, bit for bit
+    assert torch.equal(metrics[~exact], estimate[~exact])
+
+
+def test_ablate_marks_estimated_heads(tiny_model, digits):
+    table = ablate(tiny_model, digits, AblationOptions(exact_top=1, batch_size=4))
+    assert table["exact"].dtype == bool
+    assert int((~table["exact"]).sum()) == tiny_model.n_layers * tiny_model.n_heads - 1
+    assert table.loc[table["head"].isna(), "exact"].all()  # every MLP exact
+    assert ablate(tiny_model, digits, AblationOptions(batch_size=4))["exact"].all()
+    with pytest.raises(HeadscopeError, match="exact_top=-1"):
+        AblationOptions(exact_top=-1)

@@ -15,7 +15,7 @@ from typing import Literal
 
 import pandas as pd
 import torch
-from jaxtyping import Bool
+from jaxtyping import Bool, Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -39,10 +39,20 @@ class AblationOptions:
     positions: tuple[str, ...] = ("all",)  # 'all', 'end', or role names
     seed: int = 0
     batch_size: int = resume.DEFAULT_BATCH
+    # None: every component knocked out exactly. N: every head screened first by a first-order
+    # estimate (one forward and backward pass per batch), then the N heads it ranks highest,
+    # the heads in `exact_heads` and every MLP knocked out exactly; the other heads keep the estimate.
+    exact_top: int | None = None
+    exact_heads: tuple[tuple[int, int], ...] = ()
 
     def __post_init__(self) -> None:  # "end" is one position, never ('e', 'n', 'd')
         object.__setattr__(self, "components", names(self.components, "components", allow_empty=True))
         object.__setattr__(self, "positions", names(self.positions, "positions", allow_empty=True))
+        object.__setattr__(self, "exact_heads", tuple(tuple(head) for head in self.exact_heads))
+        if self.exact_top is not None and self.exact_top < 0:
+            raise HeadscopeError(
+                f"exact_top={self.exact_top}: give 0 or more heads to knock out exactly (None: every head)"
+            )
 
 
 def position_mask(dataset: Dataset, positions: tuple[str, ...]) -> Bool[Tensor, "batch pos"]:
@@ -166,12 +176,46 @@ def knockout_sweep(
     return sites, metrics, clean
 
 
+def screened_sweep(
+    model: Model, dataset: Dataset, options: AblationOptions
+) -> tuple[list[Site], Tensor, float, Tensor]:
+    """`knockout_sweep` where `options.exact_top` is None or covers every head; else every site
+    estimated to first order, then the chosen ones (`exact_choice`) knocked out exactly.
+    Returns (sites, metric per site, clean metric, which sites are exact)."""
+    sites = sites_for(model, options.components)
+    n_heads = sum(s.head is not None for s in sites)
+    if options.exact_top is None or options.exact_top >= n_heads:
+        sites, metrics, clean = knockout_sweep(model, dataset, options)
+        return sites, metrics, clean, torch.ones(len(sites), dtype=torch.bool)
+    batches = batch_list(dataset, position_mask(dataset, options.positions), options.batch_size)
+    donor = donor_for(model, dataset, options)
+    estimate, linear_clean = resume.linear_sweep(model.bridge, batches, donor, sites)
+    exact = exact_choice(sites, estimate - linear_clean, options)
+    chosen = [sites[i] for i in torch.nonzero(exact).flatten().tolist()]
+    measured, clean = resume.sweep_sites(model.bridge, batches, donor, chosen)
+    metrics = estimate.clone()
+    metrics[exact] = measured
+    return sites, metrics, clean, exact
+
+
+def exact_choice(sites: list[Site], effect: Float[Tensor, "site"], options: AblationOptions) -> Tensor:
+    """Which sites are knocked out exactly: every MLP, the heads of `options.exact_heads`, and the
+    `options.exact_top` heads with the largest estimated |effect| (ties: the earlier head)."""
+    named = set(options.exact_heads)
+    exact = torch.tensor([s.head is None or (s.layer, s.head) in named for s in sites])
+    heads = [i for i, s in enumerate(sites) if s.head is not None]
+    order = sorted(heads, key=lambda i: -abs(float(effect[i])))  # sorted() is stable
+    exact[order[: options.exact_top]] = True
+    return exact
+
+
 def ablate(model: Model, dataset: Dataset, options: AblationOptions = AblationOptions()) -> pd.DataFrame:
-    """One row per component knocked out: metric and percent of the clean metric.
+    """One row per component knocked out: metric and percent of the clean metric, and whether
+    the value is exact (`exact`; False: the first-order estimate of a screened head).
 
     The clean metric is in `df.attrs['clean']`; the options in `df.attrs['options']`.
     """
-    sites, metrics, clean = knockout_sweep(model, dataset, options)
+    sites, metrics, clean, exact = screened_sweep(model, dataset, options)
     table = pd.DataFrame(
         {
             "component": [s.name for s in sites],
@@ -180,10 +224,14 @@ def ablate(model: Model, dataset: Dataset, options: AblationOptions = AblationOp
             "method": options.method,
             "metric": metrics.double().numpy(),
             "pct_of_clean": 100 * metrics.double().numpy() / clean,
+            "exact": exact.numpy(),
         }
     )
     table.attrs["clean"] = clean
-    table.attrs["options"] = options.__dict__ | {"positions": list(options.positions)}
+    table.attrs["options"] = options.__dict__ | {
+        "positions": list(options.positions),
+        "exact_heads": [list(h) for h in options.exact_heads],
+    }
     return table
 
 

@@ -22,7 +22,6 @@ from torch import Tensor
 from headscope.errors import HeadscopeError
 from headscope.models.loading import Model
 from headscope.scores import resume
-from headscope.scores.metric import logit_diff
 from headscope.scores.resume import Batch, Site, Values
 from headscope.tasks.dataset import Dataset
 
@@ -107,24 +106,9 @@ def patch(
 
 def _grad_pass(model: Model, batch: Batch) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """Activations and gradients of the summed metric at every hook_z and hook_mlp_out."""
-    acts: dict[str, Tensor] = {}
-
-    def keeper(name: str):
-        def keep(act: Tensor, hook) -> Tensor:
-            acts[name] = act  # in the graph: the parameters require grad
-            return act
-
-        return keep
-
     names = [f(layer) for layer in range(model.n_layers) for f in (resume.z_hook, resume.mlp_hook)]
-    with torch.enable_grad():
-        logits = model.bridge.run_with_hooks(
-            batch.tokens.to(model.bridge.cfg.device), fwd_hooks=[(name, keeper(name)) for name in names]
-        )
-        ends = resume.rows_at(logits, batch.end).float()
-        metric = logit_diff(ends, batch.answers.to(ends.device), batch.contrasts.to(ends.device)).sum()
-        grads = torch.autograd.grad(metric, list(acts.values()))  # leaves the parameters' .grad alone
-    return {k: v.detach() for k, v in acts.items()}, dict(zip(acts, grads, strict=True))
+    acts, grads, _ = resume.gradient_pass(model.bridge, batch, names)
+    return acts, grads
 
 
 def _attribution_sums(model: Model, base_batch: Batch, donor_tokens: Tensor) -> Tensor:

@@ -340,6 +340,66 @@ def mlp_site_metric(resumer: Resumer, cached: Cached, site: Site, values: Values
     return end_metric(resumer.run(resid, site.layer + 1, batch.end, []), batch)
 
 
+# ---- a first-order screen ---------------------------------------------------------------
+
+
+def gradient_pass(
+    bridge, batch: Batch, names: list[str]
+) -> tuple[dict[str, Tensor], dict[str, Tensor], float]:
+    """Activations at the hooks `names`, the gradients of the batch's summed metric there, and
+    that summed metric: one forward and one backward pass."""
+    acts: dict[str, Tensor] = {}
+
+    def keeper(name: str) -> Callable:
+        def keep(act: Tensor, hook) -> Tensor:
+            acts[name] = act  # in the graph: the parameters require grad
+            return act
+
+        return keep
+
+    hooks = [(name, keeper(name)) for name in names]
+    with torch.enable_grad():
+        logits = bridge.run_with_hooks(batch.tokens.to(bridge.cfg.device), fwd_hooks=hooks)
+        ends = rows_at(logits, batch.end).float()
+        metric = logit_diff(ends, batch.answers.to(ends.device), batch.contrasts.to(ends.device)).sum()
+        grads = torch.autograd.grad(metric, [acts[n] for n in names])  # leaves the parameters' .grad alone
+    return {n: acts[n].detach() for n in names}, dict(zip(names, grads, strict=True)), float(metric.detach())
+
+
+def linear_sweep(
+    bridge, batch_list: list[Batch], donor: DonorFn, sites: list[Site]
+) -> tuple[Float[Tensor, "site"], float]:
+    """A first-order estimate of `sweep_sites`' numbers: the clean metric plus, per site,
+    sum over its masked positions of (value - activation) . d metric / d activation; one forward
+    and one backward pass per batch whatever the number of sites. An approximation."""
+    layers = sorted({s.layer for s in sites})
+    names = [z_hook(layer) for layer in layers] + [mlp_hook(layer) for layer in layers]
+    sums = torch.zeros(len(sites), dtype=torch.float64)
+    clean, n = 0.0, 0
+    for batch in batch_list:
+        values = donor(batch)
+        acts, grads, metric = gradient_pass(bridge, batch, names)
+        clean += metric
+        for i, site in enumerate(sites):
+            sums[i] += _first_order(site, acts, grads, values, site_mask(site, batch))
+        n += batch.tokens.shape[0]
+    return ((clean + sums) / n).float(), clean / n
+
+
+def _first_order(
+    site: Site, acts: dict, grads: dict, values: Values, mask: Bool[Tensor, "batch pos"]
+) -> float:
+    """(value - activation) . gradient of one site, summed over prompts and its masked positions."""
+    if site.head is None:
+        name, value = mlp_hook(site.layer), values.mlp[site.layer]  # [batch, pos, d_model]
+        act, grad = acts[name], grads[name]
+    else:
+        name, value = z_hook(site.layer), values.z[site.layer][:, :, site.head]  # [batch, pos, d_head]
+        act, grad = acts[name][:, :, site.head], grads[name][:, :, site.head]
+    change = ((value.to(act) - act) * grad).sum(-1)  # [batch, pos]
+    return float((change * mask.to(change.device)).double().sum())
+
+
 def activations(bridge, tokens: Int[Tensor, "batch pos"]) -> Values:
     """Every layer's hook_z and hook_mlp_out for `tokens`, from one forward pass."""
     kept: dict[str, list[Tensor]] = {"z": [], "mlp": []}
