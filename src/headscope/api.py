@@ -14,6 +14,7 @@ capture)` and the rest).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from collections.abc import Iterable, Sequence
@@ -432,6 +433,7 @@ def ablate(
     n: int | None = None,
     seed: int = 0,
     batch_size: int = _ablation.resume.DEFAULT_BATCH,
+    exact_top: int | None = None,
 ) -> pd.DataFrame:
     """The task metric with each head and MLP knocked out in turn (methods.md §6).
 
@@ -444,16 +446,22 @@ def ablate(
         positions: "all", "end" or role names: where the components are knocked out.
         n, seed: prompts to build and the seed of the generator and of resampling.
         batch_size: prompts per forward pass.
+        exact_top: None knocks every component out exactly; N first estimates every head to
+            first order (one forward and backward pass per batch) and knocks out exactly only the
+            N heads it ranks highest and every MLP (the others keep the estimate).
 
     Returns:
-        One row per component: `component, layer, head, method, metric, pct_of_clean`; the
-        metric is the mean logit difference at `end`, the clean one is `.attrs["clean"]`.
+        One row per component: `component, layer, head, method, metric, pct_of_clean, exact`;
+        the metric is the mean logit difference at `end`, the clean one is `.attrs["clean"]`;
+        `exact` is False where the value is the first-order estimate.
 
     Example:
         >>> hs.ablate(model, "seq-digits", n=16).sort_values("pct_of_clean").head(3)
     """
     data = dataset(model, task, n, seed)
     options = _ablation_options(data, components, method, positions, seed, batch_size)
+    if exact_top is not None:
+        options = dataclasses.replace(options, exact_top=_count(exact_top, "exact_top", least=0))
     return _attach(_ablation.ablate(model, data, options), model, data)
 
 

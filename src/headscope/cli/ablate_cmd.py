@@ -58,6 +58,14 @@ def ablate_command(
         ),
     ] = False,
     threshold: Annotated[float, typer.Option("--threshold", help="--greedy: percent points of clean.")] = 1.0,
+    exact_top: Annotated[
+        int | None,
+        typer.Option(
+            "--exact-top",
+            help="Estimate every head to first order (one forward and backward pass per batch), then "
+            "knock out exactly only the N heads it ranks highest and every MLP (column exact).",
+        ),
+    ] = None,
 ) -> None:
     """Knockouts: mean logit difference (answer - contrast at end) with each component replaced."""
     out = shared.out
@@ -65,10 +73,18 @@ def ablate_command(
         check_table_path(out)  # suffix and folder, before anything is computed
     if keep is not None and greedy:
         raise HeadscopeError("give --keep or --greedy, not both")
+    if exact_top is not None and (keep is not None or greedy):
+        raise HeadscopeError("--exact-top is for the knockout table; leave it out with --keep or --greedy")
+    if exact_top is not None and exact_top < 0:
+        raise HeadscopeError(f"--exact-top {exact_top}: give 0 or more heads")
     loaded = load(shared.model)
     dataset = shared_dataset(loaded, shared)
     options = AblationOptions(
-        _items(components, "--components"), method, _items(positions, "--positions"), shared.seed
+        _items(components, "--components"),
+        method,
+        _items(positions, "--positions"),
+        shared.seed,
+        exact_top=exact_top,
     )
     where = ",".join(options.positions)
     if keep is not None or greedy:
@@ -78,6 +94,11 @@ def ablate_command(
     with working(f"knocking out each component on {dataset.n} prompts ..."):
         table = ablate(loaded, dataset, options)
     results.print(f"clean metric (mean logit diff at end, {dataset.n} prompts): {table.attrs['clean']:.3f}")
+    if not table["exact"].all():
+        estimated = int((~table["exact"]).sum())
+        results.print(
+            f"{estimated} heads are first-order estimates (exact = False), the rest exact knockouts"
+        )
     ranked = table.sort_values("pct_of_clean", kind="stable")
     ranked = ranked.assign(head=ranked["head"].astype("string").fillna(""))  # empty for MLPs
     print_table(ranked, title=f"{method} ablation at {where}, task {shared.task}: most harmful first")

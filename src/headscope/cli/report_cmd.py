@@ -56,6 +56,15 @@ EmbeddingOpt = Annotated[
 KnockoutOpt = Annotated[
     int, typer.Option("--knockout-n", help="Knock out each head and MLP on this many prompts (0: skip).")
 ]
+KnockoutExactOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--knockout-exact",
+        help="Knockouts: every head is first estimated to first order, then this many heads it ranks "
+        "highest, the heads the page names and every MLP are knocked out exactly (default: every head "
+        "exactly on a model of at most 48 heads, else 16; the model's head count or more: all exact).",
+    ),
+]
 CircuitNOpt = Annotated[
     int | None,
     typer.Option(
@@ -117,6 +126,7 @@ def report(
     k: KOpt = 5,
     embedding: EmbeddingOpt = "context",
     knockout_n: KnockoutOpt = 32,
+    knockout_exact: KnockoutExactOpt = None,
     circuit_n: CircuitNOpt = None,
     circuit_edges: CircuitEdgesOpt = 10,
     from_dir: FromOpt = None,
@@ -128,6 +138,8 @@ def report(
         raise HeadscopeError(
             f"--circuit-edges {circuit_edges}: give at least 1 (--circuit-n 0 skips circuits)"
         )
+    if knockout_exact is not None and knockout_exact < 0:
+        raise HeadscopeError(f"--knockout-exact {knockout_exact}: give 0 or more heads")
     if more and not from_dir:
         raise HeadscopeError(f"unexpected argument {str(more[0])!r}: folders to merge follow --from")
     if from_dir:
@@ -147,6 +159,7 @@ def report(
             k=k,
             embedding=embedding,
             knockout_n=knockout_n,
+            knockout_exact=knockout_exact,
             circuit_n=circuit_n,
             circuit_edges=circuit_edges,
             left_out=left_out,

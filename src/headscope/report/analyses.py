@@ -29,6 +29,8 @@ Embedding = Literal["context", "token", "block0"]
 
 CIRCUIT_PROMPTS = 32
 AUTO_CIRCUIT_EDGES = 2000  # the organism has 175; GPT-2 small 32,491
+AUTO_EXACT_HEADS = 48  # models with at most this many heads: every knockout exact by default
+KNOCKOUT_EXACT = 16  # on larger models: heads knocked out exactly besides those the page names
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,9 @@ class ReportOptions:
     every_head_up_to: int = 32  # models with at most this many heads: every head can be picked
     n_boot: int = 1000
     knockout_n: int = 32  # knockouts run on the first prompts only (0: none): one pass per component
+    knockout_exact: int | None = None  # heads knocked out exactly besides those the page names, the
+    # others screened (first-order estimate); None: every head on a model of at most AUTO_EXACT_HEADS
+    # heads, else KNOCKOUT_EXACT
     circuit_n: int | None = None  # edge attribution and the circuit on the first prompts (0: none;
     # None: CIRCUIT_PROMPTS where the model has at most AUTO_CIRCUIT_EDGES edges, else none, with a note)
     circuit_edges: int = 10  # the circuit: the top edges by |exact| among those patched exactly
@@ -110,9 +115,8 @@ def analyse_task(model: Model, task: Task, options: ReportOptions, say: Say) -> 
     say(f"task {task.name}: one forward pass over {dataset.n} prompts")
     cap = capture(model, dataset, needs_for(task))  # batched: memory bounded whatever --n
     tables: dict[str, pd.DataFrame] = {"tasks": task_info(task), "evaluation": _evaluation(dataset, cap)}
-    for step in (_ov_tables, _attention_tables, _dla_table, _knockout_table, _circuit_tables):
-        say(f"task {task.name}: {step.__name__.strip('_').replace('_', ' ')}")
-        tables = _joined(tables, step(model, dataset, cap, options, say))
+    for step in (_ov_tables, _attention_tables, _dla_table):
+        tables = _joined(tables, _step(step, model, dataset, cap, options, say))
     tables["labels"] = label_heads(
         tables.get("ov_scores", pd.DataFrame()),
         tables.get("role_attention", pd.DataFrame()),
@@ -121,6 +125,9 @@ def analyse_task(model: Model, task: Task, options: ReportOptions, say: Say) -> 
         options.thresholds,
         contrast_group(task),
     )
+    named = named_heads(tables, options.top_heads)  # knocked out exactly whatever the screen says
+    tables = _joined(tables, _step(_knockout_table, model, dataset, cap, options, say, named))
+    tables = _joined(tables, _step(_circuit_tables, model, dataset, cap, options, say))
     tables["top_heads"] = top_heads(tables, options.top_heads)
     tables["section_heads"] = section_heads(tables, options.top_heads)
     picked = pickable_heads(tables["section_heads"], model, options.every_head_up_to)
@@ -128,6 +135,19 @@ def analyse_task(model: Model, task: Task, options: ReportOptions, say: Say) -> 
     tables |= _scatter_tables(model, dataset, cap, picked, options, say)
     tables |= example_patterns(model, dataset, picked, options.example_prompts)
     return tables
+
+
+def _step(step: Callable, model: Model, dataset: Dataset, cap: Capture, options, say: Say, *more) -> dict:
+    say(f"task {dataset.task.name}: {step.__name__.strip('_').replace('_', ' ')}")
+    return step(model, dataset, cap, options, say, *more)
+
+
+def named_heads(tables: dict[str, pd.DataFrame], count: int) -> tuple[tuple[int, int], ...]:
+    """The heads the page names before knockouts: labelled heads and each section's leading heads."""
+    named = section_heads(tables, count)[["layer", "head"]]
+    labels = tables.get("labels", pd.DataFrame(columns=["layer", "head"]))[["layer", "head"]]
+    pairs = pd.concat([named, labels]).astype(int).drop_duplicates().sort_values(["layer", "head"])
+    return tuple((int(layer), int(head)) for layer, head in pairs.itertuples(index=False))
 
 
 def _joined(tables: dict[str, pd.DataFrame], more: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
@@ -230,15 +250,35 @@ def _dla_table(model, dataset, cap, options, say: Say) -> dict[str, pd.DataFrame
     return {"dla": attribution.direct_logit_attribution(model.weights, dataset, cap)}
 
 
-def _knockout_table(model, dataset, cap, options: ReportOptions, say: Say) -> dict[str, pd.DataFrame]:
+def _knockout_table(
+    model, dataset, cap, options: ReportOptions, say: Say, named: tuple[tuple[int, int], ...] = ()
+) -> dict[str, pd.DataFrame]:
+    """Every head and MLP mean-ablated on the first prompts; on a large model (`knockout_exact`)
+    every head screened to first order and exact knockouts of the top ones and of `named`."""
     ablation = score_module("ablation")
     if ablation is None:
         return _missing("ablation", say)
     if options.knockout_n < 1:
         return {}
     first = first_prompts(dataset, options.knockout_n, model)
-    say(f"  mean-ablating each head and MLP on {first.n} prompts")
-    return {"knockout": ablation.ablate(model, first, ablation.AblationOptions())}
+    top = knockout_exact(model, options.knockout_exact)
+    if top is None:
+        say(f"  mean-ablating each head and MLP on {first.n} prompts")
+    else:
+        say(
+            f"  mean-ablating on {first.n} prompts: every head estimated to first order, then exactly "
+            f"the top {top} by the estimate, the {len(named)} heads the page names and every MLP"
+        )
+    chosen = ablation.AblationOptions(exact_top=top, exact_heads=named if top is not None else ())
+    return {"knockout": ablation.ablate(model, first, chosen)}
+
+
+def knockout_exact(model: Model, asked: int | None) -> int | None:
+    """Heads the report knocks out exactly besides the named ones: as asked (None when that covers
+    every head); by default every head on a model of at most AUTO_EXACT_HEADS, else KNOCKOUT_EXACT."""
+    heads = model.n_layers * model.n_heads
+    top = asked if asked is not None else (None if heads <= AUTO_EXACT_HEADS else KNOCKOUT_EXACT)
+    return None if top is None or top >= heads else top
 
 
 EDGE_ROWS = 1000  # the edge table keeps the strongest edges by |score| (GPT-2 small has ~35,000)
@@ -582,7 +622,9 @@ def head_card(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
             heads = table[table["head"].notna()].astype({"layer": int, "head": int})
             if "method" in heads.columns:  # one knockout method per report; the first if ever more
                 heads = heads[heads["method"] == heads["method"].iloc[0]]
-            parts.append(heads.set_index(["task", "layer", "head"])[[column]].rename(columns={column: new}))
+            kept = [column, "exact"] if name == "knockout" and "exact" in heads.columns else [column]
+            renamed = {column: new, "exact": "knockout_exact"}
+            parts.append(heads.set_index(["task", "layer", "head"])[kept].rename(columns=renamed))
     if not parts:
         return pd.DataFrame(columns=["task", "layer", "head"])
     return pd.concat(parts, axis=1).reset_index()

@@ -232,8 +232,25 @@ def _signed_maps(run: Run, task: str, slug: str, shape: tuple[int, int]) -> list
         heads = heads[heads["method"] == method].assign(effect=lambda t: t["pct_of_clean"] - 100.0)
         prompts = run.options.get("knockout_n", "")
         title = f"knockout ({method}, n={prompts}): % of clean - 100"
-        maps.append(head_heatmap(f"{slug}-knockout", title, heads, "effect", shape, True, task))
+        marks = estimated_marks(heads)
+        if marks:
+            title += (
+                f"; ≈ marks the {len(marks)} of {len(heads)} heads estimated to first order, the rest exact"
+            )
+        maps.append(head_heatmap(f"{slug}-knockout", title, heads, "effect", shape, True, task, marks))
     return maps
+
+
+ESTIMATE_NOTE = "(≈ first-order estimate, not an exact knockout)"
+
+
+def estimated_marks(heads: pd.DataFrame) -> dict[tuple[int, int], tuple[str, str]]:
+    """Knockout rows whose value is the screen's first-order estimate (`exact` False; a run saved
+    before the screen existed has no such column: every value exact): '≈' and a hover note."""
+    if "exact" not in heads.columns:
+        return {}
+    estimated = heads[~heads["exact"].astype(bool)]
+    return {(int(r.layer), int(r.head)): ("≈", ESTIMATE_NOTE) for r in estimated.itertuples(index=False)}
 
 
 def task_section(run: Run, task: str) -> TaskSection:
@@ -427,7 +444,11 @@ def head_card_view(run: Run) -> TableView | None:
         values = {_head_name(r.layer, r.head): r for r in mine.itertuples(index=False)}
         for measure in [m for m in CARD_MEASURES if m in mine.columns and mine[m].notna().any()]:
             cells = [getattr(values[h], measure) if h in values else float("nan") for h in heads]
-            rows.append([task, CARD_MEASURES[measure], *[_card_cell(measure, v) for v in cells]])
+            texts = [_card_cell(measure, v) for v in cells]
+            if measure == "knockout_pct" and "knockout_exact" in mine.columns:
+                exact = [h not in values or _exact(values[h].knockout_exact) for h in heads]
+                texts = [t if sure or not t else f"≈{t}" for t, sure in zip(texts, exact, strict=True)]
+            rows.append([task, CARD_MEASURES[measure], *texts])
     table = pd.DataFrame(rows, columns=["task", "measure", *heads])
     return TableView.of("Every head in every task", table, note=CARD_NOTE)
 
@@ -442,8 +463,14 @@ CARD_MEASURES = {
 CARD_NOTE = (
     "copy / next / negative copy: OV scores (share of keyword instances whose target is in the top-k); "
     "DLA: mean direct logit attribution to answer - contrast; knockout: the logit difference left when "
-    "the head is mean-ablated, in % of clean (100 = no effect)."
+    "the head is mean-ablated, in % of clean (100 = no effect); ≈: a first-order estimate, not an exact "
+    "knockout (large models: only the heads the screen ranks highest and those the page names are exact)."
 )
+
+
+def _exact(flag) -> bool:
+    """A knockout value is exact unless flagged False (missing: a run from before the screen)."""
+    return flag is None or flag != flag or bool(flag)
 
 
 def _card_cell(measure: str, value: float) -> str:

@@ -35,9 +35,11 @@ class Heatmap:
     cells: list[list[str]]
     diverging: bool = False
     context: str = ""  # the task, prefixed to the PNG's title (the page shows it in the section)
+    marks: list[list[str]] | None = None  # a short text drawn on a cell ("≈": an estimate)
 
     def plotly(self) -> go.Figure:
         scale = "RdBu" if self.diverging else "Blues"
+        text = dict(text=self.marks, texttemplate="%{text}") if self.marks else {}
         figure = go.Figure(
             go.Heatmap(
                 z=self.z,
@@ -48,6 +50,7 @@ class Heatmap:
                 zmid=0 if self.diverging else None,
                 reversescale=self.diverging,
                 hovertemplate="%{customdata}: %{z:.3f}<extra></extra>",
+                **text,
             )
         )
         height = max(260, 36 * len(self.y) + 140)
@@ -70,6 +73,10 @@ class Heatmap:
             range(len(self.x)), [drawable(x) for x in self.x], rotation=90 if len(self.x) > 8 else 0
         )
         ax.set_yticks(range(len(self.y)), [drawable(y) for y in self.y])
+        for i, row in enumerate(self.marks or []):
+            for j, mark in enumerate(row):
+                if mark:
+                    ax.text(j, i, drawable(mark), ha="center", va="center", fontsize=7)
         title = f"{self.context}: {self.title}" if self.context else self.title
         ax.set(xlabel=self.x_title, ylabel=self.y_title, title=drawable(title))
         fig.colorbar(image, ax=ax)
@@ -116,14 +123,24 @@ def head_heatmap(
     shape: tuple[int, int],
     diverging: bool = False,
     context: str = "",
+    marks: dict[tuple[int, int], tuple[str, str]] | None = None,
 ) -> Heatmap:
-    """Layer x head grid of `table[value]` (a table with layer and head columns); gaps stay empty."""
+    """Layer x head grid of `table[value]` (a table with layer and head columns); gaps stay empty.
+    `marks`: per head, a short text drawn on its cell and a note added to its hover label."""
     n_layers, n_heads = shape
     lookup = {(int(r.layer), int(r.head)): float(getattr(r, value)) for r in table.itertuples(index=False)}
     z = [[lookup.get((layer, head)) for head in range(n_heads)] for layer in range(n_layers)]
-    cells = [[f"head {layer}.{head}" for head in range(n_heads)] for layer in range(n_layers)]
+    marks = marks or {}
+    cells = [
+        [
+            " ".join(["head", f"{layer}.{head}", marks.get((layer, head), ("", ""))[1]]).strip()
+            for head in range(n_heads)
+        ]
+        for layer in range(n_layers)
+    ]
+    drawn = [[marks.get((layer, head), ("", ""))[0] for head in range(n_heads)] for layer in range(n_layers)]
     x, y = [str(h) for h in range(n_heads)], [str(layer) for layer in range(n_layers)]
-    return Heatmap(name, title, z, x, y, "head", "layer", cells, diverging, context)
+    return Heatmap(name, title, z, x, y, "head", "layer", cells, diverging, context, drawn if marks else None)
 
 
 def head_task_heatmap(name: str, title: str, table: pd.DataFrame, value: str, tasks: list[str]) -> Heatmap:
