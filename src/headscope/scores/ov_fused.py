@@ -1,12 +1,22 @@
-"""A fused counter for the OV kernel: one pass over a logits block for every relation and sign.
+"""A fused scan for the OV kernel: one pass over a logits block for every relation and sign.
 
-`count_at_least(block, twice_c, threshold, count, signs)` adds, for each head, row, sign s
-and relation r, the number of columns j with `logit_s[j] >= threshold[s, head, row, r]`,
-where `logit_{+1} = block` and `logit_{-1} = twice_c - block` (the same subtraction the
-plain torch path does, so the counts are identical). It is a small C++ loop compiled once
-with torch's own extension builder (cached under ~/.cache/torch_extensions); where no
-compiler is at hand, or HEADSCOPE_OV_FUSED=0, `fused()` is None and the kernel counts with
-plain torch operations instead (same numbers, slower).
+`scan_block(block, twice_c, threshold, count, top_v, top_i, signs, start)` reads one logits
+block [head, row, column] whose columns start at vocabulary id `start`, with
+`logit_{+1} = block` and `logit_{-1} = twice_c - block` (the same float subtraction the plain
+torch path does, so every comparison is identical), and for each head, row and sign s:
+
+- adds to `count[s, head, row, r]` the number of columns j with
+  `logit_s[j] >= threshold[s, head, row, r]`, for every relation r;
+- merges the block into the running top-k `top_v[s, head, row, :]` (values, descending) and
+  `top_i` (their token ids, int64): a value enters only when strictly greater than the current
+  k-th, after every equal value already held, so among equal values the lower token id comes
+  first and stays (the rule the torch path follows too). A top-k of width 0 is skipped.
+
+It is a small C++ loop compiled once with torch's own extension builder (cached under
+~/.cache/torch_extensions, by a versioned name so a stale build is never loaded) that lets go
+of the GIL while it runs, so the kernel's worker threads scan at once. Where no compiler is at
+hand, or HEADSCOPE_OV_FUSED=0, `fused()` is None and the kernel uses plain torch operations
+instead (same numbers, slower).
 """
 
 from __future__ import annotations
@@ -15,66 +25,134 @@ import functools
 import os
 import warnings
 
+NAME = "headscope_ov_scan_v2"  # a new name whenever SOURCE changes: the build cache is keyed by it
+
 SOURCE = r"""
 #include <torch/extension.h>
+#include <vector>
 
-template <typename T>
-static void count_rows(const T* L, const T* tc, int64_t n, const T* thr, T* out,
-                       const std::vector<int64_t>& signs, int64_t relations, int64_t sign_stride) {
-  for (size_t s = 0; s < signs.size(); ++s) {
-    for (int64_t r = 0; r < relations; ++r) {
-      const T t = thr[s * sign_stride + r];
-      int64_t hits = 0;
-      if (signs[s] > 0) {
-        for (int64_t j = 0; j < n; ++j) hits += L[j] >= t;
-      } else {
-        for (int64_t j = 0; j < n; ++j) hits += (tc[j] - L[j]) >= t;
+// logit_s[j] of one row: the block itself (sign +1) or twice_c minus it (sign -1).
+template <typename T, bool Plus>
+static inline T logit(const T* L, const T* tc, int64_t j) {
+  return Plus ? L[j] : tc[j] - L[j];
+}
+
+template <typename T, bool Plus>
+static int64_t count_at_least(const T* L, const T* tc, int64_t n, T t) {
+  int64_t hits = 0;
+  for (int64_t j = 0; j < n; ++j) hits += logit<T, Plus>(L, tc, j) >= t;
+  return hits;
+}
+
+template <typename T, bool Plus>
+static bool any_above(const T* L, const T* tc, int64_t n, T t) {
+  int above = 0;
+  for (int64_t j = 0; j < n; ++j) above |= logit<T, Plus>(L, tc, j) > t;
+  return above != 0;
+}
+
+constexpr int64_t CHUNK = 64;  // columns checked at once (vectorised) before the scalar insertion
+
+// Merge one row's columns into its sorted top-k (tv descending, ti their ids): a value enters
+// when strictly greater than the k-th, after the equal values already there.
+template <typename T, bool Plus>
+static void merge_top(const T* L, const T* tc, int64_t n, int64_t start, T* tv, int64_t* ti, int64_t k) {
+  for (int64_t c0 = 0; c0 < n; c0 += CHUNK) {
+    const int64_t c1 = std::min(n, c0 + CHUNK);
+    if (!any_above<T, Plus>(L + c0, tc + c0, c1 - c0, tv[k - 1])) continue;
+    for (int64_t j = c0; j < c1; ++j) {
+      const T v = logit<T, Plus>(L, tc, j);
+      if (!(v > tv[k - 1])) continue;
+      int64_t p = k - 1;
+      for (; p > 0 && tv[p - 1] < v; --p) {
+        tv[p] = tv[p - 1];
+        ti[p] = ti[p - 1];
       }
-      out[s * sign_stride + r] += static_cast<T>(hits);
+      tv[p] = v;
+      ti[p] = start + j;
     }
   }
 }
 
+template <typename T, bool Plus>
+static void scan_row(const T* L, const T* tc, int64_t n, const T* thr, T* count, int64_t relations,
+                     T* tv, int64_t* ti, int64_t k, int64_t start) {
+  for (int64_t r = 0; r < relations; ++r) {
+    count[r] += static_cast<T>(count_at_least<T, Plus>(L, tc, n, thr[r]));
+  }
+  if (k > 0) merge_top<T, Plus>(L, tc, n, start, tv, ti, k);
+}
+
 // block [head, row, col] (unit column stride); twice_c [col]; threshold and count
-// [sign, head, row, relation] (count is added to in place).
-void count_at_least(at::Tensor block, at::Tensor twice_c, at::Tensor threshold, at::Tensor count,
-                    std::vector<int64_t> signs) {
+// [sign, head, row, relation] (count is added to in place); top_v, top_i [sign, head, row, k]
+// (updated in place; k may be 0).
+void scan_block(at::Tensor block, at::Tensor twice_c, at::Tensor threshold, at::Tensor count,
+                at::Tensor top_v, at::Tensor top_i, std::vector<int64_t> signs, int64_t start) {
+  TORCH_CHECK(block.dim() == 3 && threshold.dim() == 4 && top_v.dim() == 4, "block 3-d, the rest 4-d");
   TORCH_CHECK(block.stride(2) == 1 && twice_c.is_contiguous(), "columns must be contiguous");
+  TORCH_CHECK(twice_c.size(0) == block.size(2), "twice_c must have the block's columns");
   TORCH_CHECK(threshold.stride(3) == 1 && count.stride(3) == 1, "relations must be contiguous");
   TORCH_CHECK(threshold.strides() == count.strides(), "threshold and count must share strides");
+  TORCH_CHECK(top_v.sizes() == top_i.sizes() && top_v.strides() == top_i.strides(),
+              "top_v and top_i must share sizes and strides");
+  TORCH_CHECK(top_v.size(3) == 0 || top_v.stride(3) == 1, "top-k must be contiguous");
+  TORCH_CHECK(top_i.scalar_type() == at::kLong, "top_i must be int64");
+  TORCH_CHECK(block.scalar_type() == twice_c.scalar_type() && block.scalar_type() == threshold.scalar_type()
+              && block.scalar_type() == count.scalar_type() && block.scalar_type() == top_v.scalar_type(),
+              "block, twice_c, threshold, count and top_v must share one dtype");
   const int64_t heads = block.size(0), rows = block.size(1), n = block.size(2);
-  const int64_t relations = threshold.size(3);
-  AT_DISPATCH_FLOATING_TYPES(block.scalar_type(), "count_at_least", [&] {
+  const int64_t relations = threshold.size(3), k = top_v.size(3);
+  for (int64_t d = 0; d < 3; ++d) {
+    TORCH_CHECK(threshold.size(d) == count.size(d) && threshold.size(d) == top_v.size(d),
+                "threshold, count and top-k must share [sign, head, row]");
+  }
+  TORCH_CHECK(threshold.size(0) == static_cast<int64_t>(signs.size()) && threshold.size(1) == heads
+              && threshold.size(2) == rows, "threshold must be [sign, head, row, relation] of the block");
+  AT_DISPATCH_FLOATING_TYPES(block.scalar_type(), "scan_block", [&] {
     const scalar_t* tc = twice_c.data_ptr<scalar_t>();
+    const scalar_t* B = block.data_ptr<scalar_t>();
+    const scalar_t* thr = threshold.data_ptr<scalar_t>();
+    scalar_t* cnt = count.data_ptr<scalar_t>();
+    scalar_t* tv = k ? top_v.data_ptr<scalar_t>() : nullptr;
+    int64_t* ti = k ? top_i.data_ptr<int64_t>() : nullptr;
     for (int64_t h = 0; h < heads; ++h) {
-      for (int64_t i = 0; i < rows; ++i) {
-        const scalar_t* L = block.data_ptr<scalar_t>() + h * block.stride(0) + i * block.stride(1);
-        const int64_t at = h * threshold.stride(1) + i * threshold.stride(2);
-        count_rows<scalar_t>(L, tc, n, threshold.data_ptr<scalar_t>() + at,
-                             count.data_ptr<scalar_t>() + at, signs, relations, threshold.stride(0));
+      for (int64_t i = 0; i < rows; ++i) {  // one row (a few KB) read for every sign while cached
+        const scalar_t* L = B + h * block.stride(0) + i * block.stride(1);
+        for (size_t s = 0; s < signs.size(); ++s) {
+          const int64_t at = s * threshold.stride(0) + h * threshold.stride(1) + i * threshold.stride(2);
+          const int64_t top = s * top_v.stride(0) + h * top_v.stride(1) + i * top_v.stride(2);
+          scalar_t* row_v = k ? tv + top : nullptr;
+          int64_t* row_i = k ? ti + top : nullptr;
+          if (signs[s] > 0) {
+            scan_row<scalar_t, true>(L, tc, n, thr + at, cnt + at, relations, row_v, row_i, k, start);
+          } else {
+            scan_row<scalar_t, false>(L, tc, n, thr + at, cnt + at, relations, row_v, row_i, k, start);
+          }
+        }
       }
     }
   });
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("scan_block", &scan_block, "count and top-k of one OV logits block",
+        py::call_guard<py::gil_scoped_release>());
 }
 """
 
 
 @functools.cache
 def fused():
-    """The compiled `count_at_least`, or None (no compiler, or HEADSCOPE_OV_FUSED=0)."""
+    """The compiled `scan_block`, or None (no compiler, or HEADSCOPE_OV_FUSED=0)."""
     if os.environ.get("HEADSCOPE_OV_FUSED", "1") == "0":
         return None
     try:
         from torch.utils.cpp_extension import load_inline
 
         module = load_inline(
-            name="headscope_ov_count",
-            cpp_sources=SOURCE,
-            functions=["count_at_least"],
-            extra_cflags=["-O3", "-march=native"],
-            verbose=False,
+            name=NAME, cpp_sources=SOURCE, extra_cflags=["-O3", "-march=native"], verbose=False
         )
     except Exception as error:  # no compiler, no ninja, a failed build: fall back, say so once
-        warnings.warn(f"OV scores: fused counter unavailable ({error}); counting with torch", stacklevel=2)
+        warnings.warn(f"OV scores: fused scan unavailable ({error}); counting with torch", stacklevel=2)
         return None
-    return module.count_at_least
+    return module.scan_block

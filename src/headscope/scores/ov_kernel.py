@@ -26,9 +26,12 @@ The logits are never held whole. Vocabulary columns are taken `COLUMNS` at a tim
 each block of columns, a few heads and some rows, one cache-sized logits block is made by
 one batched product and read at once: the ranks are counts of logits at least each
 relation's threshold (for sign -1 the same block, negated around `2c`), summed block by
-block, and the running top-k is updated only in rows whose block maximum beats it. The
-thresholds (target logits) come from a separate small product; the block's own values at
-the target columns are swapped for those, so a target never ties with itself by rounding.
+block, and the running top-k (equal values: the lower token id first) takes in only values
+above its k-th. On the CPU from `FUSED_MIN_VOCAB` up, one compiled pass over the block does the
+counts and the top-k of every sign (`ov_fused`); elsewhere torch operations do, updating the
+top-k only in rows whose block maximum beats it. The thresholds (target logits) come from a
+separate small product; the block's own values at the target columns are swapped for those,
+so a target never ties with itself by rounding.
 
 Memory, per worker thread, whatever the model: the heads are taken `head_block` at a time, so
 their circuits (`heads x d_head x d_model`) and the factors of `ROW_BLOCK` rows (`heads x rows x
@@ -193,6 +196,23 @@ def row_targets_logits(
     return RowTargets(flat, first, logits, threshold)
 
 
+def _first(values: Float[Tensor, "n col"], k: int) -> tuple[Tensor, Tensor]:
+    """The k largest values of each row (k or fewer) and their columns, descending; among equal
+    values the lower column first, the rule of the fused scan. torch.topk keeps no order among
+    ties, so a row whose k-th value equals its next is sorted whole (stably), and the chosen k
+    are put in that order."""
+    k = min(k, values.shape[-1])
+    top, columns = values.topk(min(k + 1, values.shape[-1]), dim=-1)  # [n, k + 1] (or k)
+    if top.shape[-1] > k:
+        crowded = top[:, k] == top[:, k - 1]  # which k of the tied values topk took is arbitrary
+        if crowded.any():
+            rows = crowded.nonzero()[:, 0]
+            columns[rows] = values[rows].sort(dim=-1, descending=True, stable=True).indices[:, : k + 1]
+    columns = columns[:, :k].sort(dim=-1).values  # the chosen columns, ascending
+    ordered, order = values.gather(-1, columns).sort(dim=-1, descending=True, stable=True)
+    return ordered, columns.gather(-1, order)
+
+
 class Accumulator:
     """Running counts (and top-k) of one row block, filled logits block by logits block."""
 
@@ -216,17 +236,17 @@ class Accumulator:
     def add(self, block: Tensor, twice_c: Tensor, heads: slice, rows: slice, start: int, work: Work) -> None:
         """Everything read from one logits(+1) block [head, row, column] (columns from `start`)."""
         g, r, width = block.shape
-        if self._fused is not None:  # every sign and relation in one pass
-            count = self.count[:, heads, rows]  # [sign, head, row, relation] view
-            self._fused(block, twice_c, self.t.threshold[:, heads, rows], count, list(self.signs))
-        for j, sign in enumerate(self.signs):
-            if self._fused is not None and not self.k:
-                break
-            logits = block if sign == 1 else torch.sub(twice_c, block, out=work.negated[:g, :r, :width])
-            if self._fused is None:
+        if self._fused is not None:  # counts and top-k of every sign and relation in one pass
+            self._fused(
+                block, twice_c, self.t.threshold[:, heads, rows], self.count[:, heads, rows],
+                self.top_v[:, heads, rows], self.top_i[:, heads, rows], list(self.signs), start,
+            )  # fmt: skip  # views [sign, head, row, relation or k], updated in place
+        else:
+            for j, sign in enumerate(self.signs):
+                logits = block if sign == 1 else torch.sub(twice_c, block, out=work.negated[:g, :r, :width])
                 self._count(j, logits, heads, rows, work.mask[:g, :r, :, :width])
-            if self.k:
-                self._update_topk(j, logits, heads, rows, start)
+                if self.k:
+                    self._update_topk(j, logits, heads, rows, start)
         self._swap_targets(block, twice_c, heads, rows, start)
 
     def _count(self, s: int, logits: Tensor, heads: slice, rows: slice, mask: Tensor) -> None:
@@ -255,10 +275,10 @@ class Accumulator:
         if not beats.any():
             return
         h, r = beats.nonzero(as_tuple=True)
-        values, index = logits[h, r].topk(min(self.k, logits.shape[-1]), dim=-1)  # [n, k]
-        merged_v = torch.cat([top_v[h, r], values], -1)
+        values, index = _first(logits[h, r], self.k)  # [n, k or fewer]
+        merged_v = torch.cat([top_v[h, r], values], -1)  # those held first: lower token ids
         merged_i = torch.cat([top_i[h, r], index + start], -1)
-        best_v, pick = merged_v.topk(self.k, dim=-1)
+        best_v, pick = _first(merged_v, self.k)
         top_v[h, r], top_i[h, r] = best_v, merged_i.gather(-1, pick)
 
     def ranks(self) -> tuple[Tensor, Tensor]:
@@ -305,7 +325,7 @@ def _column_pass(p: Pass, head_groups: list[slice]) -> None:
     logits = torch.empty(group, step, COLUMNS, **on)
     plain = p.acc.uses_torch_count  # the mask is needed only by the plain torch count
     mask = torch.empty(group, step, p.acc.count.shape[-1], COLUMNS if plain else 0, **on)
-    negated = torch.empty(group, step, COLUMNS if plain or p.acc.k else 0, **on)
+    negated = torch.empty(group, step, COLUMNS if plain else 0, **on)  # the fused scan negates on the fly
     work = Work(logits, negated, mask)
     twice_c = 2 * p.out.c
     for start in range(0, vocab, COLUMNS):
