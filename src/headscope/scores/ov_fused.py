@@ -25,10 +25,12 @@ import functools
 import os
 import warnings
 
-NAME = "headscope_ov_scan_v2"  # a new name whenever SOURCE changes: the build cache is keyed by it
+NAME = "headscope_ov_scan_v3"  # a new name whenever SOURCE changes: the build cache is keyed by it
 
 SOURCE = r"""
 #include <torch/extension.h>
+#include <algorithm>
+#include <limits>
 #include <vector>
 
 // logit_s[j] of one row: the block itself (sign +1) or twice_c minus it (sign -1).
@@ -38,49 +40,55 @@ static inline T logit(const T* L, const T* tc, int64_t j) {
 }
 
 template <typename T, bool Plus>
-static int64_t count_at_least(const T* L, const T* tc, int64_t n, T t) {
-  int64_t hits = 0;
+static int32_t count_at_least(const T* L, const T* tc, int64_t n, T t) {
+  int32_t hits = 0;
   for (int64_t j = 0; j < n; ++j) hits += logit<T, Plus>(L, tc, j) >= t;
   return hits;
 }
 
-template <typename T, bool Plus>
-static bool any_above(const T* L, const T* tc, int64_t n, T t) {
-  int above = 0;
-  for (int64_t j = 0; j < n; ++j) above |= logit<T, Plus>(L, tc, j) > t;
-  return above != 0;
-}
-
-constexpr int64_t CHUNK = 64;  // columns checked at once (vectorised) before the scalar insertion
-
-// Merge one row's columns into its sorted top-k (tv descending, ti their ids): a value enters
-// when strictly greater than the k-th, after the equal values already there.
-template <typename T, bool Plus>
-static void merge_top(const T* L, const T* tc, int64_t n, int64_t start, T* tv, int64_t* ti, int64_t k) {
-  for (int64_t c0 = 0; c0 < n; c0 += CHUNK) {
-    const int64_t c1 = std::min(n, c0 + CHUNK);
-    if (!any_above<T, Plus>(L + c0, tc + c0, c1 - c0, tv[k - 1])) continue;
-    for (int64_t j = c0; j < c1; ++j) {
-      const T v = logit<T, Plus>(L, tc, j);
-      if (!(v > tv[k - 1])) continue;
-      int64_t p = k - 1;
-      for (; p > 0 && tv[p - 1] < v; --p) {
-        tv[p] = tv[p - 1];
-        ti[p] = ti[p - 1];
-      }
-      tv[p] = v;
-      ti[p] = start + j;
-    }
+// Insert a value (column id) into the sorted top-k, after the values equal to it.
+template <typename T>
+static inline void insert(T v, int64_t id, T* tv, int64_t* ti, int64_t k) {
+  int64_t p = k - 1;
+  for (; p > 0 && tv[p - 1] < v; --p) {
+    tv[p] = tv[p - 1];
+    ti[p] = ti[p - 1];
   }
+  tv[p] = v;
+  ti[p] = id;
 }
 
+constexpr int64_t CHUNK = 64;  // columns checked at once (vectorised) before any insertion
+
+// One row of one sign. The top-k check shares a pass with the first relation's count, CHUNK
+// columns at a time: a chunk holding a value above the k-th is read again, a column at a time,
+// to insert (a value enters when strictly greater than the k-th). The other relations: a pass each.
 template <typename T, bool Plus>
 static void scan_row(const T* L, const T* tc, int64_t n, const T* thr, T* count, int64_t relations,
                      T* tv, int64_t* ti, int64_t k, int64_t start) {
-  for (int64_t r = 0; r < relations; ++r) {
-    count[r] += static_cast<T>(count_at_least<T, Plus>(L, tc, n, thr[r]));
+  int64_t r = 0;
+  if (k > 0) {
+    const T t = relations > 0 ? thr[0] : std::numeric_limits<T>::infinity();
+    int32_t hits = 0;
+    for (int64_t c0 = 0; c0 < n; c0 += CHUNK) {
+      const int64_t c1 = std::min(n, c0 + CHUNK);
+      const T kth = tv[k - 1];
+      int32_t above = 0;
+      for (int64_t j = c0; j < c1; ++j) {
+        const T v = logit<T, Plus>(L, tc, j);
+        hits += v >= t;
+        above |= v > kth;
+      }
+      if (!above) continue;
+      for (int64_t j = c0; j < c1; ++j) {
+        const T v = logit<T, Plus>(L, tc, j);
+        if (v > tv[k - 1]) insert(v, start + j, tv, ti, k);
+      }
+    }
+    if (relations > 0) count[0] += static_cast<T>(hits);
+    r = 1;
   }
-  if (k > 0) merge_top<T, Plus>(L, tc, n, start, tv, ti, k);
+  for (; r < relations; ++r) count[r] += static_cast<T>(count_at_least<T, Plus>(L, tc, n, thr[r]));
 }
 
 // block [head, row, col] (unit column stride); twice_c [col]; threshold and count
@@ -97,6 +105,7 @@ void scan_block(at::Tensor block, at::Tensor twice_c, at::Tensor threshold, at::
               "top_v and top_i must share sizes and strides");
   TORCH_CHECK(top_v.size(3) == 0 || top_v.stride(3) == 1, "top-k must be contiguous");
   TORCH_CHECK(top_i.scalar_type() == at::kLong, "top_i must be int64");
+  TORCH_CHECK(block.size(2) < (int64_t{1} << 31), "at most 2^31 - 1 columns per block");
   TORCH_CHECK(block.scalar_type() == twice_c.scalar_type() && block.scalar_type() == threshold.scalar_type()
               && block.scalar_type() == count.scalar_type() && block.scalar_type() == top_v.scalar_type(),
               "block, twice_c, threshold, count and top_v must share one dtype");
