@@ -23,8 +23,25 @@ def test_ablate_writes_the_table(tiny_dir, tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "clean metric" in result.stdout and "mlp1" in result.stdout
     table = pd.read_csv(out)
-    assert list(table.columns) == ["component", "layer", "head", "method", "metric", "pct_of_clean"]
+    columns = ["component", "layer", "head", "method", "metric", "pct_of_clean", "exact"]
+    assert list(table.columns) == columns and table["exact"].all()
     assert len(table) == 2 * 4 + 2 and (table["method"] == "zero").all()
+
+
+def test_ablate_exact_top_screens_the_other_heads(tiny_dir, tmp_path):
+    out = tmp_path / "screened.csv"
+    result = run_cli("ablate", "--model", str(tiny_dir), "--n", "8", "--exact-top", "3", "--out", str(out))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "5 heads are first-order estimates" in result.stdout
+    table = pd.read_csv(out)
+    assert int(table["exact"].sum()) == 3 + 2  # three heads and both MLPs
+
+
+def test_ablate_exact_top_refusals_are_one_line(tiny_dir):
+    negative = run_cli("ablate", "--model", str(tiny_dir), "--exact-top", "-1")
+    assert negative.returncode == 2 and "--exact-top -1: give 0 or more heads" in negative.stderr
+    with_keep = run_cli("ablate", "--model", str(tiny_dir), "--exact-top", "2", "--keep", "0.1")
+    assert with_keep.returncode == 2 and "leave it out with --keep or --greedy" in with_keep.stderr
 
 
 def test_ablate_keep_reports_percent_of_clean(tiny_dir):

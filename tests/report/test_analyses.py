@@ -280,3 +280,45 @@ def test_the_circuit_step_is_left_out_by_default_on_a_model_of_many_edges(monkey
     why = analyses.circuit_prompts(model, None)
     assert isinstance(why, str) and "175 edges (more than 100)" in why and "--circuit-n 32" in why
     assert analyses.circuit_prompts(model, 8) == 8
+
+
+def test_screened_knockouts_are_exact_for_the_heads_the_page_names(report_model, tmp_path):
+    from headscope.report.analyses import ReportOptions, build_run
+    from headscope.report.content import head_card_view
+    from headscope.report.html import write_report
+    from headscope.scores.ablation import AblationOptions, ablate
+
+    options = ReportOptions(tasks=("ioi",), n=12, top_heads=2, n_boot=50, knockout_exact=1, circuit_n=0)
+    run = build_run(report_model, [get_task("ioi")], options, say=lambda message: None)
+    knockout = run.for_task("knockout", "ioi")
+    heads = knockout[knockout["head"].notna()]
+    named = run.for_task("section_heads", "ioi")[["layer", "head"]]
+    named = {
+        (int(a), int(b))
+        for a, b in pd.concat([named, run.for_task("labels", "ioi")[["layer", "head"]]]).values
+    }
+    exact = {(int(a), int(b)) for a, b in heads[heads["exact"]][["layer", "head"]].values}
+    assert named <= exact and len(exact) <= len(named) + 1  # the named heads and the screen's top one
+    assert not heads["exact"].all() and knockout.loc[knockout["head"].isna(), "exact"].all()
+    dataset = build_dataset(get_task("ioi"), report_model.tokens, 12, 0)
+    plain = ablate(report_model, dataset, AblationOptions())  # every component exact
+    mine = knockout["exact"].to_numpy()
+    assert (knockout["metric"].to_numpy()[mine] == plain["metric"].to_numpy()[mine]).all()
+    write_report(run, tmp_path, say=lambda message: None)
+    page = (tmp_path / "index.html").read_text()
+    assert f"≈ marks the {int((~heads['exact']).sum())} of {len(heads)} heads estimated" in page
+    card = head_card_view(run)
+    knockout_row = next(row for row in card.rows if row[1] == "knockout % of clean")
+    assert any(cell.startswith("≈") for cell in knockout_row[2:])
+
+
+def test_knockouts_are_screened_by_default_only_on_models_of_more_than_48_heads():
+    from types import SimpleNamespace
+
+    from headscope.report.analyses import KNOCKOUT_EXACT, knockout_exact
+
+    assert knockout_exact(SimpleNamespace(n_layers=4, n_heads=2), None) is None  # the organism
+    assert knockout_exact(SimpleNamespace(n_layers=6, n_heads=8), None) is None
+    assert knockout_exact(SimpleNamespace(n_layers=12, n_heads=12), None) == KNOCKOUT_EXACT  # GPT-2 small
+    assert knockout_exact(SimpleNamespace(n_layers=12, n_heads=12), 144) is None  # asked: every head
+    assert knockout_exact(SimpleNamespace(n_layers=4, n_heads=2), 3) == 3
