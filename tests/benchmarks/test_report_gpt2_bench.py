@@ -79,3 +79,21 @@ def test_tables_compared_exactly_then_to_rounding(tmp_path):
         "data/rounded.csv": "max |diff| 3.00e-07",
         "data/same.csv": "identical",
     }
+
+
+def test_a_screened_knockout_table_is_compared_on_its_exact_rows(tmp_path):
+    before, after = tmp_path / "before", tmp_path / "after"
+    for folder in (before, after):
+        folder.mkdir()
+    frame = pd.DataFrame({"component": ["0.0", "0.1", "mlp0"], "metric": [1.0, 2.0, 3.0]})
+    frame.to_csv(before / "knockout.csv", index=False)
+    frame.assign(metric=[1.0, 2.5, 3.0], exact=[True, False, True]).to_csv(
+        after / "knockout.csv", index=False
+    )
+    frame.to_csv(before / "moved.csv", index=False)
+    frame.assign(metric=[1.5, 2.0, 3.0], exact=[True, False, True]).to_csv(after / "moved.csv", index=False)
+    verdicts = compare_tables(before, after).set_index("table")["verdict"].to_dict()
+    assert verdicts == {
+        "knockout.csv": "identical on the 2 exact rows; 1 estimates",
+        "moved.csv": "max |diff| 5.00e-01 on the 2 exact rows; 1 estimates",
+    }
