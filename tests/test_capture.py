@@ -76,3 +76,19 @@ def test_a_score_given_a_capture_without_its_field_names_the_field_and_the_flag(
         READERS[expected](tiny_model, dataset, bare)
     assert str(error.value).startswith(expected)
     assert f"Needs({field}=True)" in str(error.value)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "gemma2"])
+def test_logits_at_end_equal_the_full_forward_pass_bit_for_bit(tiny_model, family, tmp_path):
+    """The unembedding runs on the end rows only (and Gemma 2's soft-cap after it): the same
+    numbers as the model's own forward pass over every position, read at `end`."""
+    from tests.models.families import BY_NAME, headscope_model, save_family
+
+    model = tiny_model if family == "gpt2" else headscope_model(save_family(BY_NAME[family], tmp_path))
+    dataset = build_dataset(builtin_tasks()["ioi"], model.tokens, 10, 0)
+    assert dataset.lengths.unique().numel() > 1  # ends at different positions
+    kept = capture(model, dataset, Needs(logits_end=True, scale_end=True), batch_size=4)
+    with torch.no_grad():
+        full = model.bridge(dataset.tokens)  # [batch, pos, d_vocab]: the hook is gone again
+    assert full.shape[:2] == dataset.tokens.shape
+    torch.testing.assert_close(kept.logits_end, full[torch.arange(dataset.n), dataset.end], rtol=0, atol=0)

@@ -6,7 +6,8 @@ positions of the residual), so memory grows with the prompts, not with the full 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -112,6 +113,24 @@ def _hooks(needs: Needs, n_layers: int, batch: _Batch) -> list[tuple[str, Callab
     return hooks
 
 
+@contextmanager
+def end_rows_only(bridge, end: Int[Tensor, "batch"]) -> Iterator[None]:
+    """The unembedding (and the output transform after it) runs on each prompt's `end` row alone:
+    the logits come back as [batch, 1, d_vocab]. The scores read no other row, and unembedding
+    every position is about a third of a GPT-2-small forward pass."""
+
+    def end_row(module, args: tuple, kwargs: dict):
+        if args:
+            return (_rows(args[0], end)[:, None], *args[1:]), kwargs  # [batch, 1, d_model]
+        return args, kwargs | {"hidden_states": _rows(kwargs["hidden_states"], end)[:, None]}
+
+    handle = bridge.unembed.register_forward_pre_hook(end_row, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 def _real_queries(pattern: Float[Tensor, "batch head q k"], end: Int[Tensor, "batch"]) -> Tensor:
     query = torch.arange(pattern.shape[2], device=pattern.device)
     return (query[None, :] <= end.to(pattern.device)[:, None])[:, None, :, None]  # [batch, 1, q, 1]
@@ -158,14 +177,14 @@ def capture(model: Model, dataset: Dataset, needs: Needs, batch_size: int = DEFA
         stop = min(start + batch_size, dataset.n)
         batch = _batch_indices(dataset, start, stop, names)
         tokens = dataset.tokens[start:stop, : int(dataset.lengths[start:stop].max())]
-        with torch.no_grad():
+        with torch.no_grad(), end_rows_only(bridge, batch.end):
             out = bridge.run_with_hooks(
                 tokens.to(bridge.cfg.device),
                 fwd_hooks=_hooks(needs, n_layers, batch),
                 stop_at_layer=_stop_layer(needs),
             )
         if needs.logits_end and _stop_layer(needs) is None:
-            batch.keep("logits_end", _rows(out, batch.end))
+            batch.keep("logits_end", out[:, 0])  # [batch, 1, d_vocab]: the end rows only
         stores.append(batch.store)
     return _merge(stores, needs, names, n_layers)
 

@@ -26,6 +26,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from headscope.capture import end_rows_only
 from headscope.scores.metric import logit_diff
 
 DEFAULT_BATCH = 32
@@ -358,9 +359,9 @@ def gradient_pass(
         return keep
 
     hooks = [(name, keeper(name)) for name in names]
-    with torch.enable_grad():
+    with torch.enable_grad(), end_rows_only(bridge, batch.end):
         logits = bridge.run_with_hooks(batch.tokens.to(bridge.cfg.device), fwd_hooks=hooks)
-        ends = rows_at(logits, batch.end).float()
+        ends = logits[:, 0].float()  # [batch, 1, d_vocab]: the end rows only
         metric = logit_diff(ends, batch.answers.to(ends.device), batch.contrasts.to(ends.device)).sum()
         grads = torch.autograd.grad(metric, [acts[n] for n in names])  # leaves the parameters' .grad alone
     return {n: acts[n].detach() for n in names}, dict(zip(names, grads, strict=True)), float(metric.detach())
