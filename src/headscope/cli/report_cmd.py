@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Annotated
 
+import torch
 import typer
 from rich.markup import escape
 
@@ -164,7 +165,11 @@ def report(
             circuit_edges=circuit_edges,
             left_out=left_out,
         )
-        say(f"model {shared.model}: {loaded.n_layers} layers x {loaded.n_heads} heads")
+        threads = torch.get_num_threads()
+        say(
+            f"model {shared.model}: {loaded.n_layers} layers x {loaded.n_heads} heads, on "
+            f"{loaded.device.type} ({threads} CPU thread{'s' if threads > 1 else ''})"
+        )
         run = build_run(loaded, [get_task(name) for name in names], options, say)
         page = write_report(run, out, say)
     print_table(summary_table(run), title="summary", limit=50)
