@@ -1,7 +1,8 @@
 """The whole `headscope report` on a GPT-2-small-shaped model: BEFORE and AFTER side by side, per phase.
 
 Run: `python -m benchmarks report_gpt2` (every built-in task, --n 200, the report's defaults), or
-`python -m benchmarks.report_gpt2 --n 40 --tasks ioi,seq-digits` for a quick run. Environment
+`python -m benchmarks.report_gpt2 --n 40 --tasks ioi,seq-digits` for a quick run (`--threads N`: the
+same thread count on both sides; left out, headscope chooses per run). Environment
 knobs for the first form: HEADSCOPE_BENCH_N, HEADSCOPE_BENCH_TASKS, HEADSCOPE_BENCH_BEFORE.
 
 Each side is the code of one commit, checked out with `git worktree add` under /tmp and run as
@@ -162,10 +163,14 @@ def worktree(commit: str) -> Path:
     return where
 
 
-def run_report(label: str, src: Path, model: Path, tasks: tuple[str, ...], n: int, out: Path) -> Measured:
-    """`python -m headscope report` with PYTHONPATH=src, as its own process, measured."""
+def run_report(
+    label: str, src: Path, model: Path, tasks: tuple[str, ...], n: int, out: Path, threads: int | None = None
+) -> Measured:
+    """`python -m headscope report` with PYTHONPATH=src, as its own process, measured; `threads`
+    None leaves the count to headscope (which reads the load: one thread right after a run)."""
     command = [sys.executable, "-m", "headscope", "report", "--model", str(model), "--tasks", ",".join(tasks)]
     command += ["--n", str(n), "--out", str(out)]
+    command += ["--threads", str(threads)] if threads is not None else []
     env = os.environ | {"PYTHONPATH": str(src), "COLUMNS": "400"}  # no wrapped log lines
     log_path = out.with_suffix(".log")
     print(f"  {label}: {' '.join(command[1:])}  (PYTHONPATH={src})", flush=True)
@@ -223,6 +228,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--before", default=os.environ.get("HEADSCOPE_BENCH_BEFORE", BEFORE))
     parser.add_argument("--after", default="HEAD", help="a commit, or 'tree' for this working tree")
     parser.add_argument("--after-first", action="store_true", help="run AFTER first (the load drifts)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="--threads for both sides (default: chosen)"
+    )
     options = parser.parse_args(argv or [])
     tasks = tuple(t.strip() for t in options.tasks.split(",") if t.strip())
     after_src = REPO / "src" if options.after == "tree" else worktree(options.after) / "src"
@@ -235,7 +243,9 @@ def main(argv: list[str] | None = None) -> None:
         model = save_gpt2_shaped(Path(tmp) / "gpt2-small-shaped")
         order = sides[::-1] if options.after_first else sides
         measured = {
-            label: run_report(label, src, model, tasks, options.n, Path(tmp) / label.split()[0])
+            label: run_report(
+                label, src, model, tasks, options.n, Path(tmp) / label.split()[0], options.threads
+            )
             for label, src in order
         }
         print(f"load average at end: {os.getloadavg()[0]:.1f}")
