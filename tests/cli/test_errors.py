@@ -256,6 +256,18 @@ CATALOGUE: tuple[Bad, ...] = (
         out="a.csv",
     ),
     Bad(
+        "ablate: --exact-top below 0",
+        ("ablate", "--model", "{tiny}", "--exact-top", "-1", "--out", "{out}/a.csv"),
+        "--exact-top -1: give 0 or more heads",
+        out="a.csv",
+    ),
+    Bad(
+        "report: --knockout-exact below 0",
+        ("report", "--model", "{tiny}", "--knockout-exact", "-2", "--out", "{out}/r"),
+        "--knockout-exact -2: give 0 or more heads",
+        out="r",
+    ),
+    Bad(
         "ablate: a head to keep that does not exist",
         ("ablate", "--model", "{tiny}", "--n", "4", "--keep", "5.0", "--out", "{out}/a.csv"),
         "5.0",
