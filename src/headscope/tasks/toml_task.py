@@ -433,7 +433,7 @@ def check_single_tokens(spec: TaskFile, word_ok: WordFilter) -> None:
         shown = _listed(bad)
         raise spec.fail(
             f"not single tokens for this model: {shown}; use words that are one token "
-            "(with GPT-2: with a leading space), or remove them"
+            "after a space for this model's tokenizer, or remove them"
         )
 
 
