@@ -54,7 +54,9 @@ class Heatmap:
             )
         )
         height = max(260, 36 * len(self.y) + 140)
-        figure.update_layout(title=self.title, height=height, margin=dict(l=60, r=20, t=50, b=50))
+        lines = self.title.count("\n")  # a second line of the title: "<br>" in plotly
+        margin = dict(l=60, r=20, t=50 + 18 * lines, b=50)
+        figure.update_layout(title=self.title.replace("\n", "<br>"), height=height, margin=margin)
         figure.update_xaxes(title=self.x_title, type="category")
         figure.update_yaxes(title=self.y_title, type="category", autorange="reversed")
         return _styled(figure)
