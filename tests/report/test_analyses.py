@@ -306,7 +306,7 @@ def test_screened_knockouts_are_exact_for_the_heads_the_page_names(report_model,
     assert (knockout["metric"].to_numpy()[mine] == plain["metric"].to_numpy()[mine]).all()
     write_report(run, tmp_path, say=lambda message: None)
     page = (tmp_path / "index.html").read_text()
-    assert f"≈: {int((~heads['exact']).sum())} of {len(heads)} heads estimated to first order" in page
+    assert f"≈: {int((~heads['exact']).sum())} of {len(heads)} estimated, rest exact" in page
     card = head_card_view(run)
     knockout_row = next(row for row in card.rows if row[1] == "knockout % of clean")
     assert any(cell.startswith("≈") for cell in knockout_row[2:])

@@ -234,7 +234,7 @@ def _signed_maps(run: Run, task: str, slug: str, shape: tuple[int, int]) -> list
         title = f"knockout ({method}, n={prompts}): % of clean - 100"
         marks = estimated_marks(heads)
         if marks:
-            title += f"\n≈: {len(marks)} of {len(heads)} heads estimated to first order, the rest exact"
+            title += f"\n≈: {len(marks)} of {len(heads)} estimated, rest exact"  # fits a narrow figure
         maps.append(head_heatmap(f"{slug}-knockout", title, heads, "effect", shape, True, task, marks))
     return maps
 
