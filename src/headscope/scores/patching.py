@@ -17,7 +17,6 @@ from typing import Literal
 
 import pandas as pd
 import torch
-from torch import Tensor
 
 from headscope.errors import HeadscopeError
 from headscope.models.loading import Model
@@ -104,40 +103,15 @@ def patch(
 # ---- attribution patching: a first-order approximation -----------------------------------
 
 
-def _grad_pass(model: Model, batch: Batch) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """Activations and gradients of the summed metric at every hook_z and hook_mlp_out."""
-    names = [f(layer) for layer in range(model.n_layers) for f in (resume.z_hook, resume.mlp_hook)]
-    acts, grads, _ = resume.gradient_pass(model.bridge, batch, names)
-    return acts, grads
-
-
-def _attribution_sums(model: Model, base_batch: Batch, donor_tokens: Tensor) -> Tensor:
-    """Sum over prompts of (donor - base) . grad, per head then per MLP: [layer * head + layer]."""
-    donor = resume.activations(model.bridge, donor_tokens)
-    acts, grads = _grad_pass(model, base_batch)
-    heads, mlps = [], []
-    for layer in range(model.n_layers):
-        z_name, mlp_name = resume.z_hook(layer), resume.mlp_hook(layer)
-        delta = donor.z[layer] - acts[z_name]  # [batch, pos, head, d_head]
-        heads.append((delta * grads[z_name]).sum((0, 1, 3)).double().cpu())  # [head]
-        delta_mlp = donor.mlp[layer] - acts[mlp_name]  # [batch, pos, d_model]
-        mlps.append((delta_mlp * grads[mlp_name]).sum().double().cpu()[None])
-    return torch.cat([torch.cat(heads), torch.cat(mlps)])
-
-
 def attribution_patch(model: Model, dataset: Dataset, batch_size: int = resume.DEFAULT_BATCH) -> pd.DataFrame:
     """First-order estimate of the denoising patching value of every head and MLP (an approximation)."""
     base, donor = _pair(dataset, "denoise")
     clean = run_metric(model, dataset, dataset, batch_size)
-    corrupted = run_metric(model, base, dataset, batch_size)
-    total = None
-    for batch in _batches(base, dataset, batch_size):
-        tokens = donor.tokens[batch.start : batch.stop, : batch.tokens.shape[1]]
-        sums = _attribution_sums(model, batch, tokens)
-        total = sums if total is None else total + sums
-    estimate = (total / dataset.n).numpy()
     sites = [Site(layer, head) for layer in range(model.n_layers) for head in range(model.n_heads)]
     sites += [Site(layer, None) for layer in range(model.n_layers)]
+    batches = _batches(base, dataset, batch_size)  # the corrupted run, every position
+    patched, corrupted = resume.linear_sweep(model.bridge, batches, _donor(model, donor), sites)
+    estimate = (patched.double() - corrupted).numpy()  # the first-order change, mean over prompts
     table = pd.DataFrame(
         {
             "component": [s.name for s in sites],

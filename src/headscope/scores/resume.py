@@ -182,7 +182,7 @@ class Cached:
     pre: Float[Tensor, "layer batch pos d_model"]
     mid: Float[Tensor, "layer batch pos d_model"] | None  # None for parallel blocks
     mlp: Float[Tensor, "layer batch pos d_model"]
-    logits: Float[Tensor, "batch pos d_vocab"]
+    logits: Float[Tensor, "batch d_vocab"]  # at each prompt's end
 
 
 class Resumer:
@@ -196,8 +196,8 @@ class Resumer:
         self.call_kwargs: dict = {}
         self.base_rows = 1  # prompts in the clean pass the call arguments were recorded from
 
-    def clean_pass(self, tokens: Int[Tensor, "batch pos"]) -> Cached:
-        """The base run's residuals and MLP outputs at every layer, and its logits."""
+    def clean_pass(self, tokens: Int[Tensor, "batch pos"], end: Int[Tensor, "batch"]) -> Cached:
+        """The base run's residuals and MLP outputs at every layer, and its logits at `end`."""
         kept: dict[str, list[Tensor]] = {"pre": [], "mid": [], "mlp": []}
         names = (("pre", "hook_resid_pre"), ("mlp", "hook_mlp_out"))
         names += (("mid", "hook_resid_mid"),) if self.sequential else ()
@@ -209,12 +209,12 @@ class Resumer:
         ]
         handle = self.bridge.blocks[0].register_forward_pre_hook(self._record, with_kwargs=True)
         try:
-            with torch.no_grad():
+            with torch.no_grad(), end_rows_only(self.bridge, end):
                 logits = self.bridge.run_with_hooks(tokens.to(self.bridge.cfg.device), fwd_hooks=hooks)
         finally:
             handle.remove()
         mid = torch.stack(kept["mid"]) if self.sequential else None
-        return Cached(torch.stack(kept["pre"]), mid, torch.stack(kept["mlp"]), logits)
+        return Cached(torch.stack(kept["pre"]), mid, torch.stack(kept["mlp"]), logits[:, 0])
 
     def _record(self, module, args: tuple, kwargs: dict) -> None:
         """Keep what the model passes a block besides the residual (positions, masks)."""
@@ -303,8 +303,8 @@ def sweep_sites(
     work = sum(blocks_run(s, resumer) for s in sites) * len(batch_list)  # an ETA that holds
     bar = tqdm(total=work, desc="knockouts", unit="block", leave=False, disable=not progress or None)
     for batch in batch_list:
-        cached = resumer.clean_pass(batch.tokens)
-        clean += float(end_metric(rows_at(cached.logits, batch.end), batch).sum())
+        cached = resumer.clean_pass(batch.tokens, batch.end)
+        clean += float(end_metric(cached.logits, batch).sum())
         sums += _batch_sums(resumer, cached, donor(batch), batch, sites, bar)
         n += batch.tokens.shape[0]
     bar.close()
