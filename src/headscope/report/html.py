@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import signal
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from importlib import resources
@@ -100,8 +101,18 @@ def draw_pngs(figures: list[Figure], folder: Path, workers: int | None = None) -
     if workers < 2 or len(jobs) < 8 or "fork" not in multiprocessing.get_all_start_methods():
         return [_draw(job) for job in jobs]
     context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_ignore_interrupts)
+    try:
         return list(pool.map(_draw, jobs, chunksize=4))
+    finally:  # on Ctrl-C: the figures not begun are dropped, the few being drawn finish
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _ignore_interrupts() -> None:
+    """Workers leave Ctrl-C to the main process (a terminal sends SIGINT to the whole process
+    group): an interrupt landing in a worker's weakref callback printed a stray 'Exception
+    ignored' line after the one-line 'interrupted' message."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _check_unique(page: Page) -> None:
