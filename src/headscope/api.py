@@ -176,7 +176,7 @@ def ov_scores(
     n: int | None = None,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """OV relation scores (methods.md §2): would head l.h, attending fully to keyword t, write f(t)?
+    """OV relation scores (docs/methods.md §2): would head l.h, attending fully to keyword t, write f(t)?
 
     Args:
         model: from `hs.load_model`.
@@ -215,7 +215,7 @@ def ov_scores(
 
 
 def role_attention(model: Model, task: TaskLike, n: int | None = None, seed: int = 0) -> pd.DataFrame:
-    """Mean attention from each query role to each key role, every head (methods.md §3).
+    """Mean attention from each query role to each key role, every head (docs/methods.md §3).
 
     Args:
         model: from `hs.load_model`.
@@ -236,7 +236,7 @@ def role_attention(model: Model, task: TaskLike, n: int | None = None, seed: int
 
 
 def head_detectors(model: Model, task: TaskLike, n: int | None = None, seed: int = 0) -> pd.DataFrame:
-    """Previous-token, duplicate-token and induction scores of every head (methods.md §3).
+    """Previous-token, duplicate-token and induction scores of every head (docs/methods.md §3).
 
     Each is the share of a head's attention on the ideal pattern, over the query rows where that
     pattern has a key (an ideal head scores 1.0; NaN when no prompt has such a row). The
@@ -314,7 +314,7 @@ def scatter(
     n: int | None = None,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """One head's attention to a role's token vs. its output along that token (methods.md §4).
+    """One head's attention to a role's token vs. its output along that token (docs/methods.md §4).
 
     Args:
         model: from `hs.load_model`.
@@ -364,7 +364,7 @@ def _scatter_roles(data: Dataset, roles: Names | None) -> list[str]:
 def direct_logit_attribution(
     model: Model, task: TaskLike, n: int | None = None, seed: int = 0
 ) -> pd.DataFrame:
-    """Each component's mean direct contribution to the logit difference (methods.md §5).
+    """Each component's mean direct contribution to the logit difference (docs/methods.md §5).
 
     Args:
         model: from `hs.load_model`.
@@ -435,7 +435,7 @@ def ablate(
     batch_size: int = _ablation.resume.DEFAULT_BATCH,
     exact_top: int | None = None,
 ) -> pd.DataFrame:
-    """The task metric with each head and MLP knocked out in turn (methods.md §6).
+    """The task metric with each head and MLP knocked out in turn (docs/methods.md §6).
 
     Args:
         model: from `hs.load_model`.
@@ -547,7 +547,7 @@ def patch(
     seed: int = 0,
     batch_size: int = _ablation.resume.DEFAULT_BATCH,
 ) -> pd.DataFrame:
-    """Activation patching of every head's output between clean and corrupted prompts (methods.md §6).
+    """Activation patching of every head's output between clean and corrupted prompts (docs/methods.md §6).
 
     Args:
         model: from `hs.load_model`.
@@ -665,7 +665,7 @@ def label_heads(
     n: int | None = None,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """Head labels (name mover, successor, induction, ...) where scores pass thresholds (methods.md §7).
+    """Head labels (name mover, successor, induction, ...) where scores pass thresholds (docs/methods.md §7).
 
     Computes what the report computes for the labels: the OV scores of the task's relations with
     both signs, role attention, and on the induction task the head detectors.

@@ -1,6 +1,6 @@
 """Effective embeddings: the residual vectors whose OV behaviour the relation scores read.
 
-Three kinds (methods.md §2), each run through the model's own forward code:
+Three kinds (docs/methods.md §2), each run through the model's own forward code:
 
 - `context`: `blocks.0.hook_resid_post` at each keyword's position in its real prompt
   (from the capture); every keyword instance is its own vector.

@@ -52,7 +52,7 @@ MoreOpt = Annotated[
 ]
 KOpt = Annotated[int, typer.Option("--k", help="OV scores: a hit when a target is in the top k logits.")]
 EmbeddingOpt = Annotated[
-    Embedding, typer.Option("--embedding", help="OV scores: context, token or block0 (methods.md section 2).")
+    Embedding, typer.Option("--embedding", help="OV scores: context, token or block0 (docs/methods.md §2).")
 ]
 KnockoutOpt = Annotated[
     int, typer.Option("--knockout-n", help="Knock out each head and MLP on this many prompts (0: skip).")

@@ -1,4 +1,4 @@
-"""Knockouts (methods.md §6): the task metric with heads and MLPs replaced by zero, mean or resample.
+"""Knockouts (docs/methods.md §6): the task metric with heads and MLPs replaced by zero, mean or resample.
 
 Values come from the task's corrupted twin, which shares every position with the clean prompts:
 - `zero`: zeros;

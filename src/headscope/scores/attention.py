@@ -1,4 +1,4 @@
-"""Attention scores (methods.md §3): role-to-role attention and the head detectors.
+"""Attention scores (docs/methods.md §3): role-to-role attention and the head detectors.
 
 Role-to-role attention reads `capture.pattern_roles` (query rows at every role); the
 previous-token, duplicate-token and induction detectors read `capture.pattern_full`.
@@ -116,7 +116,7 @@ def detector_scores(
 
 
 def head_detectors(dataset: Dataset, capture: Capture) -> pd.DataFrame:
-    """Previous-token, duplicate-token and induction scores of every head (methods.md §3).
+    """Previous-token, duplicate-token and induction scores of every head (docs/methods.md §3).
 
     Each score is the share of attention mass on the ideal pattern, counted over the query
     rows where that pattern has a key (so an ideal head scores 1.0); NaN when no row has one.

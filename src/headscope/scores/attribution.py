@@ -1,4 +1,4 @@
-"""Direct logit attribution (methods.md §5): each component's share of the logit difference.
+"""Direct logit attribution (docs/methods.md §5): each component's share of the logit difference.
 
 The residual stream at `end` is the sum of the embeddings, every head's output, every
 MLP's output and the attention output biases. The final layer norm is linear once its

@@ -1,4 +1,4 @@
-"""Head labels (methods.md section 7): a label when a head's scores pass named thresholds.
+"""Head labels (docs/methods.md §7): a label when a head's scores pass named thresholds.
 
 Every label row carries its evidence: each score with the threshold it passed, so the
 thresholds are printed next to every label.

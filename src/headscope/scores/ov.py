@@ -1,4 +1,4 @@
-"""OV relation scores (methods.md §2): would head l.h, attending fully to keyword t, write f(t)?
+"""OV relation scores (docs/methods.md §2): would head l.h, attending fully to keyword t, write f(t)?
 
 `ov_scores` scores every head (or the chosen ones) at once for every relation and sign,
 and returns three tables: the scores, the per-token detail (seed 003's `print_tokens`)

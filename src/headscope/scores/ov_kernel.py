@@ -1,6 +1,6 @@
 """The fast core of the OV relation scores: every head's target ranks (and top-k tokens).
 
-For head l.h, a residual row x and a sign s (methods.md §2):
+For head l.h, a residual row x and a sign s (docs/methods.md §2):
 
     v     = LN_l(x) W_V + b_V
     co    = v W_O C                      (C centres the row; identity for RMS norm)

@@ -1,4 +1,4 @@
-"""Activation patching per head between the clean prompts and their corrupted twins (methods.md §6).
+"""Activation patching per head between the clean prompts and their corrupted twins (docs/methods.md §6).
 
 `denoise`: run the corrupted prompts with one head's `hook_z` taken from the clean run;
 `noise`: run the clean prompts with one head's `hook_z` taken from the corrupted run.

@@ -1,4 +1,4 @@
-"""Attention vs. logit contribution of one head (methods.md §4, seed 000's scatter).
+"""Attention vs. logit contribution of one head (docs/methods.md §4).
 
 For every prompt and role: x is the head's attention from `end` to the role's token
 (summed over the token's occurrences), y is the head's output at `end` projected on the
