@@ -322,7 +322,7 @@ KEYWORD_SECTIONS["negative copy"] = ("copy", (-1, "negative"))
 
 
 def keyword_blocks(run: Run, task: str) -> list[PickBlock]:
-    """Seed 003's per-keyword table, one block per relation: for the head picked, each keyword in
+    """The per-keyword table, one block per relation: for the head picked, each keyword in
     the task's order with the share of its instances whose target is in the top-k."""
     table = run.for_task("ov_keywords", task)
     blocks = []
@@ -419,8 +419,8 @@ def category_view(run: Run, task: str) -> TableView | None:
     families = [c for c in wide.columns[1:] if c not in ("other",)]
     note = (
         "Which kinds of token each head's output promotes: over every keyword instance, the share of "
-        f"its top-k slots that are {', '.join(families)} or other. On a sequence task it answers seed "
-        "003's question, e.g. do number words take part in the digit task? (one row per head: the "
+        f"its top-k slots that are {', '.join(families)} or other. On a sequence task it answers "
+        "questions such as: do number words take part in the digit task? (one row per head: the "
         "slots do not depend on the relation scored)."
     )
     return TableView.of("Top-k slots by category", wide, note=note)

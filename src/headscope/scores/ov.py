@@ -1,7 +1,7 @@
 """OV relation scores (docs/methods.md §2): would head l.h, attending fully to keyword t, write f(t)?
 
 `ov_scores` scores every head (or the chosen ones) at once for every relation and sign,
-and returns three tables: the scores, the per-token detail (seed 003's `print_tokens`)
+and returns three tables: the scores, the per-token detail (each keyword, its target, hit, rank, top-k)
 and the category breakdown of the top-k slots. The numerical core is in `ov_kernel`.
 """
 
