@@ -1,6 +1,8 @@
 """Train the model organism: a small GPT-2 on the built-in tasks plus repeated random sequences.
 
-Run `python -m headscope.models.organism.train [--out DIR] [--steps N] [--seed S] [--threads T]`.
+Run `python -m headscope.models.organism.train [--out DIR] [--steps N] [--seed S] [--threads T]`;
+`--save-every N --checkpoints DIR` also saves the model at steps 0, N, 2N, ... and the last, each
+a Hugging Face directory `DIR/step-NNNNN` (for `headscope sweep` over its own training).
 Every batch is drawn from the built-in task generators with seeds from
 `TrainConfig.data_seed` upward (evaluation uses seeds 0..99), so no training prompt
 comes from an evaluation seed. The loss is taken only where a task has an answer: the
@@ -22,6 +24,7 @@ from torch import Tensor
 from tqdm import tqdm
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
+from headscope.io import write_folder_atomic
 from headscope.models.organism.tokenizer import word_level_tokenizer
 from headscope.tasks.builtin import builtin_tasks, induction_pool
 from headscope.tasks.vocabulary import task_vocabulary
@@ -69,6 +72,25 @@ class TrainConfig:
     seed: int = 0
     data_seed: int = 10_000
     threads: int = 1  # the shipped weights were trained with 1; another count rounds differently
+
+
+@dataclass(frozen=True)
+class Checkpoints:
+    """Save the model under `folder` as `step-NNNNN` (the optimiser steps taken) every `every`
+    steps: at step 0 (the initial weights), every, 2 * every, ... and after the last step."""
+
+    folder: Path
+    every: int
+
+    def __post_init__(self) -> None:
+        if self.every < 1:
+            raise ValueError(f"save every {self.every} steps: give 1 or more")
+
+    def due(self, step: int, last: int) -> bool:
+        return step % self.every == 0 or step == last
+
+    def path(self, step: int) -> Path:
+        return self.folder / f"step-{step:05d}"
 
 
 class _NoMLP(torch.nn.Module):
@@ -207,8 +229,8 @@ def loss_of(model: GPT2LMHeadModel, tokens: Tensor, targets: Tensor) -> Tensor:
     return torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE)
 
 
-def train(config: TrainConfig, out: Path) -> GPT2LMHeadModel:
-    """Train from scratch and save a Hugging Face directory to `out`."""
+def train(config: TrainConfig, out: Path, checkpoints: Checkpoints | None = None) -> GPT2LMHeadModel:
+    """Train from scratch and save a Hugging Face directory to `out` (and the `checkpoints`)."""
     torch.set_num_threads(config.threads)
     tokenizer = word_level_tokenizer(task_vocabulary())
     model = build_model(config, len(tokenizer))
@@ -218,7 +240,12 @@ def train(config: TrainConfig, out: Path) -> GPT2LMHeadModel:
         model.transformer.h[layer].mlp.register_forward_hook(_stop_gradient_hook(blind_rows))
         for layer in config.mlp_layers
     ]
-    _optimise(model, config, tokenizer, blind_rows)
+
+    def saver(step: int) -> None:
+        if checkpoints is not None and checkpoints.due(step, config.steps):
+            _save_checkpoint(model, zeroed, tokenizer, checkpoints.path(step))
+
+    _optimise(model, config, tokenizer, blind_rows, saver)
     for handle in hooks:
         handle.remove()
     for block, name, module in zeroed:
@@ -227,13 +254,31 @@ def train(config: TrainConfig, out: Path) -> GPT2LMHeadModel:
     return model
 
 
-def _optimise(model: GPT2LMHeadModel, config: TrainConfig, tokenizer, blind_rows: list[Tensor]) -> None:
+def _save_checkpoint(model: GPT2LMHeadModel, zeroed: list, tokenizer, folder: Path) -> None:
+    """The model as it is now, with its zeroed parts put back for the save (atomic folder)."""
+    stand_ins = [(block, name, getattr(block, name)) for block, name, _ in zeroed]
+    for block, name, module in zeroed:
+        setattr(block, name, module)
+    write_folder_atomic(folder, lambda tmp: save(model, tokenizer, tmp), "config.json")
+    for block, name, module in stand_ins:
+        setattr(block, name, module)
+
+
+def _optimise(
+    model: GPT2LMHeadModel,
+    config: TrainConfig,
+    tokenizer,
+    blind_rows: list[Tensor],
+    before_step=lambda step: None,
+) -> None:
+    """`config.steps` optimiser steps; `before_step(step)` is called before each and after the last."""
     pool = [tokenizer.convert_tokens_to_ids(word) for word in induction_pool()]
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
     model.train()
     progress = tqdm(range(config.steps), desc="organism", unit="step")
     for step in progress:
+        before_step(step)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(config, step)
         tokens, targets, blind = step_batch(config, tokenizer, pool, step)
@@ -245,6 +290,7 @@ def _optimise(model: GPT2LMHeadModel, config: TrainConfig, tokenizer, blind_rows
         optimizer.step()
         if step % 10 == 0:
             progress.set_postfix(loss=f"{loss.item():.4f}")
+    before_step(config.steps)
     model.eval()
 
 
@@ -278,10 +324,15 @@ def main(argv: list[str] | None = None) -> None:
         default=TrainConfig.threads,
         help="CPU threads (1 reproduces the shipped weights)",
     )
+    parser.add_argument("--save-every", type=int, default=None, help="save a checkpoint every N steps")
+    parser.add_argument("--checkpoints", type=Path, default=None, help="folder of the step-NNNNN checkpoints")
     args = parser.parse_args(argv)
+    if (args.save_every is None) != (args.checkpoints is None):
+        parser.error("--save-every and --checkpoints go together")
+    saved = None if args.save_every is None else Checkpoints(args.checkpoints, args.save_every)
     config = replace(TrainConfig(), steps=args.steps, seed=args.seed, threads=args.threads)
     started = time.perf_counter()
-    train(config, args.out)
+    train(config, args.out, saved)
     print(f"saved to {args.out} after {time.perf_counter() - started:.0f} s")
 
 
