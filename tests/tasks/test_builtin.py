@@ -57,3 +57,47 @@ def test_sequence_answer_is_the_next_member(tiny_model):
         assert family.successor(fillers["x4"]) == pair.clean.answer
     assert family.successor("December") == "January"
     assert builtin_tasks()["seq-letters"].families[0].successor("Z") is None
+
+
+def _first_and_repeat(dataset, i):
+    roles = dataset.roles
+    first = [int(dataset.tokens[i, roles[f"t{k}"].index[i]]) for k in range(1, 9)]
+    repeat = [int(dataset.tokens[i, roles[f"r{k}"].index[i]]) for k in range(1, 8)]
+    return first, repeat
+
+
+def test_induction_default_twin_replaces_the_first_occurrence(tiny_model):
+    task = builtin_tasks()["induction"]
+    assert task.twin_kind == "first"
+    dataset = build_dataset(task, tiny_model.tokens, 30, seed=5)
+    for i, prompt in enumerate(dataset.prompts):
+        first, repeat = _first_and_repeat(dataset, i)
+        twin_first, twin_repeat = _first_and_repeat(dataset.corrupted, i)
+        assert twin_repeat == repeat  # the current token and the whole repeat unchanged
+        assert not set(twin_first) & set(first)  # every word of the first occurrence replaced
+        twin_words = dataset.corrupted.prompts[i].text.split()
+        assert prompt.answer not in twin_words and prompt.contrast not in twin_words
+        assert prompt.contrast not in prompt.text.split()
+
+
+def test_induction_repeat_twin_is_the_old_one_and_clean_prompts_do_not_depend_on_the_twin(tiny_model):
+    from headscope.tasks.registry import get_task
+
+    task = get_task("induction:repeat")
+    assert task.name == "induction" and task.twin_kind == "repeat"
+    new, old = (build_dataset(t, tiny_model.tokens, 20, seed=6) for t in (get_task("induction"), task))
+    assert (new.tokens == old.tokens).all() and (new.contrasts == old.contrasts).all()
+    for i in range(new.n):
+        first, repeat = _first_and_repeat(old, i)
+        twin_first, twin_repeat = _first_and_repeat(old.corrupted, i)
+        assert twin_first == first and not set(twin_repeat) & set(repeat)
+
+
+def test_every_builtin_task_names_its_twins_and_a_wrong_twin_is_one_line():
+    from headscope.errors import HeadscopeError
+    from headscope.tasks.registry import get_task
+
+    for task in builtin_tasks().values():
+        assert task.twins and all(t.changes and t.reveals for t in task.twins)
+    with pytest.raises(HeadscopeError, match="no twin 'nope'.*first, repeat"):
+        get_task("induction:nope")

@@ -7,7 +7,7 @@ import random
 from headscope.errors import HeadscopeError
 from headscope.tasks import words
 from headscope.tasks.prompt import Piece, Prompt, PromptPair, fill, occurrence_roles
-from headscope.tasks.task import Family, Task, WordFilter
+from headscope.tasks.task import Family, Task, Twin, WordFilter
 
 IOI_BASE_TEMPLATES: tuple[str, ...] = (
     "Then, {A} and {B} went to the {PLACE}. {S} gave a {OBJECT} to",
@@ -43,6 +43,48 @@ SEQUENCE_FAMILIES: dict[str, str] = {
     "seq-letters": "letters",
 }
 INDUCTION_LENGTH = 8
+
+IOI_TWINS = (
+    Twin(
+        "abc",
+        "S2 replaced by a third name (the IOI paper's ABC)",
+        "what is computed from S2 on: duplicate-token / induction heads at S2 -> S-inhibition heads "
+        "(k, v) -> name movers (q) -> logits; IO and S1 are unchanged, so the name movers' value "
+        "path from IO (embed -> v) cannot show",
+    ),
+)
+RECENCY_TWINS = (
+    Twin(
+        "names",
+        "every subject replaced by other names (same verbs)",
+        "every name-dependent edge: name positions -> the heads that move the latest name (k, v), "
+        "their queries at the end (q), -> logits",
+    ),
+)
+SEQUENCE_TWINS = (
+    Twin(
+        "members",
+        "x1..x4 replaced by random members (same frame)",
+        "member positions -> the heads that find x4 (k) and move it (v), the successor mapping "
+        "(MLPs, head OV) -> logits; the frame before x1 is unchanged",
+    ),
+)
+INDUCTION_TWINS = (
+    Twin(
+        "first",
+        "the first occurrence replaced by other random words (the repeat, and so the current "
+        "token, unchanged): the answer is not in the prompt",
+        "the key/value side: previous-token heads at the first occurrence -> induction heads' "
+        "keys (k, K-composition) and the copied token -> their values (v) -> logits; the query "
+        "side (the current token at the end) is unchanged",
+    ),
+    Twin(
+        "repeat",
+        "the repeat replaced by other random words (the first occurrence unchanged)",
+        "the query side: the current token -> induction heads' queries (q) -> logits; the first "
+        "occurrence is unchanged, so no previous-token -> induction key edge can matter",
+    ),
+)
 
 
 def _pool(pool: tuple[str, ...], word_ok: WordFilter, need: int, what: str) -> tuple[str, ...]:
@@ -188,20 +230,38 @@ def induction_pool() -> tuple[str, ...]:
     return words.NAMES + words.OBJECTS + words.PLACES
 
 
-def _induction(n: int, rng: random.Random, word_ok: WordFilter) -> list[PromptPair]:
+def _induction(n: int, rng: random.Random, word_ok: WordFilter, twin: str = "first") -> list[PromptPair]:
+    """Clean: `seq + seq[:-1]`, answer seq[-1], contrast other[-1] (in neither prompt). Twin
+    `first`: `other[:-1] + [w] + seq[:-1]` (the first occurrence replaced, so the answer is not
+    in the prompt and the key/value side differs; `w`, a word of neither list, stands where the
+    answer stood, so the contrast is not what the twin's induction would copy); twin `repeat`:
+    `seq + other[:-1]` (the repeat replaced: the query side differs). The clean prompts and the
+    random stream do not depend on the twin."""
     pool = _pool(induction_pool(), word_ok, 2 * INDUCTION_LENGTH + 1, "induction words")
     length = INDUCTION_LENGTH
     first_roles = [f"t{i}" for i in range(1, length + 1)]
     repeat_roles = [f"r{i}" for i in range(1, length)]
     pairs = []
     for _ in range(n):
-        chosen = _sample_opening(rng, pool, 2 * length, (0,), _opening(word_ok), "induction words")
+        opening = (0, length)  # seq[0] opens the prompt, other[0] the `first` twin
+        chosen = _sample_opening(rng, pool, 2 * length, opening, _opening(word_ok), "induction words")
         seq, other = chosen[:length], chosen[length:]
         clean = _word_pieces(seq + seq[:-1], first_roles + repeat_roles)
-        corrupted = _word_pieces(seq + other[:-1], first_roles + repeat_roles)
+        if twin == "first":
+            twin_words = other[:-1] + [_stand_in(pool, chosen)] + seq[:-1]
+        else:
+            twin_words = seq + other[:-1]
+        corrupted = _word_pieces(twin_words, first_roles + repeat_roles)
         contrast = other[-1]
         pairs.append(PromptPair(Prompt(clean, seq[-1], contrast), Prompt(corrupted, seq[-1], contrast)))
     return pairs
+
+
+def _stand_in(pool: tuple[str, ...], chosen: list[str]) -> str:
+    """A word of `pool` not in `chosen`, picked by a generator seeded with `chosen` (so the task's
+    own random stream, and with it every clean prompt, is the same whatever the twin)."""
+    rest = sorted(set(pool) - set(chosen))
+    return random.Random(" ".join(chosen)).choice(rest)
 
 
 def _word_pieces(sequence: list[str], roles: list[str]) -> tuple[Piece, ...]:
@@ -232,6 +292,7 @@ def _sequence_task(task_name: str, family_name: str) -> Task:
         families=(family,),
         relations=("copy", "next"),
         categories=_member_categories(),
+        twins=SEQUENCE_TWINS,
     )
 
 
@@ -259,6 +320,7 @@ def builtin_tasks() -> dict[str, Task]:
             role_groups={"S": ("S1", "S2")},
             offsets={"S1+1": ("S1", 1)},
             categories={"names": words.NAMES},
+            twins=IOI_TWINS,
         ),
         Task(
             name="recency",
@@ -269,6 +331,7 @@ def builtin_tasks() -> dict[str, Task]:
             answer_role="S_r1",
             contrast_role="S_r2",
             categories={"names": words.NAMES},
+            twins=RECENCY_TWINS,
         ),
         *(_sequence_task(task, family) for task, family in SEQUENCE_FAMILIES.items()),
         Task(
@@ -278,6 +341,7 @@ def builtin_tasks() -> dict[str, Task]:
             keyword_roles=tuple(f"t{i}" for i in range(1, INDUCTION_LENGTH + 1)),
             answer_role=None,
             contrast_role=None,
+            twins=INDUCTION_TWINS,
         ),
     ]
     return {task.name: task for task in tasks}

@@ -15,7 +15,9 @@ def get_task(name: str) -> Task:
     """A built-in task by name, or a user task from a `.toml` file path.
 
     Args:
-        name: a built-in task (`hs.builtin_tasks()`: "ioi", "seq-digits", ...) or a TOML file path.
+        name: a built-in task (`hs.builtin_tasks()`: "ioi", "seq-digits", ...), optionally with the
+            kind of corrupted twin after a colon ("induction:repeat"; `task.twins` lists them), or a
+            TOML file path.
 
     Returns:
         The `Task`; `hs.dataset(model, task, n=200)` builds its prompts for a model.
@@ -27,6 +29,9 @@ def get_task(name: str) -> Task:
     tasks = builtin_tasks()
     if name in tasks:
         return tasks[name]
+    base, _, twin = name.partition(":")
+    if twin and base in tasks:  # "induction:repeat": the task with another kind of corrupted twin
+        return tasks[base].with_twin(twin)
     if name.endswith(".toml") or Path(name).is_file():
         from headscope.tasks.toml_task import load_task_file
 

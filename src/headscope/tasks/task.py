@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from headscope.errors import HeadscopeError
 from headscope.tasks.prompt import PromptPair
 
 WordFilter = Callable[[str], bool]
@@ -41,6 +42,19 @@ class Family:
 
 
 @dataclass(frozen=True)
+class Twin:
+    """A kind of corrupted twin a task makes: what it changes and which edges it can show.
+
+    An edge's effect (patching, attribution) is non-zero only where its source's output differs
+    between the clean run and the twin's, so the twin decides which mechanism an edge analysis
+    can see at all (docs/methods.md, circuits)."""
+
+    kind: str
+    changes: str  # what differs from the clean prompt (same template, same positions)
+    reveals: str  # which edges can carry the difference
+
+
+@dataclass(frozen=True)
 class Task:
     """A task: prompts from templates with named roles, answers, contrasts and keywords.
 
@@ -48,7 +62,9 @@ class Task:
     when they occur in the prompt (None when they do not, e.g. the next member of a
     sequence). `keyword_roles` name the filler roles whose tokens the OV scores use; `role_groups`
     merge roles that a name occupies several times (IOI's S = S1 + S2); `offsets` add
-    derived roles such as IOI's `S1+1`.
+    derived roles such as IOI's `S1+1`. `twins` lists the kinds of corrupted twin the generator
+    makes (the first is the default; with more than one, the generator takes `twin=KIND`), `twin`
+    the kind chosen (None: the default); `task.with_twin(kind)` chooses another.
     """
 
     name: str
@@ -63,7 +79,23 @@ class Task:
     offsets: dict[str, tuple[str, int]] = field(default_factory=dict)
     mappings: dict[str, dict[str, str]] = field(default_factory=dict)
     categories: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    twins: tuple[Twin, ...] = ()
+    twin: str | None = None
+
+    @property
+    def twin_kind(self) -> str | None:
+        """The kind of corrupted twin this task makes (None where it names none)."""
+        return self.twin or (self.twins[0].kind if self.twins else None)
+
+    def with_twin(self, kind: str) -> Task:
+        """The same task with the corrupted twin `kind` (one of `twins`)."""
+        kinds = [t.kind for t in self.twins]
+        if kind not in kinds:
+            choices = ", ".join(kinds) or "-"
+            raise HeadscopeError(f"task {self.name} has no twin {kind!r}: choose one of {choices}")
+        return replace(self, twin=kind)
 
     def generate(self, n: int, seed: int, word_ok: WordFilter = any_word) -> list[PromptPair]:
-        """`n` prompt pairs, the same for the same seed."""
-        return self.generator(n, random.Random(seed), word_ok)
+        """`n` prompt pairs, the same for the same seed (the clean prompts whatever the twin)."""
+        chosen = {"twin": self.twin_kind} if len(self.twins) > 1 else {}
+        return self.generator(n, random.Random(seed), word_ok, **chosen)
