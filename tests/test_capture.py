@@ -7,6 +7,7 @@ from headscope.capture import CaptureError, Needs, capture
 from headscope.scores import attention, attribution, evaluate, scatter
 from headscope.tasks.builtin import builtin_tasks
 from headscope.tasks.dataset import build_dataset
+from tests.numerics import float_tolerance
 
 EVERYTHING = Needs(
     resid0_keywords=True,
@@ -79,9 +80,11 @@ def test_a_score_given_a_capture_without_its_field_names_the_field_and_the_flag(
 
 
 @pytest.mark.parametrize("family", ["gpt2", "gemma2"])
-def test_logits_at_end_equal_the_full_forward_pass_bit_for_bit(tiny_model, family, tmp_path):
-    """The unembedding runs on the end rows only (and Gemma 2's soft-cap after it): the same
-    numbers as the model's own forward pass over every position, read at `end`."""
+def test_logits_at_end_equal_the_full_forward_pass(tiny_model, family, tmp_path):
+    """The unembedding runs on the end rows only (and Gemma 2's soft-cap after it): the model's own
+    forward pass over every position, read at `end`, to within float32 rounding of the one product
+    that differs (a product of another shape may sum in another order: d_model terms per logit,
+    bounded by |unembedding input| @ |W_U|)."""
     from tests.models.families import BY_NAME, headscope_model, save_family
 
     model = tiny_model if family == "gpt2" else headscope_model(save_family(BY_NAME[family], tmp_path))
@@ -89,6 +92,9 @@ def test_logits_at_end_equal_the_full_forward_pass_bit_for_bit(tiny_model, famil
     assert dataset.lengths.unique().numel() > 1  # ends at different positions
     kept = capture(model, dataset, Needs(logits_end=True, scale_end=True), batch_size=4)
     with torch.no_grad():
-        full = model.bridge(dataset.tokens)  # [batch, pos, d_vocab]: the hook is gone again
-    assert full.shape[:2] == dataset.tokens.shape
-    torch.testing.assert_close(kept.logits_end, full[torch.arange(dataset.n), dataset.end], rtol=0, atol=0)
+        full, cache = model.bridge.run_with_cache(dataset.tokens, names_filter="unembed.hook_in")
+    assert full.shape[:2] == dataset.tokens.shape  # [batch, pos, d_vocab]: the hook is gone again
+    rows = torch.arange(dataset.n), dataset.end
+        terms = cache["unembed.hook_in"][rows].abs() @ model.bridge.unembed.W_U.abs()  # [batch, d_vocab]
+    tol = float_tolerance(model.weights.d_model, float(terms.max()))
+    torch.testing.assert_close(kept.logits_end, full[rows], rtol=0, atol=tol)

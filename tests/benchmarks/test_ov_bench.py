@@ -1,4 +1,4 @@
-"""The benchmark's fast path and its reference loop agree exactly on a small random model."""
+"""The benchmark's fast path and its reference loop agree (ranks and top-k exactly but at float ties)."""
 
 import dataclasses
 
@@ -8,6 +8,7 @@ from benchmarks.ov import RELATIONS, Item, random_weights, reference_head
 
 from headscope.scores import ov_fused, ov_kernel
 from headscope.scores.ov_kernel import Targets, ov_ranks
+from tests.numerics import check_topk, float_tolerance, rank_window
 
 
 def _double(weights):
@@ -42,7 +43,7 @@ def counter(request, monkeypatch):
 
 @pytest.mark.parametrize("n_rows", [5, 40])  # the direct form, then the factored form
 @pytest.mark.parametrize("blocks", ["one", "many"])
-def test_fast_and_reference_agree_exactly(n_rows, blocks, counter, monkeypatch):
+def test_fast_and_reference_agree(n_rows, blocks, counter, monkeypatch):
     if blocks == "many":  # several column, head and row blocks, and a short last block of each
         monkeypatch.setattr(ov_kernel, "COLUMNS", 64)
         monkeypatch.setattr(ov_kernel, "BLOCK_FLOATS", 64 * 14)
@@ -54,10 +55,12 @@ def test_fast_and_reference_agree_exactly(n_rows, blocks, counter, monkeypatch):
     for i, head in enumerate(heads):
         reference = reference_head(weights, item, *head)
         for name, sign in RELATIONS:
-            rank, top, logits, _ = reference[(name, sign)]
+            rank, top, logits, best = reference[(name, sign)]
             got = fast.rank[i, 0 if sign == 1 else 1, :, 0 if name == "copy" else 1].long()
-            assert torch.equal(got, rank)
-            assert torch.equal(fast.topk[i, 0 if sign == 1 else 1].long(), top)
+            tol = float_tolerance(3 * 24 + 6, float(logits.abs().max()), torch.float64)
+            low, high = rank_window(logits, best, tol)  # one rank, but at a float64 tie
+            assert bool(((low <= got) & (got <= high)).all())
+            check_topk(fast.topk[i, 0 if sign == 1 else 1], logits, tol)
 
 
 def test_without_topk_same_ranks(counter):

@@ -12,6 +12,8 @@ import pytest
 import torch
 
 from headscope.capture import Needs, capture
+from headscope.embedding import effective_embeddings
+from headscope.heads import all_heads
 from headscope.models import devices
 from headscope.models.devices import (
     DeviceError,
@@ -22,10 +24,13 @@ from headscope.models.devices import (
     torch_threads,
 )
 from headscope.models.loading import load_model
-from headscope.scores.ov import OVOptions, ov_scores
+from headscope.scores.ov import OVOptions
+from headscope.scores.ov_kernel import ov_ranks
+from headscope.scores.relations import instance_targets, row_targets
 from headscope.tasks.dataset import build_dataset
 from headscope.tasks.registry import get_task
 from tests.conftest import save_tiny_gpt2
+from tests.numerics import assert_float_close, check_ov_ranks
 
 NO_GPU = not torch.cuda.is_available()
 ALL_NEEDS = Needs(resid0_keywords=True, pattern_end=True, z_end=True, mlp_end=True, scale_end=True)
@@ -161,7 +166,9 @@ def test_bfloat16_captures_are_float32_and_near_the_float32_run(organism_pair):
         assert not torch.equal(x, y), f"{name}: the bfloat16 run gave float32's exact numbers"
         scale = float(x.abs().max())
         assert float((x - y).abs().max()) < 0.05 * scale, name  # bfloat16 keeps ~3 significant digits
-    assert torch.equal(a.logits_end.argmax(-1), b.logits_end.argmax(-1))
+    rows = torch.arange(dataset.n)  # bfloat16's argmax is float32's except at a near-tie of logits
+    margin = 0.1 * float(a.logits_end.abs().max())
+    assert bool((a.logits_end[rows, b.logits_end.argmax(-1)] >= a.logits_end.amax(-1) - margin).all())
 
 
 # ---- threads ---------------------------------------------------------------------------------
@@ -220,16 +227,33 @@ def wide_model(tmp_path_factory, vocabulary):
     return load_model(str(directory), device="cpu")
 
 
+def _ov_ranks_of(model, dataset, taken, options: OVOptions):
+    """The OV kernel's ranks for the capture's own context vectors (what ov_scores computes)."""
+    vectors = effective_embeddings(model, dataset, "context", taken).vectors
+    per_relation = [instance_targets(dataset, model.tokens, r)[1] for r in options.relations]
+    targets = row_targets(per_relation, torch.arange(vectors.shape[0]), vectors.shape[0])
+    heads = all_heads(model.n_layers, model.n_heads)
+    ranks = ov_ranks(model.weights, vectors, targets, heads, options.k, options.signs)
+    return vectors, targets, heads, ranks
+
+
 @pytest.mark.parametrize("which", ["organism", "wide"])
-def test_numbers_do_not_depend_on_the_thread_count(which, organism_pair, wide_model):
+def test_numbers_do_not_depend_on_the_thread_count_beyond_float_rounding(which, organism_pair, wide_model):
+    """Another thread count may split a product's sum differently (MKL honours a fixed order on some
+    processors only): floats agree within float32 rounding of the longest sums on their path, ranks
+    and top-k lists exactly except at float ties (counted in a warning)."""
     model = organism_pair[0] if which == "organism" else wide_model
     dataset = build_dataset(get_task("seq-digits"), model.tokens, 67, 0)  # a last batch of 3 prompts
     options = OVOptions(("copy", "next"), 5, "context", True)
     runs = []
     for threads in (1, os.cpu_count()):
         with torch_threads(threads):
-            runs.append((capture(model, dataset, ALL_NEEDS), ov_scores(model, dataset, options)))
-    (a, ov_a), (b, ov_b) = runs
+            taken = capture(model, dataset, ALL_NEEDS)
+            runs.append((taken, _ov_ranks_of(model, dataset, taken, options)))
+    (a, _), (b, _) = runs
+    d_mlp = model.bridge.cfg.d_mlp or 4 * model.weights.d_model
+    chain = model.n_layers * (3 * model.weights.d_model + d_mlp)  # every sum on a residual's path
     for name in ("logits_end", "pattern_end", "z_end", "mlp_end", "scale_end", "resid0_keywords"):
-        assert torch.equal(getattr(a, name), getattr(b, name)), name
-    assert ov_a.table.equals(ov_b.table) and ov_a.per_token.equals(ov_b.per_token)
+        assert_float_close(getattr(b, name), getattr(a, name), chain, name)
+    for _, (vectors, targets, heads, ranks) in runs:
+        check_ov_ranks(model.weights, vectors, targets, heads, options.signs, ranks, chain, which)
