@@ -183,13 +183,23 @@ def test_threads_are_chosen_by_width_device_and_idle_cores(monkeypatch):
     assert choose_threads(4096, gpu) == 1
 
 
-def test_idle_cores_subtract_the_busier_of_load_and_running(monkeypatch):
-    monkeypatch.setattr(os, "cpu_count", lambda: 8)
-    monkeypatch.setattr(os, "getloadavg", lambda: (2.6, 0.0, 0.0))
-    monkeypatch.setattr(devices, "_running_others", lambda: 1)
-    assert devices.idle_cores() == 5
-    monkeypatch.setattr(devices, "_running_others", lambda: 12)
-    assert devices.idle_cores() == 1
+def test_idle_cores_are_the_idle_share_of_the_cores_this_process_may_use(monkeypatch):
+    busy = [100.0, 30.0, 80.0, 0.0, 100.0, 100.0]
+    monkeypatch.setattr(devices.psutil, "cpu_percent", lambda interval, percpu: busy)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    assert devices.usable_cores() == 4
+    assert devices.idle_cores() == 2  # 0.0 + 0.7 + 0.2 + 1.0 idle cores
+    busy[:] = [100.0] * 6
+    assert devices.idle_cores() == 1  # at least one
+
+
+def test_cores_without_an_affinity_call_are_every_core(monkeypatch):
+    """macOS and Windows have no sched_getaffinity: every core counts."""
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 3)
+    monkeypatch.setattr(devices.psutil, "cpu_percent", lambda interval, percpu: [0.0, 50.0, 100.0])
+    assert devices.usable_cores() == 3
+    assert devices.idle_cores() == 2  # 1.5 idle, rounded
 
 
 def test_threads_outside_the_cores_are_one_line():

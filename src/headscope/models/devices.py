@@ -7,11 +7,13 @@ cannot multiply in, is one `DeviceError` line naming the value and the fix.
 Threads: torch's default (one thread per core) is fastest on a quiet machine for large matrices,
 but the organism's and GPT-2's matrices are small, and when another process holds a core each
 parallel region waits for the slowest thread: 5 to 14 times slower. `choose_threads` picks a
-count per model from its width; `--threads N` overrides it. Results do not depend on the count:
-importing this module asks MKL, before its first matrix product, for results that do not
-depend on the thread count (`MKL_CBWR=AUTO,STRICT`; otherwise a product with few rows and a
-long inner dimension, such as an MLP's output projection on one short batch, is split along
-the sum, and its last bits change with the count). tests/models/test_devices.py checks it.
+count per model from its width and the cores idle when the model is loaded; `--threads N`
+overrides it. What the count may change: a product with few rows and a long inner dimension
+(an MLP's output projection on one short batch) may be split along its sum, so the last bits of
+floats can differ between thread counts; ranks, top-k lists and counts then differ only at float
+ties. Importing this module asks MKL for a fixed summation order (`MKL_CBWR=AUTO,STRICT`), which
+some processors honour and others ignore: nothing relies on it (tests/models/test_devices.py
+compares thread counts within float32 rounding, tie-aware).
 """
 
 from __future__ import annotations
@@ -20,14 +22,15 @@ import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Literal, get_args
 
+import psutil
 import torch
 
 from headscope.errors import HeadscopeError
 
-# Read by MKL at its first call (a user's own setting wins); a no-op for other BLAS libraries.
+# Read by MKL at its first call (a user's own setting wins); a no-op for other BLAS libraries and
+# on processors where MKL does not honour it. Best effort: no result depends on it.
 os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 
 DType = Literal["float32", "bfloat16", "float16"]
@@ -44,6 +47,7 @@ _CUDA = re.compile(r"^cuda(?::(\d+))?$")
 # threads help on a quiet machine, and `choose_threads` still takes one when the others' load
 # leaves no idle core (a thread that has to wait for a core stalls every parallel region).
 THREADED_WIDTH = 512
+IDLE_SAMPLE_S = 0.2  # how long `idle_cores` watches the cores before a model is loaded
 
 
 class DeviceError(HeadscopeError):
@@ -147,24 +151,22 @@ def check_threads(threads: int | None) -> int | None:
     return threads
 
 
-def idle_cores() -> int:
-    """Cores that other processes leave free: this machine's cores less the busier of the
-    1-minute load average and the processes running right now (/proc/loadavg), at least 1."""
-    cores = os.cpu_count() or 1
-    try:
-        busy = os.getloadavg()[0]
-    except OSError:
-        busy = 0.0
-    return max(1, cores - max(int(busy + 0.5), _running_others()))
+def usable_cores() -> int:
+    """Cores this process may run on: its CPU affinity where the system keeps one (Linux), else
+    every core (macOS, Windows)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
 
 
-def _running_others() -> int:
-    """Runnable processes now, other than this one (0 where /proc/loadavg is not available)."""
-    try:
-        fields = Path("/proc/loadavg").read_text().split()
-        return max(0, int(fields[3].split("/")[0]) - 1)
-    except (OSError, IndexError, ValueError):
-        return 0
+def idle_cores(sample_s: float = IDLE_SAMPLE_S) -> int:
+    """Cores idle right now: the idle share of each core this process may use, summed over a short
+    sample (psutil, on any system), at least 1. Unlike a load average, a run that has just ended
+    no longer counts."""
+    busy = psutil.cpu_percent(interval=sample_s, percpu=True)  # [core] percent busy
+    affinity = getattr(os, "sched_getaffinity", None)
+    allowed = affinity(0) if affinity is not None else range(len(busy))
+    idle = sum(100.0 - busy[c] for c in allowed if c < len(busy)) / 100.0
+    return max(1, min(usable_cores(), int(idle + 0.5)))
 
 
 def choose_threads(d_model: int, device: torch.device) -> int:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 import signal
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -21,6 +20,7 @@ import plotly.io
 import plotly.offline
 
 from headscope.io import check_folder_replaceable, write_folder_atomic, write_text
+from headscope.models.devices import usable_cores
 from headscope.report.content import Page, build_page
 from headscope.report.figures import Figure
 from headscope.run import RESULTS_FILE, Run
@@ -97,7 +97,7 @@ def _draw(job: tuple[Figure, Path]) -> Path:
 def draw_pngs(figures: list[Figure], folder: Path, workers: int | None = None) -> list[Path]:
     """One PNG per figure, drawn by forked worker processes when there is more than one CPU."""
     jobs = [(figure, folder / f"{figure.name}.png") for figure in figures]
-    workers = workers if workers is not None else min(len(os.sched_getaffinity(0)), 4)
+    workers = workers if workers is not None else min(usable_cores(), 4)
     if workers < 2 or len(jobs) < 8 or "fork" not in multiprocessing.get_all_start_methods():
         return [_draw(job) for job in jobs]
     context = multiprocessing.get_context("fork")
