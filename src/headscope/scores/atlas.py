@@ -1,0 +1,269 @@
+"""The head atlas (methods.md section 11): what every head does, read from the weights, across a
+library of relations (`tasks/relation_library.py`).
+
+For every head, relation and sign: the top-k score (share of the relation's kept sources whose
+target is among the top k of the whole vocabulary, methods.md section 2, computed by the OV kernel)
+and the within-set score (share whose target is the best of the relation's candidate targets;
+chance 1/|T|, `atlas_within`). Every relation's source rows are stacked into one batch, so each
+head's OV circuit up to the logits is formed once for all of them; the effective embedding of
+each distinct source token is computed once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+
+from headscope.embedding import block0_vectors, token_vectors
+from headscope.errors import HeadscopeError
+from headscope.heads import all_heads
+from headscope.models.loading import Model
+from headscope.scores.atlas_within import candidate_sets, within_ranks
+from headscope.scores.ov import kernel_device
+from headscope.scores.ov_kernel import Targets, ov_ranks
+from headscope.tasks.relation_library import Relation, choose_relations
+from headscope.tasks.relation_tokens import SpelledRelation, spell_relation
+
+SIGNS = (1, -1)
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+COLUMNS = ("layer", "head", "relation", "group", "sign", "score", "within", "chance", "n", "dropped")
+PER_SOURCE = (
+    "layer", "head", "relation", "sign", "source", "target", "rank", "hit", "within_rank", "within_hit",
+    "topk",
+)  # fmt: skip
+CARD_WITHIN = 0.5  # a head "maps" a relation: its target is the best candidate for half the sources
+CARD_TOPK = 0.5  # a head "writes the set": targets in the top k for half the sources, within-set below
+CARD_LENGTH = 3  # relations named on a head's function card
+MIN_CANDIDATES = 2  # a relation whose kept targets are fewer distinct tokens has no within-set score
+
+
+@dataclass(frozen=True)
+class AtlasOptions:
+    """Top-k of the top-k score, the effective embedding, the precision, and the per-source table."""
+
+    k: int = 5
+    embedding: Literal["token", "block0"] = "token"
+    precision: Literal["float32", "float64"] = "float32"
+    per_source: bool = False  # also the per-source table (with each row's top-k tokens)
+
+
+@dataclass(frozen=True)
+class AtlasResult:
+    table: pd.DataFrame  # COLUMNS: one row per head x relation x sign
+    relations: pd.DataFrame  # relation, group, pairs, kept, dropped, candidates, chance, source
+    cards: pd.DataFrame  # one row per head: its strongest relations
+    per_source: pd.DataFrame  # PER_SOURCE (empty unless options.per_source)
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """Every kept pair of every relation, stacked: entry e is pair `pair[e]` of relation `relation[e]`."""
+
+    spelled: list[SpelledRelation]  # the relations with at least one kept pair
+    tokens: torch.Tensor  # [unique source token]
+    row: np.ndarray  # [entry] -> index into tokens
+    starts: np.ndarray  # [relation] first entry
+
+
+def _batch(spelled: list[SpelledRelation]) -> _Batch:
+    sources = np.array([t for s in spelled for t in s.source_tokens], dtype=np.int64)
+    unique, row = np.unique(sources, return_inverse=True)
+    starts = np.cumsum([0, *[s.n for s in spelled]])[:-1]
+    return _Batch(spelled, torch.from_numpy(unique), row, starts)
+
+
+def check_atlas(model: Model, options: AtlasOptions) -> None:
+    if options.k < 1 or options.k > model.weights.d_vocab:
+        raise HeadscopeError(
+            f"k={options.k}: give a k from 1 to the vocabulary's {model.weights.d_vocab} tokens "
+            "(a hit when the target is among the top k logits)"
+        )
+    if options.embedding not in ("token", "block0"):
+        raise HeadscopeError(f"unknown embedding {options.embedding!r}: choose token or block0")
+    if options.precision not in DTYPES:
+        raise HeadscopeError(f"unknown precision {options.precision!r}: choose float32 or float64")
+
+
+def scored(spelled: SpelledRelation) -> bool:
+    """Whether a relation is scored: its kept pairs have at least MIN_CANDIDATES distinct targets."""
+    return len(spelled.candidates) >= MIN_CANDIDATES
+
+
+def spell_all(model: Model, relations: list[Relation]) -> list[SpelledRelation]:
+    """Every relation spelled by the model's tokenizer; an error when none can be scored."""
+    spelled = [spell_relation(r, model.tokens) for r in relations]
+    if not any(scored(s) for s in spelled):
+        names = ", ".join(r.name for r in relations[:5]) + (", ..." if len(relations) > 5 else "")
+        raise HeadscopeError(
+            f"none of the relations asked for ({names}) keeps {MIN_CANDIDATES} pairs with distinct targets "
+            "whose source is one token for this tokenizer; choose other relations or give a TOML file "
+            "of words this model spells"
+        )
+    return spelled
+
+
+def atlas_scores(
+    model: Model, relations: list[Relation] | None = None, options: AtlasOptions = AtlasOptions()
+) -> AtlasResult:
+    """Top-k and within-set scores of every head, relation (default: the whole library) and sign."""
+    check_atlas(model, options)
+    every = spell_all(model, choose_relations(None) if relations is None else list(relations))
+    batch = _batch([s for s in every if scored(s)])
+    vectors = (token_vectors if options.embedding == "token" else block0_vectors)(model, batch.tokens)
+    x = vectors[torch.from_numpy(batch.row)]  # [entry, d_model]: one row per kept pair
+    heads = all_heads(model.n_layers, model.n_heads)
+    device, dtype = kernel_device(model), DTYPES[options.precision]
+    ranks = ov_ranks(
+        model.weights, x, _targets(batch), heads, options.k, SIGNS, dtype, options.per_source, device
+    )
+    union, sets = candidate_sets(
+        [list(range(start, start + s.n)) for start, s in zip(batch.starts, batch.spelled, strict=True)],
+        [s.candidates for s in batch.spelled],
+        [s.answer for s in batch.spelled],
+    )
+    within = torch.cat(within_ranks(model.weights, x, heads, union, sets, SIGNS, dtype, device), -1)
+    rank = ranks.rank[..., 0].numpy()  # [head, sign, entry]
+    table = score_table(batch, heads, rank, within.numpy(), options.k)
+    per_source = (
+        per_source_table(batch, heads, rank, within.numpy(), ranks.topk.numpy(), model, options.k)
+        if options.per_source
+        else pd.DataFrame(columns=PER_SOURCE)
+    )
+    return AtlasResult(table, relation_table(every), function_cards(table), per_source)
+
+
+def _targets(batch: _Batch) -> Targets:
+    """One relation slot per row: the kept pair's target tokens (padded by repeating the first)."""
+    spelled = [t for s in batch.spelled for t in s.target_tokens]
+    width = max(len(t) for t in spelled)
+    tokens = torch.tensor([[*t, *[t[0]] * (width - len(t))] for t in spelled], dtype=torch.long)
+    return Targets(tokens[:, None, :], torch.ones(len(spelled), 1, dtype=torch.bool))  # [row, 1, width]
+
+
+def _head_sign_columns(heads: list[tuple[int, int]], per: int) -> dict[str, np.ndarray]:
+    """layer, head, sign of a [head, sign, per] block flattened row-major."""
+    layers, index = np.array([la for la, _ in heads]), np.array([h for _, h in heads])
+    return {
+        "layer": np.repeat(layers, len(SIGNS) * per),
+        "head": np.repeat(index, len(SIGNS) * per),
+        "sign": np.tile(np.repeat(np.array(SIGNS), per), len(heads)),
+    }
+
+
+def score_table(batch: _Batch, heads, rank: np.ndarray, within: np.ndarray, k: int) -> pd.DataFrame:
+    """One row per head x relation x sign: shares of hits over the relation's kept pairs."""
+    n = np.array([s.n for s in batch.spelled])
+    hits = np.add.reduceat((rank < k).astype(np.int64), batch.starts, axis=-1)  # [head, sign, relation]
+    best = np.add.reduceat((within == 0).astype(np.int64), batch.starts, axis=-1)
+    columns = _head_sign_columns(heads, len(batch.spelled))
+    repeat = len(heads) * len(SIGNS)
+    table = pd.DataFrame(
+        {
+            "layer": columns["layer"],
+            "head": columns["head"],
+            "relation": np.tile([s.relation.name for s in batch.spelled], repeat),
+            "group": np.tile([s.relation.group for s in batch.spelled], repeat),
+            "sign": columns["sign"],
+            "score": (hits / n).reshape(-1),
+            "within": (best / n).reshape(-1),
+            "chance": np.tile([s.chance for s in batch.spelled], repeat),
+            "n": np.tile(n, repeat),
+            "dropped": np.tile([s.dropped for s in batch.spelled], repeat),
+        }
+    )
+    return table[list(COLUMNS)]
+
+
+def relation_table(spelled: list[SpelledRelation]) -> pd.DataFrame:
+    """Per relation: pairs in the library, kept for this tokenizer, dropped, candidates, chance, and
+    whether it is scored (at least MIN_CANDIDATES distinct targets kept)."""
+    return pd.DataFrame(
+        {
+            "relation": [s.relation.name for s in spelled],
+            "group": [s.relation.group for s in spelled],
+            "pairs": [len(s.relation.pairs) for s in spelled],
+            "kept": [s.n for s in spelled],
+            "dropped": [s.dropped for s in spelled],
+            "candidates": [len(s.candidates) for s in spelled],
+            "chance": [s.chance for s in spelled],
+            "scored": [scored(s) for s in spelled],
+            "source": [s.relation.source for s in spelled],
+        }
+    )
+
+
+def card_kind(score: float, within: float, chance: float) -> str:
+    """'maps' (the target is the best candidate for most sources), 'writes the set' (targets in the
+    top k, yet not the best among them), or '' (neither)."""
+    if within >= CARD_WITHIN and within > chance:
+        return "maps"
+    return "writes the set" if score >= CARD_TOPK else ""
+
+
+def above_chance(table: pd.DataFrame) -> pd.Series:
+    """(within - chance) / (1 - chance): 0 at chance, 1 when the target is always the best candidate."""
+    return (table["within"] - table["chance"]) / (1 - table["chance"])
+
+
+def function_cards(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per head: its strongest relations by within-set score above chance, then top-k score
+    (both signs); the first named in columns of its own, the first CARD_LENGTH in `card`."""
+    ranked = table.assign(strength=above_chance(table)).sort_values(
+        ["layer", "head", "strength", "score"], ascending=[True, True, False, False], kind="stable"
+    )
+    rows = []
+    for (layer, head), group in ranked.groupby(["layer", "head"], sort=True):
+        top = group.head(CARD_LENGTH)
+        first = top.iloc[0]
+        rows.append(
+            {
+                "layer": layer,
+                "head": head,
+                "relation": first.relation,
+                "sign": first.sign,
+                "within": first.within,
+                "score": first.score,
+                "chance": first.chance,
+                "strength": first.strength,
+                "kind": card_kind(first.score, first.within, first.chance),
+                "card": "; ".join(_card_entry(r) for r in top.itertuples(index=False)),
+            }
+        )
+    cards = pd.DataFrame(rows)
+    order = ["strength", "score"]
+    return cards.sort_values(order, ascending=False, kind="stable").reset_index(drop=True)
+
+
+def _card_entry(row) -> str:
+    sign = "" if row.sign > 0 else "-"
+    return f"{sign}{row.relation} {row.within:.2f} (top-k {row.score:.2f}, chance {row.chance:.2f})"
+
+
+def per_source_table(batch: _Batch, heads, rank, within, topk, model: Model, k: int) -> pd.DataFrame:
+    """One row per head x sign x kept pair: its top-k rank, within-set rank and top-k tokens."""
+    sources = np.array([w for s in batch.spelled for w in s.sources], dtype=object)
+    targets = np.array([w for s in batch.spelled for w in s.targets], dtype=object)
+    names = np.array([s.relation.name for s in batch.spelled for _ in range(s.n)], dtype=object)
+    ids, inverse = np.unique(topk, return_inverse=True)
+    spelled = np.array([model.tokens.decode(int(t)) for t in ids], dtype=object)[inverse.reshape(topk.shape)]
+    joined = np.array([" | ".join(r) for r in spelled.reshape(-1, topk.shape[-1]).tolist()], dtype=object)
+    repeat = len(heads) * len(SIGNS)
+    columns = _head_sign_columns(heads, len(sources))
+    table = pd.DataFrame(
+        {
+            **columns,
+            "relation": np.tile(names, repeat),
+            "source": np.tile(sources, repeat),
+            "target": np.tile(targets, repeat),
+            "rank": rank.reshape(-1),
+            "hit": rank.reshape(-1) < k,
+            "within_rank": within.reshape(-1),
+            "within_hit": within.reshape(-1) == 0,
+            "topk": joined,
+        }
+    )
+    return table[list(PER_SOURCE)]
