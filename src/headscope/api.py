@@ -7,6 +7,11 @@ Extra results (the per-token table, the clean metric, ...) are in the frame's `.
 the task, the number of prompts and the model's shape. Each call runs the forward passes it
 needs; errors name the Python argument to change.
 
+`model` is what `hs.load_model` returns, or a model the notebook already holds: a TransformerLens
+`TransformerBridge`, or a Hugging Face model with its tokenizer as a pair `(hf_model, tokenizer)`;
+every analysis turns it into headscope's `Model` in one place (`models.loading.as_model`, applied
+at the end of this module), with the load-time checks of a folder.
+
 The functions called here keep their own signatures under their module paths, for code that
 shares one capture between scores (`headscope.scores.ov.ov_scores(model, dataset, options,
 capture)` and the rest).
@@ -15,6 +20,8 @@ capture)` and the rest).
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import os
 import warnings
 from collections.abc import Iterable, Sequence
@@ -26,7 +33,7 @@ from headscope.capture import Needs, capture
 from headscope.embedding import EMBEDDING_KINDS
 from headscope.errors import HeadscopeError
 from headscope.heads import Head, parse_head
-from headscope.models.loading import Model
+from headscope.models.loading import Model, as_model
 from headscope.options import names
 from headscope.scores import ablation as _ablation
 from headscope.scores import attention as _attention
@@ -738,3 +745,24 @@ __all__ = [
     "role_attention",
     "scatter",
 ]
+
+
+# ---- models in memory: one place turns every analysis's `model` into a Model ------------------
+
+
+def _taking_models_in_memory(analysis):
+    """`analysis` with its `model` argument passed through `as_model` first."""
+
+    @functools.wraps(analysis)
+    def taking(model, *args, **kwargs):
+        return analysis(as_model(model), *args, **kwargs)
+
+    return taking
+
+
+def _takes_model(value) -> bool:
+    return inspect.isfunction(value) and next(iter(inspect.signature(value).parameters), None) == "model"
+
+
+for _name in [name for name in __all__ if _takes_model(globals()[name])]:
+    globals()[_name] = _taking_models_in_memory(globals()[_name])

@@ -1,4 +1,5 @@
-"""Load a model: the bundled organism, a local Hugging Face directory, or a hub name."""
+"""Load a model: the bundled organism, a local Hugging Face directory, a GGUF file, a hub name, or a
+model already in memory (a TransformerBridge, or a Hugging Face model with its tokenizer)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import hashlib
 import os
 import socket
 import threading
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,11 +24,12 @@ from headscope.models.checks import (
     weight_files,
 )
 from headscope.models.devices import check_threads, choose_threads, resolve_device, resolve_dtype
+from headscope.models.gguf_files import check_gguf_file, is_gguf, read_gguf
 from headscope.models.placement import MaxMemory, Placement, input_device, placement, settle
 from headscope.models.weights import Weights, check_weights, weights_from_bridge
 from headscope.tasks.dataset import Tokenization
 
-__all__ = ["Model", "ModelError", "ModelIdentity", "check_model_dir", "load_model", "resolve"]
+__all__ = ["Model", "ModelError", "ModelIdentity", "as_model", "check_model_dir", "load_model", "resolve"]
 
 ORGANISM_DIR = Path(__file__).parent / "organism" / "weights"
 HUB_HOST = ("huggingface.co", 443)
@@ -140,7 +143,9 @@ def _hub_cached(name: str) -> bool:
 
 
 def resolve(spec: str) -> tuple[str, Path | None]:
-    """('organism' | 'local' | 'hub', directory or None) for a --model value."""
+    """('organism' | 'local' | 'gguf' | 'hub', directory, GGUF file or None) for a --model value."""
+    if is_gguf(spec):
+        return "gguf", check_gguf_file(spec)
     if spec == "organism":
         if not (ORGANISM_DIR / "config.json").is_file():
             raise ModelError("the bundled organism is missing from this install; reinstall headscope")
@@ -186,12 +191,17 @@ def load_model(
     device_map: str | None = None,
     max_memory: str | MaxMemory | None = None,
     offload_folder: str | Path | None = None,
+    tokenizer=None,
 ) -> Model:
-    """Load a model: the bundled organism, a local Hugging Face directory, or a hub name.
+    """Load a model: the bundled organism, a local Hugging Face directory, a GGUF file, a hub name,
+    or a model already in memory.
 
     Args:
         spec: "organism" (the bundled offline default), a directory with a config, weights and a
-            tokenizer in Hugging Face format, or a hub name such as "gpt2" (needs the network).
+            tokenizer in Hugging Face format, a llama.cpp `.gguf` file (needs `headscope[gguf]`),
+            a hub name such as "gpt2" (needs the network); or a model in memory: a TransformerLens
+            `TransformerBridge`, or a Hugging Face `PreTrainedModel` (give `tokenizer=`), used
+            where it is, in its dtype (see `as_model`).
         device: where the model runs: "cpu", "cuda" (the first GPU), "cuda:N", "mps", or "auto"
             (the first GPU if there is one, else the CPU).
         allow_pickle: also load pickled weights (`.bin`); otherwise safetensors only.
@@ -204,6 +214,7 @@ def load_model(
         max_memory: what each device may hold, "0=20GiB,1=20GiB,cpu=64GiB" or accelerate's dict
             ({0: "20GiB", "cpu": "64GiB"}); layers past the caps are offloaded to disk.
         offload_folder: where layers offloaded to disk are kept (default: a temporary folder).
+        tokenizer: the tokenizer of a Hugging Face model given as `spec`.
 
     Returns:
         A `Model`: `model.cfg`, `model.to_tokens(text)`, and what the analyses read.
@@ -211,19 +222,35 @@ def load_model(
     Example:
         >>> model = hs.load_model("organism")
         >>> model.cfg.n_layers, model.to_tokens("1 2 3")
+        >>> hs.load_model(hf_model, tokenizer=tokenizer)  # a model fine-tuned in this notebook
     """
+    check_threads(threads)
+    if not isinstance(spec, str | os.PathLike):
+        _in_place(device, dtype, device_map, max_memory, offload_folder)
+        model = as_model(spec if tokenizer is None else (spec, tokenizer))
+        torch.set_num_threads(threads or choose_threads(model.identity.d_model, model.device))
+        return model
+    spec = os.fspath(spec)
+    if tokenizer is not None:
+        raise ModelError(
+            f"tokenizer= goes with a Hugging Face model in memory; model={spec!r} brings its own: "
+            "drop tokenizer="
+        )
     split = placement(device_map, max_memory, offload_folder, device)
     where = resolve_device(device)
     precision = resolve_dtype(dtype, where)
-    check_threads(threads)
-    source, directory = resolve(spec)
-    if directory is not None:
-        check_model_dir(directory, allow_pickle)
-        bridge = _boot_local(directory, where, precision, split)
+    source, path = resolve(spec)
+    if source == "gguf":
+        model, tokens = read_gguf(path, precision, split.boot_arguments(where))
+        bridge = _boot_in_memory(model, tokens, str(path))
+    elif path is not None:
+        check_model_dir(path, allow_pickle)
+        bridge = _boot_local(path, where, precision, split)
     else:
         bridge = _boot_hub(spec, where, precision, split)
     torch.set_num_threads(threads or choose_threads(bridge.cfg.d_model, where))
-    return _wrap(spec, source, directory, bridge)
+    files = [path] if source == "gguf" else weight_files(path) if path is not None else []
+    return _wrap(spec, source, str(path) if path is not None else repr(spec), files, bridge)
 
 
 def _boot_local(directory: Path, device: torch.device, dtype: torch.dtype, split: Placement):
@@ -236,12 +263,12 @@ def _boot_local(directory: Path, device: torch.device, dtype: torch.dtype, split
         ) from error
 
 
-def _wrap(spec: str, source: str, directory: Path | None, bridge) -> Model:
+def _wrap(name: str, source: str, where: str, files: list[Path], bridge) -> Model:
+    """The Model of a booted bridge, after the load-time checks of its tokenizer and weights."""
     cfg = bridge.cfg
-    check_tokenizer(bridge.tokenizer, cfg.d_vocab, str(directory) if directory is not None else repr(spec))
-    files = weight_files(directory) if directory is not None else []
+    check_tokenizer(bridge.tokenizer, cfg.d_vocab, where)
     identity = ModelIdentity(
-        name=spec,
+        name=name,
         source=source,
         weights_sha256=_sha256(files[0]) if len(files) == 1 else None,
         n_layers=cfg.n_layers,
@@ -260,3 +287,113 @@ def _check_tokens(d_vocab: int, device) -> Tensor:
     """A few fixed token ids [1, pos] for the load-time check of the weights' reading."""
     generator = torch.Generator().manual_seed(0)
     return torch.randint(0, d_vocab, (1, 6), generator=generator).to(device)
+
+
+# ---- models already in memory ------------------------------------------------------------------
+
+_BRIDGES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # HF model -> (tokenizer, its bridge)
+_HF_PAIR = "(hf_model, tokenizer)"
+
+
+def as_model(model) -> Model:
+    """headscope's Model of what a notebook holds, with the load-time checks of a folder.
+
+    Accepts a `Model` (returned as it is), a TransformerLens `TransformerBridge` (with its own
+    tokenizer), or a Hugging Face `PreTrainedModel` with its tokenizer as a pair
+    `(hf_model, tokenizer)`. The model is used where it is and in its dtype; a Hugging Face model
+    is wrapped in a TransformerBridge once (TransformerLens swaps its attention modules for
+    hooked ones and selects eager attention; its outputs stay the same) and put in eval mode.
+    The weights the scores read are taken at this call: after changing them, call it again.
+    """
+    if isinstance(model, Model):
+        return model
+    if isinstance(model, str | os.PathLike):
+        raise ModelError(
+            f"model={os.fspath(model)!r} is not loaded; load it: hs.load_model({os.fspath(model)!r})"
+        )
+    if _is_bridge(model):
+        return _from_bridge(model)
+    if isinstance(model, tuple) and len(model) == 2 and _is_hf_model(model[0]):
+        return _from_hf(*model)
+    if _is_hf_model(model):
+        raise ModelError(
+            f"model={type(model).__name__}: a Hugging Face model needs its tokenizer; pass {_HF_PAIR} "
+            "or hs.load_model(hf_model, tokenizer=tokenizer)"
+        )
+    raise ModelError(
+        f"model={type(model).__name__}: give hs.load_model(...)'s Model, a TransformerBridge, or a "
+        f"Hugging Face model with its tokenizer, {_HF_PAIR}"
+    )
+
+
+def _is_bridge(value) -> bool:
+    from transformer_lens.model_bridge import TransformerBridge
+
+    return isinstance(value, TransformerBridge)
+
+
+def _is_hf_model(value) -> bool:
+    from transformers import PreTrainedModel
+
+    return isinstance(value, PreTrainedModel)
+
+
+def _in_place(device, dtype, device_map, max_memory, offload_folder) -> None:
+    """Refuse placement arguments for a model in memory: it stays where it is, in its dtype."""
+    given = {"device": device != "auto", "dtype": dtype != "float32", "device_map": device_map is not None}
+    given |= {"max_memory": max_memory is not None, "offload_folder": offload_folder is not None}
+    named = [name for name, set_ in given.items() if set_]
+    if named:
+        raise ModelError(
+            f"{named[0]}= with a model in memory: it is used where it is and in its dtype; drop {named[0]}= "
+            "and move or cast the model itself (model.to('cuda', torch.bfloat16))"
+        )
+
+
+def _from_bridge(bridge) -> Model:
+    name = str(getattr(bridge.cfg, "model_name", None) or type(bridge.original_model).__name__)
+    if bridge.tokenizer is None:
+        raise ModelError(
+            f"model={name!r}: this TransformerBridge has no tokenizer; boot it with its tokenizer"
+        )
+    bridge.eval()
+    return _wrap(name, "memory", f"the TransformerBridge of {name}", [], bridge)
+
+
+def _from_hf(hf_model, tokenizer) -> Model:
+    from transformers import PreTrainedTokenizerBase
+
+    name = str(getattr(hf_model, "name_or_path", "") or type(hf_model).__name__)
+    if not isinstance(tokenizer, PreTrainedTokenizerBase):
+        raise ModelError(
+            f"tokenizer={type(tokenizer).__name__}: give the model's Hugging Face tokenizer "
+            "(AutoTokenizer.from_pretrained(...))"
+        )
+    empty = [n for n, p in hf_model.named_parameters() if p.device.type == "meta"]
+    if empty and not getattr(hf_model, "hf_device_map", None):
+        raise ModelError(
+            f"model={name!r}: its weights are not loaded ({empty[0]} is on the meta device); "
+            "load them, e.g. with from_pretrained"
+        )
+    cached = _BRIDGES.get(hf_model)
+    if cached is None or cached[0] is not tokenizer:
+        cached = (tokenizer, _boot_in_memory(hf_model, tokenizer, name))
+        _BRIDGES[hf_model] = cached
+    cached[1].eval()
+    return _wrap(name, "memory", f"the Hugging Face model {name}", [], cached[1])
+
+
+def _boot_in_memory(hf_model, tokenizer, name: str):
+    """A TransformerBridge around a Hugging Face model already built (from memory or a GGUF file)."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    dtype = next(hf_model.parameters()).dtype
+    try:
+        bridge = TransformerBridge.boot_transformers(
+            name, hf_model=hf_model, tokenizer=tokenizer, dtype=dtype
+        )
+    except Exception as error:  # an architecture TransformerLens does not know, ...
+        raise ModelError(f"model={name!r}: TransformerLens cannot wrap it: {first_line(error)}") from error
+    bridge.eval()
+    settle(bridge)
+    return bridge
