@@ -42,8 +42,8 @@ def _environment() -> jinja2.Environment:
     return jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
 
 
-def render_page(page: Page) -> str:
-    """The whole page as one HTML string."""
+def render_page(page: Page, pngs: bool = True) -> str:
+    """The whole page as one HTML string (`pngs`: each figure links its PNG)."""
     specs = {
         f.name: script_json(json.loads(plotly.io.to_json(f.plotly(), validate=False))) for f in page.figures
     }
@@ -52,6 +52,7 @@ def render_page(page: Page) -> str:
     template = _environment().from_string(_asset("report.html.j2"))
     return template.render(
         page=page,
+        pngs=pngs,
         specs=specs,
         viewers=viewers,
         circuits=circuits,
@@ -68,25 +69,28 @@ def check_report_folder(folder: Path) -> Path:
     return check_folder_replaceable(Path(folder), RESULTS_FILE)
 
 
-def write_report(run: Run, folder: Path, say: Callable[[str], None] = print) -> Path:
-    """Save the run (results.json, CSVs), one PNG per figure, and the page; return the page.
+def write_report(run: Run, folder: Path, say: Callable[[str], None] = print, pngs: bool = True) -> Path:
+    """Save the run (results.json, CSVs), one PNG per figure (unless `pngs` is False: a sweep's
+    runs), and the page; return the page.
 
     The files are written into a temporary folder beside `folder`, swapped in whole when
     complete: a run stopped part-way leaves an earlier report in `folder` as it was.
     """
-    folder = write_folder_atomic(Path(folder), lambda tmp: _write_files(run, tmp, say), RESULTS_FILE)
+    write = lambda tmp: _write_files(run, tmp, say, pngs)  # noqa: E731
+    folder = write_folder_atomic(Path(folder), write, RESULTS_FILE)
     return folder / PAGE_FILE
 
 
-def _write_files(run: Run, folder: Path, say: Callable[[str], None]) -> None:
+def _write_files(run: Run, folder: Path, say: Callable[[str], None], pngs: bool = True) -> None:
     say(f"writing results.json and {len(run.tables)} CSV tables")
     run.save(folder)
     page = build_page(run)
     _check_unique(page)
-    say(f"drawing {len(page.figures)} figures (PNG)")
-    draw_pngs(page.figures, folder)
+    if pngs:
+        say(f"drawing {len(page.figures)} figures (PNG)")
+        draw_pngs(page.figures, folder)
     say("writing the page")
-    write_text(folder / PAGE_FILE, render_page(page))
+    write_text(folder / PAGE_FILE, render_page(page, pngs))
 
 
 def _draw(job: tuple[Figure, Path]) -> Path:
