@@ -1,0 +1,183 @@
+"""Tiny GGUF files written from a saved Hugging Face folder, as llama.cpp's converter writes them.
+
+`write_gguf(folder, path, qtype)` reads the folder's weights and tokenizer and writes one GGUF
+file with the `gguf` package: llama.cpp's tensor names (gguf's own HF -> GGUF name map), its
+metadata keys (the GGUFWriter's `add_*` methods), and its layout changes — the rows of Llama's
+q/k projections permuted for llama.cpp's rotary convention (`convert_hf_to_gguf.py`,
+`LlamaModel.permute`), GPT-2's Conv1D weights transposed to [out, in]. The tokenizer goes in as
+llama.cpp stores it: the token list, the merges, the token types (CONTROL for specials), and
+the special token ids.
+
+`quantized_copy(folder, out, qtype)` saves the folder's model with every tensor the file would
+quantise replaced by its quantise -> dequantise round trip, so a quantised file has a safetensors
+twin holding exactly the numbers the file holds.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import gguf
+import numpy as np
+import torch
+import transformers as T
+
+Q = gguf.GGMLQuantizationType
+
+
+@dataclass(frozen=True)
+class GGUFFamily:
+    """How llama.cpp writes one architecture: its name, tokenizer model and pre-tokenizer."""
+
+    arch: str  # gguf's architecture name (general.architecture)
+    tokenizer_model: str  # tokenizer.ggml.model: "llama" (sentencepiece) or "gpt2" (byte-level BPE)
+    tokenizer_pre: str  # tokenizer.ggml.pre: the pre-tokenizer's split
+    family: str  # tests.models.families name of the HF twin
+
+
+GGUF_FAMILIES: dict[str, GGUFFamily] = {
+    "llama": GGUFFamily("llama", "llama", "default", "llama"),
+    "gpt2": GGUFFamily("gpt2", "gpt2", "gpt-2", "gpt2"),
+    "qwen2": GGUFFamily("qwen2", "gpt2", "qwen2", "qwen2"),
+}
+
+
+def _permute(weights: np.ndarray, n_head: int, n_head_kv: int) -> np.ndarray:
+    """llama.cpp's `LlamaModel.permute`: each head's rows from (half, pair) to (pair, half) order."""
+    if n_head_kv is not None and n_head != n_head_kv:
+        n_head = n_head_kv
+    shape = weights.shape
+    split = weights.reshape(n_head, 2, shape[0] // n_head // 2, *shape[1:])  # [head, 2, d_head/2, ...]
+    return split.swapaxes(1, 2).reshape(shape)
+
+
+def _file_tensor(arch: str, name: str, value: np.ndarray, config, permute: bool = True) -> np.ndarray:
+    """A Hugging Face tensor as llama.cpp stores it (`permute=False`: Llama's q/k rows left as they are,
+    the mistake a converter could make)."""
+    if arch == "llama" and permute and name.endswith("q_proj.weight"):
+        return _permute(value, config.num_attention_heads, config.num_attention_heads)
+    if arch == "llama" and permute and name.endswith("k_proj.weight"):
+        return _permute(value, config.num_attention_heads, config.num_key_value_heads)
+    conv1d = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+    if arch == "gpt2" and name.endswith(conv1d):
+        return value.T.copy()  # Conv1D [in, out] -> [out, in]
+    return value
+
+
+def _encoded(value: np.ndarray, qtype: Q) -> tuple[np.ndarray, Q]:
+    """The array the writer stores and its type: 2-D weights in `qtype`, the rest F32."""
+    kind = qtype if value.ndim == 2 else Q.F32
+    return gguf.quants.quantize(value.astype(np.float32), kind), kind
+
+
+def round_trip(value: np.ndarray, qtype: Q) -> np.ndarray:
+    """`value` as a file of type `qtype` holds it (quantised, then dequantised by gguf)."""
+    data, kind = _encoded(value, qtype)
+    return gguf.quants.dequantize(data, kind).reshape(value.shape)
+
+
+def _merges(tokenizer) -> list[str]:
+    found = json.loads(tokenizer.backend_tokenizer.to_str())["model"]["merges"]
+    return [m if isinstance(m, str) else " ".join(m) for m in found]
+
+
+def _write_tokenizer(writer: gguf.GGUFWriter, spec: GGUFFamily, tokenizer) -> None:
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
+    tokens = [token for token, _ in vocab]
+    assert [i for _, i in vocab] == list(range(len(tokens)))
+    special = set(tokenizer.all_special_ids)
+    writer.add_tokenizer_model(spec.tokenizer_model)
+    writer.add_tokenizer_pre(spec.tokenizer_pre)
+    writer.add_token_list(tokens)
+    writer.add_token_types(
+        [gguf.TokenType.CONTROL if i in special else gguf.TokenType.NORMAL for i in range(len(tokens))]
+    )
+    writer.add_token_scores([-float(i) for i in range(len(tokens))])
+    writer.add_token_merges(_merges(tokenizer))
+    ids = {
+        "bos": tokenizer.bos_token_id,
+        "eos": tokenizer.eos_token_id,
+        "unk": tokenizer.unk_token_id,
+        "pad": tokenizer.pad_token_id,
+    }
+    for kind, token_id in ids.items():
+        if token_id is not None:
+            getattr(writer, f"add_{kind}_token_id")(token_id)
+    adds_bos = tokenizer.bos_token_id is not None and tokenizer("a").input_ids[:1] == [tokenizer.bos_token_id]
+    writer.add_add_bos_token(adds_bos)  # what the tokenizer does (its post-processor), not its flag
+
+
+def _write_config(writer: gguf.GGUFWriter, arch: str, config) -> None:
+    if arch == "gpt2":
+        writer.add_context_length(config.n_positions)
+        writer.add_embedding_length(config.n_embd)
+        writer.add_block_count(config.n_layer)
+        writer.add_feed_forward_length(config.n_inner or 4 * config.n_embd)
+        writer.add_head_count(config.n_head)
+        writer.add_layer_norm_eps(config.layer_norm_epsilon)
+        return
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(config.num_key_value_heads)
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_rope_freq_base(float(config.rope_parameters["rope_theta"]))
+    if arch == "llama":
+        writer.add_rope_dimension_count(config.hidden_size // config.num_attention_heads)
+    writer.add_vocab_size(config.vocab_size)
+
+
+def write_gguf(folder: Path, path: Path, spec: GGUFFamily, qtype: Q = Q.F32, permute: bool = True) -> Path:
+    """The Hugging Face model in `folder` as a GGUF file at `path` (2-D weights in `qtype`)."""
+    model = T.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    tokenizer = T.AutoTokenizer.from_pretrained(folder)
+    config = model.config
+    names = gguf.get_tensor_name_map(
+        next(k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == spec.arch), config.num_hidden_layers
+    )
+    writer = gguf.GGUFWriter(str(path), spec.arch)
+    writer.add_name(f"headscope tiny {spec.arch}")
+    _write_config(writer, spec.arch, config)
+    _write_tokenizer(writer, spec, tokenizer)
+    state = model.state_dict()
+    tied = config.tie_word_embeddings
+    for name, tensor in state.items():
+        base, suffix = name.rsplit(".", 1)
+        target = names.get_name(base)
+        if target is None or (tied and target == "output"):
+            continue  # buffers (GPT-2's causal mask), and the tied unembedding llama.cpp leaves out
+        value = _file_tensor(spec.arch, name, tensor.numpy(), config, permute)
+        data, kind = _encoded(value, qtype)
+        writer.add_tensor(f"{target}.{suffix}", data, raw_dtype=kind)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def quantized_copy(folder: Path, out: Path, spec: GGUFFamily, qtype: Q) -> Path:
+    """The folder's model, each 2-D weight replaced by its `qtype` round trip, saved to `out`.
+
+    Quantisation blocks run along the file's rows: GPT-2's Conv1D weights are quantised
+    transposed, as the file holds them (Llama's q/k row permutation moves whole rows, so it
+    commutes with the round trip).
+    """
+    model = T.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    conv1d = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.dim() != 2:
+                continue
+            value = param.detach().numpy()
+            if spec.arch == "gpt2" and name.endswith(conv1d):
+                param.copy_(torch.from_numpy(round_trip(value.T.copy(), qtype).T.copy()))
+            else:
+                param.copy_(torch.from_numpy(round_trip(value, qtype)))
+    model.save_pretrained(out)
+    T.AutoTokenizer.from_pretrained(folder).save_pretrained(out)
+    return out
