@@ -104,8 +104,35 @@ def test_llama_rows_left_unpermuted_give_another_model(gguf_twin):
 
 def test_the_stated_quantisation_types_dequantise():
     """The types the README lists as loading are the ones the gguf package dequantises."""
-    stated = "F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_K Q4_K Q5_K Q6_K".split()
-    stated += "IQ1_S IQ1_M IQ2_XXS IQ2_XS IQ2_S IQ3_XXS IQ3_S IQ4_NL IQ4_XS TQ1_0 TQ2_0 MXFP4".split()
+    stated = [
+        "F32",
+        "F16",
+        "BF16",
+        "Q4_0",
+        "Q4_1",
+        "Q5_0",
+        "Q5_1",
+        "Q8_0",
+        "Q2_K",
+        "Q3_K",
+        "Q4_K",
+        "Q5_K",
+        "Q6_K",
+    ]
+    stated += [
+        "IQ1_S",
+        "IQ1_M",
+        "IQ2_XXS",
+        "IQ2_XS",
+        "IQ2_S",
+        "IQ3_XXS",
+        "IQ3_S",
+        "IQ4_NL",
+        "IQ4_XS",
+        "TQ1_0",
+        "TQ2_0",
+        "MXFP4",
+    ]
     assert all(dequantisable(Q[name]) for name in stated)
     assert not any(dequantisable(Q[name]) for name in ("F64", "I32", "Q8_K"))
 
