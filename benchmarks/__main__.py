@@ -15,6 +15,7 @@ BENCHMARKS: tuple[str, ...] = (
     "precision",
     "threads",
     "report_gpt2",
+    "atlas",
 )
 
 

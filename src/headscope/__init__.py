@@ -50,6 +50,7 @@ _EXPORTS: dict[str, str] = {
     "attribution_patch": "headscope.api",
     "edge_attribution": "headscope.api",
     "label_heads": "headscope.api",
+    "atlas": "headscope.api",  # weights only: (model, relations=None) -> DataFrame
     # options and helpers of the lower-level functions
     "OVOptions": "headscope.scores.ov",
     "keyword_dataset": "headscope.scores.keywords",

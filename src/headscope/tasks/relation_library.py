@@ -111,5 +111,5 @@ def _named(name: str, known: dict[str, Relation]) -> list[Relation]:
     shown = ", ".join(list(known)[:4])
     raise TaskError(
         f"unknown relation {name!r}: give a group ({', '.join(GROUPS)}), a relation (e.g. {shown}, ...: "
-        "`headscope atlas --list` shows all) or a .toml file of [mappings.NAME] tables"
+        "`headscope atlas --list` shows all) or a .toml file of mappings in the task-file format"
     )

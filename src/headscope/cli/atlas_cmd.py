@@ -1,0 +1,106 @@
+"""`headscope atlas`: what every head does, read from the weights, across the relation library.
+
+Writes a folder: index.html (the heads x relations heatmaps, the function cards, the relation
+table), atlas.csv (every head x relation x sign), cards.csv, relations.csv, and with --per-source
+per_source.csv (every head x sign x kept pair, with its top-k tokens). `--list` prints the library.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import pandas as pd
+import typer
+
+from headscope.cli.app import DEFAULT_N, DEFAULT_SEED, Shared, command, print_table, results, working, wrote
+from headscope.cli.common import load
+from headscope.errors import HeadscopeError
+from headscope.io import check_folder_replaceable, write_folder_atomic, write_table
+from headscope.report.atlas_section import section, write_atlas_page
+from headscope.scores.atlas import AtlasOptions, atlas_scores
+from headscope.tasks.relation_library import choose_relations, library
+
+PAGE = "index.html"
+TABLE = "atlas.csv"  # the marker: a folder holding it is an earlier atlas, replaced whole
+DEFAULT_OUT = Path("headscope-atlas")
+
+
+def relation_names(text: str | None) -> tuple[str, ...] | None:
+    """The --relations items (names, groups, .toml files), each checked before the model loads."""
+    if text is None:
+        return None
+    names = tuple(dict.fromkeys(item.strip() for item in text.split(",") if item.strip()))
+    if not names:
+        raise HeadscopeError("empty --relations: give names, groups (e.g. knowledge) or a .toml file")
+    choose_relations(names)
+    return names
+
+
+def library_table() -> pd.DataFrame:
+    rows = [
+        (r.group, r.name, len(r.pairs), r.pairs[0][0] + " -> " + r.pairs[0][1]) for r in library().values()
+    ]
+    return pd.DataFrame(rows, columns=["group", "relation", "pairs", "example"])
+
+
+def _no_prompts(shared: Shared) -> None:
+    if shared.n != DEFAULT_N or shared.seed != DEFAULT_SEED:
+        flag = "--n" if shared.n != DEFAULT_N else "--seed"
+        raise HeadscopeError(f"{flag}: the atlas reads the weights only and takes no prompts; leave it out")
+
+
+@command("atlas", out=False)
+def atlas(
+    shared: Shared,
+    relations: Annotated[
+        str | None,
+        typer.Option(
+            "--relations",
+            help="Comma-separated relation names, groups (algorithmic, linguistic, knowledge, "
+            "translation) or TOML files of [mappings.NAME] tables (default: the whole library).",
+        ),
+    ] = None,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for index.html and the CSV tables.")
+    ] = DEFAULT_OUT,
+    k: Annotated[int, typer.Option("--k", help="Top-k score: a hit when the target is in the top k.")] = 5,
+    embedding: Annotated[
+        Literal["token", "block0"],
+        typer.Option("--embedding", help="token or block0 (methods.md section 2)."),
+    ] = "token",
+    per_source: Annotated[
+        bool, typer.Option("--per-source", help="Also write per_source.csv (every head, sign and pair).")
+    ] = False,
+    list_: Annotated[bool, typer.Option("--list", help="Print the relation library and stop.")] = False,
+) -> None:
+    """Every head x every relation x both signs: top-k and within-set scores, from the weights alone."""
+    if list_:
+        print_table(library_table(), title="relation library", limit=1000)
+        return
+    _no_prompts(shared)
+    names = relation_names(relations)
+    check_folder_replaceable(out, TABLE)
+    loaded = load(shared.model)
+    chosen = choose_relations(names)
+    with working(f"scoring {loaded.n_layers * loaded.n_heads} heads on {len(chosen)} relations ..."):
+        result = atlas_scores(loaded, chosen, AtlasOptions(k=k, embedding=embedding, per_source=per_source))
+    part = section(result.table, result.cards, result.relations, None, "atlas")
+    facts = {"model": shared.model, "k": k, "embedding": embedding, "relations": ",".join(names or ("all",))}
+
+    def write(folder: Path) -> None:
+        write_table(folder / TABLE, result.table)
+        write_table(folder / "cards.csv", result.cards)
+        write_table(folder / "relations.csv", result.relations)
+        if per_source:
+            write_table(folder / "per_source.csv", result.per_source)
+        write_atlas_page(folder / PAGE, f"headscope atlas: {shared.model}", part, facts)
+
+    folder = write_folder_atomic(out, write, TABLE)
+    cards = result.cards[result.cards["kind"] != ""]
+    shown = cards[["layer", "head", "kind", "relation", "sign", "within", "chance", "score"]]
+    print_table(shown, title=f"function cards (top-{k} score, {embedding} embedding)")
+    left = result.relations[~result.relations["scored"]]
+    if not left.empty:
+        results.print(f"not scored (fewer than 2 distinct targets kept): {', '.join(left['relation'])}")
+    wrote(folder / PAGE)
