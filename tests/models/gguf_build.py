@@ -131,8 +131,16 @@ def _write_config(writer: gguf.GGUFWriter, arch: str, config) -> None:
     writer.add_vocab_size(config.vocab_size)
 
 
-def write_gguf(folder: Path, path: Path, spec: GGUFFamily, qtype: Q = Q.F32, permute: bool = True) -> Path:
-    """The Hugging Face model in `folder` as a GGUF file at `path` (2-D weights in `qtype`)."""
+def write_gguf(
+    folder: Path,
+    path: Path,
+    spec: GGUFFamily,
+    qtype: Q = Q.F32,
+    permute: bool = True,
+    raw: dict | None = None,
+) -> Path:
+    """The Hugging Face model in `folder` as a GGUF file at `path` (2-D weights in `qtype`); `raw`:
+    file tensor name -> (bytes, type) written as they are instead."""
     model = T.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     tokenizer = T.AutoTokenizer.from_pretrained(folder)
     config = model.config
@@ -151,7 +159,7 @@ def write_gguf(folder: Path, path: Path, spec: GGUFFamily, qtype: Q = Q.F32, per
         if target is None or (tied and target == "output"):
             continue  # buffers (GPT-2's causal mask), and the tied unembedding llama.cpp leaves out
         value = _file_tensor(spec.arch, name, tensor.numpy(), config, permute)
-        data, kind = _encoded(value, qtype)
+        data, kind = (raw or {}).get(f"{target}.{suffix}") or _encoded(value, qtype)
         writer.add_tensor(f"{target}.{suffix}", data, raw_dtype=kind)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
@@ -181,3 +189,68 @@ def quantized_copy(folder: Path, out: Path, spec: GGUFFamily, qtype: Q) -> Path:
     model.save_pretrained(out)
     T.AutoTokenizer.from_pretrained(folder).save_pretrained(out)
     return out
+
+
+# ---- K-quant files: random valid blocks (the gguf package dequantises K-quants but cannot make them) --
+
+K_BLOCK = 256  # elements per K-quant block: a row must be a multiple of it
+_SCALE_BYTES = {Q.Q4_K: (0, 2), Q.Q6_K: (208,)}  # where each block's f16 super-scales (d, dmin) sit
+_SCALE = {Q.Q4_K: 0.2 / (63 * 15), Q.Q6_K: 0.2 / (127 * 32)}  # values of about +-0.2
+
+
+def _unpermute(weights: np.ndarray, n_head: int, n_head_kv: int) -> np.ndarray:
+    """The inverse of `_permute`."""
+    if n_head != n_head_kv:
+        n_head = n_head_kv
+    shape = weights.shape
+    split = weights.reshape(n_head, shape[0] // n_head // 2, 2, *shape[1:])  # [head, d_head/2, 2, ...]
+    return split.swapaxes(1, 2).reshape(shape)
+
+
+def _random_blocks(shape: tuple[int, int], qtype: Q, generator: np.random.Generator) -> np.ndarray:
+    """Random bytes of a [rows, cols] tensor in `qtype`, with small positive f16 super-scales."""
+    _, block_bytes = gguf.GGML_QUANT_SIZES[qtype]
+    blocks = generator.integers(0, 256, (shape[0] * shape[1] // K_BLOCK, block_bytes), dtype=np.uint8)
+    for start in _SCALE_BYTES[qtype]:
+        scale = generator.uniform(0.5, 1.0, blocks.shape[0]) * _SCALE[qtype]
+        blocks[:, start : start + 2] = scale.astype(np.float16).view(np.uint8).reshape(-1, 2)
+    return blocks.reshape(shape[0], -1)  # [rows, bytes per row]
+
+
+def _dequantised(raw: np.ndarray, qtype: Q, shape: tuple[int, int]) -> np.ndarray:
+    """transformers' own torch dequantiser (not the gguf package the loader calls)."""
+    from transformers.integrations.gguf.dequant import dequantize
+
+    return dequantize(torch.from_numpy(raw.reshape(-1)), int(qtype)).reshape(shape).numpy()
+
+
+def _hf_layout(arch: str, name: str, value: np.ndarray, config) -> np.ndarray:
+    """The inverse of `_file_tensor`."""
+    if arch == "llama" and name.endswith("q_proj.weight"):
+        return _unpermute(value, config.num_attention_heads, config.num_attention_heads)
+    if arch == "llama" and name.endswith("k_proj.weight"):
+        return _unpermute(value, config.num_attention_heads, config.num_key_value_heads)
+    return _file_tensor(arch, name, value, config)  # the transposes are their own inverse
+
+
+def kquant_pair(folder: Path, out: Path, spec: GGUFFamily, seed: int = 0) -> tuple[Path, Path]:
+    """(safetensors twin, GGUF file) in Q4_K_M's mix: ffn_down and the unembedding in Q6_K, the other
+    weight matrices in Q4_K, each from random blocks; the twin holds their dequantised values."""
+    model = T.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    config, generator, raw = model.config, np.random.default_rng(seed), {}
+    names = gguf.get_tensor_name_map(
+        next(k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == spec.arch), config.num_hidden_layers
+    )
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            target = names.get_name(name.rsplit(".", 1)[0])
+            shape = _file_tensor(spec.arch, name, param.detach().numpy(), config).shape
+            if param.dim() != 2 or shape[1] % K_BLOCK or target is None:
+                continue
+            qtype = Q.Q6_K if target in ("output",) or target.endswith("ffn_down") else Q.Q4_K
+            raw[f"{target}.weight"] = (_random_blocks(shape, qtype, generator), qtype)
+            value = _dequantised(raw[f"{target}.weight"][0], qtype, shape)
+            param.copy_(torch.from_numpy(_hf_layout(spec.arch, name, value, config)))
+    model.save_pretrained(out / "twin")
+    T.AutoTokenizer.from_pretrained(folder).save_pretrained(out / "twin")
+    return out / "twin", write_gguf(out / "twin", out / "kquant.gguf", spec, raw=raw)

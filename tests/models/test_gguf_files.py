@@ -9,6 +9,7 @@ trip, computed by the gguf package).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import sys
 from pathlib import Path
@@ -21,7 +22,8 @@ import torch
 import headscope as hs
 from headscope.models.gguf_files import dequantisable
 from headscope.models.loading import ModelError, load_model
-from tests.models.gguf_build import GGUF_FAMILIES, Q, quantized_copy, write_gguf
+from tests.models.families import BY_NAME, save_family
+from tests.models.gguf_build import GGUF_FAMILIES, Q, kquant_pair, quantized_copy, write_gguf
 
 TEXTS = ["When Mary and John went to the store, John gave a drink to", "1 2 3 4", " 12 13 14", "Monday"]
 N = 20
@@ -85,6 +87,21 @@ def test_a_quantised_file_loads_as_its_dequantised_twin(name, qtype, gguf_twin):
     model = load_model(str(path))
     assert not torch.equal(model.weights.W_V, original.weights.W_V)  # the file really is quantised
     _same_model(model, load_model(str(twin)))
+
+
+def test_k_quant_blocks_load_as_transformers_own_dequantiser_reads_them(tmp_path):
+    """Q4_K_M's mix (Q4_K, Q6_K) from random blocks on a Llama 256 wide; the twin holds the values of
+    transformers' torch dequantiser, the loader uses the gguf package's."""
+    import gguf
+
+    llama = BY_NAME["llama"]
+    wide = dataclasses.replace(
+        llama, config_kwargs=llama.config_kwargs | dict(hidden_size=256, intermediate_size=512)
+    )
+    twin, path = kquant_pair(save_family(wide, tmp_path / "wide"), tmp_path, GGUF_FAMILIES["llama"])
+    kinds = {tensor.tensor_type.name for tensor in gguf.GGUFReader(path).tensors}
+    assert {"Q4_K", "Q6_K"} <= kinds
+    _same_model(load_model(str(path)), load_model(str(twin)))
 
 
 def test_the_chosen_dtype_is_applied(gguf_twin):
