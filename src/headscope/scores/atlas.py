@@ -209,11 +209,19 @@ def above_chance(table: pd.DataFrame) -> pd.Series:
     return (table["within"] - table["chance"]) / (1 - table["chance"])
 
 
+KIND_ORDER = {"maps": 0, "writes the set": 1, "": 2}
+
+
 def function_cards(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per head: its strongest relations by within-set score above chance, then top-k score
-    (both signs); the first named in columns of its own, the first CARD_LENGTH in `card`."""
-    ranked = table.assign(strength=above_chance(table)).sort_values(
-        ["layer", "head", "strength", "score"], ascending=[True, True, False, False], kind="stable"
+    """One row per head: its relations (both signs) ordered by kind (maps, then writes the set), then
+    within-set score above chance, then top-k score; the first named in columns of its own, the
+    first CARD_LENGTH in `card`."""
+    kinds = [card_kind(*v) for v in zip(table["score"], table["within"], table["chance"], strict=True)]
+    ranked = table.assign(strength=above_chance(table), kind=kinds, order=[KIND_ORDER[k] for k in kinds])
+    ranked = ranked.sort_values(
+        ["layer", "head", "order", "strength", "score"],
+        ascending=[True, True, True, False, False],
+        kind="stable",
     )
     rows = []
     for (layer, head), group in ranked.groupby(["layer", "head"], sort=True):
@@ -229,13 +237,13 @@ def function_cards(table: pd.DataFrame) -> pd.DataFrame:
                 "score": first.score,
                 "chance": first.chance,
                 "strength": first.strength,
-                "kind": card_kind(first.score, first.within, first.chance),
+                "kind": first.kind,
                 "card": "; ".join(_card_entry(r) for r in top.itertuples(index=False)),
             }
         )
-    cards = pd.DataFrame(rows)
-    order = ["strength", "score"]
-    return cards.sort_values(order, ascending=False, kind="stable").reset_index(drop=True)
+    cards = pd.DataFrame(rows).assign(order=lambda t: t["kind"].map(KIND_ORDER))
+    cards = cards.sort_values(["order", "strength", "score"], ascending=[True, False, False], kind="stable")
+    return cards.drop(columns="order").reset_index(drop=True)
 
 
 def _card_entry(row) -> str:
