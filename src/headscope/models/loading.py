@@ -3,7 +3,9 @@ model already in memory (a TransformerBridge, or a Hugging Face model with its t
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import itertools
 import os
 import socket
 import threading
@@ -300,10 +302,11 @@ def as_model(model) -> Model:
 
     Accepts a `Model` (returned as it is), a TransformerLens `TransformerBridge` (with its own
     tokenizer), or a Hugging Face `PreTrainedModel` with its tokenizer as a pair
-    `(hf_model, tokenizer)`. The model is used where it is and in its dtype; a Hugging Face model
-    is wrapped in a TransformerBridge once (TransformerLens swaps its attention modules for
-    hooked ones and selects eager attention; its outputs stay the same) and put in eval mode.
-    The weights the scores read are taken at this call: after changing them, call it again.
+    `(hf_model, tokenizer)`. The model is used where it is and in its dtype, in eval mode. A
+    Hugging Face model is wrapped in a TransformerBridge once, built on a copy of its module tree
+    that shares its parameters (TransformerLens replaces modules of the model it wraps), so the
+    model itself is left as it was and later changes to its weights are seen. The weights the
+    scores read are taken at this call: after changing them, call it again.
     """
     if isinstance(model, Model):
         return model
@@ -377,10 +380,16 @@ def _from_hf(hf_model, tokenizer) -> Model:
         )
     cached = _BRIDGES.get(hf_model)
     if cached is None or cached[0] is not tokenizer:
-        cached = (tokenizer, _boot_in_memory(hf_model, tokenizer, name))
+        cached = (tokenizer, _boot_in_memory(_sharing_weights(hf_model), tokenizer, name))
         _BRIDGES[hf_model] = cached
     cached[1].eval()
     return _wrap(name, "memory", f"the Hugging Face model {name}", [], cached[1])
+
+
+def _sharing_weights(hf_model):
+    """A copy of the model's module tree whose parameters and buffers are the model's own tensors."""
+    shared = {id(t): t for t in itertools.chain(hf_model.parameters(), hf_model.buffers())}
+    return copy.deepcopy(hf_model, memo=shared)
 
 
 def _boot_in_memory(hf_model, tokenizer, name: str):
