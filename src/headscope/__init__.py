@@ -58,6 +58,9 @@ _EXPORTS: dict[str, str] = {
     "AblationOptions": "headscope.scores.ablation",
     "composition_scores": "headscope.scores.composition",  # weights only: (model) -> DataFrame
     "LabelThresholds": "headscope.scores.labels",
+    # sweeps: many models or checkpoints, on Ray
+    "sweep": "headscope.sweeps.core",
+    "SweepResult": "headscope.sweeps.core",
     # runs
     "Run": "headscope.run",
     "load_run": "headscope.run",

@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "ablate_cmd",
     "patch_cmd",
     "circuit_cmd",
+    "sweep_cmd",
     "atlas_cmd",
 )
 
