@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import sys
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import torch
 import headscope as hs
 from headscope.models.gguf_files import dequantisable
 from headscope.models.loading import ModelError, load_model
+from tests.cli.runner import run_cli
 from tests.models.families import BY_NAME, save_family
 from tests.models.gguf_build import GGUF_FAMILIES, Q, kquant_pair, quantized_copy, write_gguf
 
@@ -201,3 +203,27 @@ def test_an_architecture_transformers_cannot_read_is_named(tmp_path):
 def test_a_tensor_type_that_cannot_be_dequantised_is_named(tmp_path):
     path = _tiny_file(tmp_path / "f64.gguf", "llama", np.zeros((4, 32), np.float64))
     _one_line(str(path), "F64 tensors", "cannot be dequantised")
+
+
+# ---- the command line ---------------------------------------------------------------------------
+
+
+def test_the_command_line_takes_a_gguf_file(gguf_twin, tmp_path):
+    folder, path = gguf_twin("gpt2")
+    out = tmp_path / "eval.json"
+    args = ("--model", str(path), "--task", "seq-digits", "--n", "12", "--seed", "3", "--out", str(out))
+    result = run_cli("evaluate", *args)
+    assert result.returncode == 0, result.stderr
+    expected = hs.evaluate(load_model(str(folder)), "seq-digits", n=12, seed=3).iloc[0]
+    data = json.loads(out.read_text())
+    for key in ("accuracy", "logit_diff", "answer_prob"):
+        assert data[key] == pytest.approx(expected[key], abs=1e-6)
+
+
+def test_the_command_line_refuses_a_bad_gguf_file_in_one_line(tmp_path):
+    path = tmp_path / "model.gguf"
+    path.write_bytes(b"GGUF but not really" * 4)
+    result = run_cli("evaluate", "--model", str(path))
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "is not a readable GGUF file" in lines[0], result.stderr
