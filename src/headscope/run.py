@@ -25,6 +25,8 @@ from headscope.io import write_table, write_text
 RESULTS_FILE = "results.json"
 FORMAT_VERSION = 1
 RESTORABLE = ("Int64", "bool", "boolean", "string")
+# Tables every report writes, named when a damaged results.json lacks one.
+PAGE_TABLES = ("tasks", "evaluation", "ov_scores", "labels", "top_heads", "section_heads", "head_card")
 PACKAGES = ("headscope", "torch", "transformer-lens", "transformers", "numpy", "pandas", "scipy", "plotly")
 
 
@@ -69,7 +71,7 @@ class Run:
         }
 
     def content_sha256(self) -> str:
-        return hashlib.sha256(_dumps(self.content(), indent=None).encode()).hexdigest()
+        return _sha256(self.content())
 
     def save(self, folder: Path) -> Path:
         """Write `results.json` and one CSV per table into `folder` (created if missing)."""
@@ -104,6 +106,7 @@ def load_run(folder: Path) -> Run:
         raise RunError(f"{path} is not valid JSON ({error.msg}); re-run the report") from error
     if record.get("format") != FORMAT_VERSION:
         raise RunError(f"{path} has format {record.get('format')!r}, expected {FORMAT_VERSION}; re-run it")
+    _check_intact(path, record)
     return Run(
         tables={name: _table_from_record(rec) for name, rec in record["tables"].items()},
         options=record["options"],
@@ -112,6 +115,25 @@ def load_run(folder: Path) -> Run:
         versions=record["versions"],
         created=record.get("created", ""),
     )
+
+
+def _check_intact(path: Path, record: dict) -> None:
+    """Refuse a results.json changed after it was written (a table removed or edited): its content
+    must still hash to the `content_sha256` saved beside it; the message names missing tables."""
+    content = {key: value for key, value in record.items() if key not in ("created", "content_sha256")}
+    if "content_sha256" in record and _sha256(content) == record["content_sha256"]:
+        return
+    missing = [name for name in PAGE_TABLES if name not in record.get("tables", {})]
+    plural = "s" if len(missing) > 1 else ""
+    what = f"it has no {', '.join(map(repr, missing))} table{plural}" if missing else "its content was edited"
+    raise RunError(
+        f"{path} was changed after headscope wrote it ({what}; its content_sha256 no longer matches): "
+        "re-run `headscope report` to rebuild it"
+    )
+
+
+def _sha256(content: dict) -> str:
+    return hashlib.sha256(_dumps(content, indent=None).encode()).hexdigest()
 
 
 def plain_record(data: dict) -> dict:

@@ -14,11 +14,13 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from headscope.cli import main
+from headscope.run import PAGE_TABLES, RESULTS_FILE, Run
 from tests.cli.runner import run_cli
 from tests.models.test_loading import _larger_tokenizer, _no_tokenizer
 from tests.tasks.task_files import MINIMAL
@@ -302,7 +304,44 @@ CATALOGUE: tuple[Bad, ...] = (
         "--n 0: give at least 1 prompt",
         out="p.csv",
     ),
+    Bad(
+        "report --from: a results.json whose evaluation table was removed",
+        ("report", "--from", "{damaged_run}", "--out", "{out}/page"),
+        "was changed after headscope wrote it (it has no 'evaluation' table",
+        out="page",
+    ),
+    Bad(
+        "report --from: a results.json whose numbers were edited",
+        ("report", "--from", "{edited_run}", "--out", "{out}/page"),
+        "was changed after headscope wrote it (its content was edited",
+        out="page",
+    ),
 )
+
+
+def _damaged_runs(root: Path) -> dict[str, Path]:
+    """Saved runs changed after they were written: a table removed, a number edited."""
+    tables = {name: pd.DataFrame({"task": ["ioi"], "layer": [0], "head": [1]}) for name in PAGE_TABLES}
+    tables |= {
+        "evaluation": pd.DataFrame({"task": ["ioi"], "accuracy": [0.75], "n": [4]}),
+        "ov_scores": pd.DataFrame({"task": ["ioi"], "layer": [0], "head": [1], "score": [0.5]}),
+    }
+    made = {}
+    for name, change in (("damaged_run", _drop_evaluation), ("edited_run", _edit_score)):
+        folder = Run(tables=tables, options={"tasks": ["ioi"]}, model={}, seed=0).save(root / name).parent
+        record = json.loads((folder / RESULTS_FILE).read_text())
+        change(record["tables"])
+        (folder / RESULTS_FILE).write_text(json.dumps(record))
+        made[name] = folder
+    return made
+
+
+def _drop_evaluation(tables: dict) -> None:
+    del tables["evaluation"]
+
+
+def _edit_score(tables: dict) -> None:
+    tables["ov_scores"]["rows"][0][-1] = 0.9
 
 
 def _damage_dirs(tiny_dir: Path, root: Path) -> dict[str, Path]:
@@ -343,6 +382,7 @@ def read_only_folder(root: Path) -> Path:
 def make_places(root: Path, tiny_dir: Path) -> dict[str, str]:
     """Every placeholder of the catalogue, as a path: the tiny model, damaged copies, task files."""
     found = {"tiny": tiny_dir, **_damage_dirs(tiny_dir, root), "read_only": read_only_folder(root)}
+    found |= _damaged_runs(root)
     for name, text in TASK_FILES.items():
         found[name] = root / f"{name}.toml"
         found[name].write_text(textwrap.dedent(text))

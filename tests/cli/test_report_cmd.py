@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+from headscope.run import _sha256
 from tests.cli.runner import run_cli
 
 
@@ -51,7 +52,10 @@ def test_from_takes_the_results_file_and_names_an_older_layout(tiny_dir, tmp_pat
     record = json.loads((old / "results.json").read_text())
     for table in record["tables"].values():  # an older layout: the head's layer under another name
         table["columns"] = ["lyr" if c == "layer" else c for c in table["columns"]]
-    (old / "results.json").write_text(json.dumps(record))
+    record["content_sha256"] = _sha256(
+        {k: v for k, v in record.items() if k not in ("created", "content_sha256")}
+    )
+    (old / "results.json").write_text(json.dumps(record))  # as an older headscope would have written it
     before = _files(old)
     refused = run_cli("report", "--from", str(old))
     assert refused.returncode == 2 and refused.stdout == ""

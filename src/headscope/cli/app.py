@@ -301,13 +301,22 @@ def working(message: str) -> AbstractContextManager:
     return console.status(message)
 
 
+def line(markup: str) -> None:
+    """One line on stderr, rendered first and written in one call: Ctrl-C landing while rich
+    writes its buffer made rich write the line a second time before the 'interrupted' line."""
+    with console.capture() as captured:
+        console.print(markup, highlight=False, soft_wrap=True)  # a long path stays one line
+    console.file.write(captured.get())
+    console.file.flush()
+
+
 def wrote(path: Path) -> None:
-    console.print(f"wrote {path}", highlight=False, soft_wrap=True)  # a long path stays one line
+    line(f"wrote {path}")
 
 
 def note(message: str) -> None:
     """A warning or remark for the user, on stderr."""
-    console.print(f"[yellow]{message}[/yellow]", highlight=False)
+    line(f"[yellow]{message}[/yellow]")
 
 
 def format_p(p: float) -> str:

@@ -10,7 +10,7 @@ import torch
 import typer
 from rich.markup import escape
 
-from headscope.cli.app import Shared, command, console, print_table, results
+from headscope.cli.app import Shared, command, line, print_table, results
 from headscope.cli.common import load
 from headscope.errors import HeadscopeError
 from headscope.models.checks import first_line
@@ -115,7 +115,7 @@ def runnable_tasks(model: Model, seed: int = 0) -> tuple[tuple[str, ...], tuple[
 
 
 def say(message: str) -> None:
-    console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}", highlight=False)
+    line(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}")
 
 
 @command("report", out=False)

@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import multiprocessing
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
@@ -107,16 +108,32 @@ def draw_pngs(figures: list[Figure], folder: Path, workers: int | None = None) -
     context = multiprocessing.get_context("fork")
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_ignore_interrupts)
     try:
-        return list(pool.map(_draw, jobs, chunksize=4))
+        with _interrupts_held():
+            drawn = pool.map(_draw, jobs, chunksize=4)  # forks every worker now
+        return list(drawn)
     finally:  # on Ctrl-C: the figures not begun are dropped, the few being drawn finish
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+@contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """SIGINT held back while the workers fork: a Ctrl-C landing in an at-fork callback (logging's
+    lock release) is printed as 'Exception ignored' and swallowed, and the report then ran on to
+    the end; held, it is delivered when the forks are done and stops the report as anywhere else."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _ignore_interrupts() -> None:
     """Workers leave Ctrl-C to the main process (a terminal sends SIGINT to the whole process
     group): an interrupt landing in a worker's weakref callback printed a stray 'Exception
-    ignored' line after the one-line 'interrupted' message."""
+    ignored' line after the one-line 'interrupted' message. The worker inherits SIGINT held
+    (`_interrupts_held`); ignored now, it is let through again."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _check_unique(page: Page) -> None:
