@@ -95,6 +95,7 @@ def test_logits_at_end_equal_the_full_forward_pass(tiny_model, family, tmp_path)
         full, cache = model.bridge.run_with_cache(dataset.tokens, names_filter="unembed.hook_in")
     assert full.shape[:2] == dataset.tokens.shape  # [batch, pos, d_vocab]: the hook is gone again
     rows = torch.arange(dataset.n), dataset.end
+    with torch.no_grad():
         terms = cache["unembed.hook_in"][rows].abs() @ model.bridge.unembed.W_U.abs()  # [batch, d_vocab]
     tol = float_tolerance(model.weights.d_model, float(terms.max()))
     torch.testing.assert_close(kept.logits_end, full[rows], rtol=0, atol=tol)
