@@ -617,13 +617,14 @@ def _edge_options(method, steps, exact_top, donor, batch_size):
 def edge_attribution(
     model: Model,
     task: TaskLike,
-    method: Literal["eap", "eap-ig", "exact"] = "eap",
+    method: Literal["eap", "eap-ig", "exact"] = "eap-ig",
     steps: int = 5,
     exact_top: int | Literal["all"] = 50,
     donor: Literal["corrupted", "mean"] = "corrupted",
     n: int | None = None,
     seed: int = 0,
     batch_size: int = 16,
+    curve: bool = False,
 ) -> pd.DataFrame:
     """The effect of every edge (source -> one input of a later component) on the task metric.
 
@@ -634,20 +635,23 @@ def edge_attribution(
     Args:
         model: from `hs.load_model`.
         task: a task name, `Task`, TOML path or `Dataset` (its task needs a corrupted twin).
-        method: "eap" (attribution patching, an approximation), "eap-ig" (integrated gradients,
-            an approximation) or "exact" (each edge patched on its own).
-        steps: eap-ig's points on the clean -> corrupted path.
+        method: "eap-ig" (integrated gradients on the inputs as MIB runs it, an approximation),
+            "eap" (attribution patching, an approximation) or "exact" (each edge patched on its own).
+        steps: eap-ig's points on the corrupted -> clean path of the embedding.
         exact_top: also patch exactly this many edges the approximation ranks highest, or "all".
         donor: "corrupted" (each prompt's twin) or "mean" (per-position mean of the twins).
         n, seed: prompts to build and the seed.
         batch_size: prompts per pass.
+        curve: also MIB's faithfulness curve, CPR and CMD of the ranking (10 circuits run).
 
     Returns:
         One row per edge, largest |score| first: `source, target, input, score, exact, method,
         approximation, source_layer, target_layer` (sources `embed`, `l.h`, `mlpL`; targets
         `l.h` for q, `l.g` for the k/v group g, `mlpL`, `logits`); `exact` is NaN where not
         computed. `.attrs`: clean, corrupted, spearman (approximation vs exact where both exist),
-        spearman_top50 (on the 50 edges largest by |exact|).
+        spearman_top50 (on the 50 edges largest by |exact|), twin (the corrupted twin's kind), and
+        `curve`: MIB's faithfulness curve of the ranking (`mib.Curve.as_dict()`: points with
+        fraction, edges, metric, f; m_empty, m_full, cpr, cmd, x_axis) when `curve=True`.
 
     Example:
         >>> edges = hs.edge_attribution(model, "induction", method="eap", n=20)
@@ -657,7 +661,12 @@ def edge_attribution(
 
     data = dataset(model, task, n, seed)
     options = _edge_options(method, steps, exact_top, donor, batch_size)
-    return _attach(_edges.edge_scores(model, data, options, progress=False), model, data)
+    table = _edges.edge_scores(model, data, options, progress=False)
+    if curve:
+        from headscope.scores.circuit.faithfulness import ranking_curve
+
+        table.attrs["curve"] = ranking_curve(model, data, table, donor, batch_size).as_dict()
+    return _attach(table, model, data)
 
 
 # ---- labels ------------------------------------------------------------------------------------------

@@ -49,3 +49,54 @@ def test_python_api_edge_attribution_and_composition():
     comp = hs.composition_scores(model)
     assert set(comp["kind"]) == {"q", "k", "v"} and (comp.source_layer < comp.target_layer).all()
     assert len(comp) == 3 * sum(2 * layer * 2 for layer in range(4))
+
+
+def test_curve_and_mib_export(tmp_path):
+    """Defaults to eap-ig; --curve prints and writes MIB's curve with m(empty), m(M), CPR and CMD;
+    --mib writes the scores in MIB's layout."""
+    import json
+
+    out, layout = tmp_path / "edges.json", tmp_path / "mib.json"
+    done = run_cli(
+        "circuit",
+        "--task",
+        "seq-digits",
+        "--n",
+        "6",
+        "--exact-top",
+        "5",
+        "--curve",
+        "--out",
+        str(out),
+        "--mib",
+        str(layout),
+    )
+    assert done.returncode == 0, done.stderr
+    text = " ".join(done.stdout.split())  # the console wraps long lines
+    assert "APPROXIMATION: eap-ig" in text and "twin: members" in text
+    assert "faithfulness curve of the eap-ig ranking" in text and "CPR" in text and "m(empty)" in text
+    written = json.loads(out.read_text())
+    curve = written["curve"]
+    assert [p["fraction"] for p in curve["points"]] == [
+        0.001,
+        0.002,
+        0.005,
+        0.01,
+        0.02,
+        0.05,
+        0.1,
+        0.2,
+        0.5,
+        1,
+    ]
+    assert curve["points"][-1]["f"] == 1.0 and curve["points"][0]["edges"] == 0
+    assert curve["cmd"] >= 0 and "linear" in curve["x_axis"]
+    assert len(written["edges"]) == 175
+    mib = json.loads(layout.read_text())
+    assert len(mib["edges"]) == 175 and "input->a0.h0<q>" in mib["edges"] and "m3->logits" in mib["edges"]
+    assert sum(e["in_graph"] for e in mib["edges"].values()) == 10
+
+
+def test_mib_needs_a_json_name():
+    done = run_cli("circuit", "--mib", "x.csv")
+    assert done.returncode == 2 and "--mib x.csv" in done.stderr

@@ -4,9 +4,12 @@ EAP (Syed et al. 2023): score(s -> t) = dM/d(input of t) . (corrupted - clean co
 summed over positions, averaged over prompts; the gradient is taken on the clean run, with every
 target input a separate input of the graph (`layered.py`), so one backward gives them all.
 
-EAP-IG (Hanna et al. 2024): the same, with the gradient averaged over `steps` runs whose
-embedding lies on the straight line from the clean to the corrupted embedding, at the midpoints
-alpha = (k + 1/2) / steps, k = 0..steps-1 (a midpoint Riemann sum of the path integral).
+EAP-IG (Hanna et al. 2024), on the inputs as MIB's circuit track runs it ("EAP-IG-inputs",
+`ig_steps` 5): the same, with the gradient averaged over `steps` runs whose embedding is
+corrupted + (k / steps) (clean - corrupted), k = 0..steps-1 (from the corrupted embedding, the
+clean one left out: the left Riemann sum of the path integral, as `get_scores_eap_ig` of
+hannamw/EAP-IG); every later activation flows freely from that embedding. The difference that
+multiplies the gradient is still each source's corrupted - clean contribution of the two real runs.
 Both estimate the exact effect `metric(edge patched) - metric(clean)`.
 """
 
@@ -44,9 +47,9 @@ def target_gradients(
 
 
 def path_points(clean: Acts, corrupted: Acts, steps: int) -> list[Tensor]:
-    """Embeddings on the clean -> corrupted line at the midpoints of `steps` equal intervals."""
-    start, direction = clean.pre[0], corrupted.pre[0] - clean.pre[0]
-    return [start + (k + 0.5) / steps * direction for k in range(steps)]
+    """Embeddings corrupted + k/steps (clean - corrupted), k = 0..steps-1 (MIB's EAP-IG-inputs)."""
+    start, direction = corrupted.pre[0], clean.pre[0] - corrupted.pre[0]  # [batch, pos, d_model]
+    return [start + k / steps * direction for k in range(steps)]
 
 
 def mean_gradients(

@@ -30,7 +30,7 @@ from torch import Tensor
 
 from headscope.models.loading import Model
 from headscope.scores import resume
-from headscope.scores.circuit import activations, edges
+from headscope.scores.circuit import activations, edges, mib
 from headscope.scores.circuit.graph import Edge, Source, Target, all_edges, sources
 from headscope.scores.circuit.layered import RunState, layered_logits
 from headscope.tasks.dataset import Dataset
@@ -166,3 +166,21 @@ def evaluate_circuit(
         completeness=pd.DataFrame(complete, columns=["removed", "circuit", "model", "incompleteness"]),
         minimality=pd.DataFrame(minimal, columns=["node", "without", "drop", "drop_pct"]),
     )
+
+
+def ranking_curve(
+    model: Model,
+    dataset: Dataset,
+    table: pd.DataFrame,
+    donor: str = "corrupted",
+    batch_size: int = 16,
+    evaluator: Evaluator | None = None,
+) -> mib.Curve:
+    """MIB's faithfulness curve, CPR and CMD of the table's ranking (|score|, `mib.py`).
+
+    m(M) and m(empty) are the table's clean and corrupted metrics (F(every edge) and F(no edge)
+    equal them: tested) with the corrupted donor; with the mean donor both are run."""
+    ev = evaluator or Evaluator(model, dataset, donor, batch_size)
+    ranking = mib.ranking_of(table, lambda rows: edges.edges_of(rows, model))
+    known = {0: table.attrs["corrupted"], len(ranking): table.attrs["clean"]} if donor == "corrupted" else {}
+    return mib.faithfulness_curve(ev.metric, ranking, known=known)
