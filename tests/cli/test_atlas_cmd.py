@@ -1,0 +1,71 @@
+"""`headscope atlas` run as a subprocess: the planted heads named on the console and in the folder."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from headscope.scores.atlas import COLUMNS, PER_SOURCE
+from tests.cli.runner import run_cli
+from tests.scores.test_atlas import save_planted
+
+
+@pytest.fixture(scope="module")
+def planted_dir(tmp_path_factory):
+    return save_planted(tmp_path_factory.mktemp("planted_cli"))
+
+
+def test_atlas_writes_the_folder_and_names_the_planted_heads(planted_dir, tmp_path):
+    out = tmp_path / "atlas"
+    result = run_cli(
+        "atlas", "--model", str(planted_dir), "--relations", "algorithmic", "--k", "10", "--out", str(out),
+        "--per-source",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    table = pd.read_csv(out / "atlas.csv")
+    assert list(table.columns) == list(COLUMNS)
+    cards = pd.read_csv(out / "cards.csv").fillna({"kind": ""})
+    named = {(r.layer, r["head"]): (r.relation, r.sign, r.kind) for _, r in cards.iterrows()}
+    assert named[(0, 0)] == ("number_next", 1, "maps") and named[(0, 3)] == ("day_prev", -1, "maps")
+    assert named[(0, 1)][2] == "writes the set"
+    per_source = pd.read_csv(out / "per_source.csv")
+    pairs = table[(table.layer == 0) & (table["head"] == 0) & (table.sign == 1)].n.sum()
+    assert list(per_source.columns) == list(PER_SOURCE) and len(per_source) == 8 * 2 * pairs  # 8 heads
+    relations = pd.read_csv(out / "relations.csv")
+    assert set(relations.relation) >= {"number_next", "to_upper"} and "dropped" in relations
+    page = (out / "index.html").read_text()
+    assert "Function cards" in page and 'id="spec-atlas-within"' in page and "<script src=" not in page
+    assert "number_next" in result.stdout and "maps" in result.stdout
+    assert "not scored" in result.stdout  # number words, ordinals, ...: no token in this vocabulary
+    assert f"wrote {out / 'index.html'}" in result.stderr
+
+
+def test_list_prints_the_library_without_a_model():
+    result = run_cli("atlas", "--list", "--model", "no-such-model")
+    assert result.returncode == 0, result.stderr
+    assert "country_capital" in result.stdout and "english_french" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--relations", "bogus"), "unknown relation 'bogus'"),
+        (("--relations", ","), "empty --relations"),
+        (("--relations", "nowhere.toml"), "relation file nowhere.toml does not exist"),
+        (("--n", "5"), "--n: the atlas reads the weights only"),
+        (("--k", "0"), "--k 0"),
+        (("--relations", "english_french"), "none of the relations asked for (english_french)"),
+    ],
+)
+def test_errors_are_one_line(args, message, tmp_path):
+    result = run_cli("atlas", "--model", "organism", "--out", str(tmp_path / "a"), *args)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_an_out_folder_of_other_files_is_refused(tmp_path):
+    (tmp_path / "mine.txt").write_text("keep me")
+    result = run_cli("atlas", "--model", "organism", "--out", str(tmp_path))
+    assert result.returncode == 2 and "holds files but no atlas.csv" in result.stderr
+    assert (tmp_path / "mine.txt").read_text() == "keep me"
