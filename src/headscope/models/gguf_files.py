@@ -35,11 +35,12 @@ def _gguf_package():
     return gguf
 
 
-def dequantisable(qtype) -> bool:
-    """Whether the gguf package (which transformers' GGUF loader calls) dequantises `qtype`."""
+def dequantisable(qtype: int) -> bool:
+    """Whether the gguf package (which transformers' GGUF loader calls) dequantises ggml type `qtype`."""
     import numpy as np
 
     gguf = _gguf_package()
+    qtype = gguf.GGMLQuantizationType(qtype)
     _, type_size = gguf.GGML_QUANT_SIZES[qtype]
     try:
         gguf.quants.dequantize(np.zeros((1, type_size), np.uint8), qtype)  # one block of zeros
@@ -62,16 +63,15 @@ def check_gguf_file(spec: str) -> Path:
     if not path.is_file():
         what = "is a directory" if path.is_dir() else "does not exist"
         raise ModelError(f"model={spec!r} {what}; give the path of a .gguf file")
-    reader = _reader(path, spec)
-    arch = _architecture(reader, spec)
+    _gguf_package()
+    arch = _architecture(path, spec)
     if arch not in supported_architectures():
         known = ", ".join(sorted(supported_architectures()))
         raise ModelError(
             f"model={spec!r} is a GGUF file of architecture {arch!r}, which transformers cannot read; "
             f"known: {known}"
         )
-    kinds = sorted({t.tensor_type for t in reader.tensors}, key=int)
-    missing = [kind.name for kind in kinds if not dequantisable(kind)]
+    missing = [_type_name(kind) for kind in sorted(_tensor_types(path)) if not dequantisable(kind)]
     if missing:
         raise ModelError(
             f"model={spec!r} holds {', '.join(missing)} tensors, which cannot be dequantised; "
@@ -80,21 +80,34 @@ def check_gguf_file(spec: str) -> Path:
     return path
 
 
-def _reader(path: Path, spec: str):
-    gguf = _gguf_package()
+def _architecture(path: Path, spec: str) -> str:
+    """The file's general.architecture, read from its header alone."""
+    from transformers.integrations.gguf import read_gguf_metadata
+
     try:
-        return gguf.GGUFReader(path)  # memory-mapped: reads the header, not the tensor data
-    except Exception as error:  # bad magic, a truncated file, ...
+        metadata, _ = read_gguf_metadata(str(path))  # memory-mapped; vocabulary arrays skipped
+    except Exception as error:  # no GGUF magic, a truncated header, ...
         raise ModelError(
             f"model={spec!r} is not a readable GGUF file ({first_line(error)}); re-download or re-convert it"
         ) from error
-
-
-def _architecture(reader, spec: str) -> str:
-    field = reader.fields.get("general.architecture")
-    if field is None:
+    if "general.architecture" not in metadata:
         raise ModelError(f"model={spec!r} has no general.architecture key; re-convert it with llama.cpp")
-    return bytes(field.parts[field.data[0]]).decode("utf-8")
+    return str(metadata["general.architecture"])
+
+
+def _tensor_types(path: Path) -> set[int]:
+    """The ggml type ids of the file's tensors, from its tensor table (no tensor data is read)."""
+    try:
+        from transformers.integrations.gguf.reader import _mapped, _read_metadata, _read_tensor_table
+    except ImportError:  # another transformers: gguf's own reader (slower: it parses the vocabulary)
+        return {int(t.tensor_type) for t in _gguf_package().GGUFReader(path).tensors}
+    blob = _mapped(str(path))
+    _, count, start = _read_metadata(blob, str(path))
+    return {int(entry[2]) for entry in _read_tensor_table(blob, count, start)[0]}
+
+
+def _type_name(qtype: int) -> str:
+    return _gguf_package().GGMLQuantizationType(qtype).name
 
 
 def _config(path: Path):
