@@ -17,6 +17,7 @@ import pandas as pd
 from headscope.capture import Capture, Needs, capture
 from headscope.errors import HeadscopeError
 from headscope.models.loading import Model
+from headscope.report.atlas_section import atlas_tables
 from headscope.run import Run, plain_record
 from headscope.scores.labels import LabelThresholds, contrast_group, label_heads
 from headscope.tasks.dataset import Dataset, build_dataset, dataset_from_pairs
@@ -99,6 +100,7 @@ def build_run(model: Model, tasks: Sequence[Task], options: ReportOptions, say: 
     tables = {name: _task_first(pd.concat(parts, ignore_index=True)) for name, parts in per_task.items()}
     tables["comparison"] = compare_tasks(tables, tuple(t.name for t in tasks))
     tables["head_card"] = head_card(tables)
+    tables |= atlas_tables(model, options.k, say)  # weights only: once for the model, not per task
     names = [task.name for task in tasks]  # a TOML file's task has its own name
     record = options.as_dict() | {"tasks": names, "task_sources": list(options.tasks)}
     computed_in = {"dtype": str(model.dtype).removeprefix("torch."), "device": model.device.type}

@@ -92,6 +92,7 @@ class Page:
     created: str
     figures: list[Figure] = field(default_factory=list)
     not_computed: list[str] = field(default_factory=list)  # over every task, each reason once
+    atlas: object | None = None  # report.atlas_section.AtlasSection: the head atlas, weights only
 
 
 def _cell(value) -> str:
@@ -109,6 +110,9 @@ def _slug(text: str) -> str:
 def build_page(run: Run) -> Page:
     sections = [task_section(run, task) for task in run.tasks]
     overview = overview_figures(run)
+    from headscope.report.atlas_section import atlas_section  # it draws on this module's TableView
+
+    atlas = atlas_section(run.tables)
     figures = overview + [
         f for s in sections for f in [*s.heatmaps, *(s.scatter.figures.values() if s.scatter else ())]
     ]
@@ -131,7 +135,8 @@ def build_page(run: Run) -> Page:
         tasks=sections,
         versions=TableView.of("Package versions", pd.DataFrame([run.versions])),
         created=run.created,
-        figures=figures,
+        figures=figures + (atlas.heatmaps if atlas else []),
+        atlas=atlas,
         not_computed=list(dict.fromkeys(note for section in sections for note in section.not_computed)),
     )
 
