@@ -22,6 +22,7 @@ IDENTITY = ("name", "weights_sha256", "n_layers", "n_heads", "d_model", "d_head"
 IDENTITY += ("dtype", "device")
 PER_RUN_OPTIONS = ("tasks", "task_sources", "left_out", "merged_from")  # what may differ, and is joined
 ACROSS_TASKS = ("comparison", "head_card")  # computed again from the merged per-task tables
+ONCE_PER_MODEL = ("atlas", "atlas_cards", "atlas_relations")  # weights only: the first run's (same model)
 VERSIONS_IGNORED = ("python",)  # a Python patch release does not change a number
 
 
@@ -105,6 +106,7 @@ def _joined_tables(runs: Sequence[Run]) -> dict[str, pd.DataFrame]:
     joined = {}
     for name in names:
         parts = [run.table(name) for run in runs if not run.table(name).empty]
+        parts = parts[:1] if name in ONCE_PER_MODEL else parts
         joined[name] = pd.concat(parts, ignore_index=True) if parts else runs[0].table(name)
     return joined
 
