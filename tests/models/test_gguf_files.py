@@ -114,6 +114,15 @@ def test_the_chosen_dtype_is_applied(gguf_twin):
     torch.testing.assert_close(_logits(model, TEXTS[0]), _logits(twin, TEXTS[0]))
 
 
+def test_a_gguf_file_splits_with_accelerate_but_not_to_disk(gguf_twin):
+    folder, path = gguf_twin("llama")
+    split = load_model(str(path), device_map="auto")
+    torch.testing.assert_close(_logits(split, TEXTS[0]), _logits(load_model(str(folder)), TEXTS[0]))
+    with pytest.raises(ModelError) as caught:
+        load_model(str(path), device_map="auto", max_memory="cpu=20KB")  # the rest would go to disk
+    assert "\n" not in str(caught.value) and f"cannot load the GGUF file {path}" in str(caught.value)
+
+
 def test_llama_rows_left_unpermuted_give_another_model(gguf_twin):
     """The comparison sees a layout mistake: without llama.cpp's q/k permutation the logits differ."""
     folder, path = gguf_twin("llama", permute=False)
