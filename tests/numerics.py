@@ -135,3 +135,16 @@ def check_ov_ranks(weights, x: Tensor, targets, heads, signs, ranks, n_upstream:
             if ranks.topk.shape[-1]:
                 differed += check_topk(ranks.topk[h, s], logits, tol, f"{name} top-k")
     return differed
+
+
+def ov_inputs(model, dataset, relations: tuple[str, ...], embedding: str = "context", taken=None):
+    """What `ov_scores` hands the OV kernel: the effective embedding rows [row, d_model], each row's
+    targets, and every head."""
+    from headscope.embedding import effective_embeddings
+    from headscope.heads import all_heads
+    from headscope.scores.relations import instance_targets, row_targets
+
+    found = effective_embeddings(model, dataset, embedding, taken)
+    per_relation = [instance_targets(dataset, model.tokens, r)[1] for r in relations]
+    targets = row_targets(per_relation, found.row, found.vectors.shape[0])
+    return found.vectors, targets, all_heads(model.n_layers, model.n_heads)

@@ -12,8 +12,6 @@ import pytest
 import torch
 
 from headscope.capture import Needs, capture
-from headscope.embedding import effective_embeddings
-from headscope.heads import all_heads
 from headscope.models import devices
 from headscope.models.devices import (
     DeviceError,
@@ -26,11 +24,10 @@ from headscope.models.devices import (
 from headscope.models.loading import load_model
 from headscope.scores.ov import OVOptions
 from headscope.scores.ov_kernel import ov_ranks
-from headscope.scores.relations import instance_targets, row_targets
 from headscope.tasks.dataset import build_dataset
 from headscope.tasks.registry import get_task
 from tests.conftest import save_tiny_gpt2
-from tests.numerics import assert_float_close, check_ov_ranks
+from tests.numerics import assert_float_close, check_ov_ranks, ov_inputs
 
 NO_GPU = not torch.cuda.is_available()
 ALL_NEEDS = Needs(resid0_keywords=True, pattern_end=True, z_end=True, mlp_end=True, scale_end=True)
@@ -239,12 +236,8 @@ def wide_model(tmp_path_factory, vocabulary):
 
 def _ov_ranks_of(model, dataset, taken, options: OVOptions):
     """The OV kernel's ranks for the capture's own context vectors (what ov_scores computes)."""
-    vectors = effective_embeddings(model, dataset, "context", taken).vectors
-    per_relation = [instance_targets(dataset, model.tokens, r)[1] for r in options.relations]
-    targets = row_targets(per_relation, torch.arange(vectors.shape[0]), vectors.shape[0])
-    heads = all_heads(model.n_layers, model.n_heads)
-    ranks = ov_ranks(model.weights, vectors, targets, heads, options.k, options.signs)
-    return vectors, targets, heads, ranks
+    vectors, targets, heads = ov_inputs(model, dataset, options.relations, "context", taken)
+    return vectors, targets, heads, ov_ranks(model.weights, vectors, targets, heads, options.k, options.signs)
 
 
 @pytest.mark.parametrize("which", ["organism", "wide"])

@@ -19,7 +19,7 @@ from headscope.scores.ov import OVOptions, keyword_dataset, ov_scores
 from headscope.scores.relations import instance_targets, row_targets
 from headscope.tasks.dataset import build_dataset
 from headscope.tasks.registry import get_task
-from tests.numerics import check_ov_ranks, float_tolerance, rank_window
+from tests.numerics import check_ov_ranks, float_tolerance, ov_inputs, rank_window
 
 MEMBERS = [chr(c) for c in range(ord("a"), ord("j") + 1)]  # token ids 1..10, in order
 FILLERS = [f"w{i}" for i in range(30)]  # token ids 11..40
@@ -227,10 +227,13 @@ def test_scores_unchanged_when_layer_norms_folded(tiny_dir, tmp_path):
         b = GPT2LMHeadModel.from_pretrained(folded_dir)(tokens).logits
     assert torch.allclose(a, b, atol=1e-4)
     assert not torch.allclose(model.weights.ln1_w, folded.weights.ln1_w)  # really folded
-    options = OVOptions(relations=("copy", "next"), negative=True, precision="float64")
-    raw, fold = ov_scores(model, dataset, options), ov_scores(folded, dataset, options)
-    assert raw.per_token["rank"].tolist() == fold.per_token["rank"].tolist()
-    assert raw.table.score.tolist() == fold.table.score.tolist()
+    relations, signs = ("copy", "next"), (1, -1)
+    x, targets, heads = ov_inputs(model, dataset, relations)  # block 0's output: float32 either way
+    d = model.weights.d_model
+    for each in (model, folded):  # ranks of either equal the unfolded model's, but at float ties
+        x_each = ov_inputs(each, dataset, relations)[0]
+        ranks = ov_kernel.ov_ranks(each.weights, x_each, targets, heads, 5, signs, torch.float64)
+        check_ov_ranks(model.weights, x, targets, heads, signs, ranks, n_upstream=6 * d, what="folded")
 
 
 def test_bad_options_are_one_clear_error(tiny_model):
