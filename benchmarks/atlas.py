@@ -10,7 +10,7 @@ library is spelled by a real English tokenizer of that vocabulary size. Two figu
    HEADSCOPE_BENCH_THREADS torch threads (default 2): the goal is at most 2 minutes on 2 cores.
 2. In one process, side by side: the atlas's scores of all 270 heads against a plain per-head loop
    over the weights (full-width OV output, the final norm, the full 49,152-token unembedding, per
-   head and sign; HEADSCOPE_BENCH_HEADS heads timed, default 6, scaled to 270), with the top-k and
+   head and sign; HEADSCOPE_BENCH_HEADS heads timed, default 3, scaled to 270), with the top-k and
    within-set ranks of the sampled heads compared (ties within float rounding allowed).
 """
 
@@ -96,15 +96,21 @@ def reference_head(hf, layer: int, head: int, x: torch.Tensor) -> torch.Tensor:
         return hf.lm_head(hf.model.norm(o))
 
 
-def reference_ranks(logits: torch.Tensor, targets, candidates, answers) -> tuple[list[int], list[int]]:
-    """Top-k ranks (other tokens at least the best target token's logit) and within-set ranks."""
-    top, within = [], []
+def _near(values: torch.Tensor, best: torch.Tensor) -> int:
+    """Other values within float32 rounding of `best` (of a 576-term sum): a rank may move by that many."""
+    return int(((values - best).abs() <= 1e-5 * values.abs().max()).sum()) - 1
+
+
+def reference_ranks(logits: torch.Tensor, targets, candidates, answers) -> list[tuple[int, int, int, int]]:
+    """Per row: top-k rank (other tokens at least the best target token's logit), its rounding slack,
+    within-set rank, its slack."""
+    found = []
     for row, spelled, answer in zip(logits, targets, answers, strict=True):
         best = row[list(spelled)].max()
-        top.append(int((row >= best).sum()) - 1)
         words = torch.stack([row[list(c)].max() for c in candidates])
-        within.append(int((words >= words[answer]).sum()) - 1)
-    return top, within
+        top, within = int((row >= best).sum()) - 1, int((words >= words[answer]).sum()) - 1
+        found.append((top, _near(row, best), within, _near(words, words[answer])))
+    return found
 
 
 def side_by_side(model_dir: Path, sample: int) -> dict:
@@ -126,27 +132,30 @@ def side_by_side(model_dir: Path, sample: int) -> dict:
     x = token_vectors(model, sources)  # the same rows as the atlas (the embedding is not timed)
     heads = [(la, h) for la in range(model.n_layers) for h in range(model.n_heads)]
     chosen = heads[:: max(1, len(heads) // sample)][:sample]
-    stats = dict(compared=0, top_mismatch=0, within_mismatch=0, reference_s=0.0)
+    stats = dict(compared=0, top_mismatch=0, within_mismatch=0, unexplained=0, reference_s=0.0)
     for layer, head in chosen:
         t0 = time.perf_counter()
         plus = reference_head(hf, layer, head, x)
         c = hf.lm_head(hf.model.norm(torch.zeros(1, x.shape[1])))[0]  # the logits of o = 0
+        ranks = {}
         for sign in (1, -1):
             logits = plus if sign == 1 else 2 * c - plus
-            ranks = [reference_ranks(logits[_rows(spelled, i)], s.target_tokens, s.candidates, s.answer)
-                     for i, s in enumerate(spelled)]  # fmt: skip
-            stats["reference_s"] += time.perf_counter() - t0
-            t0 = time.perf_counter()
-            got = per_source[
-                (per_source.layer == layer) & (per_source["head"] == head) & (per_source.sign == sign)
+            ranks[sign] = [
+                r
+                for i, s in enumerate(spelled)
+                for r in reference_ranks(logits[_rows(spelled, i)], s.target_tokens, s.candidates, s.answer)
             ]
-            top = [r for t, _ in ranks for r in t]
-            within = [r for _, w in ranks for r in w]
-            stats["compared"] += len(top)
-            stats["top_mismatch"] += int(sum(a != b for a, b in zip(got["rank"], top, strict=True)))
-            stats["within_mismatch"] += int(
-                sum(a != b for a, b in zip(got["within_rank"], within, strict=True))
-            )
+        stats["reference_s"] += time.perf_counter() - t0
+        for sign in (1, -1):
+            mine = (per_source.layer == layer) & (per_source["head"] == head) & (per_source.sign == sign)
+            got = per_source[mine]
+            for a, b, (top, top_slack, within, within_slack) in zip(
+                got["rank"], got["within_rank"], ranks[sign], strict=True
+            ):
+                stats["compared"] += 1
+                stats["top_mismatch"] += int(a != top)
+                stats["within_mismatch"] += int(b != within)
+                stats["unexplained"] += int(abs(a - top) > top_slack or abs(b - within) > within_slack)
     stats["reference_all_s"] = stats["reference_s"] * len(heads) / len(chosen)
     return stats | dict(atlas_s=atlas_s, rows=len(sources), heads=len(heads), sampled=len(chosen))
 
@@ -158,7 +167,7 @@ def _rows(spelled, i: int) -> slice:
 
 def main() -> None:
     threads = os.environ.get("HEADSCOPE_BENCH_THREADS", "2")
-    sample = int(os.environ.get("HEADSCOPE_BENCH_HEADS", "6"))
+    sample = int(os.environ.get("HEADSCOPE_BENCH_HEADS", "3"))
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = save_135m_shaped(Path(tmp) / "model")
         print(
@@ -183,6 +192,7 @@ def main() -> None:
     )
     print(
         f"   agreement on {stats['compared']} ranks: top-k rank mismatches {stats['top_mismatch']}, "
-        f"within-set rank mismatches {stats['within_mismatch']}"
+        f"within-set rank mismatches {stats['within_mismatch']} (all but {stats['unexplained']} within float "
+        "rounding of another logit)"
     )
     print(f"   load average after: {os.getloadavg()[0]:.1f}", flush=True)
