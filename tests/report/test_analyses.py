@@ -5,7 +5,6 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
-from scipy import stats
 from transformers import GPT2LMHeadModel
 
 from headscope.models.loading import load_model
@@ -253,8 +252,9 @@ def test_the_circuit_is_the_top_exact_edges_and_its_faithfulness_is_measured(rep
 
     edges, summary = report_run.for_task("edges", "ioi"), report_run.for_task("circuit", "ioi").iloc[0]
     exact = edges[edges["exact"].notna()]
-    assert len(exact) == summary["exact_checked"] == 50 and summary["approximation"]
-    assert exact.index.tolist() == list(range(50))  # the 50 edges eap ranks highest
+    # the tiny model's 110 edges: patching every one exactly costs less than eap-ig and its check
+    assert len(exact) == len(edges) == summary["exact_checked"] == summary["edges_total"] == 110
+    assert summary["method"] == "exact" and not summary["approximation"]
     by_hand = exact.assign(size=exact["exact"].abs()).sort_values("size", ascending=False, kind="stable")
     chosen = edges[edges["in_circuit"]]
     assert set(chosen.index) == set(by_hand.index[:10]) and summary["circuit_edges"] == 10
@@ -265,7 +265,33 @@ def test_the_circuit_is_the_top_exact_edges_and_its_faithfulness_is_measured(rep
     assert abs(summary["no_edges"] - evaluator.metric(set())) < 1e-4
     assert abs(summary["circuit"] - evaluator.metric(kept)) < 1e-6
     assert summary["faithfulness"] == pytest.approx(100 * summary["circuit"] / summary["clean"])
-    assert summary["spearman"] == pytest.approx(stats.spearmanr(exact["score"], exact["exact"]).statistic)
+    assert summary["spearman"] == 1.0
+
+
+def test_the_report_draws_mibs_curve_of_its_ranking(report_run):
+    from headscope.scores.circuit import mib
+
+    curve, summary = (
+        report_run.for_task("circuit_curve", "ioi"),
+        report_run.for_task("circuit", "ioi").iloc[0],
+    )
+    assert tuple(curve["fraction"]) == mib.FRACTIONS and list(curve["edges"]) == mib.edge_counts(110)
+    assert curve["f"].iloc[0] == 0 and curve["f"].iloc[-1] == 1 and set(curve["method"]) == {"exact"}
+    cpr, cmd = mib.areas(mib.FRACTIONS, list(curve["f"]))
+    assert summary["cpr"] == pytest.approx(cpr) and summary["cmd"] == pytest.approx(cmd)
+    assert curve["m_full"].iloc[0] == summary["clean"] and curve["m_empty"].iloc[0] == summary["no_edges"]
+
+
+def test_the_report_patches_every_edge_exactly_only_where_that_is_cheaper(monkeypatch):
+    from headscope.report import analyses
+    from headscope.scores.circuit import edges
+
+    model = load_model("organism")
+    options = analyses.ReportOptions(tasks=("ioi",))
+    assert analyses.circuit_options(model, options).method == "exact"  # 175 edges
+    monkeypatch.setattr(edges, "EDGES_PER_STEP", 10)  # 50 + 10 * 6 < 175
+    chosen = analyses.circuit_options(model, options)
+    assert chosen.method == "eap-ig" and chosen.exact_top == 50
 
 
 def test_the_circuit_step_is_left_out_by_default_on_a_model_of_many_edges(monkeypatch):

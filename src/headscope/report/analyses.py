@@ -54,7 +54,7 @@ class ReportOptions:
     circuit_n: int | None = None  # edge attribution and the circuit on the first prompts (0: none;
     # None: CIRCUIT_PROMPTS where the model has at most AUTO_CIRCUIT_EDGES edges, else none, with a note)
     circuit_edges: int = 10  # the circuit: the top edges by |exact| among those patched exactly
-    circuit_exact: int = 50  # edges eap ranks highest, each patched exactly
+    circuit_exact: int = 50  # edges eap-ig ranks highest, each patched exactly (every edge where cheaper)
     thresholds: LabelThresholds = field(default_factory=LabelThresholds)
     left_out: tuple[tuple[str, str], ...] = ()  # (task, why) of the default tasks left out
 
@@ -308,7 +308,7 @@ def _circuit_tables(model, dataset, cap, options: ReportOptions, say: Say) -> di
     top `circuit_edges` by |exact| run with every other edge patched (its faithfulness)."""
     if score_module("circuit") is None:
         return _missing("circuit", say)
-    from headscope.scores.circuit import edges, graph
+    from headscope.scores.circuit import edges, faithfulness, graph
 
     prompts = circuit_prompts(model, options.circuit_n)
     if isinstance(prompts, str):
@@ -323,15 +323,33 @@ def _circuit_tables(model, dataset, cap, options: ReportOptions, say: Say) -> di
         say(f"  not computed: circuit: {why}")
         return {"not_computed": pd.DataFrame([{"analysis": "circuit", "why": why}])}
     first = first_prompts(dataset, prompts, model)
-    say(f"  eap on every edge, {first.n} prompts; the top {options.circuit_exact} patched exactly")
-    edge_options = edges.EdgeOptions("eap", exact_top=options.circuit_exact)
+    edge_options = circuit_options(model, options)
+    if edge_options.method == "exact":
+        say(f"  every edge patched exactly, {first.n} prompts (cheaper than eap-ig and its exact check)")
+    else:
+        say(f"  eap-ig on every edge, {first.n} prompts; the top {options.circuit_exact} patched exactly")
     table = edges.edge_scores(model, first, edge_options, progress=False)
     chosen = circuit_edges(table, options.circuit_edges)
-    say(f"  the circuit of the top {len(chosen)} edges, every other edge patched")
+    say(f"  the circuit of the top {len(chosen)} edges, and MIB's curve: every other edge patched")
     summary = circuit_summary(model, first, table, chosen)
+    curve = faithfulness.ranking_curve(model, first, table)
+    summary = summary.assign(cpr=curve.cpr, cmd=curve.cmd)
+    points = curve.points.assign(method=table.attrs["method"], cpr=curve.cpr, cmd=curve.cmd)
+    points = points.assign(m_empty=curve.empty, m_full=curve.full)
     shown = table.head(EDGE_ROWS).drop(columns=["method", "approximation"])
     shown = shown.assign(in_circuit=[i in set(chosen.index) for i in shown.index])
-    return {"edges": shown, "circuit": summary}
+    return {"edges": shown, "circuit": summary, "circuit_curve": points}
+
+
+def circuit_options(model: Model, options: ReportOptions):
+    """eap-ig with its top `circuit_exact` edges patched exactly, or every edge patched exactly
+    where that costs less (`edges.exact_is_cheaper`: the organism's 175 edges)."""
+    from headscope.scores.circuit import edges, graph
+
+    chosen = edges.EdgeOptions("eap-ig", exact_top=options.circuit_exact)
+    if edges.exact_is_cheaper(len(graph.all_edges(model.arch, model.n_layers)), chosen):
+        return edges.EdgeOptions("exact", exact_top=None)
+    return chosen
 
 
 def circuit_edges(table: pd.DataFrame, count: int) -> pd.DataFrame:

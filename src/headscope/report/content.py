@@ -6,8 +6,10 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from headscope.report.curve_plot import CurvePlot
 from headscope.report.figures import Figure, Heatmap, Scatter, head_heatmap, head_task_heatmap
 from headscope.run import Run
+from headscope.scores.circuit import mib
 
 PER_TOKEN_ROWS = 40
 
@@ -56,6 +58,7 @@ class CircuitSection:
     diagram: dict
     faithfulness: TableView
     edges: TableView
+    curve: CurvePlot | None = None  # MIB's faithfulness curve of the ranking, CPR and CMD
 
 
 @dataclass(frozen=True)
@@ -113,9 +116,11 @@ def build_page(run: Run) -> Page:
     from headscope.report.atlas_section import atlas_section  # it draws on this module's TableView
 
     atlas = atlas_section(run.tables)
-    figures = overview + [
-        f for s in sections for f in [*s.heatmaps, *(s.scatter.figures.values() if s.scatter else ())]
-    ]
+    figures = (
+        overview
+        + [f for s in sections for f in [*s.heatmaps, *(s.scatter.figures.values() if s.scatter else ())]]
+        + [s.circuit.curve for s in sections if s.circuit and s.circuit.curve]
+    )
     return Page(
         title=f"headscope report: {run.model.get('name', '?')}",
         facts=_facts(run),
@@ -556,6 +561,7 @@ def circuit_section(run: Run, task: str) -> CircuitSection | None:
             "no edge": [float(summary["no_edges"])],
             "faithfulness % of clean": [float(summary["faithfulness"])],
             "normalized": [float(summary["normalized"])],
+            **_areas(summary),
         }
     )
     faith_note = (
@@ -571,6 +577,7 @@ def circuit_section(run: Run, task: str) -> CircuitSection | None:
             "source": edges["source"],
             "target": edges["target"],
             "input": edges["input"],
+            "mechanism": mechanism_names(edges, run.for_task("labels", task)),
             f"{method} score{approx}": edges["score"].astype(float),
             "exact": edges["exact"].astype(float),
             "in circuit": ["yes" if v else "" for v in edges["in_circuit"]],
@@ -584,11 +591,62 @@ def circuit_section(run: Run, task: str) -> CircuitSection | None:
         f"ranks highest (blank: not patched). Spearman of {method} with exact on those: "
         f"{float(summary['spearman']):.2f}."
     )
+    if "cpr" in summary.index:
+        faith_note += (
+            f" CPR / CMD: MIB's areas under f and |1 - f| of the circuits of the top 0.1 ... 100% of "
+            f"edges by |{method} score| (the figure; x: {mib.X_AXIS})."
+        )
     return CircuitSection(
         diagram=diagram,
         faithfulness=TableView.of("Faithfulness of the circuit", faith, note=faith_note),
         edges=TableView.of(f"Edges ({method}{approx}, the top ones checked exactly)", table, note=edges_note),
+        curve=curve_plot(run, task),
     )
+
+
+def _areas(summary: pd.Series) -> dict[str, list[float]]:
+    if "cpr" not in summary.index or summary["cpr"] != summary["cpr"]:
+        return {}
+    return {
+        f"CPR ({summary['method']})": [float(summary["cpr"])],
+        f"CMD ({summary['method']})": [float(summary["cmd"])],
+    }
+
+
+def curve_plot(run: Run, task: str) -> CurvePlot | None:
+    """The task's faithfulness curves (one per ranking computed), or None where none was."""
+    points = run.for_task("circuit_curve", task)
+    if points.empty:
+        return None
+    lines = {
+        str(method): (
+            list(rows["percent"]),
+            list(rows["f"]),
+            float(rows["cpr"].iloc[0]),
+            float(rows["cmd"].iloc[0]),
+        )
+        for method, rows in points.groupby("method", sort=False)
+    }
+    title = "Faithfulness of the top-k% circuits (MIB)"
+    first = points.iloc[0]
+    return CurvePlot(
+        f"{_slug(task)}-circuit-curve", title, lines, float(first["m_empty"]), float(first["m_full"]), task
+    )
+
+
+def mechanism_names(edges: pd.DataFrame, labels: pd.DataFrame) -> list[str]:
+    """'previous-token 1.1 -> induction 2.1 (k)' for an edge between two labelled heads, else ''."""
+    if labels.empty:
+        return [""] * len(edges)
+    label_of: dict[str, str] = {}
+    for row in labels.itertuples(index=False):
+        name = f"{int(row.layer)}.{int(row.head)}"
+        label_of[name] = f"{label_of[name]}/{row.label}" if name in label_of else str(row.label)
+    named = []
+    for source, target, kind in zip(edges["source"], edges["target"], edges["input"], strict=True):
+        both = source in label_of and target in label_of and kind in ("q", "k", "v")
+        named.append(f"{label_of[source]} {source} -> {label_of[target]} {target} ({kind})" if both else "")
+    return named
 
 
 def circuits_view(run: Run) -> TableView | None:

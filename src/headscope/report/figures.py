@@ -18,6 +18,7 @@ import plotly.graph_objects as go  # noqa: E402
 
 from headscope.io import write_atomic  # noqa: E402
 from headscope.report import scatter_plot  # noqa: E402
+from headscope.report.curve_plot import CurvePlot  # noqa: E402
 from headscope.report.fonts import drawable, use_fonts  # noqa: E402
 
 
@@ -101,7 +102,7 @@ class Scatter:
         return scatter_plot.write_scatter_png(Path(path), self.points, self.stats, self.title)
 
 
-Figure = Heatmap | Scatter
+Figure = Heatmap | Scatter | CurvePlot
 
 
 def _styled(figure: go.Figure) -> go.Figure:
