@@ -6,12 +6,15 @@ anything else is refused in one line naming what to pass.
 
 from __future__ import annotations
 
+import inspect
+
 import pandas as pd
 import pytest
 import torch
 import transformers as T
 
 import headscope as hs
+from headscope import api
 from headscope.models.loading import ModelError, as_model, load_model
 
 N = 20
@@ -127,3 +130,14 @@ def test_a_bridge_without_a_tokenizer_is_refused(family_dir):
     bridge = _bridge(family_dir("gpt2"))
     bridge.tokenizer = None
     _refused(lambda: hs.load_model(bridge), "has no tokenizer")
+
+
+def _takes_a_model(name: str) -> bool:
+    function = getattr(api, name)
+    return inspect.isfunction(function) and next(iter(inspect.signature(function).parameters)) == "model"
+
+
+@pytest.mark.parametrize("name", [n for n in api.__all__ if _takes_a_model(n)])
+def test_every_analysis_turns_its_model_argument_into_a_model(name):
+    """Each function of headscope.api taking a model goes through as_model before any work."""
+    _refused(lambda: getattr(api, name)(3, "seq-digits"), "model=int")
