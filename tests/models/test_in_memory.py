@@ -141,3 +141,11 @@ def _takes_a_model(name: str) -> bool:
 def test_every_analysis_turns_its_model_argument_into_a_model(name):
     """Each function of headscope.api taking a model goes through as_model before any work."""
     _refused(lambda: getattr(api, name)(3, "seq-digits"), "model=int")
+
+
+def test_weights_only_analyses_take_a_bridge(family_dir):
+    """The atlas (and composition scores, through hs.load_model) read the same weights from a bridge."""
+    folder = family_dir("llama")
+    bridge, reference = _bridge(folder), load_model(str(folder))
+    pd.testing.assert_frame_equal(hs.atlas(bridge), hs.atlas(reference), rtol=1e-6)
+    pd.testing.assert_frame_equal(hs.composition_scores(load_model(bridge)), hs.composition_scores(reference))
