@@ -8,6 +8,7 @@ import traceback
 
 import click
 import typer
+from rich.markup import escape
 from typer._click.exceptions import ClickException, NoArgsIsHelpError
 
 from headscope.cli.app import app, console, state
@@ -98,7 +99,7 @@ def _fail(message: str, code: int) -> int:
     if state.debug and sys.exc_info()[0] is not None:  # typer hands back Ctrl-C as a code
         traceback.print_exc()
     first = " ".join(message.split())
-    console.print(f"[red]error:[/red] {first}", highlight=False, soft_wrap=True)
+    console.print(f"[red]error:[/red] {escape(first)}", highlight=False, soft_wrap=True)  # [..] is text
     return code
 
 

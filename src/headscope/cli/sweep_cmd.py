@@ -99,7 +99,8 @@ def sweep_command(
     except HeadscopeError as error:
         raise HeadscopeError(error.naming(FLAGS)) from error
     print_table(found.summary[SUMMARY_COLUMNS], title="sweep", limit=50)
-    results.print(f"sweep: [bold]{found.page.resolve()}[/bold]  ({time.perf_counter() - started:.1f} s)")
+    elapsed = time.perf_counter() - started
+    results.print(f"sweep: [bold]{found.page.resolve()}[/bold]  ({elapsed:.1f} s)", soft_wrap=True)
 
 
 def _say(message: str) -> None:

@@ -25,8 +25,8 @@ OnResult = Callable[[JobResult], None]
 Say = Callable[[str], None]
 OBJECT_STORE_BYTES = 100 * 1024 * 1024  # Ray's minimum is 75 MiB
 RAY_MISSING = (
-    "sweep runs its jobs on Ray, which is not installed: pip install 'headscope[ray]' "
-    "(or pass jobs=1 to run the models one after another without it)"
+    "sweep runs its jobs on Ray, which is not installed: pip install 'headscope[ray]', "
+    "or run the models one after another without it (--jobs 1, or jobs=1 in Python)"
 )
 
 
