@@ -15,8 +15,10 @@ the kernel takes them), `W_Oc W_gU[:, C]` for the union C of every relation's ca
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
@@ -78,19 +80,41 @@ def within_ranks(
     dtype: torch.dtype = torch.float32,
     device: torch.device | None = None,
 ) -> list[Int[Tensor, "head sign pair"]]:
-    """Per relation, the within-set rank of each head, sign and kept pair."""
+    """Per relation, the within-set rank of each head, sign and kept pair. On the CPU the heads are
+    split among one worker thread per torch thread, each with no intra-op threads (as the OV kernel
+    does: many small products, no barrier waits on a sibling thread a busy machine has paused)."""
     device = weights.W_U.device if device is None else device
     out, x = readout(weights, dtype, device), x.to(device, dtype)
     columns = out.rows_of(union.to(device)).T  # [d_model, |C|]: W_gU's candidate columns
     c = out.c[union.to(device)]  # [|C|]
+    on = [_on(one, device) for one in sets]
+    threads = torch.get_num_threads()
+    workers = min(threads, len(heads)) if device.type == "cpu" else 1
+    parts = [[heads[i] for i in p] for p in np.array_split(np.arange(len(heads)), workers) if len(p)]
+
+    def work(chosen: list[tuple[int, int]]) -> list[Tensor]:
+        if device.type == "cpu":
+            torch.set_num_threads(1)
+        return _heads_ranks(weights, x, chosen, columns, c, on, signs, dtype)
+
+    try:
+        with ThreadPoolExecutor(len(parts)) as pool:
+            done = [f.result() for f in [pool.submit(work, p) for p in parts]]
+    finally:
+        torch.set_num_threads(threads)
+    return [torch.cat([d[i] for d in done], 0) for i in range(len(sets))]
+
+
+def _heads_ranks(weights, x, heads, columns, c, sets, signs, dtype) -> list[Tensor]:
+    """Per relation, ranks [head, sign, pair] of `heads`, `head_block` heads at a time."""
     parts: list[list[Tensor]] = [[] for _ in sets]
     step = head_block(weights)
     for start in range(0, len(heads), step):
-        circ = circuits(weights, heads[start : start + step], dtype, device)
+        circ = circuits(weights, heads[start : start + step], dtype, x.device)
         a = head_factors(weights, circ, x)  # [head, row, d_head]
         M = circ.W_Oc @ columns  # [head, d_head, |C|]
         for i, one in enumerate(sets):
-            parts[i].append(_set_ranks(a, M, c, _on(one, device), signs).to(torch.int32).cpu())
+            parts[i].append(_set_ranks(a, M, c, one, signs).to(torch.int32).cpu())
     return [torch.cat(p, 0) for p in parts]
 
 
