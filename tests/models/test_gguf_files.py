@@ -236,3 +236,9 @@ def test_the_command_line_refuses_a_bad_gguf_file_in_one_line(tmp_path):
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "is not a readable GGUF file" in lines[0], result.stderr
+
+
+def test_a_folder_holding_a_gguf_file_names_the_file(gguf_twin, tmp_path):
+    path = gguf_twin("llama")[1]
+    (tmp_path / path.name).write_bytes(path.read_bytes())
+    _one_line(str(tmp_path), "holds a GGUF file", f"give the file itself: {tmp_path / path.name}")

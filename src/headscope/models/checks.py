@@ -82,6 +82,9 @@ def weight_files(directory: Path) -> list[Path]:
 def check_model_dir(directory: Path, allow_pickle: bool = False) -> None:
     """Refuse a directory without a config or weights, or with pickle-only weights, with the fix."""
     if not (directory / "config.json").is_file():
+        gguf = sorted(directory.glob("*.gguf"))
+        if gguf:
+            raise ModelError(f"model={str(directory)!r} holds a GGUF file; give the file itself: {gguf[0]}")
         raise ModelError(f"model={str(directory)!r} has no config.json; give a Hugging Face model directory")
     files = weight_files(directory)
     if files:
