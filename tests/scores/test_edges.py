@@ -268,6 +268,17 @@ def test_a_one_edge_circuit_is_the_exact_patch_of_all_others(model, data):
         assert evaluator.metric(kept) - table.attrs["clean"] == pytest.approx(row.exact, abs=2e-4)
 
 
+def test_stacked_circuits_equal_one_at_a_time(model, data):
+    """Evaluator.metrics runs several edge sets as stacked copies in one pass: each equals `metric`."""
+    from headscope.scores.circuit.faithfulness import Evaluator
+
+    evaluator = Evaluator(model, data, batch_size=3)
+    every = evaluator.every
+    sets = [set(), set(every[::3]), set(every[:40]), set(every)]
+    stacked = evaluator.metrics(sets, per_pass=3)  # two passes: 3 copies, then 1
+    assert stacked == pytest.approx([evaluator.metric(kept) for kept in sets], abs=1e-4)
+
+
 # ---- the organism ------------------------------------------------------------------------------------
 
 

@@ -33,11 +33,11 @@ def test_curve_of_an_additive_metric_and_each_count_run_once():
     weight = {e: 1.0 / (i + 1) for i, e in enumerate(ranking)}
     calls = []
 
-    def metric(kept: set[Edge]) -> float:
-        calls.append(len(kept))
-        return 3.0 + sum(weight[e] for e in kept)
+    def metrics(kept_sets: list[set[Edge]]) -> list[float]:
+        calls.extend(len(kept) for kept in kept_sets)
+        return [3.0 + sum(weight[e] for e in kept) for kept in kept_sets]
 
-    curve = mib.faithfulness_curve(metric, ranking)
+    curve = mib.faithfulness_curve(metrics, ranking)
     total = sum(weight.values())
     for row in curve.points.itertuples():
         assert row.f == pytest.approx(sum(1.0 / (i + 1) for i in range(row.edges)) / total)
@@ -51,8 +51,9 @@ def test_known_values_are_not_run_again():
     ranking = _toy_edges(10)
     seen = []
     curve = mib.faithfulness_curve(
-        lambda kept: seen.append(len(kept)) or float(len(kept)), ranking, known={0: 0.0, 10: 10.0}
+        lambda sets: [seen.append(len(k)) or float(len(k)) for k in sets], ranking, known={0: 0.0, 10: 10.0}
     )
+
     assert 0 not in seen and 10 not in seen
     assert curve.points["f"].iloc[-1] == 1.0
 

@@ -129,9 +129,23 @@ def _approx_sums(
     else:
         points = [run.clean.pre[0]]
     grads = attribution.mean_gradients(resumer, model.arch, points, run.batch)
-    return torch.tensor(
-        [float((grads[e.target] * run.deltas[e.source]).double().sum()) for e in edges], dtype=torch.float64
-    )
+    return edge_products(grads, run.deltas, edges)
+
+
+def edge_products(grads: dict, deltas: dict[Source, Tensor], edges: list[Edge]) -> Tensor:
+    """grad(target) . delta(source) summed over the batch, per edge (float64): one matrix-vector
+    product per target over the deltas of every source feeding it, stacked once."""
+    row = {source: i for i, source in enumerate(deltas)}
+    stacked = torch.stack(list(deltas.values())).flatten(1)  # [source, batch * pos * d_model]
+    by_target: dict = {}
+    for i, edge in enumerate(edges):
+        by_target.setdefault(edge.target, []).append(i)
+    out = torch.zeros(len(edges), dtype=torch.float64)
+    for target, index in by_target.items():
+        rows = torch.tensor([row[edges[i].source] for i in index])
+        grad = grads[target].reshape(-1).to(stacked)  # [batch * pos * d_model]
+        out[index] = (stacked[rows] @ grad).double().cpu()
+    return out
 
 
 def _exact_edges(edges: list[Edge], approx: Tensor | None, options: EdgeOptions) -> list[int]:

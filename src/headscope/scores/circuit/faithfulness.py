@@ -29,10 +29,10 @@ import torch
 from torch import Tensor
 
 from headscope.models.loading import Model
-from headscope.scores import resume
 from headscope.scores.circuit import activations, edges, mib
-from headscope.scores.circuit.graph import Edge, Source, Target, all_edges, sources
+from headscope.scores.circuit.graph import Edge, Target, all_edges, sources, targets
 from headscope.scores.circuit.layered import RunState, layered_logits
+from headscope.scores.metric import logit_diff
 from headscope.tasks.dataset import Dataset
 
 
@@ -84,42 +84,71 @@ class Evaluator:
         self.resumer = edges.prepared(model)
         self.sources = sources(model.arch, model.n_layers)
         self.every = all_edges(model.arch, model.n_layers)
+        self.targets = targets(model.arch, model.n_layers)
+        self.target_row = {t: i for i, t in enumerate(self.targets)}
         self.runs = list(edges.batch_runs(model, self.resumer, dataset, batch_size, donor))
         self.donors = [activations.contributions(r.corrupted, model.weights, self.sources) for r in self.runs]
 
     def metric(self, kept: set[Edge]) -> float:
-        total = 0.0
+        return self.metrics([kept])[0]
+
+    def metrics(self, kept_sets: list[set[Edge]], per_pass: int = 8) -> list[float]:
+        """F(E) for several edge sets, `per_pass` of them as stacked copies of each batch in one
+        layered pass, each copy with its own excluded edges (tested equal to one at a time)."""
+        masks = torch.stack([self._excluded(kept) for kept in kept_sets])  # [set, target, source]
+        totals = torch.zeros(len(kept_sets), dtype=torch.float64)
         for run, donor in zip(self.runs, self.donors, strict=True):
             activations.capture(self.resumer, run.batch.tokens)  # the batch's block arguments
-            offsets = self._offsets(kept, donor)
-            with torch.no_grad():
-                logits = layered_logits(
-                    self.resumer, self.model.arch, run.clean.pre[0], run.batch.end, offsets
+            rows = run.batch.tokens.shape[0]
+            for start in range(0, len(kept_sets), per_pass):
+                chunk = masks[start : start + per_pass]
+                copies = chunk.shape[0]
+                resid0 = run.clean.pre[0].repeat(copies, 1, 1)  # [copy * batch, pos, d_model]
+                with torch.no_grad():
+                    logits = layered_logits(
+                        self.resumer,
+                        self.model.arch,
+                        resid0,
+                        run.batch.end.repeat(copies),
+                        self._offsets(chunk, donor),
+                    )
+                per_copy = logit_diff(
+                    logits.float().cpu(), run.batch.answers.repeat(copies), run.batch.contrasts.repeat(copies)
                 )
-            total += float(resume.end_metric(logits, run.batch).sum())
-        return total / self.n
+                totals[start : start + copies] += per_copy.reshape(copies, rows).sum(1).double()
+        return (totals / self.n).tolist()
 
-    def _offsets(self, kept: set[Edge], donor: Tensor):
+    def _excluded(self, kept: set[Edge]) -> Tensor:
+        """[target, source]: 1 where the edge exists and is not kept (its input takes the donor's)."""
+        mask = torch.zeros(len(self.targets), len(self.sources))
         index = {s: i for i, s in enumerate(self.sources)}
-        excluded: dict[Target, list[Source]] = {}
         for edge in self.every:
             if edge not in kept:
-                excluded.setdefault(edge.target, []).append(edge.source)
-        W_O = self.model.weights.W_O
+                mask[self.target_row[edge.target], index[edge.source]] = 1.0
+        return mask
 
-        def current(source: Source, state: RunState) -> Tensor:
-            if source.kind == "embed":
-                return state.embed
-            if source.kind == "mlp":
-                return state.mlp[source.layer]
-            return state.z[source.layer][:, :, source.index] @ W_O[source.layer, source.index].to(state.embed)
+    def _current(self, state: RunState) -> Tensor:
+        """The contributions written so far in this run, in source order: [source, rows, pos, d_model]."""
+        W_O = self.model.weights.W_O
+        found = [state.embed[None]]
+        for layer, z in enumerate(state.z):
+            found.append(activations.head_outputs(z, W_O[layer]))  # [head, rows, pos, d_model]
+            if layer < len(state.mlp):
+                found.append(state.mlp[layer][None])
+        return torch.cat(found)
+
+    def _offsets(self, masks: Tensor, donor: Tensor):
+        """Per target input of each stacked copy: the sum over its excluded sources of donor - current."""
 
         def offsets(chosen: list[Target], state: RunState) -> Tensor:
-            zero = torch.zeros_like(state.embed)
-            rows = [
-                sum((donor[index[s]] - current(s, state) for s in excluded.get(t, [])), zero) for t in chosen
-            ]
-            return torch.stack(rows)
+            current = self._current(state)
+            k, copies = current.shape[0], masks.shape[0]
+            diff = donor[:k, None] - current.unflatten(1, (copies, -1))  # [source, copy, batch, pos, d]
+            rows = torch.tensor([self.target_row[t] for t in chosen])
+            weights = masks[:, rows, :k].to(diff)  # [copy, target, source]
+            return torch.einsum("cts,scbpd->tcbpd", weights, diff).flatten(
+                1, 2
+            )  # [target, copy * batch, ...]
 
         return offsets
 
@@ -183,4 +212,4 @@ def ranking_curve(
     ev = evaluator or Evaluator(model, dataset, donor, batch_size)
     ranking = mib.ranking_of(table, lambda rows: edges.edges_of(rows, model))
     known = {0: table.attrs["corrupted"], len(ranking): table.attrs["clean"]} if donor == "corrupted" else {}
-    return mib.faithfulness_curve(ev.metric, ranking, known=known)
+    return mib.faithfulness_curve(ev.metrics, ranking, known=known)

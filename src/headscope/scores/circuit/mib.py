@@ -70,25 +70,21 @@ def areas(fractions: tuple[float, ...], f: list[float]) -> tuple[float, float]:
 
 
 def faithfulness_curve(
-    metric: Callable[[set[Edge]], float],
+    metrics: Callable[[list[set[Edge]]], list[float]],
     ranking: list[Edge],
     fractions: tuple[float, ...] = FRACTIONS,
     known: dict[int, float] | None = None,
 ) -> Curve:
     """f(k) of the circuits of the first int(k * n) edges of `ranking` (every edge, best first).
 
-    `metric(kept)` is F(kept) (`faithfulness.Evaluator.metric`); `known` gives F for some counts
-    already measured (0: the donor's run, len(ranking): the clean model), each run once."""
+    `metrics(kept_sets)` is F of each set (`faithfulness.Evaluator.metrics`), called once for every
+    count not in `known` (F already measured: 0, the donor's run; len(ranking), the clean model)."""
     values = dict(known or {})
-
-    def measured(count: int) -> float:
-        if count not in values:
-            values[count] = metric(set(ranking[:count]))
-        return values[count]
-
-    empty, full = measured(0), measured(len(ranking))
     counts = edge_counts(len(ranking), fractions)
-    ms = [measured(c) for c in counts]
+    missing = sorted({0, len(ranking), *counts} - set(values))
+    values |= dict(zip(missing, metrics([set(ranking[:c]) for c in missing]), strict=True))
+    empty, full = values[0], values[len(ranking)]
+    ms = [values[c] for c in counts]
     f = [(m - empty) / (full - empty) if full != empty else float("nan") for m in ms]
     cpr, cmd = areas(fractions, f)
     points = pd.DataFrame(
