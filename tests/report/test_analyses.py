@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pandas as pd
 import pytest
 import torch
@@ -227,7 +229,24 @@ def test_a_task_the_model_cannot_do_is_left_out():
     tasks = [get_task("seq-digits"), get_task("seq-letters")]
     kept, left_out = doable_tasks(model, tasks)
     assert [t.name for t in kept] == ["seq-digits"]
-    assert left_out == [("seq-letters", "top-1 accuracy 0.00 < 0.50 on 32 prompts")]
+    assert left_out == [
+        ("seq-letters", "logit difference -0.21 no larger than on the corrupted twins (-0.18) on 32 prompts")
+    ]
+
+
+def test_a_task_done_imperfectly_stays_and_chance_is_the_pair_or_the_twin(monkeypatch):
+    """Inclusion asks whether the model is better than chance, not whether its top-1 is right."""
+    from headscope.report import analyses
+
+    model = load_model("organism")
+    dataset = build_dataset(get_task("seq-digits"), model.tokens, 32, 0)
+    assert analyses.at_chance(model, dataset) is None  # its top-1 is 1.00: trivially kept
+    no_twin = dataclasses.replace(dataset, corrupted=None)
+    swapped = dataclasses.replace(no_twin, answers=dataset.contrasts, contrasts=dataset.answers)
+    assert (
+        analyses.at_chance(model, swapped)
+        == "the answer beats the contrast on 0.00 of 32 prompts (chance 0.50)"
+    )
 
 
 def test_the_organism_labels_its_known_heads(organism_run):
