@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import signal
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -108,7 +109,7 @@ def draw_pngs(figures: list[Figure], folder: Path, workers: int | None = None) -
     context = multiprocessing.get_context("fork")
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_ignore_interrupts)
     try:
-        with _interrupts_held():
+        with _interrupts_deferred():
             drawn = pool.map(_draw, jobs, chunksize=4)  # forks every worker now
         return list(drawn)
     finally:  # on Ctrl-C: the figures not begun are dropped, the few being drawn finish
@@ -116,24 +117,29 @@ def draw_pngs(figures: list[Figure], folder: Path, workers: int | None = None) -
 
 
 @contextmanager
-def _interrupts_held() -> Iterator[None]:
-    """SIGINT held back while the workers fork: a Ctrl-C landing in an at-fork callback (logging's
-    lock release) is printed as 'Exception ignored' and swallowed, and the report then ran on to
-    the end; held, it is delivered when the forks are done and stops the report as anywhere else."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+def _interrupts_deferred() -> Iterator[None]:
+    """A Ctrl-C while the workers fork is noted and raised once they are started: raised inside
+    an at-fork callback (logging's lock release) it was printed as 'Exception ignored' and
+    swallowed, and the report ran on to the end; raised inside the pool's start-up it left a
+    pool that never shut down. (Blocking the signal is no answer: any thread may take it.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread receives Python's signals
+        return
+    noted: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: noted.append(signum))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        signal.signal(signal.SIGINT, previous)
+    if noted:
+        raise KeyboardInterrupt
 
 
 def _ignore_interrupts() -> None:
     """Workers leave Ctrl-C to the main process (a terminal sends SIGINT to the whole process
     group): an interrupt landing in a worker's weakref callback printed a stray 'Exception
-    ignored' line after the one-line 'interrupted' message. The worker inherits SIGINT held
-    (`_interrupts_held`); ignored now, it is let through again."""
+    ignored' line after the one-line 'interrupted' message."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _check_unique(page: Page) -> None:
