@@ -11,6 +11,7 @@ models whose run is there with the same options and redoes the rest.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,31 +166,31 @@ def run_jobs(todo, options, jobs, address, results: dict, say: Say) -> float | N
     """Run the jobs (Ray, or in this process for jobs=1); results land in `results` as they end."""
     if jobs == 1 and address is None:
         say(f"{len(todo)} model(s) to run, one after another in this process")
-        engine.run_in_process(todo, options, None, Progress(len(todo), 1, results, say))
+        engine.run_in_process(todo, options, None, Progress(len(todo), results, say))
         return None
     engine.import_ray()  # the one-line error naming the extra, before anything starts
     plan = capacity(todo, jobs) if address is None else Capacity(jobs or len(todo), 1, 0, 0, 0)
     say(f"{len(todo)} model(s) to run; " + (plan.describe() if address is None else f"on {address}"))
-    return engine.run_on_ray(todo, options, plan, address, Progress(len(todo), plan.jobs, results, say), say)
+    return engine.run_on_ray(todo, options, plan, address, Progress(len(todo), results, say), say)
 
 
 class Progress:
-    """One line per finished job on stderr, with the ETA of the rest: the mean time of a job so
-    far x the jobs left / the jobs that run at once."""
+    """One line per finished job on stderr, with the ETA of the rest: the wall time so far per
+    finished job x the jobs left (worker start-up and jobs running side by side included)."""
 
-    def __init__(self, total: int, at_once: int, results: dict, say: Say) -> None:
-        self.total, self.at_once, self.results, self.say = total, at_once, results, say
-        self.seconds: list[float] = []
+    def __init__(self, total: int, results: dict, say: Say, clock: Callable[[], float] = time.perf_counter):
+        self.total, self.results, self.say, self.clock = total, results, say, clock
+        self.started, self.finished = clock(), 0
 
     def __call__(self, result: JobResult) -> None:
         self.results[result.job] = result
-        self.seconds.append(result.seconds)
-        left = self.total - len(self.seconds)
-        eta = sum(self.seconds) / len(self.seconds) * left / self.at_once
+        self.finished += 1
+        left = self.total - self.finished
+        eta = (self.clock() - self.started) / self.finished * left
         what = f"done in {result.seconds:.1f} s" if result.status == "done" else f"failed: {result.error}"
         peak = f", peak {result.peak_mb / 1024:.2f} GB" if result.peak_mb and result.status == "done" else ""
         tail = f"; ETA {_duration(eta)} for {left} more" if left else ""
-        self.say(f"[{len(self.seconds)}/{self.total}] {result.job.name} {what}{peak}{tail}")
+        self.say(f"[{self.finished}/{self.total}] {result.job.name} {what}{peak}{tail}")
 
 
 def _duration(seconds: float) -> str:
