@@ -735,56 +735,9 @@ def _thresholds(thresholds) -> _labels.LabelThresholds:
     return _labels.LabelThresholds(**thresholds)
 
 
-# ---- head atlas (weights only) -------------------------------------------------------------------
-
-
-def atlas(
-    model: Model,
-    relations: Names | None = None,
-    k: int = 5,
-    embedding: Literal["token", "block0"] = "token",
-    per_source: bool = False,
-) -> pd.DataFrame:
-    """The head atlas (docs/methods.md §11): every head x relation x sign, from the weights alone.
-
-    Args:
-        model: from `hs.load_model`.
-        relations: relation names, groups ("algorithmic", "linguistic", "knowledge",
-            "translation") or TOML files of `[mappings.NAME]` tables; one string or a list
-            (default: the whole library).
-        k: top-k score: a hit when the target is among the head's top-k logits.
-        embedding: "token" (the token through MLP0) or "block0".
-        per_source: also the per-source table (every head, sign and kept pair, with its top-k tokens).
-
-    Returns:
-        One row per head x relation x sign: `layer, head, relation, group, sign, score, within,
-        chance, n, dropped`; `.attrs["cards"]` (each head's strongest relations), `.attrs["relations"]`
-        (pairs kept per relation for this tokenizer) and, with `per_source`, `.attrs["per_source"]`.
-
-    Example:
-        >>> table = hs.atlas(model, relations="algorithmic")
-        >>> table.attrs["cards"].head()
-    """
-    from headscope.scores import atlas as _atlas
-    from headscope.tasks.relation_library import choose_relations
-
-    chosen = None if relations is None else choose_relations(names(relations, "relations"))
-    _choice(embedding, "embedding", ("token", "block0"))
-    options = _atlas.AtlasOptions(_count(k, "k"), embedding, per_source=bool(per_source))
-    result = _atlas.atlas_scores(model, chosen, options)
-    frame = result.table
-    frame.attrs.update(model=model.identity.name, n_layers=model.n_layers, n_heads=model.n_heads, k=k)
-    for key, value in (("cards", result.cards), ("relations", result.relations)):
-        frame.attrs[key] = AttachedTable(value)
-    if per_source:
-        frame.attrs["per_source"] = AttachedTable(result.per_source)
-    return frame
-
-
 __all__ = [
     "AttachedTable",
     "ablate",
-    "atlas",
     "attention_patterns",
     "attribution_patch",
     "dataset",
