@@ -16,6 +16,7 @@ BENCHMARKS: tuple[str, ...] = (
     "threads",
     "report_gpt2",
     "atlas",
+    "sweep",
 )
 
 
