@@ -149,3 +149,14 @@ def test_heads_that_write_nothing_map_no_relation(planted):
     cards = planted.attrs["cards"]
     silent = cards[cards.layer.eq(1) & cards["head"].isin([1, 2, 3])]
     assert len(silent) == 3 and (silent.kind != "maps").all()
+
+
+def test_a_model_held_in_memory_gives_the_same_atlas(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = save_planted(tmp_path / "planted")
+    held = (AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder))
+    from_memory = hs.atlas(held, relations=["month_next", "day_prev"])
+    from_folder = hs.atlas(hs.load_model(str(folder)), relations="month_next,day_prev")
+    pd.testing.assert_frame_equal(from_memory, from_folder)
+    assert _row(from_memory, 0, 2, "month_next").within == 1.0
