@@ -24,6 +24,7 @@ from headscope.scores.ablation import (
 from headscope.scores.ov import ov_scores
 from headscope.tasks.dataset import build_dataset
 from headscope.tasks.registry import get_task
+from tests.numerics import assert_float_close
 
 
 @pytest.fixture(scope="module")
@@ -236,7 +237,9 @@ def test_screened_sweep_is_exact_where_it_says_and_the_estimate_elsewhere(tiny_m
     named = sites.index(resume.Site(1, 3))
     mlps = [i for i, s in enumerate(sites) if s.head is None]
     assert sorted(torch.nonzero(exact).flatten().tolist()) == sorted({*top, named, *mlps})
-    assert torch.equal(metrics[exact], exact_all[exact])  # the same numbers, bit for bit
+    # the full sweep's numbers; its heads were stacked in other groups, so to float32 rounding
+    d = tiny_model.weights.d_model
+    assert_float_close(metrics[exact], exact_all[exact], tiny_model.n_layers * 7 * d, "exact knockouts")
     assert torch.equal(metrics[~exact], estimate[~exact])
 
 
