@@ -313,18 +313,24 @@ def test_the_report_patches_every_edge_exactly_only_where_that_is_cheaper(monkey
     assert chosen.method == "eap-ig" and chosen.exact_top == 50
 
 
-def test_the_circuit_step_is_left_out_by_default_on_a_model_of_many_edges(monkeypatch):
-    """By default the circuit runs where the model is small (the organism's 175 edges) and is left
-    out with its reason on a larger one; asked for, it runs whatever the size."""
+def test_the_circuit_step_is_bounded_by_default_on_a_model_of_many_edges(monkeypatch):
+    """By default the circuit runs on CIRCUIT_PROMPTS where the model is small (the organism's 175
+    edges, every edge patched exactly) and, on a larger one, eap-ig on LARGE_CIRCUIT_PROMPTS with
+    its top LARGE_EXACT_TOP edges patched exactly; asked for, it runs as asked."""
     from headscope.report import analyses
 
     model = load_model("organism")
+    options = analyses.ReportOptions(tasks=("ioi",))
     assert analyses.circuit_prompts(model, None) == analyses.CIRCUIT_PROMPTS
     assert analyses.circuit_prompts(model, 0) == 0
     monkeypatch.setattr(analyses, "AUTO_CIRCUIT_EDGES", 100)
-    why = analyses.circuit_prompts(model, None)
-    assert isinstance(why, str) and "175 edges (more than 100)" in why and "--circuit-n 32" in why
+    assert analyses.circuit_prompts(model, None) == analyses.LARGE_CIRCUIT_PROMPTS == 4
     assert analyses.circuit_prompts(model, 8) == 8
+    monkeypatch.setattr("headscope.scores.circuit.edges.EDGES_PER_STEP", 10)  # exact no longer cheaper
+    bounded = analyses.circuit_options(model, options)
+    assert bounded.method == "eap-ig" and bounded.exact_top == analyses.LARGE_EXACT_TOP
+    asked = analyses.circuit_options(model, dataclasses.replace(options, circuit_n=8))
+    assert asked.exact_top == options.circuit_exact
 
 
 def test_screened_knockouts_are_exact_for_the_heads_the_page_names(report_model, tmp_path):

@@ -7,6 +7,7 @@ with a note on the console; every table that is computed is a real result.
 from __future__ import annotations
 
 import importlib
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from types import ModuleType
@@ -30,6 +31,8 @@ Embedding = Literal["context", "token", "block0"]
 
 CIRCUIT_PROMPTS = 32
 AUTO_CIRCUIT_EDGES = 2000  # the organism has 175; GPT-2 small 32,491
+LARGE_CIRCUIT_PROMPTS = 4  # the bounded default above AUTO_CIRCUIT_EDGES edges: eap-ig on 4 prompts,
+LARGE_EXACT_TOP = 20  # its top 20 edges patched exactly
 AUTO_EXACT_HEADS = 48  # models with at most this many heads: every knockout exact by default
 KNOCKOUT_EXACT = 16  # on larger models: heads knocked out exactly besides those the page names
 
@@ -52,7 +55,7 @@ class ReportOptions:
     # others screened (first-order estimate); None: every head on a model of at most AUTO_EXACT_HEADS
     # heads, else KNOCKOUT_EXACT
     circuit_n: int | None = None  # edge attribution and the circuit on the first prompts (0: none;
-    # None: CIRCUIT_PROMPTS where the model has at most AUTO_CIRCUIT_EDGES edges, else none, with a note)
+    # None: CIRCUIT_PROMPTS where the model has at most AUTO_CIRCUIT_EDGES edges, else LARGE_CIRCUIT_PROMPTS)
     circuit_edges: int = 10  # the circuit: the top edges by |exact| among those patched exactly
     circuit_exact: int = 50  # edges eap-ig ranks highest, each patched exactly (every edge where cheaper)
     thresholds: LabelThresholds = field(default_factory=LabelThresholds)
@@ -309,21 +312,19 @@ def knockout_exact(model: Model, asked: int | None) -> int | None:
 EDGE_ROWS = 1000  # the edge table keeps the strongest edges by |score| (GPT-2 small has ~35,000)
 
 
-def circuit_prompts(model: Model, asked: int | None) -> int | str:
+def circuit_prompts(model: Model, asked: int | None) -> int:
     """Prompts of the report's circuit step: as asked; by default CIRCUIT_PROMPTS on a model of at
-    most AUTO_CIRCUIT_EDGES edges, and on a larger one the reason it is left out (its cost)."""
+    most AUTO_CIRCUIT_EDGES edges, and LARGE_CIRCUIT_PROMPTS on a larger one (a bounded default:
+    eap-ig on few prompts, its top LARGE_EXACT_TOP edges patched exactly; `circuit_options`)."""
     if asked is not None:
         return asked
+    return CIRCUIT_PROMPTS if not is_large(model) else LARGE_CIRCUIT_PROMPTS
+
+
+def is_large(model: Model) -> bool:
     from headscope.scores.circuit import graph
 
-    count = len(graph.all_edges(model.arch, model.n_layers))
-    if count <= AUTO_CIRCUIT_EDGES:
-        return CIRCUIT_PROMPTS
-    return (
-        f"left out by default: this model has {count:,} edges (more than {AUTO_CIRCUIT_EDGES:,}), and eap "
-        "on every edge with exact patching of the top ones takes minutes per task on a CPU; "
-        f"pass --circuit-n {CIRCUIT_PROMPTS} to run it, or use headscope circuit"
-    )
+    return len(graph.all_edges(model.arch, model.n_layers)) > AUTO_CIRCUIT_EDGES
 
 
 def _circuit_tables(model, dataset, cap, options: ReportOptions, say: Say) -> dict[str, pd.DataFrame]:
@@ -334,9 +335,6 @@ def _circuit_tables(model, dataset, cap, options: ReportOptions, say: Say) -> di
     from headscope.scores.circuit import edges, faithfulness, graph
 
     prompts = circuit_prompts(model, options.circuit_n)
-    if isinstance(prompts, str):
-        say(f"  not computed: circuit: {prompts}")
-        return {"not_computed": pd.DataFrame([{"analysis": "circuit", "why": prompts}])}
     if prompts < 1:
         return {}
     why = graph.refusal(model.arch)
@@ -350,13 +348,16 @@ def _circuit_tables(model, dataset, cap, options: ReportOptions, say: Say) -> di
     if edge_options.method == "exact":
         say(f"  every edge patched exactly, {first.n} prompts (cheaper than eap-ig and its exact check)")
     else:
-        say(f"  eap-ig on every edge, {first.n} prompts; the top {options.circuit_exact} patched exactly")
+        say(f"  eap-ig on every edge, {first.n} prompts; the top {edge_options.exact_top} patched exactly")
+    started = time.perf_counter()
     table = edges.edge_scores(model, first, edge_options, progress=False)
     chosen = circuit_edges(table, options.circuit_edges)
     say(f"  the circuit of the top {len(chosen)} edges, and MIB's curve: every other edge patched")
     summary = circuit_summary(model, first, table, chosen)
     curve = faithfulness.ranking_curve(model, first, table)
-    summary = summary.assign(cpr=curve.cpr, cmd=curve.cmd)
+    seconds = time.perf_counter() - started
+    say(f"  circuit step: {seconds:.1f} s")
+    summary = summary.assign(cpr=curve.cpr, cmd=curve.cmd, seconds=seconds)
     points = curve.points.assign(method=table.attrs["method"], cpr=curve.cpr, cmd=curve.cmd)
     points = points.assign(m_empty=curve.empty, m_full=curve.full)
     shown = table.head(EDGE_ROWS).drop(columns=["method", "approximation"])
@@ -365,11 +366,13 @@ def _circuit_tables(model, dataset, cap, options: ReportOptions, say: Say) -> di
 
 
 def circuit_options(model: Model, options: ReportOptions):
-    """eap-ig with its top `circuit_exact` edges patched exactly, or every edge patched exactly
-    where that costs less (`edges.exact_is_cheaper`: the organism's 175 edges)."""
+    """eap-ig with its top `circuit_exact` edges patched exactly (LARGE_EXACT_TOP by default on a
+    model of more than AUTO_CIRCUIT_EDGES edges), or every edge patched exactly where that costs
+    less (`edges.exact_is_cheaper`: the organism's 175 edges)."""
     from headscope.scores.circuit import edges, graph
 
-    chosen = edges.EdgeOptions("eap-ig", exact_top=options.circuit_exact)
+    bounded = options.circuit_n is None and is_large(model)
+    chosen = edges.EdgeOptions("eap-ig", exact_top=LARGE_EXACT_TOP if bounded else options.circuit_exact)
     if edges.exact_is_cheaper(len(graph.all_edges(model.arch, model.n_layers)), chosen):
         return edges.EdgeOptions("exact", exact_top=None)
     return chosen
