@@ -10,6 +10,7 @@ models whose run is there with the same options and redoes the rest.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -21,7 +22,7 @@ import pandas as pd
 from headscope.errors import HeadscopeError
 from headscope.io import write_json, write_table, write_text
 from headscope.options import names
-from headscope.run import RESULTS_FILE, RunError, load_run
+from headscope.run import FORMAT_VERSION, RESULTS_FILE, load_run
 from headscope.sweeps import engine
 from headscope.sweeps.figures import trajectory_png
 from headscope.sweeps.job import JobResult
@@ -154,12 +155,13 @@ def pending_jobs(
 
 
 def _saved_options(folder: Path) -> dict | None:
-    if not (folder / RESULTS_FILE).is_file():
-        return None
+    """The options in a run folder's results.json (its tables are not built: a rerun stays quick);
+    None when there is none or it cannot be read (the run is redone)."""
     try:
-        return load_run(folder).options
-    except RunError:
+        record = json.loads((folder / RESULTS_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
         return None
+    return record.get("options") if record.get("format") == FORMAT_VERSION else None
 
 
 def run_jobs(todo, options, jobs, address, results: dict, say: Say) -> float | None:
