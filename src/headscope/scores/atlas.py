@@ -62,19 +62,24 @@ class AtlasResult:
 
 @dataclass(frozen=True)
 class _Batch:
-    """Every kept pair of every relation, stacked: entry e is pair `pair[e]` of relation `relation[e]`."""
+    """Every kept pair of every relation, stacked (entry e: the pairs relation by relation). A source
+    token shared by several relations is one row of the OV kernel, its pairs in the row's slots."""
 
-    spelled: list[SpelledRelation]  # the relations with at least one kept pair
-    tokens: torch.Tensor  # [unique source token]
-    row: np.ndarray  # [entry] -> index into tokens
+    spelled: list[SpelledRelation]  # the scored relations
+    tokens: torch.Tensor  # [row]: the distinct source tokens
+    row: np.ndarray  # [entry] -> its row
+    slot: np.ndarray  # [entry] -> its slot in the row (the kernel's relation axis)
     starts: np.ndarray  # [relation] first entry
 
 
 def _batch(spelled: list[SpelledRelation]) -> _Batch:
     sources = np.array([t for s in spelled for t in s.source_tokens], dtype=np.int64)
     unique, row = np.unique(sources, return_inverse=True)
+    slot, seen = np.zeros(len(row), dtype=np.int64), np.zeros(len(unique), dtype=np.int64)
+    for entry, r in enumerate(row):  # the n-th pair of a row's source takes slot n
+        slot[entry], seen[r] = seen[r], seen[r] + 1
     starts = np.cumsum([0, *[s.n for s in spelled]])[:-1]
-    return _Batch(spelled, torch.from_numpy(unique), row, starts)
+    return _Batch(spelled, torch.from_numpy(unique), row, slot, starts)
 
 
 def check_atlas(model: Model, options: AtlasOptions) -> None:
@@ -114,23 +119,27 @@ def atlas_scores(
     check_atlas(model, options)
     every = spell_all(model, choose_relations(None) if relations is None else list(relations))
     batch = _batch([s for s in every if scored(s)])
-    vectors = (token_vectors if options.embedding == "token" else block0_vectors)(model, batch.tokens)
-    x = vectors[torch.from_numpy(batch.row)]  # [entry, d_model]: one row per kept pair
+    x = (token_vectors if options.embedding == "token" else block0_vectors)(model, batch.tokens)  # [row, d]
     heads = all_heads(model.n_layers, model.n_heads)
     device, dtype = kernel_device(model), DTYPES[options.precision]
     ranks = ov_ranks(
         model.weights, x, _targets(batch), heads, options.k, SIGNS, dtype, options.per_source, device
     )
     union, sets = candidate_sets(
-        [list(range(start, start + s.n)) for start, s in zip(batch.starts, batch.spelled, strict=True)],
+        [
+            batch.row[start : start + s.n].tolist()
+            for start, s in zip(batch.starts, batch.spelled, strict=True)
+        ],
         [s.candidates for s in batch.spelled],
         [s.answer for s in batch.spelled],
     )
     within = torch.cat(within_ranks(model.weights, x, heads, union, sets, SIGNS, dtype, device), -1)
-    rank = ranks.rank[..., 0].numpy()  # [head, sign, entry]
+    rank = ranks.rank.numpy()[:, :, batch.row, batch.slot]  # [head, sign, entry]
     table = score_table(batch, heads, rank, within.numpy(), options.k)
     per_source = (
-        per_source_table(batch, heads, rank, within.numpy(), ranks.topk.numpy(), model, options.k)
+        per_source_table(
+            batch, heads, rank, within.numpy(), ranks.topk.numpy()[:, :, batch.row], model, options.k
+        )
         if options.per_source
         else pd.DataFrame(columns=PER_SOURCE)
     )
@@ -138,11 +147,16 @@ def atlas_scores(
 
 
 def _targets(batch: _Batch) -> Targets:
-    """One relation slot per row: the kept pair's target tokens (padded by repeating the first)."""
+    """Each row's pairs in its slots: the target tokens (padded by repeating the first); slots a row
+    does not fill are not valid."""
     spelled = [t for s in batch.spelled for t in s.target_tokens]
     width = max(len(t) for t in spelled)
-    tokens = torch.tensor([[*t, *[t[0]] * (width - len(t))] for t in spelled], dtype=torch.long)
-    return Targets(tokens[:, None, :], torch.ones(len(spelled), 1, dtype=torch.bool))  # [row, 1, width]
+    tokens = torch.zeros(len(batch.tokens), int(batch.slot.max()) + 1, width, dtype=torch.long)
+    valid = torch.zeros(tokens.shape[:2], dtype=torch.bool)  # [row, slot]
+    for target, row, slot in zip(spelled, batch.row, batch.slot, strict=True):
+        tokens[row, slot] = torch.tensor([*target, *[target[0]] * (width - len(target))])
+        valid[row, slot] = True
+    return Targets(tokens, valid)  # [row, slot, width]
 
 
 def _head_sign_columns(heads: list[tuple[int, int]], per: int) -> dict[str, np.ndarray]:
