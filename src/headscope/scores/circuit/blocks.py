@@ -13,6 +13,7 @@ projections, rotary, q/k norms and key/value grouping apply unchanged:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -44,15 +45,24 @@ def check_hooks(resumer: Resumer) -> None:
         )
 
 
+class _Collected(Exception):
+    """Every value a block run was asked for is kept: the rest of the block is not needed."""
+
+
 def block_values(
     resumer: Resumer, layer: int, resid: Float[Tensor, "rows pos d_model"], names: list[str]
 ) -> dict[str, Tensor]:
-    """The values at hooks `names` when block `layer` runs on `resid` (grad follows the caller)."""
+    """The values at hooks `names` when block `layer` runs on `resid` (grad follows the caller).
+
+    The run stops once the last of them is computed (q/k/v come before the attention pattern and
+    the MLP), so a stacked copy per target costs the norm and the projections, not the block."""
     kept: dict[str, Tensor] = {}
 
     def keeper(name: str) -> Callable:
         def keep(act: Tensor, hook) -> Tensor:
             kept[name] = act
+            if len(kept) == len(names):
+                raise _Collected
             return act
 
         return keep
@@ -60,7 +70,8 @@ def block_values(
     bridge = resumer.bridge
     with bridge.hooks(fwd_hooks=[(name, keeper(name)) for name in names]):
         args, kwargs = _expanded(resumer.call_args, resumer.call_kwargs, resid.shape[0] // resumer.base_rows)
-        bridge.blocks[layer](resid, *args, **kwargs)
+        with contextlib.suppress(_Collected):
+            bridge.blocks[layer](resid, *args, **kwargs)
     return kept
 
 
