@@ -58,7 +58,8 @@ def atlas(
         typer.Option(
             "--relations",
             help="Comma-separated relation names, groups (algorithmic, linguistic, knowledge, "
-            "translation) or TOML files of [mappings.NAME] tables (default: the whole library).",
+            "translation) or TOML files of mappings in the task-file format (default: the whole "
+            "library; --list shows it).",
         ),
     ] = None,
     out: Annotated[
