@@ -4,12 +4,13 @@ Run: `python -m benchmarks sweep`. The models are HEADSCOPE_BENCH_MODELS (defaul
 bundled organism (4 layers x 2 heads, d_model 192) in folders `step-0`, `step-1`, ..., so each
 job does the same work; tasks induction and seq-digits, 100 prompts each (the sweep's default
 analyses: evaluation, OV scores, attention, DLA, labels; no knockouts). Each side is one
-`headscope sweep` process timed from outside (wall clock around the child; CPU: its and its
-children's user + system seconds):
+`headscope sweep` process timed from outside (wall clock around the child), with the sum of the
+jobs' own seconds from its summary.csv (model load to run folder written; what a worker's start-up
+adds is the rest):
 
 - sequential: `--jobs 1`, every model in turn in the one process (no Ray);
-- Ray: `--jobs 2`, a local Ray instance of 2 CPUs, one worker process per model (each imports
-  torch and loads its model afresh).
+- Ray: `--jobs 2`, a local Ray instance of 2 CPUs and 2 worker processes, each running job after
+  job (each model loaded afresh; the worker imports torch once).
 
 Ray's start-up (ray.init of the local instance, as the sweep reports it on stderr) is printed on
 its own. The two sweeps' heads.csv must agree (every score within 1e-6), so both did the same
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import os
 import re
-import resource
 import shutil
 import subprocess
 import sys
@@ -47,19 +47,17 @@ def models(folder: Path, count: int) -> Path:
 
 
 def timed_sweep(listing: Path, out: Path, jobs: int) -> dict:
-    """Wall and CPU seconds of one `headscope sweep` process, and the Ray start-up it reports."""
+    """Wall seconds of one `headscope sweep` process, its jobs' own seconds, Ray's start-up."""
     command = [sys.executable, "-m", "headscope", "sweep", "--models-file", str(listing), "--tasks", TASKS]
     command += ["--n", str(N), "--jobs", str(jobs), "--out", str(out)]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     wall = time.monotonic() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise RuntimeError(f"sweep --jobs {jobs} failed: {done.stderr.strip().splitlines()[-1:]}")
     found = re.search(r"started a local Ray instance in ([\d.]+) s", done.stderr)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"wall": wall, "cpu": cpu, "ray_startup": float(found.group(1)) if found else None}
+    jobs_s = float(pd.read_csv(out / "summary.csv")["seconds"].sum())
+    return {"wall": wall, "jobs": jobs_s, "ray_startup": float(found.group(1)) if found else None}
 
 
 def same_scores(first: Path, second: Path) -> float:
@@ -82,9 +80,9 @@ def main() -> None:
             ray = timed_sweep(listing, Path(tmp) / f"ray-{run}", 2)
             largest = same_scores(Path(tmp) / f"seq-{run}", Path(tmp) / f"ray-{run}")
             print(
-                f"sequential (--jobs 1): {sequential['wall']:.1f} s wall, {sequential['cpu']:.1f} s CPU; "
-                f"Ray, 2 workers (--jobs 2): {ray['wall']:.1f} s wall, {ray['cpu']:.1f} s CPU, of which "
-                f"Ray's start-up {ray['ray_startup']:.1f} s; ratio sequential / Ray "
+                f"sequential (--jobs 1): {sequential['wall']:.1f} s wall, jobs {sequential['jobs']:.1f} s; "
+                f"Ray, 2 workers (--jobs 2): {ray['wall']:.1f} s wall, jobs {ray['jobs']:.1f} s, Ray's "
+                f"start-up {ray['ray_startup']:.1f} s; ratio sequential / Ray "
                 f"{sequential['wall'] / ray['wall']:.2f}x; largest score difference {largest:.1e}"
             )
 

@@ -1,9 +1,10 @@
 """Where a sweep's jobs run: on Ray (a local instance, or a user's cluster by address), or one
 after another in this process (`jobs=1`, no Ray needed).
 
-Ray does the scheduling: each job is a Ray task of `job.run_job` in a worker of its own
-(`max_calls=1`: the worker exits after its model, so every model loads in a fresh process and
-its memory is returned); the local instance gets as many CPUs as jobs may run at once, so Ray
+Ray does the scheduling: each job is a Ray task of `job.run_job` in a Ray worker process, which
+loads its model and lets it go at the end; a worker runs job after job, except for models of more
+than FRESH_WORKER_BYTES of weights, which get a fresh worker each (`max_calls=1`, so their memory
+goes back to the system); the local instance gets as many CPUs as jobs may run at once, so Ray
 runs that many. GPUs are given per job (`num_gpus`: one each while there are enough, else an
 equal share of them). The local instance starts small: no dashboard, a 100 MB object store
 (the jobs pass only their results back: the tables stay in the run folders) and workers' logs
@@ -24,6 +25,11 @@ from headscope.sweeps.plan import Capacity, Job, SweepOptions
 OnResult = Callable[[JobResult], None]
 Say = Callable[[str], None]
 OBJECT_STORE_BYTES = 100 * 1024 * 1024  # Ray's minimum is 75 MiB
+# Models with more weights than this get a fresh worker each (the worker exits after the job, so
+# the memory goes back to the system); smaller ones share workers, which pay once for what a new
+# process pays (imports, the first forward pass, the compiled OV kernel): 4 organism jobs took
+# 119 s through 2 fresh workers each against 51 s one after another in one process.
+FRESH_WORKER_BYTES = 1 << 30
 RAY_MISSING = (
     "sweep runs its jobs on Ray, which is not installed: pip install 'headscope[ray]', "
     "or run the models one after another without it (--jobs 1, or jobs=1 in Python)"
@@ -65,7 +71,9 @@ def run_on_ray(
     try:
         gpus = gpus_per_job(ray, capacity.jobs, options)
         say(f"started {where} in {startup:.1f} s" + (f"; {gpus:g} GPU per job" if gpus else ""))
-        task = ray.remote(num_cpus=capacity.threads, num_gpus=gpus, max_calls=1, max_retries=0)(run_job)
+        fresh = max(job.weight_bytes or 0 for job in jobs) > FRESH_WORKER_BYTES
+        calls = 1 if fresh else 0  # 0: a worker runs job after job
+        task = ray.remote(num_cpus=capacity.threads, num_gpus=gpus, max_calls=calls, max_retries=0)(run_job)
         pending = {task.remote(job, options, capacity.threads): job for job in jobs}
         while pending:
             (ready,), _ = ray.wait(list(pending), num_returns=1)
