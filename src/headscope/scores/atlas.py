@@ -125,25 +125,25 @@ def atlas_scores(
     ranks = ov_ranks(
         model.weights, x, _targets(batch), heads, options.k, SIGNS, dtype, options.per_source, device
     )
-    union, sets = candidate_sets(
-        [
-            batch.row[start : start + s.n].tolist()
-            for start, s in zip(batch.starts, batch.spelled, strict=True)
-        ],
-        [s.candidates for s in batch.spelled],
-        [s.answer for s in batch.spelled],
-    )
-    within = torch.cat(within_ranks(model.weights, x, heads, union, sets, SIGNS, dtype, device), -1)
+    within = _within_ranks(model, batch, x, heads, dtype, device)  # [head, sign, entry]
     rank = ranks.rank.numpy()[:, :, batch.row, batch.slot]  # [head, sign, entry]
-    table = score_table(batch, heads, rank, within.numpy(), options.k)
-    per_source = (
-        per_source_table(
-            batch, heads, rank, within.numpy(), ranks.topk.numpy()[:, :, batch.row], model, options.k
-        )
-        if options.per_source
-        else pd.DataFrame(columns=PER_SOURCE)
-    )
+    table = score_table(batch, heads, rank, within, options.k)
+    per_source = pd.DataFrame(columns=PER_SOURCE)
+    if options.per_source:
+        topk = ranks.topk.numpy()[:, :, batch.row]  # [head, sign, entry, k]
+        per_source = per_source_table(batch, heads, rank, within, topk, model, options.k)
     return AtlasResult(table, relation_table(every), function_cards(table), per_source)
+
+
+def _within_ranks(model: Model, batch: _Batch, x, heads, dtype, device) -> np.ndarray:
+    """Within-set ranks [head, sign, entry] of every relation's kept pairs, relation by relation."""
+    rows = [
+        batch.row[start : start + s.n].tolist() for start, s in zip(batch.starts, batch.spelled, strict=True)
+    ]
+    union, sets = candidate_sets(
+        rows, [s.candidates for s in batch.spelled], [s.answer for s in batch.spelled]
+    )
+    return torch.cat(within_ranks(model.weights, x, heads, union, sets, SIGNS, dtype, device), -1).numpy()
 
 
 def _targets(batch: _Batch) -> Targets:
