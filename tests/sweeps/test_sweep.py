@@ -190,3 +190,13 @@ def test_without_ray_the_sweep_is_one_line_naming_the_extra(models, tmp_path, mo
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
     assert err.startswith("error: sweep runs its jobs on Ray") and "pip install 'headscope[ray]'" in err
+
+
+def test_the_page_draws_the_trajectories_offline_without_errors(ray_sweep, tmp_path):
+    from tests.report.browser import visit
+
+    seen = visit(ray_sweep[0].page, screenshot=tmp_path / "page.png")
+    assert seen.console_errors == [] and seen.page_errors == [] and seen.requests == []
+    (figure,) = seen.figures  # one family of checkpoints: one trajectory figure
+    assert figure["svg"] > 0 and figure["height"] > 300
+    assert "Models × tasks" in seen.text and "broken-model: " in seen.text

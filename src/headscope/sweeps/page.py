@@ -48,7 +48,7 @@ th:first-child,td:first-child{text-align:left}
 <h2>Trajectories: {{ family.name }}</h2>
 <p class="note">Every head's score at each checkpoint, one line per head; heads labelled at some step are
 in colour. The menu picks the task and score.</p>
-<div id="fig{{ loop.index }}"></div>
+<div class="hs-figure" id="fig{{ loop.index }}"></div>
 <script>(function(){var f={{ family.spec|safe }};
 Plotly.newPlot("fig{{ loop.index }}",f.data,f.layout);})();</script>
 <h3>When each label first appears</h3>
