@@ -78,6 +78,9 @@ def _expected_scores(run) -> dict:
     for row in run.table("detectors").itertuples(index=False):
         for column in ("induction", "previous_token", "duplicate_token"):
             found[(row.task, row.layer, row.head, column)] = getattr(row, column)
+    for row in run.table("atlas").itertuples(index=False):
+        name = f"atlas_negative_{row.relation}" if row.sign in (-1, "negative") else f"atlas_{row.relation}"
+        found[("atlas", row.layer, row.head, name)] = row.within
     dla = run.table("dla")
     for row in dla[dla["kind"] == "head"].itertuples(index=False):
         found[(row.task, int(row.layer), int(row.head), "dla")] = row.dla

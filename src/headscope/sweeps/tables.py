@@ -3,7 +3,9 @@
 `heads`: one long table, a row per (model, task, layer, head, analysis) with its score: the OV
 scores (`copy`, `next`, `negative_copy`, ...), the attention detectors (`induction`,
 `previous_token`, `duplicate_token`), the direct logit attribution (`dla`) and, when knockouts
-ran, `knockout_pct` (% of the clean metric left). `labels` and `evaluation` are the runs' own
+ran, `knockout_pct` (% of the clean metric left); and where the report computed the atlas (from the
+weights, task `atlas`), each relation's within-set score as `atlas_<relation>` (sign -1:
+`atlas_negative_<relation>`). `labels` and `evaluation` are the runs' own
 tables with the model's columns in front; `first_labels` says at which step each head's label
 first appears in a family of checkpoints, and whether it holds to the last one.
 """
@@ -39,6 +41,7 @@ def head_scores(run: Run) -> pd.DataFrame:
         _head_rows(run.table("dla"), "dla", "dla"),
         _head_rows(_one_method(run), "pct_of_clean", "knockout_pct"),
     ]
+    parts.append(_atlas_rows(run.table("atlas")))
     parts = [part for part in parts if not part.empty]
     if not parts:
         return pd.DataFrame(columns=HEAD_COLUMNS[4:])
@@ -52,6 +55,18 @@ def _ov_rows(ov: pd.DataFrame) -> pd.DataFrame:
     negative = ov["sign"].isin((-1, "negative"))
     names = [f"negative_{r}" if n else str(r) for r, n in zip(ov["relation"], negative, strict=True)]
     return ov.assign(analysis=names)[["task", "layer", "head", "analysis", "score"]]
+
+
+def _atlas_rows(atlas: pd.DataFrame) -> pd.DataFrame:
+    if atlas.empty:
+        return atlas
+    negative = atlas["sign"].isin((-1, "negative"))
+    names = [
+        f"atlas_negative_{r}" if n else f"atlas_{r}" for r, n in zip(atlas["relation"], negative, strict=True)
+    ]
+    return atlas.assign(task="atlas", analysis=names, score=atlas["within"])[
+        ["task", "layer", "head", "analysis", "score"]
+    ]
 
 
 def _detector_rows(detectors: pd.DataFrame) -> pd.DataFrame:
@@ -145,11 +160,3 @@ def first_labels(labels: pd.DataFrame, jobs: Sequence[Job]) -> pd.DataFrame:
     return table.sort_values(["family", "task", "first_step", "layer", "head"], kind="stable").reset_index(
         drop=True
     )
-
-
-def accuracy_grid(evaluation: pd.DataFrame) -> pd.DataFrame:
-    """Models x tasks: top-1 accuracy, models in the sweep's order."""
-    if evaluation.empty:
-        return pd.DataFrame()
-    grid = evaluation.pivot_table(index="name", columns="task", values="accuracy", sort=False)
-    return grid.reindex(list(dict.fromkeys(evaluation["name"])))
