@@ -8,12 +8,10 @@ returned as one line; it never stops the other jobs.
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import resource
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -22,10 +20,6 @@ from headscope.models.checks import first_line
 from headscope.sweeps.plan import Job, SweepOptions
 
 Status = Literal["done", "skipped", "failed"]
-Step = Callable[..., dict]  # (model, run, options) -> more tables for the run
-# Analyses that run after the report's tables on the loaded model, by name, each adding tables to
-# the run before it is saved (the place for an atlas: EXTRA_STEPS["atlas"] = its function).
-EXTRA_STEPS: dict[str, Step] = {}
 
 
 @dataclass(frozen=True)
@@ -66,8 +60,6 @@ def write_run(job: Job, options: SweepOptions, threads: int | None) -> None:
     )
     names = options.tasks if options.tasks is not None else spelled_tasks(model)
     run = build_run(model, [get_task(name) for name in names], options.report_options(names), _quiet)
-    for step in EXTRA_STEPS.values():
-        run = dataclasses.replace(run, tables=run.tables | step(model, run, options))
     write_report(run, job.folder, _quiet, pngs=options.pngs)
 
 
