@@ -42,7 +42,7 @@ def test_given_steps_order_every_model_as_one_family(tmp_path):
         ("gpt2", 100, GIVEN_FAMILY),
         ("organism", 200, GIVEN_FAMILY),
     ]
-    with pytest.raises(HeadscopeError, match="steps=: 1 steps for 2 models"):
+    with pytest.raises(HeadscopeError, match=r"steps=\[1\]: 1 steps for 2 models"):
         plan_jobs(["organism", "gpt2"], [1], tmp_path)
 
 
@@ -96,3 +96,38 @@ def test_the_eta_is_the_wall_time_per_finished_job_times_the_jobs_left(tmp_path)
     assert lines[0] == "[1/5] m done in 10.0 s, peak 0.50 GB; ETA 40 s for 4 more"  # 10 s a job x 4
     assert lines[1] == "[2/5] m failed: no weights; ETA 45 s for 3 more"  # 30 s / 2 jobs x 3
     assert list(results.values())[0].error == "no weights"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"add": "atlas"}, "add='atlas': choose from knockouts, circuit"),
+        ({"jobs": 0}, "jobs=0: give 1 or more"),
+        ({"tasks": "no-such-task"}, "no-such-task"),
+        ({"n": 0}, "n=0: give at least 1 prompt"),
+    ],
+)
+def test_bad_arguments_fail_before_any_model_loads(tmp_path, arguments, message):
+    import headscope as hs
+
+    with pytest.raises(HeadscopeError, match=message.replace("(", r"\(")):
+        hs.sweep("organism", **{"tasks": "induction", "out": tmp_path / "out"} | arguments)
+
+
+def test_the_cli_names_its_flags_in_errors(tmp_path, capsys):
+    from headscope.cli import main
+
+    assert main(["sweep", "--models", "organism", "--add", "atlas", "--out", str(tmp_path / "o")]) == 2
+    assert "--add 'atlas': choose from knockouts, circuit" in capsys.readouterr().err
+    assert main(["sweep", "--models", "organism", "--steps", "1,x", "--out", str(tmp_path / "o")]) == 2
+    assert "--steps 1,x: give whole numbers" in capsys.readouterr().err
+    assert main(["sweep", "--out", str(tmp_path / "o")]) == 2
+    assert "--models not given: give the models" in capsys.readouterr().err
+
+
+def test_a_folder_of_other_files_is_not_taken_for_a_sweep(tmp_path):
+    import headscope as hs
+
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(HeadscopeError, match="holds files but no sweep.json"):
+        hs.sweep("organism", "induction", tmp_path)

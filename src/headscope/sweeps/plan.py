@@ -85,7 +85,9 @@ def model_list(models: str | Sequence[str] | None, models_file: Path | None) -> 
     """The models named: a comma-separated string or a list (a `*` pattern expands to the sorted
     folders it matches), or a file of one model a line (# comments and blank lines skipped)."""
     if (models is None) == (models_file is None):
-        raise HeadscopeError("models=: give the models (M1,M2,...) or a models file, one of the two")
+        raise HeadscopeError(
+            f"models={models!r}: give the models (M1,M2,...) or a models file, one of the two"
+        )
     if models_file is not None:
         path = Path(models_file)
         if not path.is_file():
@@ -96,7 +98,9 @@ def model_list(models: str | Sequence[str] | None, models_file: Path | None) -> 
         items = models.split(",") if isinstance(models, str) else list(models)
     found = [spec for item in items if item.strip() for spec in _expanded(item.strip())]
     if not found:
-        raise HeadscopeError("models=: no model given; name at least one (M1,M2,... or a folder pattern)")
+        raise HeadscopeError(
+            f"models={models!r}: no model named; give at least one (M1,M2,... or a folder pattern)"
+        )
     return list(dict.fromkeys(found))
 
 
@@ -105,7 +109,7 @@ def _expanded(item: str) -> list[str]:
         return [item]
     matched = sorted(p for p in glob.glob(os.path.expanduser(item)) if Path(p).is_dir())
     if not matched:
-        raise HeadscopeError(f"models=: the pattern {item!r} matches no folder")
+        raise HeadscopeError(f"models={item!r}: the pattern matches no folder; check the path")
     return matched
 
 
@@ -128,7 +132,9 @@ def family_of(spec: str, step: int | None) -> str:
 def plan_jobs(specs: Sequence[str], steps: Sequence[int] | None, out: Path) -> list[Job]:
     """One job per model, ordered by family, then step (models without a step keep their order)."""
     if steps is not None and len(steps) != len(specs):
-        raise HeadscopeError(f"steps=: {len(steps)} steps for {len(specs)} models; give one step per model")
+        raise HeadscopeError(
+            f"steps={list(steps)}: {len(steps)} steps for {len(specs)} models; give one per model"
+        )
     jobs = []
     for index, spec in enumerate(specs):
         step = steps[index] if steps is not None else step_of(spec)
