@@ -307,10 +307,10 @@ def test_the_report_patches_every_edge_exactly_only_where_that_is_cheaper(monkey
 
     model = load_model("organism")
     options = analyses.ReportOptions(tasks=("ioi",))
-    assert analyses.circuit_options(model, options).method == "exact"  # 175 edges
-    monkeypatch.setattr(edges, "EDGES_PER_STEP", 10)  # 50 + 10 * 6 < 175
-    chosen = analyses.circuit_options(model, options)
+    chosen = analyses.circuit_options(model, options)  # 175 edges > 50 + 10 * (5 + 1)
     assert chosen.method == "eap-ig" and chosen.exact_top == 50
+    monkeypatch.setattr(edges, "EDGES_PER_STEP", 25)  # 50 + 25 * 6 >= 175
+    assert analyses.circuit_options(model, options).method == "exact"
 
 
 def test_the_circuit_step_is_bounded_by_default_on_a_model_of_many_edges(monkeypatch):
@@ -326,7 +326,6 @@ def test_the_circuit_step_is_bounded_by_default_on_a_model_of_many_edges(monkeyp
     monkeypatch.setattr(analyses, "AUTO_CIRCUIT_EDGES", 100)
     assert analyses.circuit_prompts(model, None) == analyses.LARGE_CIRCUIT_PROMPTS == 4
     assert analyses.circuit_prompts(model, 8) == 8
-    monkeypatch.setattr("headscope.scores.circuit.edges.EDGES_PER_STEP", 10)  # exact no longer cheaper
     bounded = analyses.circuit_options(model, options)
     assert bounded.method == "eap-ig" and bounded.exact_top == analyses.LARGE_EXACT_TOP
     asked = analyses.circuit_options(model, dataclasses.replace(options, circuit_n=8))

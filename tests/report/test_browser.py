@@ -112,7 +112,7 @@ def test_the_viewer_shows_any_head_and_prompt_with_values_on_hover(organism_repo
 def test_the_circuit_diagram_draws_edges_and_shows_their_values_on_hover(organism_report_dir, organism_run):
     edges = organism_run.for_task("edges", "ioi")
     summary = organism_run.for_task("circuit", "ioi").iloc[0]
-    top = edges.iloc[0]  # the strongest edge (every one of the organism's edges is patched exactly)
+    top = edges.iloc[0]  # the strongest edge by |eap-ig score|, patched exactly too
     key = f"{top.source}>{top.target}:{top.input}"
     errors: list[str] = []
     with opened(organism_report_dir / "index.html", errors) as page:
@@ -135,7 +135,7 @@ def test_the_circuit_diagram_draws_edges_and_shows_their_values_on_hover(organis
     assert nodes == ["embed"] + [
         n for layer in range(4) for n in (f"{layer}.0", f"{layer}.1", f"mlp{layer}")
     ] + ["logits"]
-    values = f"exact {top.score:.4f}, exact {top.exact:.4f}"
+    values = f"eap-ig {top.score:.4f} (approximation), exact {top.exact:.4f}"
     expected = f"{top.source} → {top.target} ({top.input}): {values}"
     assert readout.startswith(expected), readout
     assert ("; in the circuit" in readout) == bool(top.in_circuit)

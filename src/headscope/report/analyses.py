@@ -368,7 +368,7 @@ def _circuit_tables(model, dataset, cap, options: ReportOptions, say: Say) -> di
 def circuit_options(model: Model, options: ReportOptions):
     """eap-ig with its top `circuit_exact` edges patched exactly (LARGE_EXACT_TOP by default on a
     model of more than AUTO_CIRCUIT_EDGES edges), or every edge patched exactly where that costs
-    less (`edges.exact_is_cheaper`: the organism's 175 edges)."""
+    less (`edges.exact_is_cheaper`: a model of at most 110 edges)."""
     from headscope.scores.circuit import edges, graph
 
     bounded = options.circuit_n is None and is_large(model)

@@ -248,10 +248,11 @@ def edges_of(table: pd.DataFrame, model: Model) -> list[Edge]:
     return found
 
 
-# Measured on the organism (32 prompts, 2 CPU threads): every one of its 175 edges patched exactly
-# 12.0 s; eap-ig (5 steps) with its top 50 patched 14.9 s: one IG step costs about as much as
-# patching 25 edges exactly.
-EDGES_PER_STEP = 25
+# Measured on the organism (ioi, 32 prompts, a loaded 2-core machine, three runs each): every one
+# of its 175 edges patched exactly 48.7 / 15.5 / 27.5 s; eap-ig (5 steps) alone 13.6 / 9.3 / 8.3 s,
+# with its top 50 patched 19.6 / 12.8 / 18.9 s: one IG step costs about as much as patching 10
+# edges exactly (a step's stacked copies stop at q/k/v; an exact patch resumes every later block).
+EDGES_PER_STEP = 10
 
 
 def exact_is_cheaper(n_edges: int, options: EdgeOptions) -> bool:
