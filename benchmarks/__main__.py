@@ -12,6 +12,7 @@ BENCHMARKS: tuple[str, ...] = (
     "capture_memory",
     "ablation",
     "edges",
+    "circuit_mib",
     "precision",
     "threads",
     "report_gpt2",

@@ -9,7 +9,8 @@ m the task metric (mean logit difference), M every edge (the clean model), empty
 donor's run). C_k holds int(k * n_edges) edges, as MIB's `evaluate_area_under_curve`
 (hannamw/MIB-circuit-track) takes them. CPR is the area under f and CMD the area under |1 - f|,
 both by the trapezoid rule over the edge fraction on a *linear* axis from 0.001 to 1 (MIB's
-default, `log_scale=False`), so either lies in [0, 0.999].
+default, `log_scale=False`); with f in [0, 1] both lie in [0, 0.999] (f above 1, a circuit
+beating the model, or below 0 takes them past).
 
 Where ours differs from MIB's: our edges are at head granularity with the q, k and v inputs
 (MIB's too), but a key/value group of a grouped-query model is one target here (MIB expands it
