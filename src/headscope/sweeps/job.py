@@ -9,11 +9,12 @@ returned as one line; it never stops the other jobs.
 from __future__ import annotations
 
 import gc
-import resource
 import sys
 import time
 from dataclasses import dataclass
 from typing import Literal
+
+import psutil
 
 from headscope.errors import HeadscopeError
 from headscope.models.checks import first_line
@@ -93,6 +94,11 @@ def _why(error: BaseException) -> str:
 
 
 def _peak_mb() -> float:
-    """This process's peak resident memory (a Ray worker runs one job: that job's peak)."""
+    """This process's peak resident memory (a Ray worker runs one job: that job's peak); where
+    the system keeps no peak (Windows: no `resource` module), the resident memory now."""
+    try:
+        import resource
+    except ImportError:
+        return psutil.Process().memory_info().rss / (1 << 20)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024
+    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux

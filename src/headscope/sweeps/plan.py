@@ -19,7 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import psutil
+
 from headscope.errors import HeadscopeError
+from headscope.models.devices import usable_cores
 from headscope.report.analyses import Embedding, ReportOptions
 
 Extra = Literal["knockouts", "circuit"]
@@ -199,14 +202,8 @@ def job_bytes(job: Job) -> int:
 
 
 def available_bytes() -> int:
-    """Memory available now (MemAvailable of /proc/meminfo; free pages where there is none)."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    """Memory available now, on any system (psutil: MemAvailable on Linux)."""
+    return int(psutil.virtual_memory().available)
 
 
 @dataclass(frozen=True)
@@ -230,7 +227,7 @@ class Capacity:
 
 def capacity(jobs: Sequence[Job], asked: int | None, cores: int | None = None) -> Capacity:
     """Jobs at once: at most the cores, the asked count and what fits in the memory available."""
-    cores = cores or len(os.sched_getaffinity(0))
+    cores = cores or usable_cores()
     largest = max(job_bytes(job) for job in jobs)
     available = available_bytes()
     fits = max(1, math.floor(MEMORY_SHARE * available / largest))
