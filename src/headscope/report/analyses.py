@@ -355,9 +355,8 @@ def _circuit_tables(model, dataset, cap, options: ReportOptions, say: Say) -> di
     say(f"  the circuit of the top {len(chosen)} edges, and MIB's curve: every other edge patched")
     summary = circuit_summary(model, first, table, chosen)
     curve = faithfulness.ranking_curve(model, first, table)
-    seconds = time.perf_counter() - started
-    say(f"  circuit step: {seconds:.1f} s")
-    summary = summary.assign(cpr=curve.cpr, cmd=curve.cmd, seconds=seconds)
+    say(f"  circuit step: {time.perf_counter() - started:.1f} s")  # the console only: a run's files
+    summary = summary.assign(cpr=curve.cpr, cmd=curve.cmd)  # are the same for the same seed
     points = curve.points.assign(method=table.attrs["method"], cpr=curve.cpr, cmd=curve.cmd)
     points = points.assign(m_empty=curve.empty, m_full=curve.full)
     shown = table.head(EDGE_ROWS).drop(columns=["method", "approximation"])
