@@ -591,10 +591,6 @@ def circuit_section(run: Run, task: str) -> CircuitSection | None:
         f"ranks highest (blank: not patched). Spearman of {method} with exact on those: "
         f"{float(summary['spearman']):.2f}."
     )
-    if "seconds" in summary.index and summary["seconds"] == summary["seconds"]:
-        faith_note += (
-            f" The circuit step (scores, exact check, circuit and curve) took {summary['seconds']:.0f} s."
-        )
     if "cpr" in summary.index:
         faith_note += (
             f" CPR / CMD: MIB's areas under f and |1 - f| of the circuits of the top 0.1 ... 100% of "
