@@ -52,7 +52,7 @@ def test_list_prints_the_library_without_a_model():
         (("--relations", "bogus"), "unknown relation 'bogus'"),
         (("--relations", ","), "empty --relations"),
         (("--relations", "nowhere.toml"), "relation file nowhere.toml does not exist"),
-        (("--n", "5"), "--n: the atlas reads the weights only"),
+        (("--n", "5"), "No such option: --n"),  # the atlas reads the weights only: no prompts
         (("--k", "0"), "--k 0"),
         (("--relations", "english_french"), "none of the relations asked for (english_french)"),
     ],

@@ -224,18 +224,26 @@ def command(
     n: int = DEFAULT_N,
     out: bool = True,
     task_argument: bool = False,
+    prompts: bool = True,
+    model: bool = True,
+    placement: bool = True,
     on: typer.Typer | None = None,
 ) -> Callable:
     """Register `func(shared, **own)` as a command with the shared options added to its own.
 
     `task` is the --task default (None: optional; NO_TASK: no --task), `task_argument` makes the
-    task a positional argument, `n` the --n default, `out` whether --out is shared. A
+    task a positional argument, `n` the --n default, `out` whether --out is shared, `prompts`
+    whether --n and --seed are (not for a command that reads the weights only), `model` whether
+    --model is (not for a command of many models), `placement` whether --threads and the split
+    options are (not where each job chooses its own). A
     HeadscopeError naming a Python argument (`k=0: ...`) is re-raised naming the flag (`--k 0: ...`).
     """
 
     def register(func: Callable) -> Callable:
         own = [p for p in inspect.signature(func, eval_str=True).parameters.values() if p.name != "shared"]
-        shared = _shared_parameters(task, n, out, task_argument)
+        shared = _shared_parameters(task, n if prompts else None, out, task_argument)
+        left_out = ({"model"} if not model else set()) | (PLACEMENT if not placement else set())
+        shared = [p for p in shared if p.name not in left_out]
         first = [p for p in shared if p.name in ("model", "task")]  # --help: model, task, own, n, seed, out
         ordered = [*first, *own, *[p for p in shared if p not in first]]
         parameters = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in ordered]
@@ -260,15 +268,20 @@ def command(
     return register
 
 
-def _shared_parameters(task, n: int, out: bool, task_argument: bool) -> list[inspect.Parameter]:
+PLACEMENT = {"threads", "device_map", "max_memory", "offload_folder"}
+
+
+def _shared_parameters(task, n: int | None, out: bool, task_argument: bool) -> list[inspect.Parameter]:
+    """The shared options of a command; `n` None: no --n and no --seed (no prompts are built)."""
     keyword = inspect.Parameter.KEYWORD_ONLY
     found = [inspect.Parameter("model", keyword, default=DEFAULT_MODEL, annotation=ModelOpt)]
     if task_argument:
         found.append(inspect.Parameter("task", keyword, annotation=TaskArg))
     elif task != NO_TASK:
         found.append(inspect.Parameter("task", keyword, default=task, annotation=TaskOpt))
-    found.append(inspect.Parameter("n", keyword, default=n, annotation=NOpt))
-    found.append(inspect.Parameter("seed", keyword, default=DEFAULT_SEED, annotation=SeedOpt))
+    if n is not None:
+        found.append(inspect.Parameter("n", keyword, default=n, annotation=NOpt))
+        found.append(inspect.Parameter("seed", keyword, default=DEFAULT_SEED, annotation=SeedOpt))
     if out:
         found.append(inspect.Parameter("out", keyword, default=None, annotation=OutOpt))
     found.append(inspect.Parameter("device", keyword, default=DEFAULT_DEVICE, annotation=DeviceOpt))

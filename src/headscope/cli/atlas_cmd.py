@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 import pandas as pd
 import typer
 
-from headscope.cli.app import DEFAULT_N, DEFAULT_SEED, Shared, command, print_table, results, working, wrote
+from headscope.cli.app import Shared, command, print_table, results, working, wrote
 from headscope.cli.common import load
 from headscope.errors import HeadscopeError
 from headscope.io import check_folder_replaceable, write_folder_atomic, write_table
@@ -44,13 +44,7 @@ def library_table() -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["group", "relation", "pairs", "example"])
 
 
-def _no_prompts(shared: Shared) -> None:
-    if shared.n != DEFAULT_N or shared.seed != DEFAULT_SEED:
-        flag = "--n" if shared.n != DEFAULT_N else "--seed"
-        raise HeadscopeError(f"{flag}: the atlas reads the weights only and takes no prompts; leave it out")
-
-
-@command("atlas", out=False)
+@command("atlas", out=False, prompts=False)
 def atlas(
     shared: Shared,
     relations: Annotated[
@@ -79,7 +73,6 @@ def atlas(
     if list_:
         print_table(library_table(), title="relation library", limit=1000)
         return
-    _no_prompts(shared)
     names = relation_names(relations)
     check_folder_replaceable(out, TABLE)
     loaded = load(shared.model)

@@ -9,9 +9,8 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from headscope.cli.app import DEFAULT_N, DEFAULT_SEED, app, console, print_table, prompt_count, results
+from headscope.cli.app import Shared, command, console, print_table, results
 from headscope.errors import HeadscopeError
-from headscope.models.devices import DType
 
 FLAGS = {
     "models": "--models",
@@ -37,8 +36,9 @@ def step_list(text: str | None) -> list[int] | None:
         raise HeadscopeError(f"--steps {text}: give whole numbers, one per model (0,100,200)") from error
 
 
-@app.command("sweep")
+@command("sweep", out=False, model=False, placement=False)
 def sweep_command(
+    shared: Shared,
     models: Annotated[
         str | None,
         typer.Option(
@@ -80,11 +80,7 @@ def sweep_command(
         str | None, typer.Option("--ray-address", help="Run the jobs on this Ray cluster (or 'auto').")
     ] = None,
     pngs: Annotated[bool, typer.Option("--pngs", help="Also draw each run's per-figure PNGs.")] = False,
-    n: Annotated[int, typer.Option("--n", help="Prompts per task.", callback=prompt_count)] = DEFAULT_N,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the prompt generator.")] = DEFAULT_SEED,
     k: Annotated[int, typer.Option("--k", help="OV scores: a hit when a target is in the top k.")] = 5,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
-    dtype: Annotated[DType, typer.Option("--dtype", help="float32, bfloat16 or float16.")] = "float32",
 ) -> None:
     """Run the report's analyses on each model (one job each, on Ray) and line the heads up across them."""
     from headscope.sweeps.core import sweep
@@ -92,9 +88,9 @@ def sweep_command(
     started = time.perf_counter()
     try:
         found = sweep(
-            models, tasks, out, models_file=models_file, steps=step_list(steps), n=n, seed=seed, k=k,
-            add=add or (), jobs=jobs, ray_address=ray_address, device=device, dtype=dtype, pngs=pngs,
-            say=_say,
+            models, tasks, out, models_file=models_file, steps=step_list(steps), n=shared.n,
+            seed=shared.seed, k=k, add=add or (), jobs=jobs, ray_address=ray_address,
+            device=shared.device, dtype=shared.dtype, pngs=pngs, say=_say,
         )  # fmt: skip
     except HeadscopeError as error:
         raise HeadscopeError(error.naming(FLAGS)) from error
