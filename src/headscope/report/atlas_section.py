@@ -9,7 +9,6 @@ writes the opposite); the top-k map shows the top-k score of the same sign.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from headscope.errors import HeadscopeError
 from headscope.models.loading import Model
 from headscope.report.content import TableView
 from headscope.report.figures import Heatmap
-from headscope.report.html import _asset, _environment, script_json
+from headscope.report.html import _asset, _environment, figure_specs
 from headscope.scores.atlas import AtlasOptions, above_chance, atlas_scores
 
 REPORT_HEADS = 32  # heads in the report's heatmaps: the strongest by within-set score above chance
@@ -131,9 +130,7 @@ def atlas_section(tables: dict[str, pd.DataFrame]) -> AtlasSection | None:
 
 
 def render_atlas_page(title: str, part: AtlasSection, facts: TableView) -> str:
-    specs = {
-        f.name: script_json(json.loads(plotly.io.to_json(f.plotly(), validate=False))) for f in part.heatmaps
-    }
+    specs = figure_specs(part.heatmaps)
     template = _environment().from_string(_asset("atlas.html.j2"))
     return template.render(
         title=title,

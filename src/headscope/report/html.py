@@ -36,6 +36,11 @@ def script_json(data) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
+def figure_specs(figures: list[Figure]) -> dict[str, str]:
+    """Each figure's plotly JSON, safe inside a <script> tag, by figure name."""
+    return {f.name: script_json(json.loads(plotly.io.to_json(f.plotly(), validate=False))) for f in figures}
+
+
 def _asset(name: str) -> str:
     return resources.files("headscope.report").joinpath("assets", name).read_text(encoding="utf-8")
 
@@ -46,9 +51,7 @@ def _environment() -> jinja2.Environment:
 
 def render_page(page: Page, pngs: bool = True) -> str:
     """The whole page as one HTML string (`pngs`: each figure links its PNG)."""
-    specs = {
-        f.name: script_json(json.loads(plotly.io.to_json(f.plotly(), validate=False))) for f in page.figures
-    }
+    specs = figure_specs(page.figures)
     viewers = {task.name: script_json(task.viewer) for task in page.tasks if task.viewer}
     circuits = {task.name: script_json(task.circuit.diagram) for task in page.tasks if task.circuit}
     template = _environment().from_string(_asset("report.html.j2"))
