@@ -16,8 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import plotly.graph_objects as go  # noqa: E402
 
-from headscope.io import write_atomic  # noqa: E402
-from headscope.report.fonts import use_fonts  # noqa: E402
+from headscope.report.fonts import save_png, use_fonts  # noqa: E402
 
 COLOURS = {"exact": "#2ca02c", "eap-ig": "#1f77b4", "eap": "#ff7f0e"}
 
@@ -77,7 +76,4 @@ class CurvePlot:
         ax.set_title(f"{prefix}{self.title}\nm(∅) {self.empty:.3f}, m(M) {self.full:.3f}", fontsize=9)
         ax.legend(fontsize=7)
         fig.tight_layout()
-        try:
-            return write_atomic(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-        finally:
-            plt.close(fig)
+        return save_png(fig, path)

@@ -9,10 +9,13 @@ itself shows every name as the browser's fonts draw it.
 from __future__ import annotations
 
 from functools import cache
+from pathlib import Path
 
 import matplotlib
 from matplotlib import font_manager
 from matplotlib.ft2font import FT2Font
+
+from headscope.io import write_atomic
 
 PREFERRED = (
     "DejaVu Sans",
@@ -54,3 +57,13 @@ def drawable(text: str) -> str:
     if not covered:
         return text
     return "".join(c if c.isspace() or ord(c) in covered else MISSING for c in text)
+
+
+def save_png(fig, path: Path) -> Path:
+    """A matplotlib figure written atomically as the report's PNG (110 dpi), then closed."""
+    import matplotlib.pyplot as plt
+
+    try:
+        return write_atomic(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    finally:
+        plt.close(fig)

@@ -19,8 +19,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import plotly.graph_objects as go  # noqa: E402
 
-from headscope.io import write_atomic, write_text  # noqa: E402
-from headscope.report.fonts import drawable, use_fonts  # noqa: E402
+from headscope.io import write_text  # noqa: E402
+from headscope.report.fonts import drawable, save_png, use_fonts  # noqa: E402
 
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 X_TITLE = "attention probability end -> token"
@@ -120,7 +120,4 @@ def write_scatter_png(
     ax.title.set_fontsize(9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    try:
-        return write_atomic(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    finally:
-        plt.close(fig)
+    return save_png(fig, path)
