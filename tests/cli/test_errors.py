@@ -1,6 +1,6 @@
 """The catalogue of bad inputs: each is one line naming the problem and the fix, exit 2, nothing written.
 
-Every entry runs the CLI as a subprocess. The README's "Errors and reliability" table is this
+Every entry runs the CLI as a subprocess. The table in docs/reliability.md ("Every error, one line") is this
 catalogue with the messages of a real run (`python -m tests.cli.test_errors` prints it).
 """
 
