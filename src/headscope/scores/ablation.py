@@ -25,11 +25,12 @@ from headscope.models.loading import Model
 from headscope.options import names
 from headscope.scores import resume
 from headscope.scores.resume import Batch, DonorFn, Site, Values
-from headscope.tasks.dataset import Dataset
+from headscope.tasks.dataset import Dataset, require_corrupted
 
 Component = Literal["heads", "mlps"]
 Method = Literal["zero", "mean", "resample"]
 METHODS: tuple[str, ...] = ("zero", "mean", "resample")
+ZERO_FIX = "use method='zero', which needs none"  # what to do where a twin is missing
 
 
 @dataclass(frozen=True)
@@ -77,12 +78,6 @@ def sites_for(model: Model, components: tuple[str, ...]) -> list[Site]:
     return (heads if "heads" in components else []) + (mlps if "mlps" in components else [])
 
 
-def _corrupted(dataset: Dataset) -> Dataset:
-    if dataset.corrupted is None:
-        raise HeadscopeError(f"task {dataset.task.name} has no corrupted twin; mean and resample need one")
-    return dataset.corrupted
-
-
 def _sliced(values: Values, batch: Batch) -> Values:
     width = batch.tokens.shape[1]
     return Values(values.z[:, :, :width], values.mlp[:, :, :width])
@@ -118,7 +113,7 @@ def mean_values(model: Model, corrupted: Dataset, batch_size: int) -> Values:
 
 
 def mean_donor(model: Model, dataset: Dataset, batch_size: int) -> DonorFn:
-    means = mean_values(model, _corrupted(dataset), batch_size)
+    means = mean_values(model, require_corrupted(dataset, "mean ablation", ZERO_FIX), batch_size)
 
     def donor(batch: Batch) -> Values:
         size = batch.tokens.shape[0]
@@ -140,7 +135,8 @@ def resample_donors(dataset: Dataset, seed: int) -> Tensor:
 
 
 def resample_donor(model: Model, dataset: Dataset, seed: int) -> DonorFn:
-    corrupted, donors = _corrupted(dataset), resample_donors(dataset, seed)
+    corrupted = require_corrupted(dataset, "resample ablation", ZERO_FIX)
+    donors = resample_donors(dataset, seed)
 
     def donor(batch: Batch) -> Values:
         tokens = corrupted.tokens[donors[batch.start : batch.stop], : batch.tokens.shape[1]]

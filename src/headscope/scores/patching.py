@@ -22,7 +22,7 @@ from headscope.errors import HeadscopeError
 from headscope.models.loading import Model
 from headscope.scores import resume
 from headscope.scores.resume import Batch, Site, Values
-from headscope.tasks.dataset import Dataset
+from headscope.tasks.dataset import Dataset, require_corrupted
 
 Direction = Literal["denoise", "noise"]
 DIRECTIONS: tuple[str, ...] = ("denoise", "noise")
@@ -30,12 +30,11 @@ DIRECTIONS: tuple[str, ...] = ("denoise", "noise")
 
 def _pair(dataset: Dataset, direction: str) -> tuple[Dataset, Dataset]:
     """(base run, donor run) for a direction; the metric always uses the clean answers."""
-    if dataset.corrupted is None:
-        raise HeadscopeError(f"task {dataset.task.name} has no corrupted twin; patching needs one")
+    corrupted = require_corrupted(dataset, "patching")
     if direction == "denoise":
-        return dataset.corrupted, dataset
+        return corrupted, dataset
     if direction == "noise":
-        return dataset, dataset.corrupted
+        return dataset, corrupted
     raise HeadscopeError(f"direction={direction!r}: choose {', '.join(DIRECTIONS)}")
 
 

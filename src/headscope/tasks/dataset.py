@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
 
-from headscope.errors import HeadscopeError
 from headscope.tasks.prompt import Piece, Prompt, PromptPair
-from headscope.tasks.task import Task
+from headscope.tasks.task import Task, TaskError
+from headscope.tasks.tokenization import WORD_CONTEXT, Tokenization, piece_position
 
-
-class TaskError(HeadscopeError):
-    """A task or dataset that cannot be built as asked; the message says what to change."""
+__all__ = [  # TaskError, Tokenization and WORD_CONTEXT live next door and are imported from here too
+    "WORD_CONTEXT",
+    "Dataset",
+    "FillerCheck",
+    "Keywords",
+    "RolePositions",
+    "TaskError",
+    "Tokenization",
+    "answer_next",
+    "build_dataset",
+    "dataset_from_pairs",
+    "missing_corrupted",
+    "prompt_positions",
+    "require_corrupted",
+]
 
 
 @dataclass(frozen=True)
@@ -63,6 +76,25 @@ class Dataset:
     def end(self) -> Int[Tensor, "batch"]:
         return self.lengths - 1
 
+    def subset(self, chosen: int | Sequence[int]) -> Dataset:
+        """These prompts alone, with their corrupted twins, as a Dataset: `chosen` is a count (the
+        first that many; the dataset itself when it has no more) or the indices of the prompts, in
+        the order given. Rows are cut to the subset's longest prompt, as tokenising them afresh does."""
+        if isinstance(chosen, int) and not isinstance(chosen, bool):
+            if chosen < 1:
+                raise TaskError(f"a subset of {chosen} prompts: give at least 1")
+            if chosen >= self.n:
+                return self
+            chosen = range(chosen)
+        indices = list(chosen)
+        for index in indices:
+            if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < self.n:
+                raise TaskError(f"prompt {index!r} is out of range: the dataset has prompts 0-{self.n - 1}")
+        if not indices:
+            raise TaskError("an empty subset: give at least one prompt index")
+        twin = self.corrupted.subset(indices) if self.corrupted is not None else None
+        return _rows(self, indices, twin)
+
     def role_names(self, role: str) -> tuple[str, ...]:
         """The roles a name stands for: itself, or the members of a group (S -> S1, S2)."""
         if role in self.task.role_groups:
@@ -73,112 +105,63 @@ class Dataset:
         raise TaskError(f"unknown role {role!r} for task {self.task.name}; roles: {known}")
 
 
-TOP_UP_ROUNDS = 3  # generate n, 2n, 4n prompts at most while some fail to tokenise
-WORD_CONTEXT = "x"  # the text a word follows in the mid-prompt checks ("x Mary", "x 1")
+def _rows(dataset: Dataset, indices: list[int], twin: Dataset | None) -> Dataset:
+    """The prompts at `indices` of one side of a dataset (see `Dataset.subset`)."""
+    rows = torch.tensor(indices, dtype=torch.long)
+    width = int(dataset.lengths[rows].max())
+    roles = {  # a role no chosen prompt has is left out, as tokenising the prompts afresh leaves it
+        name: RolePositions(where.index[rows], where.present[rows])
+        for name, where in dataset.roles.items()
+        if bool(where.present[rows].any())
+    }
+    return Dataset(
+        task=dataset.task,
+        prompts=tuple(dataset.prompts[i] for i in indices),
+        tokens=dataset.tokens[rows, :width],  # [subset, width]
+        lengths=dataset.lengths[rows],
+        roles=roles,
+        answers=dataset.answers[rows],
+        contrasts=dataset.contrasts[rows],
+        keywords=_keyword_rows(dataset.keywords, indices),
+        corrupted=twin,
+    )
 
 
-class Tokenization:
-    """The model's tokenizer seen the way datasets need it: words, ids and offsets.
-
-    BOS: every prompt starts with exactly one BOS, `bos_id`. The text is encoded without the
-    tokenizer's special tokens and `bos_id` is put in front, so a tokenizer that adds its own BOS
-    (Llama, Gemma) never gets a second one. A tokenizer without a BOS token (Qwen, SmolLM) gets
-    its EOS in that place, as TransformerLens's `to_tokens(prepend_bos=True)` does (it sets
-    `bos_token = eos_token`): a row equals `model.to_tokens(prompt.text)` for every convention,
-    and position 0 is always a resting place for attention, never a word.
-
-    Words: a filler mid-prompt follows a space. Its token is the one token covering the word's
-    characters: " Mary" (GPT-2), "▁Mary" (SentencePiece) or, where the space before a word is a
-    token of its own ("in 1" -> "in", " ", "1": Llama 3, Qwen, Llama 2's digits), the word's own
-    token "1"; such a word is `spaced_apart`.
-    """
-
-    def __init__(self, tokenizer, n_ctx: int | None = None) -> None:
-        self.tokenizer = tokenizer
-        self.n_ctx = n_ctx  # the model's context length, when known: longer prompts are refused
-        self.bos_id = _bos_id(tokenizer)
-        self.pad_id = self.bos_id
-        self.unk_id = tokenizer.unk_token_id
-        self._mid_prompt: dict[str, tuple[int | None, bool]] = {}  # word -> (token, spaced apart)
-        self._opening: dict[str, bool] = {}
-
-    def single_token(self, text: str) -> int | None:
-        """The id of `text` when it is exactly one known token, else None."""
-        ids = self.tokenizer.encode(text, add_special_tokens=False)
-        return ids[0] if len(ids) == 1 and self._known(ids[0]) else None
-
-    def word_ok(self, word: str) -> bool:
-        """True when the word after a space mid-prompt is one token (a lone space token before it allowed)."""
-        return self._word(word)[0] is not None
-
-    def opening_ok(self, word: str) -> bool:
-        """True when the word is one token as a prompt's first word, right after the BOS."""
-        if word not in self._opening:
-            ids, offsets = self._encode(word)
-            position = _piece_position(offsets, 0, len(word))
-            self._opening[word] = position is not None and self._known(ids[position])
-        return self._opening[word]
-
-    def word_token(self, word: str) -> int:
-        """The token of `word` mid-prompt (its own token when a space token precedes it)."""
-        token = self._word(word)[0]
-        if token is None:
-            raise TaskError(f"{word!r} is not a single token for this tokenizer")
-        return token
-
-    def spaced_apart(self, word: str) -> bool:
-        """True when, mid-prompt, the space before `word` is a token of its own ("in", " ", "1")."""
-        return self._word(word)[1]
-
-    def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
-        """The ids of `text` after one BOS (see the class docstring) and each token's char span."""
-        ids, offsets = self._encode(text)
-        return [self.bos_id, *ids], [(0, 0), *offsets]
-
-    def target_tokens(self, word: str) -> tuple[int, ...]:
-        """Tokens that spell `word`: its mid-prompt token and its bare spelling, each if one token."""
-        found = (self._word(word)[0], self.single_token(word))
-        return tuple(sorted({t for t in found if t is not None}))
-
-    def decode(self, token: int) -> str:
-        return self.tokenizer.decode([token])
-
-    def _encode(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
-        encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        return list(encoded["input_ids"]), [tuple(span) for span in encoded["offset_mapping"]]
-
-    def _known(self, token: int) -> bool:
-        return self.unk_id is None or token != self.unk_id
-
-    def _word(self, word: str) -> tuple[int | None, bool]:
-        """The word's mid-prompt token (None if not one token) and whether a space token precedes it."""
-        if word not in self._mid_prompt:
-            text = f"{WORD_CONTEXT} {word}"
-            ids, offsets = self._encode(text)
-            position = _piece_position(offsets, len(WORD_CONTEXT) + 1, len(text))
-            if position is None or not self._known(ids[position]):
-                self._mid_prompt[word] = (None, False)
-            else:
-                space = (len(WORD_CONTEXT), len(WORD_CONTEXT) + 1)
-                self._mid_prompt[word] = (ids[position], position > 0 and offsets[position - 1] == space)
-        return self._mid_prompt[word]
+def _keyword_rows(keywords: Keywords, indices: list[int]) -> Keywords:
+    """The keyword instances of the chosen prompts, renumbered to their rows in the subset."""
+    of_prompt: dict[int, list[int]] = {}  # prompt -> its instances, in order
+    for k, b in enumerate(keywords.batch.tolist()):
+        of_prompt.setdefault(b, []).append(k)
+    kept = [(row, k) for row, index in enumerate(indices) for k in of_prompt.get(index, [])]
+    picked = torch.tensor([k for _, k in kept], dtype=torch.long)
+    return Keywords(
+        batch=torch.tensor([row for row, _ in kept], dtype=torch.long),
+        position=keywords.position[picked],
+        token=keywords.token[picked],
+        words=tuple(keywords.words[k] for _, k in kept),
+        roles=tuple(keywords.roles[k] for _, k in kept),
+    )
 
 
-def _bos_id(tokenizer) -> int:
-    """The BOS every prompt starts with: the tokenizer's BOS, else its EOS (TransformerLens's choice)."""
-    for candidate in (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id):
-        if candidate is not None:
-            return int(candidate)
-    raise TaskError("the tokenizer has no BOS, EOS or pad token; give it one (e.g. <|endoftext|>)")
-
-
-def _piece_position(offsets: list[tuple[int, int]], start: int, stop: int) -> int | None:
-    """The one token covering chars [start, stop) of a filler (its leading space allowed)."""
-    covering = [i for i, (a, b) in enumerate(offsets) if b > start and a < stop and b > a]
-    if len(covering) != 1:
+def missing_corrupted(dataset: Dataset, analysis: str) -> str | None:
+    """Why `analysis` cannot run on `dataset` for want of a corrupted twin, or None when it has one."""
+    if dataset.corrupted is not None:
         return None
-    a, b = offsets[covering[0]]
-    return covering[0] if a >= start - 1 and b <= stop else None
+    return f"task {dataset.task.name} has no corrupted twin, which {analysis} needs"
+
+
+def require_corrupted(dataset: Dataset, analysis: str, fix: str = "") -> Dataset:
+    """The dataset's corrupted twin; without one, one line naming the analysis and the fix.
+
+    Datasets from `build_dataset` and `dataset_from_pairs` always have a twin; the fix says what else
+    to do (by default: build the dataset with `build_dataset`)."""
+    why = missing_corrupted(dataset, analysis)
+    if why is not None:
+        raise TaskError(f"{why}; {fix or 'build the dataset with build_dataset, which makes the twin'}")
+    return dataset.corrupted
+
+
+TOP_UP_ROUNDS = 3  # generate n, 2n, 4n prompts at most while some fail to tokenise
 
 
 def prompt_positions(prompt: Prompt, offsets: list[tuple[int, int]]) -> dict[str, int] | None:
@@ -188,7 +171,7 @@ def prompt_positions(prompt: Prompt, offsets: list[tuple[int, int]]) -> dict[str
     for piece in prompt.pieces:
         if piece.role is not None:
             word_start = cursor + len(piece.text) - len(piece.text.lstrip())
-            position = _piece_position(offsets, word_start, cursor + len(piece.text))
+            position = piece_position(offsets, word_start, cursor + len(piece.text))
             if position is None:
                 return None
             positions[piece.role] = position

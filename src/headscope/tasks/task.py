@@ -13,6 +13,10 @@ WordFilter = Callable[[str], bool]
 Generator = Callable[[int, random.Random, WordFilter], list[PromptPair]]
 
 
+class TaskError(HeadscopeError):
+    """A task or dataset that cannot be built as asked; the message says what to change."""
+
+
 def any_word(word: str) -> bool:
     """The word filter used when no tokenizer is at hand: every word is allowed."""
     return True
@@ -65,6 +69,9 @@ class Task:
     derived roles such as IOI's `S1+1`. `twins` lists the kinds of corrupted twin the generator
     makes (the first is the default; with more than one, the generator takes `twin=KIND`), `twin`
     the kind chosen (None: the default); `task.with_twin(kind)` chooses another.
+    `keep_patterns` says whole attention patterns are worth capturing on this task (short prompts
+    with repeated tokens, as induction's): the head detectors read them, so the report and the
+    labels run the detectors only where it is set.
     """
 
     name: str
@@ -81,6 +88,7 @@ class Task:
     categories: dict[str, tuple[str, ...]] = field(default_factory=dict)
     twins: tuple[Twin, ...] = ()
     twin: str | None = None
+    keep_patterns: bool = False
 
     @property
     def twin_kind(self) -> str | None:

@@ -26,7 +26,7 @@ from headscope.scores import resume
 from headscope.scores.circuit import activations, attribution, blocks, exact, graph
 from headscope.scores.circuit.graph import Edge, Source
 from headscope.scores.resume import Batch, Resumer
-from headscope.tasks.dataset import Dataset
+from headscope.tasks.dataset import Dataset, require_corrupted
 
 Method = Literal["eap", "eap-ig", "exact"]
 Donor = Literal["corrupted", "mean"]
@@ -55,9 +55,7 @@ class BatchRun:
 
 
 def corrupted_of(dataset: Dataset) -> Dataset:
-    if dataset.corrupted is None:
-        raise HeadscopeError(f"task {dataset.task.name} has no corrupted twin; edge patching needs one")
-    return dataset.corrupted
+    return require_corrupted(dataset, "edge patching")
 
 
 def prepared(model: Model) -> Resumer:
