@@ -13,14 +13,15 @@ from tests.cli.runner import run_cli
 def test_report_writes_page_data_and_summary_then_rerenders(tiny_dir, tmp_path):
     out = tmp_path / "report"
     result = run_cli(
-        "report", "--model", str(tiny_dir), "--tasks", "ioi", "--n", "6", "--top", "2", "--out", str(out)
-    )
+        "report", "--model", str(tiny_dir), "--tasks", "ioi", "--n", "6", "--top", "2", "--out", str(out),
+        "--png",
+    )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"report: {out.resolve() / 'index.html'}" in result.stdout.replace("\n", "")
     assert "summary" in result.stdout and "ioi" in result.stdout
     for name in ("index.html", "results.json", "evaluation.csv", "ov_scores.csv", "ioi-dla.png"):
         assert (out / name).is_file(), name
-    again = run_cli("report", "--from", str(out), "--out", str(tmp_path / "again"))
+    again = run_cli("report", "--from", str(out), "--out", str(tmp_path / "again"), "--png")
     assert again.returncode == 0, again.stdout + again.stderr
     assert (tmp_path / "again" / "index.html").read_bytes() == (out / "index.html").read_bytes()
 
@@ -103,7 +104,7 @@ def test_runs_on_different_tasks_merge_into_one_page_and_others_are_refused(tiny
     assert other.returncode == 0, other.stdout + other.stderr
     merged = tmp_path / "merged"
     result = run_cli(
-        "report", "--from", str(tmp_path / "ioi"), str(tmp_path / "seq-digits"), "--out", str(merged)
+        "report", "--from", str(tmp_path / "ioi"), str(tmp_path / "seq-digits"), "--out", str(merged), "--png"
     )
     assert result.returncode == 0, result.stdout + result.stderr
     run = json.loads((merged / "results.json").read_text())

@@ -78,7 +78,7 @@ def report_run(report_model) -> Run:
 @pytest.fixture(scope="session")
 def report_dir(tmp_path_factory, report_run) -> Path:
     folder = tmp_path_factory.mktemp("report")
-    write_report(report_run, folder, say=lambda message: None)
+    write_report(report_run, folder, say=lambda message: None, pngs=True)
     return folder
 
 
@@ -96,7 +96,7 @@ def organism_run() -> Run:
 @pytest.fixture(scope="session")
 def organism_report_dir(tmp_path_factory, organism_run) -> Path:
     folder = tmp_path_factory.mktemp("organism-report")
-    write_report(organism_run, folder, say=lambda message: None)
+    write_report(organism_run, folder, say=lambda message: None, pngs=True)
     return folder
 
 

@@ -51,7 +51,7 @@ def test_one_png_per_figure(report_dir, report_run):
 
 
 def test_rerender_from_results_json_gives_the_same_page(report_dir, tmp_path):
-    page = write_report(load_run(report_dir), tmp_path, say=lambda message: None)
+    page = write_report(load_run(report_dir), tmp_path, say=lambda message: None, pngs=True)
     assert page.read_bytes() == (report_dir / PAGE_FILE).read_bytes()
 
 
@@ -64,3 +64,9 @@ def test_a_page_without_dla_says_why_where_dla_would_be(gemma2_report_dir, gemma
     assert "top heads by knockout effect" in html  # the comparison's note
     rerendered = write_report(load_run(gemma2_report_dir), tmp_path, say=lambda message: None)
     assert rerendered.read_bytes() == html.encode("utf-8")
+
+
+def test_pngs_only_when_asked_for(gemma2_report_dir, report_dir):
+    assert not list(gemma2_report_dir.glob("*.png"))  # written with the default: no PNG twins
+    assert 'class="png"' not in (gemma2_report_dir / PAGE_FILE).read_text(encoding="utf-8")
+    assert 'class="png"' in (report_dir / PAGE_FILE).read_text(encoding="utf-8")  # pngs=True links them

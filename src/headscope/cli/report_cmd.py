@@ -1,4 +1,4 @@
-"""`headscope report`: a model and tasks in, a self-contained page plus JSON/CSV/PNG out."""
+"""`headscope report`: a model and tasks in, a self-contained page plus JSON/CSV (PNGs: --png) out."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ TasksOpt = Annotated[
     ),
 ]
 ReportOutOpt = Annotated[
-    Path, typer.Option("--out", "-o", help="Folder for index.html, results.json, CSVs and PNGs.")
+    Path, typer.Option("--out", "-o", help="Folder for index.html, results.json, CSVs (and PNGs: --png).")
 ]
 FromOpt = Annotated[
     list[Path] | None,
@@ -76,6 +76,12 @@ CircuitNOpt = Annotated[
 ]
 CircuitEdgesOpt = Annotated[
     int, typer.Option("--circuit-edges", help="Edges in each task's circuit (the top by |exact|).")
+]
+PngOpt = Annotated[
+    bool,
+    typer.Option(
+        "--png", help="Also draw a PNG twin of each figure (matplotlib) and link it from the page (slower)."
+    ),
 ]
 TopOpt = Annotated[
     int,
@@ -132,6 +138,7 @@ def report(
     circuit_edges: CircuitEdgesOpt = 10,
     from_dir: FromOpt = None,
     more: MoreOpt = None,
+    png: PngOpt = False,
 ) -> None:
     """Score every head on each task and write a self-contained HTML report with its data."""
     started = time.perf_counter()
@@ -146,7 +153,7 @@ def report(
     if from_dir:
         folders = [results_folder(folder) for folder in [*from_dir, *(more or [])]]
         run, out = _saved_run(folders, out)
-        page = _render_saved(run, out, folders[0] if len(folders) == 1 else None)
+        page = _render_saved(run, out, folders[0] if len(folders) == 1 else None, png)
     else:
         chosen = task_list(tasks) if tasks is not None else None  # a typo fails before the model loads
         check_report_folder(out)  # so does an --out that cannot be written
@@ -171,7 +178,7 @@ def report(
             f"{loaded.device.type} ({threads} CPU thread{'s' if threads > 1 else ''})"
         )
         run = build_run(loaded, [get_task(name) for name in names], options, say)
-        page = write_report(run, out, say)
+        page = write_report(run, out, say, pngs=png)
     print_table(summary_table(run), title="summary", limit=50)
     for note in not_computed_notes(run):
         say(f"[yellow]{escape(note)}[/yellow]")
@@ -208,11 +215,11 @@ def _saved_run(folders: list[Path], out: Path) -> tuple[Run, Path]:
     return merged, check_report_folder(out)
 
 
-def _render_saved(run: Run, out: Path, from_dir: Path | None) -> Path:
+def _render_saved(run: Run, out: Path, from_dir: Path | None, pngs: bool = False) -> Path:
     """The page of a loaded run. A results.json this version cannot render (a table lacks a column
     it reads: KeyError 'layer', ...) is from an older headscope: say so, and how to rebuild it."""
     try:
-        return write_report(run, out, say)
+        return write_report(run, out, say, pngs=pngs)
     except HeadscopeError:
         raise
     except (KeyError, AttributeError, IndexError, TypeError, ValueError) as error:

@@ -74,9 +74,10 @@ def check_report_folder(folder: Path) -> Path:
     return check_folder_replaceable(Path(folder), RESULTS_FILE)
 
 
-def write_report(run: Run, folder: Path, say: Callable[[str], None] = print, pngs: bool = True) -> Path:
-    """Save the run (results.json, CSVs), one PNG per figure (unless `pngs` is False: a sweep's
-    runs), and the page; return the page.
+def write_report(run: Run, folder: Path, say: Callable[[str], None] = print, pngs: bool = False) -> Path:
+    """Save the run (results.json, CSVs), the page and, when `pngs` is True (the CLI's --png), one
+    PNG per figure linked from the page; return the page. The PNGs are most of the writing time
+    (README, The report), so they are drawn only when asked for.
 
     The files are written into a temporary folder beside `folder`, swapped in whole when
     complete: a run stopped part-way leaves an earlier report in `folder` as it was.
@@ -86,7 +87,7 @@ def write_report(run: Run, folder: Path, say: Callable[[str], None] = print, png
     return folder / PAGE_FILE
 
 
-def _write_files(run: Run, folder: Path, say: Callable[[str], None], pngs: bool = True) -> None:
+def _write_files(run: Run, folder: Path, say: Callable[[str], None], pngs: bool) -> None:
     say(f"writing results.json and {len(run.tables)} CSV tables")
     run.save(folder)
     page = build_page(run)
