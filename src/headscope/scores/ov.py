@@ -87,7 +87,7 @@ def check_options(model: Model, dataset: Dataset, options: OVOptions) -> list[tu
             f"k={options.k} is larger than the vocabulary ({vocab} tokens); choose a smaller k"
         )
     if options.embedding not in EMBEDDING_KINDS:
-        raise HeadscopeError(f"unknown embedding {options.embedding!r}: choose {', '.join(EMBEDDING_KINDS)}")
+        raise HeadscopeError(f"embedding={options.embedding!r}: choose {', '.join(EMBEDDING_KINDS)}")
     check_relations(dataset.task, options.relations)
     if options.heads is None:
         return all_heads(model.n_layers, model.n_heads)

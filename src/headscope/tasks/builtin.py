@@ -342,6 +342,7 @@ def builtin_tasks() -> dict[str, Task]:
             answer_role=None,
             contrast_role=None,
             twins=INDUCTION_TWINS,
+            keep_patterns=True,
         ),
     ]
     return {task.name: task for task in tasks}
