@@ -34,6 +34,7 @@ class Needs:
     mlp_end: bool = False  # hook_mlp_out at `end`, every layer
     embed_end: bool = False  # the embedding as block 0 reads it (blocks.0.hook_resid_pre) at `end`
     scale_end: bool = False  # final layer norm's scale at `end`
+    attn_scale_end: bool = False  # the attention-output norm's scale at `end` (where there is one)
     logits_end: bool = True  # the logits at `end`
 
 
@@ -50,6 +51,7 @@ class Capture:
     mlp_end: Float[Tensor, "batch layer d_model"] | None = None
     embed_end: Float[Tensor, "batch d_model"] | None = None
     scale_end: Float[Tensor, "batch"] | None = None
+    attn_scale_end: Float[Tensor, "batch layer"] | None = None
     logits_end: Float[Tensor, "batch d_vocab"] | None = None
 
     def require(self, name: str, reader: str) -> Tensor:
@@ -86,7 +88,9 @@ def _rows(x: Tensor, index: Int[Tensor, "batch"]) -> Tensor:
     return x[torch.arange(x.shape[0]), index.to(x.device)]
 
 
-def _hooks(needs: Needs, n_layers: int, batch: _Batch) -> list[tuple[str, Callable]]:
+def _hooks(
+    needs: Needs, n_layers: int, batch: _Batch, attn_out_norm: bool = False
+) -> list[tuple[str, Callable]]:
     hooks: list[tuple[str, Callable]] = []
 
     def add(name: str, key: str, reduce: Callable[[Tensor], Tensor]) -> None:
@@ -106,6 +110,8 @@ def _hooks(needs: Needs, n_layers: int, batch: _Batch) -> list[tuple[str, Callab
             add(f"blocks.{layer}.attn.hook_z", "z_end", lambda a: _rows(a, batch.end))
         if needs.mlp_end:
             add(f"blocks.{layer}.hook_mlp_out", "mlp_end", lambda a: _rows(a, batch.end))
+        if needs.attn_scale_end and attn_out_norm:  # [batch, pos, 1] -> [batch]
+            add(f"blocks.{layer}.ln1_post.hook_scale", "attn_scale_end", lambda a: _rows(a, batch.end)[:, 0])
     if needs.embed_end:  # token + position embeddings, scaled and normed as the model does
         add("blocks.0.hook_resid_pre", "embed_end", lambda a: _rows(a, batch.end))
     if needs.scale_end:
@@ -180,7 +186,7 @@ def capture(model: Model, dataset: Dataset, needs: Needs, batch_size: int = DEFA
         with torch.no_grad(), end_rows_only(bridge, batch.end):
             out = bridge.run_with_hooks(
                 tokens.to(bridge.cfg.device),
-                fwd_hooks=_hooks(needs, n_layers, batch),
+                fwd_hooks=_hooks(needs, n_layers, batch, model.arch.attn_out_norm),
                 stop_at_layer=_stop_layer(needs),
             )
         if needs.logits_end and _stop_layer(needs) is None:
@@ -209,6 +215,7 @@ def _merge(stores, needs: Needs, names: tuple[str, ...], n_layers: int) -> Captu
         mlp_end=layered("mlp_end"),
         embed_end=joined("embed_end"),
         scale_end=joined("scale_end"),
+        attn_scale_end=layered("attn_scale_end"),
         logits_end=joined("logits_end"),
     )
 

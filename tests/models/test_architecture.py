@@ -60,7 +60,8 @@ def test_the_record_says_what_the_family_does(saved, name):
     assert arch.embedding_scale == (math.sqrt(fam.HIDDEN) if scaled else 1.0)
     assert (arch.n_heads, arch.n_kv_heads, arch.logit_softcap) == (fam.HEADS, n_kv, cap)
     assert arch.tied_unembedding == tied
-    assert (arch.dla_refusal is None) == (not post and cap is None)
+    assert arch.convention == ("linear" if not post and cap is None else "frozen-norm")
+    assert arch.dla_refusal is None
 
 
 @pytest.mark.parametrize("name", ["llama", "falcon"])

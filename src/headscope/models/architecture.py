@@ -22,6 +22,11 @@ Hugging Face config and the TransformerLens bridge built on it:
 states (Gemma's `1 + w` gain, its `sqrt(d_model)` embedding scale) are in `FAMILY_FACTS`;
 `models.weights.check_weights` then checks the record against the model's own forward pass,
 so a family whose modules behave otherwise is refused instead of scored wrongly.
+
+`convention` says how direct logit attribution and edge attribution are read: "linear" (the
+components' outputs sum to the residual stream read through the final norm, exactly) or
+"frozen-norm" (Gemma 2/3: norms on the head and MLP outputs, soft-capped logits; every norm's
+scale fixed at its clean-run value, logits before the cap; docs/methods.md).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from typing import Literal
 Positional = Literal["learned", "rotary", "alibi", "none"]
 NormKind = Literal["LN", "RMS"]
 EmbeddingScale = Literal["none", "sqrt_d_model"]
+Convention = Literal["linear", "frozen-norm"]
 
 _POSITIONAL: dict[str, Positional] = {"standard": "learned", "rotary": "rotary", "alibi": "alibi"}
 
@@ -82,19 +88,38 @@ class Architecture:
         return head // self.group_size
 
     @property
-    def dla_refusal(self) -> str | None:
-        """Why direct logit attribution is no sum of component terms here, or None where it is."""
+    def convention(self) -> Convention:
+        """How DLA and edge attribution split the logit difference into component terms here:
+        "linear" where the residual stream is a plain sum of the components' outputs read through
+        the final norm; "frozen-norm" where a norm acts on the attention or MLP outputs or the
+        logits are soft-capped, so each norm's scale is held at its clean-run value and the
+        logits are taken before the cap (docs/methods.md, "The frozen-norm convention")."""
+        return "linear" if not self.frozen_norm_reasons else "frozen-norm"
+
+    @property
+    def frozen_norm_reasons(self) -> tuple[str, ...]:
+        """What makes the plain sum inexact here (empty where it is exact)."""
         reasons = []
         if self.attn_out_norm or self.mlp_out_norm:
-            reasons.append("a norm acts on the attention and MLP outputs before the residual stream")
+            reasons.append("a norm acts on the attention and MLP outputs")
         if self.logit_softcap is not None:
-            cap = self.logit_softcap
-            reasons.append(f"the logits are soft-capped (cap * tanh(logit / cap), cap {cap:g})")
-        if not reasons:
+            reasons.append(f"the logits are soft-capped (cap {self.logit_softcap:g})")
+        return tuple(reasons)
+
+    @property
+    def dla_refusal(self) -> str | None:
+        """Why direct logit attribution is not defined here: None on every architecture headscope
+        loads (where the plain sum is inexact, the frozen-norm convention defines it)."""
+        return None
+
+    @property
+    def convention_note(self) -> str | None:
+        """One line for the CLI and the page where the convention is frozen-norm, else None."""
+        if self.convention == "linear":
             return None
         return (
-            f"direct logit attribution is not defined for {self.family}: {' and '.join(reasons)}, "
-            "so the logit difference is no sum of head and MLP terms"
+            f"convention: frozen-norm for {self.family} ({' and '.join(self.frozen_norm_reasons)}): "
+            "every norm's scale is held at its clean-run value and logits are taken before any cap"
         )
 
     def as_dict(self) -> dict:
