@@ -17,6 +17,7 @@ import plotly.io
 import plotly.offline
 
 from headscope.errors import HeadscopeError
+from headscope.heads import head_name, head_names
 from headscope.models.loading import Model
 from headscope.report.content import TableView
 from headscope.report.figures import Heatmap
@@ -60,16 +61,16 @@ def atlas_heatmap(name: str, table: pd.DataFrame, value: str, heads: list[tuple[
         found = [lookup.get((layer, head, relation)) for layer, head in heads]
         z.append([None if r is None else float(getattr(r, value)) * int(r.sign) for r in found])
         cells.append([_cell_text(relation, head, r) for head, r in zip(heads, found, strict=True)])
-    x = [f"{layer}.{head}" for layer, head in heads]
+    x = [head_name(h) for h in heads]
     return Heatmap(name, title, z, x, relations, "head", "relation", cells, diverging=True)
 
 
 def _cell_text(relation: str, head: tuple[int, int], row) -> str:
     if row is None:
-        return f"head {head[0]}.{head[1]}, {relation}"
+        return f"head {head_name(head)}, {relation}"
     sign = "+" if row.sign > 0 else "-"
     return (
-        f"head {head[0]}.{head[1]}, {relation} (sign {sign}): within {row.within:.2f} "
+        f"head {head_name(head)}, {relation} (sign {sign}): within {row.within:.2f} "
         f"(chance {row.chance:.2f}), top-k {row.score:.2f}"
     )
 
@@ -84,7 +85,7 @@ def heatmaps(table: pd.DataFrame, heads: list[tuple[int, int]], prefix: str = "a
 
 
 def cards_view(cards: pd.DataFrame, limit: int = CARD_ROWS) -> TableView:
-    shown = cards.assign(head=[f"{la}.{h}" for la, h in zip(cards["layer"], cards["head"], strict=True)])
+    shown = cards.assign(head=head_names(cards["layer"], cards["head"]))
     shown = shown[["head", "kind", "relation", "sign", "within", "chance", "score", "card"]]
     note = (
         "Each head's strongest relations by within-set score above chance, both signs (-R: sign -1). "

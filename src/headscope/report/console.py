@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from headscope.heads import head_names
 from headscope.run import Run
 
 
@@ -12,10 +13,7 @@ def _heads_by_label(labels: pd.DataFrame) -> str:
         return "-"
     parts = []
     for label, group in labels.groupby("label", sort=True):
-        heads = ", ".join(
-            f"{int(layer)}.{int(head)}" for layer, head in zip(group["layer"], group["head"], strict=True)
-        )
-        parts.append(f"{label}: {heads}")
+        parts.append(f"{label}: {', '.join(head_names(group['layer'], group['head']))}")
     return "; ".join(parts)
 
 
@@ -33,7 +31,7 @@ def summary_table(run: Run) -> pd.DataFrame:
                 if not evaluation.empty
                 else float("nan"),
                 "n": int(evaluation["n"].iloc[0]) if not evaluation.empty else 0,
-                "top heads": ", ".join(f"{int(r.layer)}.{int(r.head)}" for r in top.itertuples(index=False)),
+                "top heads": ", ".join(head_names(top["layer"], top["head"])),
                 "labels": _heads_by_label(run.for_task("labels", task)),
             }
         )

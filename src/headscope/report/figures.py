@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import plotly.graph_objects as go  # noqa: E402
 
+from headscope.heads import head_name  # noqa: E402
 from headscope.io import write_atomic  # noqa: E402
 from headscope.report import scatter_plot  # noqa: E402
 from headscope.report.curve_plot import CurvePlot  # noqa: E402
@@ -136,7 +137,7 @@ def head_heatmap(
     marks = marks or {}
     cells = [
         [
-            " ".join(["head", f"{layer}.{head}", marks.get((layer, head), ("", ""))[1]]).strip()
+            " ".join(["head", head_name((layer, head)), marks.get((layer, head), ("", ""))[1]]).strip()
             for head in range(n_heads)
         ]
         for layer in range(n_layers)
@@ -155,6 +156,6 @@ def head_task_heatmap(name: str, title: str, table: pd.DataFrame, value: str, ta
         (r.task, int(r.layer), int(r.head)): float(getattr(r, value)) for r in table.itertuples(index=False)
     }
     z = [[lookup.get((task, *h)) for task in tasks] for h in heads]
-    y = [f"{layer}.{head}" for layer, head in heads]
+    y = [head_name(h) for h in heads]
     cells = [[f"head {label}, {task}" for task in tasks] for label in y]
     return Heatmap(name, title, z, list(tasks), y, "task", "head", cells)

@@ -20,7 +20,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from headscope.errors import HeadscopeError
-from headscope.heads import parse_head
+from headscope.heads import Component as HeadOrMlp
 from headscope.models.loading import Model
 from headscope.options import names
 from headscope.scores import resume
@@ -236,20 +236,8 @@ def ablate(model: Model, dataset: Dataset, options: AblationOptions = AblationOp
 
 def parse_component(text: str, model: Model) -> Site:
     """'9.1' -> head 1 of layer 9, 'mlp9' -> the MLP of layer 9; an error names the bad value."""
-    item = text.strip()
-    if item.startswith("mlp") and item[3:].isdigit():
-        layer = int(item[3:])
-        if layer >= model.n_layers:
-            raise HeadscopeError(
-                f"component {item} does not exist: this model has MLPs mlp0-mlp{model.n_layers - 1}"
-            )
-        return Site(layer, None)
-    if "." not in item:
-        raise HeadscopeError(
-            f"bad component {item!r}: write heads as LAYER.HEAD (9.1) and MLPs as mlpLAYER (mlp9)"
-        )
-    layer, head = parse_head(item, model.n_layers, model.n_heads)
-    return Site(layer, head)
+    component = HeadOrMlp.parse(text, model.n_layers, model.n_heads)
+    return Site(component.layer, component.head)
 
 
 def _knockout_hooks(knocked: list[Site], values: Values, mask: Tensor) -> list[tuple]:

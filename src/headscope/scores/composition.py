@@ -26,6 +26,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from headscope.heads import head_name
 from headscope.models.loading import Model
 from headscope.models.weights import centred
 
@@ -100,10 +101,9 @@ def composition_scores(model: Model) -> pd.DataFrame:
         for kind, (pair, reader_norm) in parts.items():
             score = pair / (writer_norm[:, None] * reader_norm[None, :]).clamp(min=1e-30)
             for a in range(score.shape[0]):
+                writer = head_name(divmod(a, H))  # writers flattened [layer * head]
                 for b in range(H):
-                    rows.append(
-                        (f"{a // H}.{a % H}", f"{reader}.{b}", kind, float(score[a, b]), a // H, reader)
-                    )
+                    rows.append((writer, head_name((reader, b)), kind, float(score[a, b]), a // H, reader))
     columns = ["source", "target", "kind", "score", "source_layer", "target_layer"]
     table = pd.DataFrame(rows, columns=columns)
     table.attrs.update(model=model.identity.name, n_layers=model.n_layers, n_heads=model.n_heads)

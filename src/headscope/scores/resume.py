@@ -27,6 +27,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from headscope.capture import end_rows_only
+from headscope.heads import Component
 from headscope.scores.metric import logit_diff
 
 DEFAULT_BATCH = 32
@@ -50,7 +51,7 @@ class Site:
 
     @property
     def name(self) -> str:
-        return f"mlp{self.layer}" if self.head is None else f"{self.layer}.{self.head}"
+        return Component(self.layer, self.head).name
 
 
 @dataclass(frozen=True)

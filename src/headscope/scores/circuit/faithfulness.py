@@ -28,6 +28,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from headscope.heads import Component
 from headscope.models.loading import Model
 from headscope.scores.circuit import activations, edges, mib
 from headscope.scores.circuit.graph import Edge, Target, all_edges, sources, targets
@@ -55,25 +56,16 @@ def _node(name_of_target: Target, model: Model) -> list[str]:
     t = name_of_target
     if t.kind == "logits":
         return []
-    if t.kind == "mlp":
-        return [f"mlp{t.layer}"]
-    if t.kind == "q":
-        return [f"{t.layer}.{t.index}"]
+    if t.kind in ("mlp", "q"):
+        return [t.name]
     size = model.arch.group_size
-    return [f"{t.layer}.{h}" for h in range(t.index * size, (t.index + 1) * size)]
+    return [Component(t.layer, h).name for h in range(t.index * size, (t.index + 1) * size)]
 
 
 def nodes_of(chosen: list[Edge], model: Model) -> list[str]:
     found = [e.source.name for e in chosen if e.source.kind != "embed"]
     found += [n for e in chosen for n in _node(e.target, model)]
-    return list(
-        dict.fromkeys(
-            sorted(
-                found,
-                key=lambda n: (int(n[3:]) + 0.5, n) if n.startswith("mlp") else (int(n.split(".")[0]), n),
-            )
-        )
-    )
+    return list(dict.fromkeys(sorted(found, key=lambda n: (Component.named(n).order, n))))
 
 
 class Evaluator:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from headscope.errors import HeadscopeError
+from headscope.heads import Component
 from headscope.models.architecture import Architecture
 
 SourceKind = Literal["embed", "head", "mlp"]
@@ -42,9 +43,7 @@ class Source:
 
     @property
     def name(self) -> str:
-        if self.kind == "embed":
-            return "embed"
-        return f"mlp{self.layer}" if self.kind == "mlp" else f"{self.layer}.{self.index}"
+        return "embed" if self.kind == "embed" else Component(self.layer, self.index).name
 
 
 @dataclass(frozen=True, order=True)
@@ -57,9 +56,7 @@ class Target:
 
     @property
     def name(self) -> str:
-        if self.kind == "logits":
-            return "logits"
-        return f"mlp{self.layer}" if self.kind == "mlp" else f"{self.layer}.{self.index}"
+        return "logits" if self.kind == "logits" else Component(self.layer, self.index).name
 
 
 @dataclass(frozen=True, order=True)
