@@ -10,6 +10,13 @@ where d = W_U[:, answer] - W_U[:, contrast] and u = centre(g_f * d) is d as seen
 the final layer norm (its gain g_f, and the centring of LayerNorm). On a model whose layer
 norms are folded (g_f = 1, W_U centred) u is d itself. The constant term and the b_O terms
 form the `bias` component, so the components sum exactly to the model's logit difference.
+
+Frozen-norm convention (`Architecture.convention`, Gemma 2/3): a norm on the attention output
+makes the layer's write (o / s_attn) * g_attn with o = sum_h z_h W_O[h] + b_O; with its scale
+s_attn held at the clean run's value each head writes (z_h W_O[h] / s_attn) * g_attn, and the
+b_O share goes to `bias`. The MLP's write is its normed output as a whole (one component), the
+final norm's scale is fixed as above, and the logits are read before any soft-capping, so the
+components sum exactly to the pre-cap logit difference of the same forward pass.
 """
 
 from __future__ import annotations
@@ -20,13 +27,14 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from headscope.capture import Capture, Needs
-from headscope.errors import HeadscopeError
 from headscope.heads import Component
 from headscope.models.weights import Weights
 from headscope.tasks.dataset import Dataset
 
 READER = "direct_logit_attribution"
-DLA_NEEDS = Needs(z_end=True, mlp_end=True, embed_end=True, scale_end=True, logits_end=False)
+DLA_NEEDS = Needs(
+    z_end=True, mlp_end=True, embed_end=True, scale_end=True, attn_scale_end=True, logits_end=False
+)
 
 
 def unembedding_seen(weights: Weights, tokens: Int[Tensor, "batch"]) -> Float[Tensor, "batch d_model"]:
@@ -47,13 +55,6 @@ def constant_term(weights: Weights, dataset: Dataset) -> Float[Tensor, "batch"]:
     return direction @ weights.lnf_b + weights.b_U[dataset.answers] - weights.b_U[dataset.contrasts]
 
 
-def check_dla_defined(weights: Weights) -> None:
-    """A HeadscopeError where the logit difference is no sum of component terms (post-norms, soft-capping)."""
-    refusal = weights.arch.dla_refusal if weights.arch is not None else None
-    if refusal is not None:
-        raise HeadscopeError(refusal)
-
-
 def component_names(n_layers: int, n_heads: int) -> list[str]:
     """'embed', then per layer its heads 'l.h' and 'mlpl', then 'bias' — the column order."""
     names = ["embed"]
@@ -65,28 +66,43 @@ def component_names(n_layers: int, n_heads: int) -> list[str]:
 def attribution_per_prompt(
     weights: Weights, dataset: Dataset, capture: Capture
 ) -> Float[Tensor, "batch component"]:
-    """Every component's direct contribution to each prompt's logit difference.
+    """Every component's direct contribution to each prompt's logit difference (before any cap).
 
-    Columns follow `component_names`; each row sums to the prompt's logit difference.
-    Refused (one line naming the architecture and the reason) where no such sum exists.
+    Columns follow `component_names`; each row sums to the prompt's logit difference, with every
+    norm's scale the clean run's (`Architecture.convention`: exact where it is "linear").
     """
-    check_dla_defined(weights)
     z_end, scale_end = capture.require("z_end", READER), capture.require("scale_end", READER)
     u = logit_direction(weights, dataset) / scale_end[:, None]  # [batch, d_model]
+    head_u = _through_attn_norm(weights, capture, u)  # [batch, layer, d_model]
     results = torch.einsum("blhe,lhed->blhd", z_end, weights.W_O)  # [batch, layer, head, d_model]
-    heads = torch.einsum("blhd,bd->blh", results, u)
+    heads = torch.einsum("blhd,bld->blh", results, head_u)
     mlps = torch.einsum("bld,bd->bl", capture.require("mlp_end", READER), u)
     embed = (capture.require("embed_end", READER) * u).sum(-1)
-    bias = weights.b_O.sum(0) @ u.T + constant_term(weights, dataset)  # [batch]
+    bias = torch.einsum("ld,bld->b", weights.b_O, head_u) + constant_term(weights, dataset)  # [batch]
     per_layer = torch.cat([heads, mlps[:, :, None]], -1)  # [batch, layer, head + 1]
     return torch.cat([embed[:, None], per_layer.flatten(1), bias[:, None]], 1)  # [batch, component]
 
 
+def _through_attn_norm(
+    weights: Weights, capture: Capture, u: Float[Tensor, "batch d_model"]
+) -> Float[Tensor, "batch layer d_model"]:
+    """u as a head's (and b_O's) write sees it through its layer's attention-output norm, the
+    norm's scale frozen at the clean run's (gain, centring for LayerNorm); u itself without one."""
+    per_layer = u[:, None].expand(-1, weights.n_layers, -1)  # [batch, layer, d_model]
+    if weights.attn_out_w is None:
+        return per_layer
+    scale = capture.require("attn_scale_end", READER)  # [batch, layer]
+    seen = per_layer * weights.attn_out_w / scale[:, :, None]
+    if weights.normalization == "LN":
+        seen = seen - seen.mean(-1, keepdim=True)
+    return seen
+
+
 def direct_logit_attribution(weights: Weights, dataset: Dataset, capture: Capture) -> pd.DataFrame:
-    """Mean direct logit attribution per component: component, kind, layer, head, dla.
+    """Mean direct logit attribution per component: component, kind, layer, head, dla, convention.
 
     `kind` is embed, head, mlp or bias; `layer` is NA for embed and bias, `head` is NA
-    for everything but heads.
+    for everything but heads; `convention` is the architecture's ("linear" or "frozen-norm").
     """
     names = component_names(weights.n_layers, weights.n_heads)
     parts = [Component.named(name) for name in names]  # None for embed and bias
@@ -98,5 +114,11 @@ def direct_logit_attribution(weights: Weights, dataset: Dataset, capture: Captur
             "layer": pd.array([None if c is None else c.layer for c in parts], dtype="Int64"),
             "head": pd.array([None if c is None else c.head for c in parts], dtype="Int64"),
             "dla": mean.numpy(),
+            "convention": convention_of(weights),
         }
     )
+
+
+def convention_of(weights: Weights) -> str:
+    """The architecture's convention for DLA and edges ("linear" where no record says otherwise)."""
+    return weights.arch.convention if weights.arch is not None else "linear"
