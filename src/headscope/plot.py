@@ -20,25 +20,9 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from headscope.errors import HeadscopeError
+from headscope.heads import Component, head_name
+from headscope.report import attention_plot, figures, scatter_plot  # their PNGs never touch pyplot's backend
 from headscope.run import Run
-
-
-def _report_modules():
-    """The report's figure modules, without leaving matplotlib on their Agg backend: they select
-    Agg for headless PNGs, which would stop a notebook's inline matplotlib figures from showing."""
-    import matplotlib
-
-    previous = dict.__getitem__(matplotlib.rcParams, "backend")  # unresolved: a name or 'auto'
-    from headscope.report import attention_plot, figures, scatter_plot
-
-    if isinstance(previous, str) and previous.lower() != "agg":
-        matplotlib.use(previous)  # also switches pyplot back when it is loaded
-    else:
-        dict.__setitem__(matplotlib.rcParams, "backend", previous)
-    return attention_plot, figures, scatter_plot
-
-
-attention_plot, figures, scatter_plot = _report_modules()
 
 __all__ = ["across_tasks", "attention", "heatmap", "report", "scatter"]
 
@@ -227,7 +211,7 @@ def scatter(points: pd.DataFrame, stats: pd.DataFrame | None = None, title: str 
     if stats is None:
         raise HeadscopeError("scatter: give stats=hs.scatter_stats(points), or points from hs.scatter")
     head = points.attrs.get("head")
-    name = f"head {head[0]}.{head[1]}" if head is not None else "head"
+    name = f"head {head_name(head)}" if head is not None else "head"
     default = _titled(f"{name}, attention vs. projection", str(points.attrs.get("task", "")))
     scale = str(points.attrs.get("scale", "none"))
     return scatter_plot.scatter_figure(points, pd.DataFrame(stats), title or default, scale)
@@ -256,7 +240,9 @@ def attention(
     ]
     frame = _pattern_frame(rows)
     task = str(patterns.attrs.get("task", ""))
-    return attention_plot.pattern_heatmap(frame, _titled(f"head {layer}.{index}, prompt {number}", task))
+    return attention_plot.pattern_heatmap(
+        frame, _titled(f"head {head_name((layer, index))}, prompt {number}", task)
+    )
 
 
 def _only(patterns: pd.DataFrame, head) -> tuple[int, int]:
@@ -265,11 +251,20 @@ def _only(patterns: pd.DataFrame, head) -> tuple[int, int]:
         if len(present) != 1:
             raise HeadscopeError(f"attention: the table holds {len(present)} heads; pass head='L.H'")
         return present[0]
-    chosen = tuple(int(x) for x in (head.split(".") if isinstance(head, str) else head))
+    chosen = _head_of(head)
     if chosen not in present:
-        shown = ", ".join(f"{la}.{h}" for la, h in present)
+        shown = ", ".join(head_name(h) for h in present)
         raise HeadscopeError(f"attention: head={head!r} is not in the table; it holds {shown}")
     return chosen  # type: ignore[return-value]
+
+
+def _head_of(head: str | tuple[int, int]) -> tuple[int, int]:
+    if not isinstance(head, str):
+        return int(head[0]), int(head[1])
+    named = Component.named(head)
+    if named is None or named.head is None:
+        raise HeadscopeError(f"attention: head={head!r}: write a head as 'L.H', e.g. '2.0'")
+    return named.layer, named.head
 
 
 def _only_prompt(patterns: pd.DataFrame, prompt: int | None) -> int:

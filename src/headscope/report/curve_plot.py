@@ -10,13 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import plotly.graph_objects as go
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import plotly.graph_objects as go  # noqa: E402
-
-from headscope.report.fonts import save_png, use_fonts  # noqa: E402
+from headscope.report.fonts import png_figure, save_png, use_fonts
 
 COLOURS = {"exact": "#2ca02c", "eap-ig": "#1f77b4", "eap": "#ff7f0e"}
 
@@ -65,7 +61,7 @@ class CurvePlot:
 
     def png(self, path: Path) -> Path:
         use_fonts()
-        fig, ax = plt.subplots(figsize=(5.2, 3.4))
+        fig, ax = png_figure((5.2, 3.4))
         for method, (x, f, _, _) in self.lines.items():
             ax.plot(x, f, marker="o", markersize=3, color=COLOURS.get(method), label=self.legend(method))
         ax.axhline(1, color="#888", linestyle=":", linewidth=1)

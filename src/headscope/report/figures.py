@@ -9,18 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
+import plotly.graph_objects as go
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import plotly.graph_objects as go  # noqa: E402
-
-from headscope.heads import head_name  # noqa: E402
-from headscope.io import write_atomic  # noqa: E402
-from headscope.report import scatter_plot  # noqa: E402
-from headscope.report.curve_plot import CurvePlot  # noqa: E402
-from headscope.report.fonts import drawable, use_fonts  # noqa: E402
+from headscope.heads import head_name
+from headscope.report import scatter_plot
+from headscope.report.curve_plot import CurvePlot
+from headscope.report.fonts import drawable, png_figure, save_png, use_fonts
 
 
 @dataclass(frozen=True)
@@ -67,7 +62,7 @@ class Heatmap:
         use_fonts()
         values = pd.DataFrame(self.z, dtype=float).to_numpy()
         width = max(3.5, 0.55 * len(self.x) + 2)
-        fig, ax = plt.subplots(figsize=(width, max(2.5, 0.45 * len(self.y) + 1.4)))
+        fig, ax = png_figure((width, max(2.5, 0.45 * len(self.y) + 1.4)))
         if self.diverging:
             bound = max(float(abs(pd.DataFrame(values).abs().max().max())), 1e-9)
             image = ax.imshow(values, cmap="RdBu_r", vmin=-bound, vmax=bound, aspect="auto")
@@ -113,10 +108,7 @@ def _styled(figure: go.Figure) -> go.Figure:
 
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
-    try:
-        return write_atomic(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    finally:
-        plt.close(fig)
+    return save_png(fig, path)
 
 
 def head_heatmap(

@@ -59,11 +59,20 @@ def drawable(text: str) -> str:
     return "".join(c if c.isspace() or ord(c) in covered else MISSING for c in text)
 
 
-def save_png(fig, path: Path) -> Path:
-    """A matplotlib figure written atomically as the report's PNG (110 dpi), then closed."""
-    import matplotlib.pyplot as plt
+def png_figure(figsize: tuple[float, float], **subplots):
+    """A matplotlib figure on its own Agg canvas and its axes (`Figure.subplots(**subplots)`).
 
-    try:
-        return write_atomic(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    finally:
-        plt.close(fig)
+    The one place the static PNGs choose a backend: the figure never enters pyplot, so pyplot's
+    backend (a notebook's inline figures, say) is neither read nor changed, and nothing needs closing.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=figsize)
+    FigureCanvasAgg(figure)
+    return figure, figure.subplots(**subplots)
+
+
+def save_png(fig, path: Path) -> Path:
+    """A figure of `png_figure` written atomically as the report's PNG (110 dpi)."""
+    return write_atomic(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=110))

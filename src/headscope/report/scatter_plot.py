@@ -12,15 +12,11 @@ import math
 import textwrap
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
+import plotly.graph_objects as go
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import plotly.graph_objects as go  # noqa: E402
-
-from headscope.io import write_text  # noqa: E402
-from headscope.report.fonts import drawable, save_png, use_fonts  # noqa: E402
+from headscope.io import write_text
+from headscope.report.fonts import drawable, png_figure, save_png, use_fonts
 
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 X_TITLE = "attention probability end -> token"
@@ -107,7 +103,7 @@ def write_scatter_png(
     """The same scatter as a static PNG drawn with matplotlib."""
     use_fonts()
     legends = _legends(stats)
-    fig, ax = plt.subplots(figsize=(7, 4.8))
+    fig, ax = png_figure((7, 4.8))
     for index, (role, group) in enumerate(points.groupby("role", sort=False)):
         label = drawable(legends.get(str(role), str(role)))
         colour = COLOURS[index % len(COLOURS)]

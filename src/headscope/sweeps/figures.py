@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import plotly.graph_objects as go
 
+from headscope.heads import head_name
 from headscope.scores.labels import LabelThresholds
 from headscope.sweeps.tables import LABEL_SCORES
 
@@ -65,7 +66,7 @@ def trajectory_figure(heads: pd.DataFrame, first: pd.DataFrame, family: str) -> 
             figure.add_trace(
                 go.Scatter(
                     x=rows["step"].astype(float), y=rows["score"], mode="lines+markers", visible=number == 0,
-                    name=f"{layer}.{head}" + (f" ({label})" if label else ""),
+                    name=head_name((layer, head)) + (f" ({label})" if label else ""),
                     line={"color": color, "width": 3 if label else 1}, marker={"size": 5 if label else 3},
                     opacity=1.0 if label else 0.6,
                 )
@@ -88,20 +89,16 @@ def trajectory_figure(heads: pd.DataFrame, first: pd.DataFrame, family: str) -> 
 
 def trajectory_png(heads: pd.DataFrame, first: pd.DataFrame, family: str, path: Path) -> Path | None:
     """Static panels (one per label that appears, at most four); None when no label appears."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from headscope.report.fonts import png_figure
 
     chosen = panels(first, family)
     if not chosen:
         return None
-    figure, axes = plt.subplots(1, len(chosen), figsize=(4.6 * len(chosen), 3.6), squeeze=False)
+    figure, axes = png_figure((4.6 * len(chosen), 3.6), nrows=1, ncols=len(chosen), squeeze=False)
     for axis, (task, analysis) in zip(axes[0], chosen, strict=True):
         _draw_panel(axis, heads, first, family, task, analysis)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
-    plt.close(figure)
     return path
 
 
@@ -114,7 +111,8 @@ def _draw_panel(axis, heads, first, family: str, task: str, analysis: str) -> No
             axis.plot(rows["step"], rows["score"], color=GREY, linewidth=0.8, alpha=0.7)
             continue
         color = PALETTE[list(marked).index((layer, head)) % len(PALETTE)]
-        axis.plot(rows["step"], rows["score"], color=color, linewidth=2.2, label=f"{layer}.{head} {label}")
+        name = f"{head_name((layer, head))} {label}"
+        axis.plot(rows["step"], rows["score"], color=color, linewidth=2.2, label=name)
         found = mine[(mine["layer"] == layer) & (mine["head"] == head) & (mine["label"] == label)]
         at = int(found["first_step"].min())
         axis.plot([at], rows.loc[rows["step"] == at, "score"].iloc[:1], "o", color=color, markersize=7)

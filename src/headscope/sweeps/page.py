@@ -16,6 +16,7 @@ import pandas as pd
 import plotly.io
 import plotly.offline
 
+from headscope.heads import head_names
 from headscope.report.html import script_json
 from headscope.sweeps.figures import trajectory_figure
 
@@ -101,7 +102,7 @@ def _grid(
         ]
         named = labels[labels["model"] == job.model] if not labels.empty else labels
         text = "; ".join(
-            f"{label}: {', '.join(f'{r.layer}.{r.head}' for r in group.itertuples(index=False))}"
+            f"{label}: {', '.join(head_names(group['layer'], group['head']))}"
             for label, group in named.drop_duplicates(["label", "layer", "head"]).groupby("label", sort=True)
         ) if not named.empty else ""  # fmt: skip
         link = f"{job.folder}/index.html" if job.status != "failed" else ""
