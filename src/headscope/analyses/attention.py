@@ -17,9 +17,8 @@ from headscope.tasks.dataset import Dataset
 
 ROLE_ATTENTION = PerTask(
     name="role_attention",
-    command="role-attention",
     needs=_attention.ROLE_ATTENTION_NEEDS,
-    table=lambda model, dataset, taken: _attention.role_attention(dataset, taken),
+    compute=lambda model, dataset, taken: _attention.role_attention(dataset, taken),
     doc="""Mean attention from each query role to each key role, every head (docs/methods.md §3).
 
     Args:
@@ -39,10 +38,10 @@ ROLE_ATTENTION = PerTask(
 
 HEAD_DETECTORS = PerTask(
     name="head_detectors",
-    command="detectors",
     needs=_attention.DETECTOR_NEEDS,
-    table=lambda model, dataset, taken: _attention.head_detectors(dataset, taken),
+    compute=lambda model, dataset, taken: _attention.head_detectors(dataset, taken),
     applies=keeps_patterns,
+    table="detectors",
     doc="""Previous-token, duplicate-token and induction scores of every head (docs/methods.md §3).
 
     Each is the share of a head's attention on the ideal pattern, over the query rows where that

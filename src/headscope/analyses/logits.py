@@ -23,9 +23,8 @@ def _evaluation(model: Model, dataset: Dataset, taken: Capture) -> pd.DataFrame:
 
 EVALUATION = PerTask(
     name="evaluation",
-    command="evaluation",
     needs=_evaluate.EVALUATE_NEEDS,
-    table=_evaluation,
+    compute=_evaluation,
     doc="""How well the model does the task: one row of accuracy, logit_diff, answer_prob, n, dropped.
 
     Args:
@@ -58,6 +57,7 @@ def direct_logit_attribution(model: Model, dataset: Dataset, taken: Capture | No
 
 
 SCALES: tuple[str, ...] = ("none", "ln_final")
+SCATTER_NEEDS = _scatter.SCATTER_NEEDS
 
 
 def scatter_roles(dataset: Dataset, roles: Sequence[str] | None) -> list[str]:
@@ -90,6 +90,6 @@ def scatter(
     statistics (Pearson r, p, n, the bootstrap interval drawn with `seed`), per role and pooled."""
     choice(scale, "scale", SCALES)
     count(n_boot, "n_boot")
-    taken = captured(model, dataset, _scatter.SCATTER_NEEDS, taken)
+    taken = captured(model, dataset, SCATTER_NEEDS, taken)
     points = _scatter.scatter_points(model.weights, dataset, taken, head, list(roles), scale)
     return points, _scatter.scatter_stats(points, n_boot=n_boot, seed=seed)

@@ -27,22 +27,28 @@ def keeps_patterns(task: Task) -> bool:
 class PerTask:
     """An analysis of one capture with no options of its own: a table per head or component.
 
-    `name` is its table in a Run and `hs.<name>`; `command` is `headscope <command>`; `needs` what
-    it reads from a capture; `table(model, dataset, capture)` computes it; `applies(task)` says on
-    which tasks the report (and the labels) run it; `doc` is `hs.<name>`'s docstring (Args,
-    Returns, Example) and, up to its first blank line, the command's help.
+    `name` is `hs.<name>`; `table` its table in a report's Run (default: `name`); `command` is
+    `headscope <command>` where it has a command of its own; `needs` what it reads from a capture;
+    `compute(model, dataset, capture)` makes the table; `applies(task)` says on which tasks the
+    report (and the labels) run it; `doc` is `hs.<name>`'s docstring (Args, Returns, Example), its
+    first line the command's help.
     """
 
     name: str
-    command: str
     needs: Needs
-    table: Callable[[Model, Dataset, Capture], pd.DataFrame]
+    compute: Callable[[Model, Dataset, Capture], pd.DataFrame]
     doc: str
     applies: Callable[[Task], bool] = every_task
+    table: str = ""
+    command: str = ""  # "": no command of its own (another command shows it)
+
+    @property
+    def table_name(self) -> str:
+        return self.table or self.name
 
     def run(self, model: Model, dataset: Dataset, taken: Capture | None = None) -> pd.DataFrame:
         """The table on `dataset`, from `taken` when given (it must hold `needs`), else one capture."""
-        return self.table(model, dataset, captured(model, dataset, self.needs, taken))
+        return self.compute(model, dataset, captured(model, dataset, self.needs, taken))
 
 
 def captured(model: Model, dataset: Dataset, needs: Needs, taken: Capture | None = None) -> Capture:

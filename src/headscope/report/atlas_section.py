@@ -16,13 +16,11 @@ import pandas as pd
 import plotly.io
 import plotly.offline
 
-from headscope.errors import HeadscopeError
 from headscope.heads import head_name, head_names
-from headscope.models.loading import Model
 from headscope.report.content import TableView
 from headscope.report.figures import Heatmap
 from headscope.report.html import _asset, _environment, figure_specs
-from headscope.scores.atlas import AtlasOptions, above_chance, atlas_scores
+from headscope.scores.atlas import above_chance
 
 REPORT_HEADS = 32  # heads in the report's heatmaps: the strongest by within-set score above chance
 CARD_ROWS = 100  # function cards shown on a page (all in the CSV)
@@ -108,18 +106,6 @@ def section(
     shown = f"the {len(heads)} strongest heads" if count is not None and len(heads) == count else "every head"
     note = f"Weights only: no prompts. The heatmaps show {shown}; every head is in the atlas CSV."
     return AtlasSection(heatmaps(table, heads, prefix), cards_view(cards), relations_view(relations), note)
-
-
-def atlas_tables(model: Model, k: int, say) -> dict[str, pd.DataFrame]:
-    """The report's atlas tables (every head x the whole library x both signs); none, with a note,
-    when the tokenizer spells too little of the library."""
-    say(f"head atlas: {model.n_layers * model.n_heads} heads x the relation library, weights only")
-    try:
-        result = atlas_scores(model, None, AtlasOptions(k=k))
-    except HeadscopeError as error:
-        say(f"head atlas left out: {error}")
-        return {}
-    return {"atlas": result.table, "atlas_cards": result.cards, "atlas_relations": result.relations}
 
 
 def atlas_section(tables: dict[str, pd.DataFrame]) -> AtlasSection | None:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from headscope.errors import HeadscopeError
-from headscope.report.analyses import compare_tasks, head_card
+from headscope.report.selection import compare_tasks, head_card
 from headscope.run import Run, plain_record
 
 IDENTITY = ("name", "weights_sha256", "n_layers", "n_heads", "d_model", "d_head", "d_vocab", "n_ctx")
