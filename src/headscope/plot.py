@@ -111,7 +111,7 @@ def _panels(table: pd.DataFrame, value: str | None) -> list[_Panel]:
 def _ov_panels(heads: pd.DataFrame) -> list[_Panel]:
     panels = []
     for (relation, sign), rows in heads.groupby(["relation", "sign"], sort=False):
-        negative = sign in (-1, "negative")
+        negative = sign < 0
         name = f"{'negative ' if negative else ''}{relation} score"
         panels.append(
             _Panel(

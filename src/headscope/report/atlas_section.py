@@ -17,9 +17,9 @@ import plotly.io
 import plotly.offline
 
 from headscope.heads import head_name, head_names
-from headscope.report.content import TableView
 from headscope.report.figures import Heatmap
 from headscope.report.html import _asset, _environment, figure_specs
+from headscope.report.page_parts import TableView
 from headscope.scores.atlas import above_chance
 
 REPORT_HEADS = 32  # heads in the report's heatmaps: the strongest by within-set score above chance

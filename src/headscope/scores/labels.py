@@ -43,7 +43,7 @@ def _ov_wide(ov_table: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=["layer", "head"])
     table = ov_table.assign(
         name=[
-            f"negative_{rel}" if sign == "negative" or sign == -1 else str(rel)
+            f"negative_{rel}" if sign < 0 else str(rel)
             for rel, sign in zip(ov_table["relation"], ov_table["sign"], strict=True)
         ]
     )

@@ -52,7 +52,7 @@ def head_scores(run: Run) -> pd.DataFrame:
 def _ov_rows(ov: pd.DataFrame) -> pd.DataFrame:
     if ov.empty:
         return ov
-    negative = ov["sign"].isin((-1, "negative"))
+    negative = ov["sign"] < 0
     names = [f"negative_{r}" if n else str(r) for r, n in zip(ov["relation"], negative, strict=True)]
     return ov.assign(analysis=names)[["task", "layer", "head", "analysis", "score"]]
 
@@ -60,7 +60,7 @@ def _ov_rows(ov: pd.DataFrame) -> pd.DataFrame:
 def _atlas_rows(atlas: pd.DataFrame) -> pd.DataFrame:
     if atlas.empty:
         return atlas
-    negative = atlas["sign"].isin((-1, "negative"))
+    negative = atlas["sign"] < 0
     names = [
         f"atlas_negative_{r}" if n else f"atlas_{r}" for r, n in zip(atlas["relation"], negative, strict=True)
     ]
