@@ -16,7 +16,7 @@ from pathlib import Path
 
 from headscope.tasks.dataset import TaskError
 from headscope.tasks.task import Family
-from headscope.tasks.toml_task import TOP_KEYS, _families, _mappings, tomllib
+from headscope.tasks.task_file import TOP_KEYS, parse_families, parse_mappings, tomllib
 
 GROUPS: tuple[str, ...] = ("algorithmic", "linguistic", "knowledge", "translation")
 USER_GROUP = "user"
@@ -52,8 +52,10 @@ def parse_relations(path: Path, data: dict, group: str) -> list[Relation]:
     source = data.get("source", str(path))
     if not isinstance(group, str) or not group.strip() or not isinstance(source, str):
         raise fail(f"group and source must be strings, got {group!r} and {source!r}")
-    found = [r for f in _families(data.get("families", {}), fail) for r in family_relations(f, group, source)]
-    for name, table in _mappings(data.get("mappings", {}), fail).items():
+    found = [
+        r for f in parse_families(data.get("families", {}), fail) for r in family_relations(f, group, source)
+    ]
+    for name, table in parse_mappings(data.get("mappings", {}), fail).items():
         found.append(Relation(name, group, tuple(table.items()), source))
     if not found:
         raise fail('no relation in it; add [mappings.NAME] tables of source = "target" or a [families] table')
