@@ -18,7 +18,6 @@ import pytest
 import torch
 
 import headscope as hs
-from headscope.errors import HeadscopeError
 from headscope.models.loading import load_model
 from headscope.scores.circuit import edges as E
 from headscope.scores.circuit import graph
@@ -236,11 +235,12 @@ def test_edge_counts(model):
     assert len(edges) == expected
 
 
-def test_a_norm_on_head_outputs_is_refused_in_one_line(model, data):
+def test_a_norm_on_head_outputs_takes_the_frozen_norm_convention(model):
+    """No longer refused: the same graph, read under the frozen-norm convention (the numbers are
+    tests/scores/test_edges_frozen.py's, on Gemma 2 and Gemma 3 models)."""
     gemma_like = dataclasses.replace(model.arch, family="gemma2", attn_out_norm=True, mlp_out_norm=True)
-    with pytest.raises(HeadscopeError, match="not defined for gemma2: a norm acts on the attention") as error:
-        graph.check_supported(gemma_like)
-    assert "\n" not in str(error.value)
+    assert (gemma_like.convention, model.arch.convention) == ("frozen-norm", "linear")
+    assert graph.all_edges(gemma_like, model.n_layers) == graph.all_edges(model.arch, model.n_layers)
 
 
 # ---- circuits --------------------------------------------------------------------------------------

@@ -291,14 +291,12 @@ def is_large(model: Model) -> bool:
 def _circuit_tables(model, dataset, cap, options: ReportOptions, say: Say) -> dict[str, pd.DataFrame]:
     """Every edge's eap score, the top `circuit_exact` patched exactly, and the circuit of the
     top `circuit_edges` by |exact| run with every other edge patched (its faithfulness)."""
-    from headscope.scores.circuit import faithfulness, graph
+    from headscope.scores.circuit import faithfulness
 
     prompts = circuit_prompts(model, options.circuit_n)
     if prompts < 1:
         return {}
-    why = graph.refusal(model.arch)
-    if why is None:
-        why = missing_corrupted(dataset, "edge patching")
+    why = missing_corrupted(dataset, "edge patching")
     if why is not None:
         say(f"  not computed: circuit: {why}")
         return {"not_computed": pd.DataFrame([{"analysis": "circuit", "why": why}])}

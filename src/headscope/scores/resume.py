@@ -231,15 +231,18 @@ class Resumer:
         start: int,
         end: Int[Tensor, "rows"],
         hooks: list[tuple[str, Callable]],
+        capped: bool = True,
     ) -> Float[Tensor, "rows d_vocab"]:
-        """Logits at `end` after blocks start.. on `resid`, with `hooks` active."""
+        """Logits at `end` after blocks start.. on `resid`, with `hooks` active (`capped`: with
+        the model's output transform, Gemma 2's soft-capping; else before it)."""
         with torch.no_grad(), self.bridge.hooks(fwd_hooks=hooks):
             for layer in range(start, self.n_layers):
                 args, kwargs = _expanded(self.call_args, self.call_kwargs, resid.shape[0] // self.base_rows)
                 out = self.bridge.blocks[layer](resid, *args, **kwargs)
                 resid = out[0] if isinstance(out, tuple) else out
             final = self.bridge.ln_final(rows_at(resid, end)[:, None])  # [rows, 1, d_model]
-            return self.bridge.adapter.apply_output_logits_transform(self.bridge.unembed(final))[:, 0]
+            logits = self.bridge.unembed(final)
+            return (self.bridge.adapter.apply_output_logits_transform(logits) if capped else logits)[:, 0]
 
 
 def _is_cache(value) -> bool:

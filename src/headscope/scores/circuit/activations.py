@@ -9,6 +9,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from headscope.models.weights import Weights
+from headscope.scores.circuit import norms
 from headscope.scores.circuit.graph import Source
 from headscope.scores.resume import Resumer
 
@@ -23,12 +24,17 @@ class Acts:
     mlp: Float[Tensor, "layer batch pos d_model"]
     post: Float[Tensor, "batch pos d_model"]  # the final residual stream (before the final norm)
     logits: Float[Tensor, "batch pos d_vocab"]
+    scales: dict[str, Tensor] | None = None  # hook_scale name -> [batch, pos, 1] (frozen-norm runs)
 
 
-def capture(resumer: Resumer, tokens: Int[Tensor, "batch pos"], record: bool = True) -> Acts:
-    """Every layer's residual, z and MLP output; with `record`, the block call arguments too."""
+def capture(
+    resumer: Resumer, tokens: Int[Tensor, "batch pos"], record: bool = True, scales: bool = False
+) -> Acts:
+    """Every layer's residual, z and MLP output; with `record`, the block call arguments too;
+    with `scales`, every residual-stream norm's scale (`norms.scale_hook_names`)."""
     bridge, n_layers = resumer.bridge, resumer.n_layers
     kept: dict[str, list[Tensor]] = {"pre": [], "mid": [], "z": [], "mlp": [], "post": []}
+    found: dict[str, Tensor] = {}
     names = [("pre", "hook_resid_pre"), ("z", "attn.hook_z"), ("mlp", "hook_mlp_out")]
     names += [("mid", "hook_resid_mid")] if resumer.sequential else []
     hooks = [
@@ -37,6 +43,9 @@ def capture(resumer: Resumer, tokens: Int[Tensor, "batch pos"], record: bool = T
         for key, name in names
     ]
     hooks.append((f"blocks.{n_layers - 1}.hook_resid_post", lambda a, hook: kept["post"].append(a.detach())))
+    if scales:
+        names = norms.scale_hook_names(bridge, n_layers)
+        hooks += [(n, lambda a, hook, n=n: found.update({n: a.detach()})) for n in names]  # None: observed
     handle = bridge.blocks[0].register_forward_pre_hook(resumer._record, with_kwargs=True) if record else None
     try:
         with torch.no_grad():
@@ -52,6 +61,7 @@ def capture(resumer: Resumer, tokens: Int[Tensor, "batch pos"], record: bool = T
         torch.stack(kept["mlp"]),
         kept["post"][0],
         logits,
+        found or None,
     )
 
 
@@ -78,6 +88,24 @@ def contributions(
                 per_layer[source.layer] = head_outputs(acts.z[source.layer], weights.W_O[source.layer])
             rows.append(per_layer[source.layer][source.index])
     return torch.stack(rows)
+
+
+def source_deltas(
+    clean: Acts, corrupted: Acts, weights: Weights, sources: list[Source], frozen: bool = False
+) -> Float[Tensor, "source batch pos d_model"]:
+    """Each source's corrupted - clean write into the residual stream. Where a norm acts on the
+    attention output, a head's is the real one (its layer's norm recomputed with that head's z
+    corrupted) or, `frozen`, through the norm at its clean-run scale (`norms.py`)."""
+    delta = contributions(corrupted, weights, sources) - contributions(clean, weights, sources)
+    if weights.attn_out_w is None:
+        return delta
+    per_head = norms.frozen_head_deltas if frozen else norms.real_head_deltas
+    row = {source: i for i, source in enumerate(sources)}
+    for layer in range(clean.z.shape[0]):
+        heads = per_head(clean.z[layer], corrupted.z[layer], weights, layer)  # [head, batch, pos, d]
+        for head in range(heads.shape[0]):
+            delta[row[Source(layer, "head", head)]] = heads[head]
+    return delta
 
 
 def mean_acts(acts: list[Acts], lengths: list[Tensor]) -> Acts:

@@ -28,9 +28,10 @@ from headscope.scores.resume import Batch, Resumer
 
 
 def target_gradients(
-    resumer: Resumer, arch: Architecture, resid0: Tensor, batch: Batch
+    resumer: Resumer, arch: Architecture, resid0: Tensor, batch: Batch, capped: bool = True
 ) -> dict[Target, Float[Tensor, "batch pos d_model"]]:
-    """d(sum of the metric over the batch) / d(each target's input), at the embedding `resid0`."""
+    """d(sum of the metric over the batch) / d(each target's input), at the embedding `resid0`
+    (`capped` False: the metric of the logits before soft-capping)."""
     every = targets(arch, resumer.n_layers)
     eps = {t: torch.zeros_like(resid0, requires_grad=True) for t in every}
 
@@ -38,7 +39,7 @@ def target_gradients(
         return torch.stack([eps[t] for t in chosen])  # [target, batch, pos, d_model]
 
     with torch.enable_grad():
-        logits = layered_logits(resumer, arch, resid0.detach(), batch.end, offsets).float()
+        logits = layered_logits(resumer, arch, resid0.detach(), batch.end, offsets, capped).float()
         metric = logit_diff(logits, batch.answers.to(logits.device), batch.contrasts.to(logits.device)).sum()
         grads = torch.autograd.grad(metric, [eps[t] for t in every], allow_unused=True)
     return {
@@ -53,10 +54,10 @@ def path_points(clean: Acts, corrupted: Acts, steps: int) -> list[Tensor]:
 
 
 def mean_gradients(
-    resumer: Resumer, arch: Architecture, points: list[Tensor], batch: Batch
+    resumer: Resumer, arch: Architecture, points: list[Tensor], batch: Batch, capped: bool = True
 ) -> dict[Target, Tensor]:
     total: dict[Target, Tensor] = {}
     for point in points:
-        for target, grad in target_gradients(resumer, arch, point, batch).items():
+        for target, grad in target_gradients(resumer, arch, point, batch, capped).items():
             total[target] = total.get(target, 0) + grad / len(points)
     return total

@@ -84,11 +84,14 @@ def run_block(resumer: Resumer, layer: int, resid: Tensor, hooks: list[tuple[str
     return out[0] if isinstance(out, tuple) else out
 
 
-def readout(resumer: Resumer, final: Float[Tensor, "rows d_model"]) -> Float[Tensor, "rows d_vocab"]:
-    """Logits of final residual vectors: final norm, unembedding, the model's output transform."""
+def readout(
+    resumer: Resumer, final: Float[Tensor, "rows d_model"], capped: bool = True
+) -> Float[Tensor, "rows d_vocab"]:
+    """Logits of final residual vectors: final norm, unembedding, the model's output transform
+    (`capped`; without it, the logits before Gemma 2's soft-capping)."""
     bridge = resumer.bridge
-    normed = bridge.ln_final(final[:, None])  # [rows, 1, d_model]
-    return bridge.adapter.apply_output_logits_transform(bridge.unembed(normed))[:, 0]
+    logits = bridge.unembed(bridge.ln_final(final[:, None]))  # [rows, 1, d_vocab]
+    return (bridge.adapter.apply_output_logits_transform(logits) if capped else logits)[:, 0]
 
 
 @dataclass(frozen=True)

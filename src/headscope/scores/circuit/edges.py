@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from headscope.errors import HeadscopeError
 from headscope.models.loading import Model
 from headscope.scores import resume
-from headscope.scores.circuit import activations, attribution, blocks, exact, graph
+from headscope.scores.circuit import activations, attribution, blocks, exact, graph, norms
 from headscope.scores.circuit.graph import Edge, Source
 from headscope.scores.resume import Batch, Resumer
 from headscope.tasks.dataset import Dataset, require_corrupted
@@ -46,12 +46,16 @@ class EdgeOptions:
 
 @dataclass(frozen=True)
 class BatchRun:
-    """One batch with its clean and corrupted runs and every source's corrupted - clean delta."""
+    """One batch with its clean and corrupted runs and every source's corrupted - clean delta:
+    `deltas` in the real model (exact patching), `approx_deltas` in the convention's (the same
+    where it is linear; frozen-norm: through each norm at its clean-run scale, `scales`)."""
 
     batch: Batch
     clean: activations.Acts
     corrupted: activations.Acts
     deltas: dict[Source, Tensor]
+    approx_deltas: dict[Source, Tensor]
+    scales: norms.FrozenScales | None = None
 
 
 def corrupted_of(dataset: Dataset) -> Dataset:
@@ -60,7 +64,6 @@ def corrupted_of(dataset: Dataset) -> Dataset:
 
 def prepared(model: Model) -> Resumer:
     """A Resumer for the model, or one line saying why its edges are not defined."""
-    graph.check_supported(model.arch)
     resumer = Resumer(model.bridge)
     blocks.check_hooks(resumer)
     return resumer
@@ -90,17 +93,19 @@ def batch_runs(model: Model, resumer: Resumer, dataset: Dataset, batch_size: int
         raise HeadscopeError(f"donor={donor!r}: choose one of {', '.join(DONORS)}")
     mean = mean_donor(resumer, dataset, batch_size) if donor == "mean" else None
     sources = graph.sources(model.arch, model.n_layers)
+    frozen = model.arch.convention == "frozen-norm"
     for batch in _batches(dataset, batch_size):
         tokens = corrupted.tokens[batch.start : batch.stop, : batch.tokens.shape[1]]
         if mean is None:
             corrupt = activations.capture(resumer, tokens, record=False)
         else:
             corrupt = activations.expand_mean(mean, *batch.tokens.shape)
-        clean = activations.capture(resumer, batch.tokens)  # last: its block arguments are kept
-        delta = activations.contributions(corrupt, model.weights, sources) - activations.contributions(
-            clean, model.weights, sources
-        )  # [source, batch, pos, d_model]
-        yield BatchRun(batch, clean, corrupt, dict(zip(sources, delta, strict=True)))
+        clean = activations.capture(resumer, batch.tokens, scales=frozen)  # last: its block arguments
+        real = activations.source_deltas(clean, corrupt, model.weights, sources)  # [source, batch, pos, d]
+        approx = activations.source_deltas(clean, corrupt, model.weights, sources, frozen) if frozen else real
+        scales = norms.FrozenScales(clean.scales, batch.end) if frozen else None
+        by_source = dict(zip(sources, real, strict=True))
+        yield BatchRun(batch, clean, corrupt, by_source, dict(zip(sources, approx, strict=True)), scales)
 
 
 def corrupted_metric(model: Model, dataset: Dataset, batch_size: int) -> float:
@@ -126,8 +131,9 @@ def _approx_sums(
         points = attribution.path_points(run.clean, run.corrupted, options.steps)
     else:
         points = [run.clean.pre[0]]
-    grads = attribution.mean_gradients(resumer, model.arch, points, run.batch)
-    return edge_products(grads, run.deltas, edges)
+    with norms.frozen(resumer.bridge, run.scales):
+        grads = attribution.mean_gradients(resumer, model.arch, points, run.batch, capped=run.scales is None)
+    return edge_products(grads, run.approx_deltas, edges)
 
 
 def edge_products(grads: dict, deltas: dict[Source, Tensor], edges: list[Edge]) -> Tensor:
@@ -183,7 +189,28 @@ def edge_scores(
             clean += _metric_sum(run.clean, run.batch)
     corrupted = corrupted_metric(model, dataset, options.batch_size) * dataset.n
     twin = dataset.task.twin_kind
-    return _table(edges, approx, patched, options, clean / dataset.n, corrupted / dataset.n, twin)
+    conv = model.arch.convention
+    return _table(edges, approx, patched, options, clean / dataset.n, corrupted / dataset.n, twin, conv)
+
+
+def frozen_patching(
+    model: Model, dataset: Dataset, chosen: list[Edge], batch_size: int = 16, donor: str = "corrupted"
+) -> Tensor:
+    """Frozen-scale edge patching: per edge, the mean metric of the logits before any cap with the
+    edge patched (its frozen-norm delta) in the model whose every residual-stream norm keeps its
+    clean-run scale, minus that model's clean metric: [edge] (float64). What EAP and EAP-IG
+    approximate under the frozen-norm convention; under the linear one, the `exact` column."""
+    resumer = prepared(model)
+    sums = torch.zeros(len(chosen), dtype=torch.float64)
+    clean = 0.0
+    for run in batch_runs(model, resumer, dataset, batch_size, donor):
+        capped = run.scales is None
+        with norms.frozen(resumer.bridge, run.scales):
+            sums += exact.exact_sums(resumer, run.clean, run.approx_deltas, chosen, run.batch, capped)
+            with torch.no_grad():
+                final = blocks.readout(resumer, resume.rows_at(run.clean.post, run.batch.end), capped)
+        clean += float(resume.end_metric(final, run.batch).sum())
+    return sums / dataset.n - clean / dataset.n
 
 
 def agreement(score: pd.Series, exact_values: pd.Series, top: int | None = None) -> float:
@@ -198,7 +225,14 @@ def agreement(score: pd.Series, exact_values: pd.Series, top: int | None = None)
 
 
 def _table(
-    edges, approx, patched, options: EdgeOptions, clean: float, corrupted: float, twin: str | None = None
+    edges,
+    approx,
+    patched,
+    options: EdgeOptions,
+    clean: float,
+    corrupted: float,
+    twin: str | None = None,
+    convention: str = "linear",
 ) -> pd.DataFrame:
     exact_values = patched.numpy()
     table = pd.DataFrame(
@@ -210,6 +244,7 @@ def _table(
             "exact": exact_values,
             "method": options.method,
             "approximation": approx is not None,
+            "convention": convention,
             "source_layer": [e.source.layer for e in edges],
             "target_layer": [e.target.layer for e in edges],
         }
@@ -222,6 +257,7 @@ def _table(
         donor=options.donor,
         twin=twin,
         approximation=approx is not None,
+        convention=convention,
         steps=options.steps if options.method == "eap-ig" else None,
         clean=clean,
         corrupted=corrupted,

@@ -66,7 +66,7 @@ def _replacement(edge: Edge, clean: Acts, deltas, values, sequential: bool) -> R
     return Replacement(name, target.index if target.kind != "mlp" else None, values[edge.source][name])
 
 
-def _layer_sums(resumer, clean: Acts, deltas, edges: list[Edge], batch: Batch) -> Tensor:
+def _layer_sums(resumer, clean: Acts, deltas, edges: list[Edge], batch: Batch, capped: bool) -> Tensor:
     layer, sequential = edges[0].target.layer, resumer.sequential
     run_edges = [e for e in edges if blocks.needs_block_run(e.target, sequential)]
     names = list(dict.fromkeys(blocks.hook_name(e.target, sequential) for e in run_edges))
@@ -77,26 +77,33 @@ def _layer_sums(resumer, clean: Acts, deltas, edges: list[Edge], batch: Batch) -
         replacements = [_replacement(e, clean, deltas, values, sequential) for e in chunk]
         hooks = blocks.stacked_hooks(replacements, batch.tokens.shape[0])
         resid = clean.pre[layer].repeat(len(chunk), 1, 1)  # [copy * batch, pos, d_model]
-        logits = resumer.run(resid, layer, batch.end.repeat(len(chunk)), hooks)
+        logits = resumer.run(resid, layer, batch.end.repeat(len(chunk)), hooks, capped)
         sums.append(_metric_per_copy(logits, batch, len(chunk)))
     return torch.cat(sums)
 
 
-def _logit_sums(resumer, clean: Acts, deltas, edges: list[Edge], batch: Batch) -> Tensor:
+def _logit_sums(resumer, clean: Acts, deltas, edges: list[Edge], batch: Batch, capped: bool) -> Tensor:
     final = resume.rows_at(clean.post, batch.end)  # [batch, d_model]
     sums = []
     for chunk in _chunks(edges, _per_pass(batch)):
         patched = torch.cat([final + resume.rows_at(deltas[e.source], batch.end) for e in chunk])
         with torch.no_grad():
-            logits = blocks.readout(resumer, patched)  # [copy * batch, d_vocab]
+            logits = blocks.readout(resumer, patched, capped)  # [copy * batch, d_vocab]
         sums.append(_metric_per_copy(logits, batch, len(chunk)))
     return torch.cat(sums)
 
 
 def exact_sums(
-    resumer: Resumer, clean: Acts, deltas: dict[Source, Tensor], edges: list[Edge], batch: Batch
+    resumer: Resumer,
+    clean: Acts,
+    deltas: dict[Source, Tensor],
+    edges: list[Edge],
+    batch: Batch,
+    capped: bool = True,
 ) -> Tensor:
-    """Sum over the batch's prompts of the metric with each edge patched: [edge] (float64)."""
+    """Sum over the batch's prompts of the metric with each edge patched: [edge] (float64); with
+    `capped` False, of the logits before soft-capping (frozen-scale patching: the caller holds
+    the norms' scales, `norms.frozen`, and passes the frozen-norm deltas)."""
     out = torch.zeros(len(edges), dtype=torch.float64)
     by_layer: dict[int, list[int]] = {}
     for i, edge in enumerate(edges):
@@ -104,7 +111,7 @@ def exact_sums(
     for _, index in sorted(by_layer.items()):
         chosen = [edges[i] for i in index]
         part = _logit_sums if chosen[0].target.kind == "logits" else _layer_sums
-        out[index] = part(resumer, clean, deltas, chosen, batch)
+        out[index] = part(resumer, clean, deltas, chosen, batch, capped)
     return out
 
 

@@ -30,7 +30,7 @@ from torch import Tensor
 
 from headscope.heads import Component
 from headscope.models.loading import Model
-from headscope.scores.circuit import activations, edges, mib
+from headscope.scores.circuit import activations, edges, mib, norms
 from headscope.scores.circuit.graph import Edge, Target, all_edges, sources, targets
 from headscope.scores.circuit.layered import RunState, layered_logits
 from headscope.scores.metric import logit_diff
@@ -138,11 +138,28 @@ class Evaluator:
             diff = donor[:k, None] - current.unflatten(1, (copies, -1))  # [source, copy, batch, pos, d]
             rows = torch.tensor([self.target_row[t] for t in chosen])
             weights = masks[:, rows, :k].to(diff)  # [copy, target, source]
-            return torch.einsum("cts,scbpd->tcbpd", weights, diff).flatten(
-                1, 2
-            )  # [target, copy * batch, ...]
+            if self.model.weights.attn_out_w is None:
+                return torch.einsum("cts,scbpd->tcbpd", weights, diff).flatten(
+                    1, 2
+                )  # [target, copy * batch, ...]
+            return self._recomputed(weights, diff, current.unflatten(1, (copies, -1)), donor).flatten(1, 2)
 
         return offsets
+
+    def _recomputed(self, weights: Tensor, diff: Tensor, current: Tensor, donor: Tensor) -> Tensor:
+        """The offsets where a norm acts on the attention output: the MLPs and the embedding add up;
+        each layer's excluded heads enter its write together, the norm recomputed (`norms.py`).
+        weights [copy, target, source], diff and current [source, copy, batch, pos, d_model]."""
+        heads = [i for i, s in enumerate(self.sources[: diff.shape[0]]) if s.kind == "head"]
+        linear = weights.clone()
+        linear[:, :, heads] = 0
+        out = torch.einsum("cts,scbpd->tcbpd", linear, diff)  # [target, copy, batch, pos, d_model]
+        for layer in range(len({self.sources[i].layer for i in heads})):
+            rows = [i for i in heads if self.sources[i].layer == layer]
+            out += norms.recomputed_offsets(
+                current[rows], donor[rows], weights[:, :, rows], self.model.weights, layer
+            )
+        return out
 
 
 def _without(edge_set: set[Edge], removed: set[str]) -> set[Edge]:

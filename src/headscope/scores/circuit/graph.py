@@ -65,22 +65,6 @@ class Edge:
     target: Target
 
 
-def refusal(arch: Architecture) -> str | None:
-    """Why per-source contributions are not separable in this architecture, or None."""
-    if arch.attn_out_norm or arch.mlp_out_norm:
-        return (
-            f"edge-level circuits are not defined for {arch.family}: a norm acts on the attention and "
-            "MLP outputs before the residual stream, so no head's contribution is separable from the others'"
-        )
-    return None
-
-
-def check_supported(arch: Architecture) -> None:
-    reason = refusal(arch)
-    if reason is not None:
-        raise HeadscopeError(reason)
-
-
 def sources(arch: Architecture, n_layers: int) -> list[Source]:
     """Every source, in the order they write: embed, then per layer its heads and its MLP."""
     found = [Source(-1, "embed")]

@@ -80,11 +80,13 @@ def layered_logits(
     resid0: Float[Tensor, "batch pos d_model"],
     end: Tensor,
     offsets: OffsetFn,
+    capped: bool = True,
 ) -> Float[Tensor, "batch d_vocab"]:
-    """Logits at `end` of the layered run from the embedding `resid0` (grad follows the caller)."""
+    """Logits at `end` of the layered run from the embedding `resid0` (grad follows the caller;
+    `capped` False: before the model's soft-capping)."""
     state = RunState(resid0)
     resid = resid0
     for layer in range(resumer.n_layers):
         resid = _layer(resumer, arch, layer, resid, offsets, state)
     final = resid + offsets([Target(resumer.n_layers, "logits")], state)[0]
-    return blocks.readout(resumer, rows_at(final, end))
+    return blocks.readout(resumer, rows_at(final, end), capped)
