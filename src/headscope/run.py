@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from headscope.errors import HeadscopeError
@@ -79,8 +80,11 @@ class Run:
         folder.mkdir(parents=True, exist_ok=True)
         for name, table in sorted(self.tables.items()):
             write_table(folder / f"{name}.csv", table)
-        record = {"created": self.created, "content_sha256": self.content_sha256(), **self.content()}
-        return write_text(folder / RESULTS_FILE, _dumps(record, indent=None) + "\n")
+        content = _dumps(self.content(), indent=None)  # built and dumped once: most of the save's time
+        sha = hashlib.sha256(content.encode()).hexdigest()
+        # the record's keys sorted as _dumps sorts them: content_sha256, created, then the content's
+        head = f'{{"content_sha256": {json.dumps(sha)}, "created": {_dumps(self.created, indent=None)}, '
+        return write_text(folder / RESULTS_FILE, head + content[1:] + "\n")
 
 
 def load_run(folder: Path) -> Run:
@@ -152,7 +156,8 @@ def package_versions() -> dict[str, str]:
 
 
 def _table_record(table: pd.DataFrame) -> dict:
-    rows = [[_plain(value) for value in row] for row in table.itertuples(index=False, name=None)]
+    columns = [_plain_column(table.iloc[:, i]) for i in range(table.shape[1])]
+    rows = [list(row) for row in zip(*columns, strict=True)] if columns else [[] for _ in range(len(table))]
     dtypes = [str(dtype) for dtype in table.dtypes]
     return {"columns": [str(c) for c in table.columns], "dtypes": dtypes, "rows": rows}
 
@@ -166,6 +171,19 @@ def _table_from_record(record: dict) -> pd.DataFrame:
         else:
             table[column] = table[column].infer_objects()
     return table
+
+
+def _plain_column(column: pd.Series) -> list:
+    """`_plain` of every value of a column, in the order itertuples gives them: numpy numbers
+    converted a column at a time (non-finite floats as null), other types value by value."""
+    values = column.to_numpy() if column.dtype.kind in "fiub" and isinstance(column.dtype, np.dtype) else None
+    if values is None:
+        return [_plain(value) for value in column]
+    plain = values.tolist()
+    if values.dtype.kind == "f":
+        for i in np.flatnonzero(~np.isfinite(values)).tolist():
+            plain[i] = None
+    return plain
 
 
 def _plain(value):

@@ -6,7 +6,7 @@ import json
 import re
 
 from headscope.report.content import build_page
-from headscope.report.html import PAGE_FILE, script_json, write_report
+from headscope.report.html import PAGE_FILE, figure_specs, script_json, write_report
 from headscope.run import load_run
 from tests.report.conftest import MARKUP
 
@@ -66,7 +66,13 @@ def test_a_page_without_dla_says_why_where_dla_would_be(gemma2_report_dir, gemma
     assert rerendered.read_bytes() == html.encode("utf-8")
 
 
-def test_pngs_only_when_asked_for(gemma2_report_dir, report_dir):
-    assert not list(gemma2_report_dir.glob("*.png"))  # written with the default: no PNG twins
-    assert 'class="png"' not in (gemma2_report_dir / PAGE_FILE).read_text(encoding="utf-8")
+def test_pngs_only_when_asked_for(report_run, report_dir, tmp_path):
+    page = write_report(report_run, tmp_path / "plain", say=lambda message: None)  # the default
+    assert not list(page.parent.glob("*.png")) and 'class="png"' not in page.read_text(encoding="utf-8")
     assert 'class="png"' in (report_dir / PAGE_FILE).read_text(encoding="utf-8")  # pngs=True links them
+
+
+def test_figure_specs_built_in_workers_are_those_built_in_one_process(report_run):
+    figures = build_page(report_run).figures
+    assert len(figures) >= 8  # enough for the workers to be used
+    assert figure_specs(figures, workers=2) == figure_specs(figures, workers=1)

@@ -16,6 +16,7 @@ from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
+from typing import TypeVar
 
 import jinja2
 import plotly.io
@@ -28,6 +29,8 @@ from headscope.report.figures import Figure
 from headscope.run import RESULTS_FILE, Run
 
 PAGE_FILE = "index.html"
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def script_json(data) -> str:
@@ -36,9 +39,15 @@ def script_json(data) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def figure_specs(figures: list[Figure]) -> dict[str, str]:
-    """Each figure's plotly JSON, safe inside a <script> tag, by figure name."""
-    return {f.name: script_json(json.loads(plotly.io.to_json(f.plotly(), validate=False))) for f in figures}
+def figure_specs(figures: list[Figure], workers: int | None = None) -> dict[str, str]:
+    """Each figure's plotly JSON, safe inside a <script> tag, by figure name; built by forked
+    workers as the PNGs are (plotly's figure objects are most of the page's time)."""
+    specs = in_workers(_spec, figures, workers)
+    return {figure.name: spec for figure, spec in zip(figures, specs, strict=True)}
+
+
+def _spec(figure: Figure) -> str:
+    return script_json(json.loads(plotly.io.to_json(figure.plotly(), validate=False)))
 
 
 def _asset(name: str) -> str:
@@ -106,17 +115,22 @@ def _draw(job: tuple[Figure, Path]) -> Path:
 
 def draw_pngs(figures: list[Figure], folder: Path, workers: int | None = None) -> list[Path]:
     """One PNG per figure, drawn by forked worker processes when there is more than one CPU."""
-    jobs = [(figure, folder / f"{figure.name}.png") for figure in figures]
+    return in_workers(_draw, [(figure, folder / f"{figure.name}.png") for figure in figures], workers)
+
+
+def in_workers(job: Callable[[T], R], items: list[T], workers: int | None = None) -> list[R]:
+    """`[job(item) for item in items]`, in forked worker processes (at most 4, one per usable core)
+    when there are at least 8 items and more than one core, in order."""
     workers = workers if workers is not None else min(usable_cores(), 4)
-    if workers < 2 or len(jobs) < 8 or "fork" not in multiprocessing.get_all_start_methods():
-        return [_draw(job) for job in jobs]
+    if workers < 2 or len(items) < 8 or "fork" not in multiprocessing.get_all_start_methods():
+        return [job(item) for item in items]
     context = multiprocessing.get_context("fork")
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_ignore_interrupts)
     try:
         with _interrupts_deferred():
-            drawn = pool.map(_draw, jobs, chunksize=4)  # forks every worker now
-        return list(drawn)
-    finally:  # on Ctrl-C: the figures not begun are dropped, the few being drawn finish
+            done = pool.map(job, items, chunksize=4)  # forks every worker now
+        return list(done)
+    finally:  # on Ctrl-C: the items not begun are dropped, the few under way finish
         pool.shutdown(wait=True, cancel_futures=True)
 
 
