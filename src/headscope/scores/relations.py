@@ -7,7 +7,7 @@ import torch
 from headscope.errors import HeadscopeError
 from headscope.scores.ov_kernel import Targets
 from headscope.tasks.dataset import Dataset, Tokenization
-from headscope.tasks.task import Task
+from headscope.tasks.task import Task, relate
 
 BUILTIN_RELATIONS: tuple[str, ...] = ("copy", "next", "prev")
 
@@ -47,14 +47,7 @@ def check_relations(task: Task, relations: tuple[str, ...]) -> None:
 
 def related_word(task: Task, relation: str, word: str) -> str | None:
     """f(word), or None when the relation has no target for it (next of 'Z')."""
-    if relation == "copy":
-        return word
-    if relation in ("next", "prev"):
-        family = next((f for f in task.families if word in f.members), None)
-        if family is None:
-            return None
-        return family.successor(word) if relation == "next" else family.predecessor(word)
-    return task.mappings[relation].get(word)
+    return relate(relation, word, task.families, task.mappings)
 
 
 def instance_targets(

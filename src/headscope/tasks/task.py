@@ -45,6 +45,21 @@ class Family:
         return self.members[index] if 0 <= index < len(self.members) else None
 
 
+def relate(
+    relation: str, word: str, families: tuple[Family, ...], mappings: dict[str, dict[str, str]]
+) -> str | None:
+    """f(word): the word itself (copy), its neighbour in its family (next, prev) or the mapping's
+    value (a mapping's name); None where the relation has no value for it (next of 'Z')."""
+    if relation == "copy":
+        return word
+    if relation in ("next", "prev"):
+        family = next((f for f in families if word in f.members), None)
+        if family is None:
+            return None
+        return family.successor(word) if relation == "next" else family.predecessor(word)
+    return mappings[relation].get(word)
+
+
 @dataclass(frozen=True)
 class Twin:
     """A kind of corrupted twin a task makes: what it changes and which edges it can show.

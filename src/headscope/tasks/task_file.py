@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from headscope.tasks.prompt import occurrence_roles, slot_names
-from headscope.tasks.task import Family, TaskError
+from headscope.tasks.task import Family, TaskError, relate
 
 try:
     import tomllib
@@ -83,14 +83,7 @@ class TaskFile:
 
     def relate(self, relation: str, word: str) -> str | None:
         """f(word) for a relation of this file, or None where it has no value."""
-        if relation == "copy":
-            return word
-        if relation in ("next", "prev"):
-            family = next((f for f in self.families if word in f.members), None)
-            if family is None:
-                return None
-            return family.successor(word) if relation == "next" else family.predecessor(word)
-        return self.mappings[relation].get(word)
+        return relate(relation, word, self.families, self.mappings)
 
 
 def read_toml(path: Path) -> dict:
