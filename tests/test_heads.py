@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from headscope.errors import HeadscopeError
-from headscope.heads import Component, head_name, parse_head
+from headscope.heads import Component, check_head, head_name, parse_head
 
 layers = st.integers(0, 500)
 heads = st.none() | st.integers(0, 500)
@@ -65,3 +65,10 @@ def test_parse_head_still_reads_heads_only():
     assert parse_head("9.1", 12, 12) == (9, 1)
     with pytest.raises(HeadscopeError, match="bad head 'mlp9'"):
         parse_head("mlp9", 12, 12)
+
+
+@pytest.mark.parametrize("head", [(12, 0), (0, 4), (-1, 0), (0, -1)])
+def test_check_head_refuses_a_head_outside_the_model(head):
+    with pytest.raises(HeadscopeError, match=r"does not exist: this model has layers 0-11 and heads 0-3$"):
+        check_head(head, 12, 4)
+    assert check_head((11, 3), 12, 4) == (11, 3)

@@ -77,13 +77,18 @@ def parse_head(text: str, n_layers: int, n_heads: int) -> Head:
     match = HEAD_PATTERN.match(text.strip())
     if match is None:
         raise HeadscopeError(f"bad head {text.strip()!r}: write heads as LAYER.HEAD, e.g. 9.1")
-    layer, head = int(match.group(1)), int(match.group(2))
-    if layer >= n_layers or head >= n_heads:
+    return check_head((int(match.group(1)), int(match.group(2))), n_layers, n_heads)
+
+
+def check_head(head: Head, n_layers: int, n_heads: int) -> Head:
+    """The head when a model of this shape has it, else a HeadscopeError naming the model's range."""
+    layer, index = head
+    if not (0 <= layer < n_layers and 0 <= index < n_heads):
         raise HeadscopeError(
-            f"head {layer}.{head} does not exist: this model has layers 0-{n_layers - 1} "
+            f"head {Component(layer, index).name} does not exist: this model has layers 0-{n_layers - 1} "
             f"and heads 0-{n_heads - 1}"
         )
-    return layer, head
+    return head
 
 
 def parse_heads(text: str, n_layers: int, n_heads: int) -> list[Head]:
