@@ -6,7 +6,7 @@ recomputes its statistics on it (path patching, Wang et al. 2022). Batched like 
 sweep (`scores/resume.py`): per target layer, one stacked run of that block on every needed
 source's patched input gives the patched q/k/v (and a parallel MLP's input); then each edge is a
 copy in a stacked pass resumed from the clean residual at the target's layer. Logit edges need
-only the final norm and the unembedding. `reference_edges` does the same one edge at a time with
+only the final norm and the unembedding. `reference_edge_sum` does the same one edge at a time with
 complete forward passes and plain hooks, to check and time the batched path against.
 """
 
