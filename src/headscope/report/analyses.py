@@ -24,6 +24,7 @@ from headscope.analyses.record import PerTask, union
 from headscope.capture import Capture, Needs, capture
 from headscope.errors import HeadscopeError
 from headscope.models.loading import Model
+from headscope.report.ov_once import ov_once
 from headscope.report.selection import (  # noqa: F401  (named here by earlier callers)
     attention_roles,
     compare_tasks,
@@ -102,6 +103,11 @@ def needs_for(task: Task) -> Needs:
 
 def build_run(model: Model, tasks: Sequence[Task], options: ReportOptions, say: Say = print) -> Run:
     """Every table of the report for `model` on `tasks` (named in `options.tasks`)."""
+    with ov_once(model, tasks, options, say):  # the OV kernel once for every task and the atlas
+        return _build_run(model, tasks, options, say)
+
+
+def _build_run(model: Model, tasks: Sequence[Task], options: ReportOptions, say: Say) -> Run:
     if len({task.name for task in tasks}) < len(tasks):
         raise HeadscopeError("two of the report's tasks share a name; give each task once")
     per_task: dict[str, list[pd.DataFrame]] = {}

@@ -26,6 +26,7 @@ from headscope.options import names
 from headscope.scores.atlas_within import candidate_sets, within_ranks
 from headscope.scores.ov import kernel_device
 from headscope.scores.ov_kernel import Targets, ov_ranks
+from headscope.scores.ov_shared import KernelCall, KernelSettings
 from headscope.tasks.relation_library import Relation, choose_relations
 from headscope.tasks.relation_tokens import SpelledRelation, spell_relation
 
@@ -116,10 +117,7 @@ def atlas_scores(
     model: Model, relations: list[Relation] | None = None, options: AtlasOptions = AtlasOptions()
 ) -> AtlasResult:
     """Top-k and within-set scores of every head, relation (default: the whole library) and sign."""
-    check_atlas(model, options)
-    every = spell_all(model, choose_relations(None) if relations is None else list(relations))
-    batch = _batch([s for s in every if scored(s)])
-    x = (token_vectors if options.embedding == "token" else block0_vectors)(model, batch.tokens)  # [row, d]
+    every, batch, x = _rows(model, relations, options)
     heads = all_heads(model.n_layers, model.n_heads)
     device, dtype = kernel_device(model), DTYPES[options.precision]
     ranks = ov_ranks(
@@ -133,6 +131,26 @@ def atlas_scores(
         topk = ranks.topk.numpy()[:, :, batch.row]  # [head, sign, entry, k]
         per_source = per_source_table(batch, heads, rank, within, topk, model, options.k)
     return AtlasResult(table, relation_table(every), function_cards(table), per_source)
+
+
+def _rows(model: Model, relations: list[Relation] | None, options: AtlasOptions):
+    """Every relation spelled, the kept pairs batched, and the effective embedding of each row."""
+    check_atlas(model, options)
+    every = spell_all(model, choose_relations(None) if relations is None else list(relations))
+    batch = _batch([s for s in every if scored(s)])
+    x = (token_vectors if options.embedding == "token" else block0_vectors)(model, batch.tokens)  # [row, d]
+    return every, batch, x
+
+
+def kernel_call(
+    model: Model, relations: list[Relation] | None = None, options: AtlasOptions = AtlasOptions()
+) -> tuple[KernelCall, KernelSettings]:
+    """What `atlas_scores(model, relations, options)` hands the OV kernel, for a pass shared with
+    other calls (`ov_shared.shared_ov_kernel`)."""
+    _, batch, x = _rows(model, relations, options)
+    heads = tuple(all_heads(model.n_layers, model.n_heads))
+    settings = KernelSettings(heads, options.k, SIGNS, DTYPES[options.precision], kernel_device(model))
+    return KernelCall(x, _targets(batch)), settings
 
 
 def _within_ranks(model: Model, batch: _Batch, x, heads, dtype, device) -> np.ndarray:

@@ -17,15 +17,16 @@ import torch
 from headscope.capture import Capture
 from headscope.embedding import EMBEDDING_KINDS, Embeddings, effective_embeddings
 from headscope.errors import HeadscopeError
-from headscope.heads import all_heads
+from headscope.heads import all_heads, check_head
 from headscope.models.loading import Model
 from headscope.options import names
 from headscope.scores.keywords import keyword_dataset
 from headscope.scores.ov_kernel import HeadRanks, Targets, ov_ranks
+from headscope.scores.ov_shared import KernelCall, KernelSettings
 from headscope.scores.relations import check_relations, instance_targets, row_targets
 from headscope.tasks.dataset import Dataset, Tokenization
 
-__all__ = ["OVOptions", "OVResult", "keyword_dataset", "ov_scores"]
+__all__ = ["OVOptions", "OVResult", "kernel_call", "keyword_dataset", "ov_scores"]
 
 OTHER = "other"
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -91,13 +92,7 @@ def check_options(model: Model, dataset: Dataset, options: OVOptions) -> list[tu
     check_relations(dataset.task, options.relations)
     if options.heads is None:
         return all_heads(model.n_layers, model.n_heads)
-    for layer, head in options.heads:
-        if not (0 <= layer < model.n_layers and 0 <= head < model.n_heads):
-            raise HeadscopeError(
-                f"head {layer}.{head} does not exist: this model has layers 0-{model.n_layers - 1} "
-                f"and heads 0-{model.n_heads - 1}"
-            )
-    return list(options.heads)
+    return [check_head(head, model.n_layers, model.n_heads) for head in options.heads]
 
 
 def kernel_device(model: Model) -> torch.device:
@@ -123,16 +118,7 @@ def ov_scores(
     `detail=False` skips the top-k tokens and the two tables read from them (`per_token` and
     `categories` come back empty): the same scores, for less work.
     """
-    heads = check_options(model, dataset, options)
-    targets = [instance_targets(dataset, model.tokens, r) for r in options.relations]
-    for relation, (_, tokens) in zip(options.relations, targets, strict=True):
-        if not any(tokens):
-            raise HeadscopeError(
-                f"relation {relation!r} has no target token for any keyword of task {dataset.task.name}; "
-                "choose another relation"
-            )
-    embeddings = effective_embeddings(model, dataset, options.embedding, capture)
-    table = row_targets([t for _, t in targets], embeddings.row, embeddings.vectors.shape[0])
+    heads, targets, embeddings, table = _inputs(model, dataset, options, capture)
     ranks = ov_ranks(
         model.weights,
         embeddings.vectors,
@@ -150,6 +136,34 @@ def ov_scores(
     return OVResult(
         score_table(scored), per_token_table(scored, model.tokens), category_table(scored, model, dataset)
     )
+
+
+def _inputs(model: Model, dataset: Dataset, options: OVOptions, capture: Capture | None):
+    """The heads, each relation's (words, target tokens) per instance, the embedding rows and
+    their targets: everything `ov_ranks` is called with."""
+    heads = check_options(model, dataset, options)
+    targets = [instance_targets(dataset, model.tokens, r) for r in options.relations]
+    for relation, (_, tokens) in zip(options.relations, targets, strict=True):
+        if not any(tokens):
+            raise HeadscopeError(
+                f"relation {relation!r} has no target token for any keyword of task {dataset.task.name}; "
+                "choose another relation"
+            )
+    embeddings = effective_embeddings(model, dataset, options.embedding, capture)
+    table = row_targets([t for _, t in targets], embeddings.row, embeddings.vectors.shape[0])
+    return heads, targets, embeddings, table
+
+
+def kernel_call(
+    model: Model, dataset: Dataset, options: OVOptions, capture: Capture | None = None
+) -> tuple[KernelCall, KernelSettings]:
+    """What `ov_scores(model, dataset, options, capture)` hands the OV kernel, for a pass shared
+    with other calls (`ov_shared.shared_ov_kernel`)."""
+    heads, _, embeddings, table = _inputs(model, dataset, options, capture)
+    settings = KernelSettings(
+        tuple(heads), options.k, options.signs, DTYPES[options.precision], kernel_device(model)
+    )
+    return KernelCall(embeddings.vectors, table), settings
 
 
 def _scored(heads, options, dataset, targets, embeddings: Embeddings, table: Targets, ranks: HeadRanks):
