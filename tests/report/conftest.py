@@ -100,18 +100,43 @@ def organism_report_dir(tmp_path_factory, organism_run) -> Path:
     return folder
 
 
+GEMMA2_OPTIONS = ReportOptions(tasks=("ioi",), n=8, n_boot=50, knockout_n=6, example_prompts=2, top_heads=3)
+NO_DLA = "left out for this test (as where the attribution step refuses)"
+
+
 @pytest.fixture(scope="session")
-def gemma2_run(tmp_path_factory) -> Run:
-    """A tiny random Gemma 2 on ioi: an architecture whose logit difference is no sum of head terms."""
+def gemma2_model(tmp_path_factory) -> Model:
+    """A tiny random Gemma 2: norms on the head outputs and soft-capped logits (frozen-norm)."""
     from tests.models.families import BY_NAME, headscope_model, save_family
 
-    model = headscope_model(save_family(BY_NAME["gemma2"], tmp_path_factory.mktemp("gemma2")))
-    options = ReportOptions(tasks=("ioi",), n=8, n_boot=50, knockout_n=6, example_prompts=2, top_heads=3)
-    return build_run(model, [get_task("ioi")], options, say=lambda message: None)
+    return headscope_model(save_family(BY_NAME["gemma2"], tmp_path_factory.mktemp("gemma2")))
+
+
+@pytest.fixture(scope="session")
+def gemma2_run(gemma2_model) -> Run:
+    """The Gemma 2 on ioi: DLA and the circuit under the frozen-norm convention."""
+    return build_run(gemma2_model, [get_task("ioi")], GEMMA2_OPTIONS, say=lambda message: None)
 
 
 @pytest.fixture(scope="session")
 def gemma2_report_dir(tmp_path_factory, gemma2_run) -> Path:
     folder = tmp_path_factory.mktemp("gemma2-report")
     write_report(gemma2_run, folder, say=lambda message: None)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def no_dla_run(gemma2_model) -> Run:
+    """The Gemma 2 run with DLA left out (no architecture refuses it now): the page's fallbacks."""
+    from headscope.analyses import logits
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(logits, "dla_refusal", lambda model: NO_DLA)
+        return build_run(gemma2_model, [get_task("ioi")], GEMMA2_OPTIONS, say=lambda message: None)
+
+
+@pytest.fixture(scope="session")
+def no_dla_report_dir(tmp_path_factory, no_dla_run) -> Path:
+    folder = tmp_path_factory.mktemp("no-dla-report")
+    write_report(no_dla_run, folder, say=lambda message: None)
     return folder

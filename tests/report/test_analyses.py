@@ -23,7 +23,7 @@ from headscope.report.analyses import (
 )
 from headscope.tasks.dataset import build_dataset
 from headscope.tasks.registry import get_task
-from tests.report.conftest import REPORT_TASKS, make_run
+from tests.report.conftest import NO_DLA, REPORT_TASKS, make_run
 
 
 def test_every_table_is_per_task_with_the_task_column_first(report_run):
@@ -82,11 +82,19 @@ def test_top_heads_by_absolute_dla():
     assert top_heads({}, 3).empty
 
 
-def test_without_dla_the_report_ranks_heads_by_the_knockout_effect(gemma2_run):
+def test_gemma2_dla_and_circuit_are_computed_under_the_frozen_norm_convention(gemma2_run):
+    assert gemma2_run.table("not_computed").empty
+    for name in ("dla", "edges", "circuit"):
+        assert set(gemma2_run.for_task(name, "ioi")["convention"]) == {"frozen-norm"}, name
+    assert set(gemma2_run.for_task("top_heads", "ioi")["by"]) != {"knockout effect |% of clean - 100|"}
+
+
+def test_without_dla_the_report_ranks_heads_by_the_knockout_effect(no_dla_run):
+    gemma2_run = no_dla_run
     assert gemma2_run.table("dla").empty and "dla" not in gemma2_run.tables
     refused = gemma2_run.for_task("not_computed", "ioi")
-    assert refused["analysis"].tolist() == ["DLA", "circuit"]  # in the order the steps run
-    assert refused["why"].iloc[0].startswith("direct logit attribution is not defined for gemma2")
+    assert refused["analysis"].tolist() == ["DLA"]
+    assert refused["why"].iloc[0] == NO_DLA
     knockout = gemma2_run.for_task("knockout", "ioi")
     heads = knockout[knockout["head"].notna()]
     effect = {(int(r.layer), int(r.head)): abs(r.pct_of_clean - 100) for r in heads.itertuples()}
@@ -97,8 +105,7 @@ def test_without_dla_the_report_ranks_heads_by_the_knockout_effect(gemma2_run):
     scatter = gemma2_run.for_task("section_heads", "ioi").query("section == 'scatter'")
     assert list(zip(scatter["layer"], scatter["head"], strict=True))[:3] == by_hand  # no mover labels
     assert "dla" not in gemma2_run.table("head_card").columns
-    assert set(gemma2_run.table("not_computed")["analysis"]) == {"DLA", "circuit"}  # no separable edges
-    assert gemma2_run.table("edges").empty
+    assert set(gemma2_run.table("not_computed")["analysis"]) == {"DLA"}
     assert not gemma2_run.table("comparison").empty
 
 

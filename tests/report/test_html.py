@@ -55,7 +55,8 @@ def test_rerender_from_results_json_gives_the_same_page(report_dir, tmp_path):
     assert page.read_bytes() == (report_dir / PAGE_FILE).read_bytes()
 
 
-def test_a_page_without_dla_says_why_where_dla_would_be(gemma2_report_dir, gemma2_run, tmp_path):
+def test_a_page_without_dla_says_why_where_dla_would_be(no_dla_report_dir, no_dla_run, tmp_path):
+    gemma2_report_dir, gemma2_run = no_dla_report_dir, no_dla_run
     html = (gemma2_report_dir / PAGE_FILE).read_text(encoding="utf-8")
     why = gemma2_run.for_task("not_computed", "ioi")["why"].iloc[0]
     assert html.count(f"Not computed: DLA: {why}") == 2  # the model as a whole, and the task
@@ -64,6 +65,15 @@ def test_a_page_without_dla_says_why_where_dla_would_be(gemma2_report_dir, gemma
     assert "top heads by knockout effect" in html  # the comparison's note
     rerendered = write_report(load_run(gemma2_report_dir), tmp_path, say=lambda message: None)
     assert rerendered.read_bytes() == html.encode("utf-8")
+
+
+def test_a_gemma2_page_labels_dla_and_the_circuit_frozen_norm(gemma2_report_dir):
+    html = (gemma2_report_dir / PAGE_FILE).read_text(encoding="utf-8")
+    assert "direct logit attribution (frozen-norm: each norm&#x27;s scale from the clean run" in html or (
+        "direct logit attribution (frozen-norm: each norm's scale from the clean run" in html
+    )
+    assert "Frozen-norm convention (" in html and "exact is a real patch of the real model" in html
+    assert "Not computed" not in html
 
 
 def test_pngs_only_when_asked_for(report_run, report_dir, tmp_path):

@@ -126,6 +126,8 @@ def _show(table: pd.DataFrame, circuit: _faith.CircuitResult, shared: Shared, ed
             f"{attrs['spearman']:.2f} on the {attrs['n_exact']} edges patched exactly, "
             f"{attrs['spearman_top50']:.2f} on the top 50 by |exact|[/yellow]"
         )
+    if attrs.get("convention") == "frozen-norm":
+        results.print(f"[yellow]{_edges.FROZEN_NORM_NOTE}[/yellow]")
     shown = table[["source", "target", "input", "score", "exact"]]
     print_table(shown, title=f"edges by |{attrs['method']} score|", limit=max(20, edges))
     results.print(

@@ -245,6 +245,8 @@ def _dla_table(model, dataset, cap, options, say: Say) -> dict[str, pd.DataFrame
     if refusal is not None:
         say(f"  not computed: DLA: {refusal}")
         return {"not_computed": pd.DataFrame([{"analysis": "DLA", "why": refusal}])}
+    if model.arch.convention_note is not None:
+        say(f"  DLA: {model.arch.convention_note}")
     return {"dla": _logits.direct_logit_attribution(model, dataset, cap)}
 
 
@@ -297,7 +299,7 @@ def is_large(model: Model) -> bool:
 def _circuit_tables(model, dataset, cap, options: ReportOptions, say: Say) -> dict[str, pd.DataFrame]:
     """Every edge's eap score, the top `circuit_exact` patched exactly, and the circuit of the
     top `circuit_edges` by |exact| run with every other edge patched (its faithfulness)."""
-    from headscope.scores.circuit import faithfulness
+    from headscope.scores.circuit import edges, faithfulness
 
     prompts = circuit_prompts(model, options.circuit_n)
     if prompts < 1:
@@ -314,12 +316,15 @@ def _circuit_tables(model, dataset, cap, options: ReportOptions, say: Say) -> di
         say(f"  eap-ig on every edge, {first.n} prompts; the top {edge_options.exact_top} patched exactly")
     started = time.perf_counter()
     table = _causal.edge_attribution(model, first, edge_options)
+    if table.attrs["convention"] == "frozen-norm":
+        say(f"  {edges.FROZEN_NORM_NOTE}")
     chosen = _causal.circuit_edges(table, options.circuit_edges)
     say(f"  the circuit of the top {len(chosen)} edges, and MIB's curve: every other edge patched")
     summary = circuit_summary(model, first, table, chosen)
     curve = faithfulness.ranking_curve(model, first, table)
     say(f"  circuit step: {time.perf_counter() - started:.1f} s")  # the console only: a run's files
     summary = summary.assign(cpr=curve.cpr, cmd=curve.cmd)  # are the same for the same seed
+    summary = summary.assign(convention=table.attrs["convention"])
     points = curve.points.assign(method=table.attrs["method"], cpr=curve.cpr, cmd=curve.cmd)
     points = points.assign(m_empty=curve.empty, m_full=curve.full)
     shown = table.head(EDGE_ROWS).drop(columns=["method", "approximation"])

@@ -94,6 +94,12 @@ def circuit_section(run: Run, task: str) -> CircuitSection | None:
         f"ranks highest (blank: not patched). Spearman of {method} with exact on those: "
         f"{float(summary['spearman']):.2f}."
     )
+    if str(summary.get("convention", "linear")) == "frozen-norm":
+        edges_note += (
+            f" Frozen-norm convention ({method}): every norm's scale is held at its clean-run value and "
+            "the logits are read before the cap; exact is a real patch of the real model (every norm "
+            "recomputed), and so is the circuit's run."
+        )
     if "cpr" in summary.index:
         faith_note += (
             f" CPR / CMD: MIB's areas under f and |1 - f| of the circuits of the top 0.1 ... 100% of "

@@ -153,6 +153,8 @@ def _signed_maps(run: Run, task: str, prefix: str, shape: tuple[int, int]) -> li
     if not dla.empty:
         heads = dla[dla["head"].notna()]
         title = "direct logit attribution"
+        if "convention" in dla and (dla["convention"] == "frozen-norm").any():
+            title += " (frozen-norm: each norm's scale from the clean run, logits before the cap)"
         maps.append(head_heatmap(f"{prefix}-dla", title, heads, "dla", shape, True, task))
     knockout = run.for_task("knockout", task)
     if not knockout.empty:
