@@ -33,6 +33,11 @@ Donor = Literal["corrupted", "mean"]
 DONORS: tuple[str, ...] = ("corrupted", "mean")
 METHODS: tuple[str, ...] = ("eap", "eap-ig", "exact")
 TOP_AGREEMENT = 50
+FROZEN_NORM_NOTE = (
+    "convention: frozen-norm (norms on the head outputs or soft-capped logits): eap and eap-ig hold "
+    "every norm's scale at its clean-run value and read the logits before the cap; exact is a real "
+    "patch of the real model (the sender's output patched, every norm recomputed)"
+)
 
 
 @dataclass(frozen=True)
