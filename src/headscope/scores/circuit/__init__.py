@@ -1,6 +1,7 @@
 """Edge-level circuits: which component writes into which input of which other, and how much it matters.
 
 - `graph`: the sources, targets and edges (definitions in its docstring);
+- `norms`: norms on the head outputs (Gemma 2/3): real and frozen-norm deltas, frozen scales;
 - `exact`: each edge patched on its own (path patching), batched, and the plain reference loop;
 - `attribution`: EAP and EAP-IG, approximations with one backward pass (per IG step);
 - `edges`: the table of a task's edges by one method, with exact values beside the approximation;
