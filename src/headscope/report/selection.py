@@ -11,6 +11,7 @@ from __future__ import annotations
 import pandas as pd
 
 from headscope.models.loading import Model
+from headscope.scores.labels import signed_relations
 from headscope.tasks.task import Task
 
 
@@ -80,7 +81,7 @@ def section_heads(tables: dict[str, pd.DataFrame], count: int) -> pd.DataFrame:
     ov = tables.get("ov_scores", pd.DataFrame())
     rows = []
     for section, relation, sign, leading in OV_SECTIONS:
-        mine = ov[(ov["relation"] == relation) & ov["sign"].isin(_signs(sign))] if not ov.empty else ov
+        mine = ov[(ov["relation"] == relation) & (ov["sign"] == sign)] if not ov.empty else ov
         if not mine.empty:
             ranked = [
                 (int(r.layer), int(r.head), f"{section} score {r.score:.2f}") for r in _by(mine, "score")
@@ -91,10 +92,6 @@ def section_heads(tables: dict[str, pd.DataFrame], count: int) -> pd.DataFrame:
         rows += _lead("scatter", labels, MOVER_LABELS, ranked, count)
         rows += _lead("viewer", labels, tuple(labels["label"].unique()), ranked, count)
     return pd.DataFrame(rows, columns=["section", "rank", "layer", "head", "why"])
-
-
-def _signs(sign: int) -> tuple:
-    return (sign, "positive" if sign > 0 else "negative")
 
 
 def _by(table: pd.DataFrame, column: str) -> list:
@@ -182,11 +179,7 @@ def head_card(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     parts = []
     ov = tables.get("ov_scores", pd.DataFrame())
     if not ov.empty:
-        names = [
-            f"negative_{r}" if s in (-1, "negative") else str(r)
-            for r, s in zip(ov["relation"], ov["sign"], strict=True)
-        ]
-        wide = ov.assign(name=names).pivot_table(
+        wide = ov.assign(name=signed_relations(ov)).pivot_table(
             index=["task", "layer", "head"], columns="name", values="score"
         )
         parts.append(wide[[c for c in ("copy", "next", "negative_copy") if c in wide.columns]])

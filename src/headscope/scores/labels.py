@@ -37,16 +37,21 @@ def contrast_group(task: Task) -> str | None:
     return groups[0] if groups else task.contrast_role
 
 
+def signed_relation(relation: str, sign: int) -> str:
+    """A relation's name for its sign: 'copy' (sign 1) or 'negative_copy' (sign -1)."""
+    return f"negative_{relation}" if sign < 0 else str(relation)
+
+
+def signed_relations(ov_table: pd.DataFrame) -> list[str]:
+    """`signed_relation` of each row of an OV score table."""
+    return [signed_relation(r, s) for r, s in zip(ov_table["relation"], ov_table["sign"], strict=True)]
+
+
 def _ov_wide(ov_table: pd.DataFrame) -> pd.DataFrame:
     """[layer, head] -> columns copy, next, negative_copy (those the table has)."""
     if ov_table.empty:
         return pd.DataFrame(columns=["layer", "head"])
-    table = ov_table.assign(
-        name=[
-            f"negative_{rel}" if sign < 0 else str(rel)
-            for rel, sign in zip(ov_table["relation"], ov_table["sign"], strict=True)
-        ]
-    )
+    table = ov_table.assign(name=signed_relations(ov_table))
     return table.pivot_table(index=["layer", "head"], columns="name", values="score").reset_index()
 
 

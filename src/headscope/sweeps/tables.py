@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from headscope.run import Run
+from headscope.scores.labels import signed_relations
 from headscope.sweeps.plan import Job
 
 MODEL_COLUMNS = ["family", "model", "name", "step"]
@@ -52,9 +53,7 @@ def head_scores(run: Run) -> pd.DataFrame:
 def _ov_rows(ov: pd.DataFrame) -> pd.DataFrame:
     if ov.empty:
         return ov
-    negative = ov["sign"] < 0
-    names = [f"negative_{r}" if n else str(r) for r, n in zip(ov["relation"], negative, strict=True)]
-    return ov.assign(analysis=names)[["task", "layer", "head", "analysis", "score"]]
+    return ov.assign(analysis=signed_relations(ov))[["task", "layer", "head", "analysis", "score"]]
 
 
 def _atlas_rows(atlas: pd.DataFrame) -> pd.DataFrame:
