@@ -14,6 +14,7 @@ from headscope.tasks.task import Task, WordFilter, any_word
 from headscope.tasks.task_file import (
     TOP_KEYS,
     Derived,
+    Fail,
     TaskFile,
     answer_range,
     corrupt_targets,
@@ -22,11 +23,21 @@ from headscope.tasks.task_file import (
     slot_of,
     tomllib,
 )
-from headscope.tasks.task_file_checks import check_single_tokens, validate
+from headscope.tasks.task_file_checks import (
+    BUILTIN_RELATIONS,
+    RESERVED_ROLES,
+    SHOWN_BAD_WORDS,
+    check_single_tokens,
+    validate,
+)
 
 __all__ = [
+    "BUILTIN_RELATIONS",
+    "RESERVED_ROLES",
+    "SHOWN_BAD_WORDS",
     "TOP_KEYS",
     "Derived",
+    "Fail",
     "TaskFile",
     "answer_range",
     "check_single_tokens",
