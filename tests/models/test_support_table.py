@@ -12,13 +12,11 @@ from tests.models.families import BY_NAME, FAMILIES, NAMES
 README = Path(__file__).parents[2] / "README.md"
 # Where headscope refuses, and must: (family, column) -> a word the refusal must contain.
 REFUSALS = {
-    ("gemma2", "DLA"): "norm",
-    ("gemma3", "DLA"): "norm",
     ("gemma2", "scatter"): "ln_final",
     ("gemma3", "scatter"): "ln_final",
-    ("gemma2", "report"): "norm",
-    ("gemma3", "report"): "norm",
 }
+# Where an analysis runs under the frozen-norm convention (norms on the head outputs, soft-capping).
+FROZEN_NORM = {(name, column) for name in ("gemma2", "gemma3") for column in ("DLA", "circuits")}
 # Columns that work and name a part they leave out: the cell's start when that part is refused.
 PARTLY = {"scatter": f"{st.OK} (not scale ln_final: ", "report": f"{st.OK} (not DLA: "}
 # (family, column) known to refuse or crash today where it should not; strict, so a fix shows as XPASS.
@@ -48,7 +46,9 @@ def test_each_analysis_runs_or_refuses_as_it_must(family_dir, name, column):
     cell = row_of(family_dir, name)[column]
     assert not cell.startswith(st.CRASH), cell
     word = REFUSALS.get((name, column))
-    if word is None:
+    if (name, column) in FROZEN_NORM:
+        assert cell == f"{st.OK} ({st.FROZEN_NORM})", cell
+    elif word is None:
         assert cell == st.OK
     elif column in PARTLY:  # the default scale works, the final-norm scale is refused; the report
         assert cell.startswith(PARTLY[column]) and word in cell, cell  # runs without its DLA section
@@ -60,10 +60,11 @@ def test_each_analysis_runs_or_refuses_as_it_must(family_dir, name, column):
 def test_markdown_table_from_a_record():
     rows = {"GPT-2": dict.fromkeys(st.COLUMNS, st.OK), "Odd | one": dict.fromkeys(st.COLUMNS, "no: a|b")}
     lines = st.markdown_table(rows).splitlines()
-    assert lines[0] == "| family | loads | OV | attention | scatter | DLA | knockouts | patching | report |"
-    assert lines[1] == "| --- |" + " --- |" * 8
-    assert lines[2] == "| GPT-2 | " + " | ".join(["✓"] * 8) + " |"
-    assert lines[3] == "| Odd \\| one | " + " | ".join(["no: a\\|b"] * 8) + " |"
+    header = "| family | loads | OV | attention | scatter | DLA | knockouts | patching | circuits | report |"
+    assert lines[0] == header
+    assert lines[1] == "| --- |" + " --- |" * 9
+    assert lines[2] == "| GPT-2 | " + " | ".join(["✓"] * 9) + " |"
+    assert lines[3] == "| Odd \\| one | " + " | ".join(["no: a\\|b"] * 9) + " |"
     assert len(lines) == 4
 
 
