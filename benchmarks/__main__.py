@@ -16,6 +16,7 @@ BENCHMARKS: tuple[str, ...] = (
     "precision",
     "threads",
     "report_gpt2",
+    "report",
     "atlas",
     "sweep",
 )

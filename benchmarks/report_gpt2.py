@@ -83,7 +83,7 @@ def phase_times(log: str, started: float | None = None, ended: float | None = No
             stamps.append((at, task["task"], phase_name(task["what"])))
         else:
             after_tasks = any(task != "(model)" for _, task, _ in stamps)
-            stamps.append((at, "(model)", "write page" if after_tasks else "set-up"))
+            stamps.append((at, "(model)", model_phase(message, after_tasks)))
     rows = []
     if started is not None and stamps:
         begin = _clock(started)
@@ -94,6 +94,22 @@ def phase_times(log: str, started: float | None = None, ended: float | None = No
         rows.append({"task": task, "phase": phase, "seconds": (following - at) % 86400})
     table = pd.DataFrame(rows, columns=["task", "phase", "seconds"])
     return table.groupby(["task", "phase"], as_index=False, sort=False)["seconds"].sum()
+
+
+MODEL_PHASES = (
+    ("OV kernel", "OV kernel, once"),
+    ("head atlas", "atlas"),
+    ("writing results.json", "write results + CSVs"),
+    ("drawing", "draw PNGs"),
+)
+
+
+def model_phase(message: str, after_tasks: bool) -> str:
+    """The phase a line outside the tasks opens: a named step, else set-up or the page."""
+    for start, name in MODEL_PHASES:
+        if message.startswith(start):
+            return name
+    return "write page" if after_tasks else "set-up"
 
 
 def _clock(when: float) -> int:
@@ -117,8 +133,16 @@ def _compared(left: Path, right: Path) -> dict:
     a, b = pd.read_csv(left), pd.read_csv(right)
     if "exact" in b.columns and not b["exact"].all():  # a screened knockout table: exact rows only
         return _compared_exact(a, b)
-    if a.shape != b.shape or list(a.columns) != list(b.columns):
-        return {"rows": f"{len(a)} vs {len(b)}", "verdict": "different shape or columns"}
+    if len(a) != len(b):
+        return {"rows": f"{len(a)} vs {len(b)}", "verdict": "different rows"}
+    if list(a.columns) != list(b.columns):  # a column added or dropped on one side: the others compared
+        shared = [c for c in a.columns if c in b.columns]
+        added = sorted(set(a.columns) ^ set(b.columns))
+        verdict = _compared_frames(a[shared], b[shared])
+        return {
+            "rows": len(a),
+            "verdict": f"{verdict} on the shared columns (one side only: {', '.join(added)})",
+        }
     return {"rows": len(a), "verdict": _compared_frames(a, b)}
 
 
@@ -164,12 +188,21 @@ def worktree(commit: str) -> Path:
 
 
 def run_report(
-    label: str, src: Path, model: Path, tasks: tuple[str, ...], n: int, out: Path, threads: int | None = None
+    label: str,
+    src: Path,
+    model: Path,
+    tasks: tuple[str, ...],
+    n: int,
+    out: Path,
+    threads: int | None = None,
+    extra: tuple[str, ...] = (),
 ) -> Measured:
     """`python -m headscope report` with PYTHONPATH=src, as its own process, measured; `threads`
-    None leaves the count to headscope (which reads the load: one thread right after a run)."""
-    command = [sys.executable, "-m", "headscope", "report", "--model", str(model), "--tasks", ",".join(tasks)]
-    command += ["--n", str(n), "--out", str(out)]
+    None leaves the count to headscope (which reads the load: one thread right after a run); no
+    `tasks`: the report's own choice; `extra`: more options."""
+    command = [sys.executable, "-m", "headscope", "report", "--model", str(model)]
+    command += ["--tasks", ",".join(tasks)] if tasks else []
+    command += ["--n", str(n), "--out", str(out), *extra]
     command += ["--threads", str(threads)] if threads is not None else []
     env = os.environ | {"PYTHONPATH": str(src), "COLUMNS": "400"}  # no wrapped log lines
     log_path = out.with_suffix(".log")

@@ -23,7 +23,7 @@ import plotly.io
 import plotly.offline
 
 from headscope.io import check_folder_replaceable, write_folder_atomic, write_text
-from headscope.models.devices import usable_cores
+from headscope.models.devices import idle_cores
 from headscope.report.content import Page, build_page
 from headscope.report.figures import Figure
 from headscope.run import RESULTS_FILE, Run
@@ -119,9 +119,10 @@ def draw_pngs(figures: list[Figure], folder: Path, workers: int | None = None) -
 
 
 def in_workers(job: Callable[[T], R], items: list[T], workers: int | None = None) -> list[R]:
-    """`[job(item) for item in items]`, in forked worker processes (at most 4, one per usable core)
-    when there are at least 8 items and more than one core, in order."""
-    workers = workers if workers is not None else min(usable_cores(), 4)
+    """`[job(item) for item in items]`, in forked worker processes (at most 4, one per core idle
+    now: on a busy machine a worker only waits for a core) when there are at least 8 items and
+    more than one worker, in order."""
+    workers = workers if workers is not None else min(idle_cores(), 4)
     if workers < 2 or len(items) < 8 or "fork" not in multiprocessing.get_all_start_methods():
         return [job(item) for item in items]
     context = multiprocessing.get_context("fork")
