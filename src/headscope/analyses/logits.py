@@ -70,8 +70,8 @@ def scatter_roles(dataset: Dataset, roles: Sequence[str] | None) -> list[str]:
     task = dataset.task
     if task.answer_role is None and task.contrast_role is None:
         raise HeadscopeError(
-            f"task {task.name} has no answer or contrast role in its prompts: pass roles=, "
-            f"e.g. roles={','.join(task.keyword_roles[:2])!r}"
+            f"roles=None: task {task.name} has no answer or contrast role in its prompts: pass roles=, "
+            f"e.g. {','.join(task.keyword_roles[:2])!r}"
         )
     return _scatter.default_roles(dataset)
 

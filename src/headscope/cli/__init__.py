@@ -30,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "circuit_cmd",
     "sweep_cmd",
     "atlas_cmd",
+    "per_task_cmd",  # the core's per-task analyses with a command of their own (entropy, ...)
 )
 
 
@@ -44,7 +45,8 @@ def _register(argv: list[str] | None = None) -> None:
 
 
 def _command_module(argv: list[str]) -> str | None:
-    """The module of the command `argv` names (its first word after the global flags), or None."""
+    """The module of the command `argv` names (its first word after the global flags), or None
+    (every module: a command of `per_task_cmd` is found that way)."""
     words = [word for word in argv if not word.startswith("-")]
     module = f"{words[0]}_cmd" if words else None
     return module if module in COMMAND_MODULES else None

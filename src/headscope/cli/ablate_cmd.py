@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-import pandas as pd
 import typer
 
+from headscope.analyses import knockouts
 from headscope.cli.app import Shared, command, print_table, results, working, wrote
 from headscope.cli.common import load, shared_dataset
 from headscope.errors import HeadscopeError
 from headscope.io import check_table_path, write_table
-from headscope.scores.ablation import AblationOptions, ablate, greedy_circuit, keep_circuit
 
 Method = Literal["zero", "mean", "resample"]
 
@@ -21,19 +20,6 @@ def _items(text: str, option: str) -> tuple[str, ...]:
     if not items:
         raise HeadscopeError(f"empty {option}: give a comma-separated list")
     return items
-
-
-def _circuit_table(result: dict) -> pd.DataFrame:
-    return pd.DataFrame(
-        [
-            {
-                "kept": ",".join(result["keep"]) or "(nothing)",
-                "metric": result["metric"],
-                "clean": result["clean"],
-                "pct_of_clean": result["pct_of_clean"],
-            }
-        ]
-    )
 
 
 @command("ablate", task="seq-digits")
@@ -79,7 +65,9 @@ def ablate_command(
         raise HeadscopeError(f"--exact-top {exact_top}: give 0 or more heads")
     loaded = load(shared.model)
     dataset = shared_dataset(loaded, shared)
-    options = AblationOptions(
+    options = knockouts.ablation_options(
+        loaded,
+        dataset,
         _items(components, "--components"),
         method,
         _items(positions, "--positions"),
@@ -92,7 +80,7 @@ def ablate_command(
         _circuit(loaded, dataset, options, keep, threshold, out, title)
         return
     with working(f"knocking out each component on {dataset.n} prompts ..."):
-        table = ablate(loaded, dataset, options)
+        table = knockouts.ablate(loaded, dataset, options)
     results.print(f"clean metric (mean logit diff at end, {dataset.n} prompts): {table.attrs['clean']:.3f}")
     if not table["exact"].all():
         estimated = int((~table["exact"]).sum())
@@ -109,15 +97,14 @@ def ablate_command(
 def _circuit(loaded, dataset, options, keep, threshold, out, title) -> None:
     if keep is None:
         with working("pruning components one at a time ..."):
-            found = greedy_circuit(loaded, dataset, options, threshold)
+            table = knockouts.greedy_circuit(loaded, dataset, options, threshold)
+        found = table.attrs["components"]
         results.print(
             f"greedy circuit (each removal cost < {threshold} points): {','.join(found) or '(empty)'}"
         )
-        keep_items = found
     else:
-        keep_items = list(_items(keep, "--keep"))
-    result = keep_circuit(loaded, dataset, keep_items, options)
-    table = _circuit_table(result)
+        table = knockouts.keep_circuit(loaded, dataset, _items(keep, "--keep"), options)
+    table = table.assign(kept=table["kept"].replace("", "(nothing)"))
     print_table(table, title=f"circuit kept, everything else knocked out: {title}")
     if out is not None:
         wrote(write_table(out, table))

@@ -13,12 +13,13 @@ from typing import Annotated, Literal
 import pandas as pd
 import typer
 
+from headscope.analyses.atlas import atlas_tables
 from headscope.cli.app import Shared, command, print_table, results, working, wrote
 from headscope.cli.common import load
 from headscope.errors import HeadscopeError
 from headscope.io import check_folder_replaceable, write_folder_atomic, write_table
 from headscope.report.atlas_section import section, write_atlas_page
-from headscope.scores.atlas import AtlasOptions, atlas_scores
+from headscope.scores.atlas import AtlasOptions
 from headscope.tasks.relation_library import choose_relations, library
 
 PAGE = "index.html"
@@ -78,23 +79,24 @@ def atlas(
     loaded = load(shared.model)
     chosen = choose_relations(names)
     with working(f"scoring {loaded.n_layers * loaded.n_heads} heads on {len(chosen)} relations ..."):
-        result = atlas_scores(loaded, chosen, AtlasOptions(k=k, embedding=embedding, per_source=per_source))
-    part = section(result.table, result.cards, result.relations, None, "atlas")
+        tables = atlas_tables(loaded, names, AtlasOptions(k=k, embedding=embedding, per_source=per_source))
+    table, cards, relations_kept = tables["atlas"], tables["atlas_cards"], tables["atlas_relations"]
+    part = section(table, cards, relations_kept, None, "atlas")
     facts = {"model": shared.model, "k": k, "embedding": embedding, "relations": ",".join(names or ("all",))}
 
     def write(folder: Path) -> None:
-        write_table(folder / TABLE, result.table)
-        write_table(folder / "cards.csv", result.cards)
-        write_table(folder / "relations.csv", result.relations)
+        write_table(folder / TABLE, table)
+        write_table(folder / "cards.csv", cards)
+        write_table(folder / "relations.csv", relations_kept)
         if per_source:
-            write_table(folder / "per_source.csv", result.per_source)
+            write_table(folder / "per_source.csv", tables["atlas_per_source"])
         write_atlas_page(folder / PAGE, f"headscope atlas: {shared.model}", part, facts)
 
     folder = write_folder_atomic(out, write, TABLE)
-    cards = result.cards[result.cards["kind"] != ""]
-    shown = cards[["layer", "head", "kind", "relation", "sign", "within", "chance", "score"]]
+    columns = ["layer", "head", "kind", "relation", "sign", "within", "chance", "score"]
+    shown = cards[cards["kind"] != ""][columns]
     print_table(shown, title=f"function cards (top-{k} score, {embedding} embedding)")
-    left = result.relations[~result.relations["scored"]]
+    left = relations_kept[~relations_kept["scored"]]
     if not left.empty:
         results.print(f"not scored (fewer than 2 distinct targets kept): {', '.join(left['relation'])}")
     wrote(folder / PAGE)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -10,24 +9,15 @@ import pandas as pd
 import torch
 import typer
 
-from headscope.capture import Needs, capture
+from headscope.analyses.attention import attention_tables, prompt_tokens, whole_patterns
 from headscope.cli.app import Shared, command, print_table, results, working, wrote
 from headscope.cli.common import load, shared_dataset
 from headscope.errors import HeadscopeError
 from headscope.heads import head_name, parse_heads
 from headscope.io import check_writable, write_json, write_table
-from headscope.models.loading import Model
 from headscope.report.attention_plot import pattern_heatmap, write_attention_html
-from headscope.scores.attention import (
-    DETECTORS,
-    ROLE_ATTENTION_NEEDS,
-    head_detectors,
-    pattern_frame,
-    pattern_records,
-    role_attention,
-)
-from headscope.tasks.dataset import Dataset, dataset_from_pairs
-from headscope.tasks.prompt import PromptPair
+from headscope.scores.attention import DETECTORS, pattern_frame, pattern_records
+from headscope.tasks.dataset import Dataset
 
 HeadsOpt = Annotated[str, typer.Option("--heads", help="Heads whose pattern to show: 9.1,8.8 or all.")]
 PromptOpt = Annotated[int, typer.Option("--prompt", help="Index of the prompt whose pattern is shown.")]
@@ -36,18 +26,6 @@ TABLE_TITLES = {
     "role_attention": "Role-to-role attention (mean over prompts)",
     "detectors": "Head detectors (share of attention on the ideal pattern)",
 }
-
-
-def one_prompt(dataset: Dataset, index: int, model: Model) -> Dataset:
-    """Prompt `index` of a dataset alone, as a one-prompt Dataset."""
-    if not 0 <= index < dataset.n:
-        raise HeadscopeError(f"--prompt {index} is out of range: the dataset has prompts 0-{dataset.n - 1}")
-    twin = dataset.corrupted.prompts[index] if dataset.corrupted else dataset.prompts[index]
-    return dataset_from_pairs(dataset.task, [PromptPair(dataset.prompts[index], twin)], model.tokens)
-
-
-def prompt_tokens(model: Model, single: Dataset) -> list[str]:
-    return [model.tokens.decode(int(t)) for t in single.tokens[0, : int(single.lengths[0])]]
 
 
 LABEL_WIDTH = 14
@@ -92,19 +70,6 @@ def check_out(out: Path | None) -> None:
         check_writable(out)
 
 
-def needs_for(dataset: Dataset) -> Needs:
-    """Role attention always; whole patterns too on the induction task, for the detectors."""
-    return replace(ROLE_ATTENTION_NEEDS, pattern_full=dataset.task.name == "induction")
-
-
-def score_tables(dataset: Dataset, cap) -> dict[str, pd.DataFrame]:
-    """role_attention for every head, plus detectors when the patterns were captured."""
-    tables = {"role_attention": role_attention(dataset, cap)}
-    if cap.pattern_full is not None:
-        tables["detectors"] = head_detectors(dataset, cap)
-    return tables
-
-
 def print_detectors(detectors: pd.DataFrame) -> None:
     strongest = detectors[list(DETECTORS)].max(axis=1).sort_values(ascending=False, kind="stable")
     ordered = detectors.loc[strongest.index]
@@ -124,11 +89,13 @@ def attention(shared: Shared, heads: HeadsOpt, prompt: PromptOpt = 0) -> None:
     loaded = load(shared.model)
     chosen = parse_heads(heads, loaded.n_layers, loaded.n_heads)
     dataset = shared_dataset(loaded, shared)
-    single = one_prompt(dataset, prompt, loaded)
+    if not 0 <= prompt < dataset.n:
+        raise HeadscopeError(f"--prompt {prompt} is out of range: the dataset has prompts 0-{dataset.n - 1}")
     with working(f"capturing attention on {dataset.n} prompts ..."):
-        tables = score_tables(dataset, capture(loaded, dataset, needs_for(dataset)))
-        patterns = capture(loaded, single, Needs(pattern_full=True, logits_end=False)).pattern_full[0]
-    tokens = prompt_tokens(loaded, single)
+        tables = attention_tables(loaded, dataset)
+        single, patterns = whole_patterns(loaded, dataset, [prompt])
+    patterns = patterns[0]
+    tokens = prompt_tokens(loaded, single, 0)
     results.print(f"[bold]prompt {prompt}[/bold]: {dataset.prompts[prompt].text!r}", highlight=False)
     for layer, index in chosen:
         frame = pattern_frame(patterns[layer, index], tokens)

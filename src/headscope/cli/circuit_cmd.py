@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 import pandas as pd
 import typer
 
+from headscope.analyses import causal
 from headscope.cli.app import Shared, command, note, print_table, results, working, wrote
 from headscope.cli.common import load, shared_dataset
 from headscope.errors import HeadscopeError
@@ -61,11 +62,11 @@ def circuit_command(
         )
     model = load(shared.model)
     dataset = shared_dataset(model, shared)
-    options = _edges.EdgeOptions(method, steps, exact_top, donor=donor)
+    options = causal.edge_options(method, steps, exact_top, donor)
     with working(f"{method} on every edge, {dataset.n} prompts ..."):
-        table = _edges.edge_scores(model, dataset, options, progress=False)
+        table = causal.edge_attribution(model, dataset, options)
     with working(f"measuring the circuit of the top {edges} edges ..."):
-        chosen = _edges.edges_of(circuit_edges(table, edges), model)
+        chosen = _edges.edges_of(causal.circuit_edges(table, edges), model)
         circuit = _faith.evaluate_circuit(model, dataset, chosen, donor)
     _show(table, circuit, shared, edges)
     found = None
@@ -103,13 +104,6 @@ def show_curve(found: _mib.Curve, method: str) -> None:
         f"m(empty) {found.empty:.3f} (every edge patched), m(M) {found.full:.3f} (the model); "
         f"CPR {found.cpr:.3f} (area under f), CMD {found.cmd:.3f} (area under |1 - f|); x: {_mib.X_AXIS}"
     )
-
-
-def circuit_edges(table: pd.DataFrame, count: int) -> pd.DataFrame:
-    """The circuit: the top `count` edges by |exact| among those patched exactly (by |score| when
-    none was), so an approximation only proposes the candidates."""
-    key = table["exact"].abs() if table["exact"].notna().any() else table["score"].abs()
-    return table.loc[key.sort_values(ascending=False, na_position="last").index[:count]]
 
 
 def _show(table: pd.DataFrame, circuit: _faith.CircuitResult, shared: Shared, edges: int) -> None:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pandas as pd
 
-from headscope.capture import capture
+from headscope.analyses.logits import EVALUATION
 from headscope.cli.app import Shared, command, print_table, working, wrote
 from headscope.cli.common import load, shared_dataset
 from headscope.errors import HeadscopeError
 from headscope.io import check_writable, write_json
-from headscope.scores.evaluate import EVALUATE_NEEDS, evaluate
 
 
 def result_table(result: dict) -> pd.DataFrame:
@@ -31,7 +30,7 @@ def evaluate_command(shared: Shared) -> None:
     loaded = load(shared.model)
     dataset = shared_dataset(loaded, shared)
     with working(f"running {dataset.n} prompts ..."):
-        result = evaluate(dataset, capture(loaded, dataset, EVALUATE_NEEDS))
+        result = EVALUATION.run(loaded, dataset).drop(columns="dropped").to_dict("records")[0]
     print_table(result_table(result), title=f"{shared.model} on {shared.task}")
     if out is not None:
         meta = {"model": shared.model, "task": shared.task, "seed": shared.seed, "dropped": dataset.dropped}

@@ -7,11 +7,11 @@ from typing import Annotated, Literal
 import pandas as pd
 import typer
 
+from headscope.analyses.causal import attribution_patch, patch
 from headscope.cli.app import Shared, command, note, print_table, results, working, wrote
 from headscope.cli.common import load, shared_dataset
 from headscope.errors import HeadscopeError
 from headscope.io import check_table_path, write_table
-from headscope.scores.patching import attribution_patch, patch
 
 Direction = Literal["denoise", "noise"]
 NEAR = 0.05  # |clean - corrupted| below this makes the normalisation meaningless

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, get_args
+from typing import Annotated
 
 import pandas as pd
 import typer
 
-from headscope.capture import capture
+from headscope.analyses import logits as _logits
+from headscope.analyses.record import choice
 from headscope.cli.app import Shared, command, print_table, working, wrote
 from headscope.cli.common import load, shared_dataset
 from headscope.errors import HeadscopeError
 from headscope.heads import head_name, parse_head
 from headscope.io import check_writable, write_json, write_table
 from headscope.report.scatter_plot import scatter_figure, write_scatter_html, write_scatter_png
-from headscope.scores.scatter import SCATTER_NEEDS, Scale, default_roles, scatter_points, scatter_stats
+from headscope.scores.scatter import Scale
 
 HeadOpt = Annotated[str, typer.Option("--head", help="The head, LAYER.HEAD, e.g. 9.9.")]
 RolesOpt = Annotated[
@@ -30,9 +31,7 @@ SUFFIXES = (".csv", ".json", ".html", ".png")
 
 
 def check_scale(scale: str) -> Scale:
-    if scale not in get_args(Scale):
-        raise HeadscopeError(f"--scale {scale!r}: choose none or ln_final")
-    return scale  # type: ignore[return-value]
+    return choice(scale, "scale", _logits.SCALES)  # type: ignore[return-value]
 
 
 def check_out(out: Path | None) -> None:
@@ -44,14 +43,10 @@ def check_out(out: Path | None) -> None:
 
 def parse_roles(text: str | None, dataset) -> list[str]:
     """The roles asked for, each checked against the task (an unknown one names the known ones)."""
-    if text is None:
-        return default_roles(dataset)
-    roles = [r.strip() for r in text.split(",") if r.strip()]
-    if not roles:
+    roles = None if text is None else [r.strip() for r in text.split(",") if r.strip()]
+    if roles == []:
         raise HeadscopeError("--roles is empty: give roles like IO,S")
-    for role in roles:
-        dataset.role_names(role)
-    return roles
+    return _logits.scatter_roles(dataset, roles)
 
 
 @command("scatter", task="ioi")
@@ -71,9 +66,7 @@ def scatter(
     dataset = shared_dataset(loaded, shared)
     role_list = parse_roles(roles, dataset)
     with working(f"capturing {dataset.n} prompts, bootstrapping r {n_boot} times ..."):
-        cap = capture(loaded, dataset, SCATTER_NEEDS)
-        points = scatter_points(loaded.weights, dataset, cap, chosen, role_list, chosen_scale)
-        stats = scatter_stats(points, n_boot=n_boot, seed=shared.seed)
+        points, stats = _logits.scatter(loaded, dataset, chosen, role_list, chosen_scale, n_boot, shared.seed)
     title = f"head {head_name(chosen)} on {shared.task}, scale={chosen_scale}"
     print_table(stats, title=title)
     if out is not None:

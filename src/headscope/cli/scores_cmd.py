@@ -14,13 +14,14 @@ from typing import Annotated, Literal
 import pandas as pd
 import typer
 
+from headscope.analyses import ov
 from headscope.cli.app import Shared, command, print_table, results, working, wrote
 from headscope.cli.common import dataset_for, load
 from headscope.errors import HeadscopeError
 from headscope.heads import head_name, parse_heads
 from headscope.io import check_table_path, write_table
 from headscope.models.loading import Model
-from headscope.scores.ov import OVOptions, OVResult, keyword_dataset, ov_scores
+from headscope.scores.ov import OVResult, keyword_dataset
 from headscope.scores.relations import default_relations
 from headscope.tasks.dataset import Dataset
 
@@ -121,10 +122,10 @@ def scores(
     signed = _relations(relation, dataset, negative)
     relations = tuple(dict.fromkeys(name for name, _ in signed))
     both = any(s < 0 for _, s in signed)
-    options = OVOptions(relations, k, embedding, both, tuple(chosen))
     labels = ", ".join(name if s > 0 else f"-{name}" for name, s in signed)
     with working(f"scoring {len(chosen)} heads on {labels} ..."):
-        result = ov_scores(loaded, dataset, options, detail=per_token is not None)
+        detail = per_token is not None
+        result = ov.ov_scores(loaded, dataset, relations, k, embedding, both, chosen, detail=detail)
     result = OVResult(_asked(result.table, signed), _asked(result.per_token, signed), result.categories)
     source = f"task {shared.task}" if shared.task else f"{len(dataset.keywords.token)} keywords"
     print_table(summary(result), title=f"OV scores, top-{k}, {embedding} embedding, {source}")

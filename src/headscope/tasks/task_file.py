@@ -12,6 +12,8 @@ The schema (README "User tasks (TOML)" has a worked example):
     relations = ["copy", "capital"]         # copy, next, prev, or a [mappings] name (default: copy
                                             #   and the relations of the answer and contrast)
     corrupt = ["COUNTRY"]                   # slots (or roles like S2) resampled in the twin
+    keep_patterns = false                   # optional: capture whole attention patterns (short
+                                            #   prompts with repeated tokens: the head detectors)
     [slots]
     COUNTRY = ["France", "Japan"]
     [mappings.capital]
@@ -50,6 +52,7 @@ TOP_KEYS: tuple[str, ...] = (
     "corrupt",
     "families",
     "mappings",
+    "keep_patterns",
 )
 
 
@@ -77,6 +80,7 @@ class TaskFile:
     corrupt: tuple[str, ...]
     families: tuple[Family, ...]
     mappings: dict[str, dict[str, str]]
+    keep_patterns: bool = False
 
     def fail(self, message: str) -> TaskError:
         return TaskError(f"task file {self.path}: {message}")
@@ -124,7 +128,14 @@ def parse_task_file(path: Path, data: dict) -> TaskFile:
         corrupt=tuple(_strings(data["corrupt"], "corrupt", fail)) if "corrupt" in data else (),
         families=parse_families(data.get("families", {}), fail),
         mappings=parse_mappings(data.get("mappings", {}), fail),
+        keep_patterns=_flag(data.get("keep_patterns", False), "keep_patterns", fail),
     )
+
+
+def _flag(value, key: str, fail) -> bool:
+    if not isinstance(value, bool):
+        raise fail(f"{key} must be true or false, got {value!r}")
+    return value
 
 
 _REQUIRED_HELP = {

@@ -98,6 +98,7 @@ def _to_task(spec: TaskFile) -> Task:
         role_groups={s: _roles_of(spec, s) for s in spec.slots if _roles_of(spec, s) != (s,)},
         mappings=spec.mappings,
         categories=dict(spec.slots),
+        keep_patterns=spec.keep_patterns,
     )
 
 
