@@ -39,6 +39,7 @@ _EXPORTS: dict[str, str] = {
     "ov_scores": "headscope.api",
     "role_attention": "headscope.api",
     "head_detectors": "headscope.api",
+    "attention_entropy": "headscope.api",
     "attention_patterns": "headscope.api",
     "scatter": "headscope.api",
     "direct_logit_attribution": "headscope.api",

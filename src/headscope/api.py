@@ -99,6 +99,7 @@ def ov_scores(
 
 role_attention = per_task(_attention.ROLE_ATTENTION)
 head_detectors = per_task(_attention.HEAD_DETECTORS)
+attention_entropy = per_task(_attention.ATTENTION_ENTROPY)
 
 
 def attention_patterns(
@@ -260,6 +261,7 @@ def label_heads(
 __all__ = [
     "AttachedTable",
     "ablate",
+    "attention_entropy",
     "attention_patterns",
     "attribution_patch",
     "dataset",

@@ -62,6 +62,28 @@ HEAD_DETECTORS = PerTask(
 )
 
 
+ATTENTION_ENTROPY = PerTask(
+    name="attention_entropy",
+    command="entropy",
+    needs=_attention.ENTROPY_NEEDS,
+    compute=lambda model, dataset, taken: _attention.end_entropy(dataset, taken),
+    doc="""Entropy of each head's attention at `end`, mean over prompts (docs/methods.md §3).
+
+    Args:
+        model: from `hs.load_model`.
+        task: a task name, `Task`, TOML path or `Dataset`.
+        n, seed: prompts to build and the generator's seed.
+
+    Returns:
+        `layer, head, entropy, n`: the mean over the `n` prompts of -sum_k A[end, k] log A[end, k]
+        in nats (0 for a head on one token; log(end + 1) for a head spread evenly).
+
+    Example:
+        >>> hs.attention_entropy(model, "ioi", n=20).sort_values("entropy").head(3)
+    """,
+)
+
+
 def attention_needs(dataset: Dataset) -> Needs:
     """Role attention always; whole patterns too where the task keeps them (for the detectors)."""
     if HEAD_DETECTORS.applies(dataset.task):

@@ -7,12 +7,13 @@ capture to the command line is one line in `COMMANDS`.
 
 from __future__ import annotations
 
+from headscope.analyses.attention import ATTENTION_ENTROPY
 from headscope.analyses.record import PerTask
 from headscope.cli.app import Shared, command, print_table, working, wrote
 from headscope.cli.common import load, shared_dataset
 from headscope.io import check_table_path, write_table
 
-COMMANDS: tuple[PerTask, ...] = ()
+COMMANDS: tuple[PerTask, ...] = (ATTENTION_ENTROPY,)
 DEFAULT_TASK = "ioi"
 
 

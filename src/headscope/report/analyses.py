@@ -92,6 +92,7 @@ CAPTURE_STEPS: tuple[PerTask, ...] = (
     _logits.EVALUATION,
     _attention.ROLE_ATTENTION,
     _attention.HEAD_DETECTORS,
+    _attention.ATTENTION_ENTROPY,
 )
 
 

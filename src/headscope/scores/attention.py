@@ -17,6 +17,18 @@ from headscope.tasks.dataset import Dataset
 ROLE_ATTENTION_NEEDS = Needs(pattern_roles=True, logits_end=False)
 DETECTOR_NEEDS = Needs(pattern_full=True, logits_end=False)
 DETECTORS: tuple[str, ...] = ("previous_token", "duplicate_token", "induction")
+ENTROPY_NEEDS = Needs(pattern_end=True, logits_end=False)
+
+
+def end_entropy(dataset: Dataset, capture: Capture) -> pd.DataFrame:
+    """Mean entropy (nats) of each head's attention row at `end`: `layer, head, entropy, n`."""
+    rows = capture.require("pattern_end", "end_entropy").double()  # [batch, layer, head, pos], 0 past end
+    entropy = -torch.xlogy(rows, rows).sum(-1).mean(0)  # [layer, head]; 0 log 0 = 0
+    layer, head = torch.meshgrid(
+        torch.arange(entropy.shape[0]), torch.arange(entropy.shape[1]), indexing="ij"
+    )
+    table = {"layer": layer.flatten().numpy(), "head": head.flatten().numpy()}
+    return pd.DataFrame(table | {"entropy": entropy.flatten().numpy(), "n": dataset.n})
 
 
 def key_roles(dataset: Dataset) -> dict[str, tuple[str, ...]]:
