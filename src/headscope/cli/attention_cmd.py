@@ -13,7 +13,7 @@ from headscope.analyses.attention import attention_tables, prompt_tokens, whole_
 from headscope.cli.app import Shared, command, print_table, results, working, wrote
 from headscope.cli.common import load, shared_dataset
 from headscope.errors import HeadscopeError
-from headscope.heads import head_name, parse_heads
+from headscope.heads import head_name, head_names, parse_heads
 from headscope.io import check_writable, write_json, write_table
 from headscope.report.attention_plot import pattern_heatmap, write_attention_html
 from headscope.scores.attention import DETECTORS, pattern_frame, pattern_records
@@ -57,7 +57,7 @@ def top_end_attention(roles: pd.DataFrame) -> pd.DataFrame:
     """Attention from `end` to each other role, the largest first, heads written l.h."""
     from_end = roles[(roles.query_role == "end") & (roles.key_role != "end")]
     ordered = from_end.sort_values("attention", ascending=False, kind="stable")
-    heads = [f"{layer}.{head}" for layer, head in zip(ordered.layer, ordered["head"], strict=True)]
+    heads = head_names(ordered.layer, ordered["head"])
     return pd.DataFrame(
         {"head": heads, "key_role": list(ordered.key_role), "attention": list(ordered.attention)}
     )
@@ -73,7 +73,7 @@ def check_out(out: Path | None) -> None:
 def print_detectors(detectors: pd.DataFrame) -> None:
     strongest = detectors[list(DETECTORS)].max(axis=1).sort_values(ascending=False, kind="stable")
     ordered = detectors.loc[strongest.index]
-    heads = [f"{layer}.{head}" for layer, head in zip(ordered.layer, ordered["head"], strict=True)]
+    heads = head_names(ordered.layer, ordered["head"])
     print_table(
         ordered.drop(columns=["layer", "head"]).assign(head=heads)[["head", *DETECTORS]],
         title="head detectors: share of attention on the ideal pattern",
