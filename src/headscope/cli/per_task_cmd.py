@@ -27,7 +27,7 @@ def register(analysis: PerTask) -> None:
         dataset = shared_dataset(loaded, shared)
         with working(f"{analysis.name} on {dataset.n} prompts ..."):
             table = analysis.run(loaded, dataset)
-        print_table(table, title=f"{analysis.name}, task {shared.task}, {dataset.n} prompts")
+        print_table(table, title=f"{analysis.name} on {shared.task}")
         if shared.out is not None:
             wrote(write_table(shared.out, table))
 
