@@ -226,7 +226,7 @@ def test_eap_is_the_derivative_of_frozen_scale_patching_on_every_edge(family, na
     resumer, eps = edges.prepared(model), 1e-2
     (run,) = list(edges.batch_runs(model, resumer, dataset, dataset.n))
     small = {source: eps * delta for source, delta in run.approx_deltas.items()}
-    with norms.frozen(resumer.bridge, run.scales):
+    with norms.frozen(resumer.bridge, run.scales), torch.no_grad():
         sums = exact.exact_sums(resumer, run.clean, small, every, run.batch, capped=False)
         final = blocks.readout(resumer, resume.rows_at(run.clean.post, run.batch.end), capped=False)
     slope = (sums - float(resume.end_metric(final, run.batch).sum())) / eps / dataset.n
