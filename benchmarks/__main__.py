@@ -17,6 +17,7 @@ BENCHMARKS: tuple[str, ...] = (
     "threads",
     "report_gpt2",
     "report",
+    "ov_vocab",
     "atlas",
     "sweep",
 )

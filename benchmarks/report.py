@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         raise SystemExit(f"unknown shape {unknown[0]!r}; choose from {', '.join(SHAPES)}")
     head = [
-        f"## `python -m benchmarks.report {' '.join(argv or [])}`",
+        f"## `python -m benchmarks.report {shlex.join(argv or [])}`",
         "",
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {processor()}; before: {args.before}, "
         f"after: {args.after}",
