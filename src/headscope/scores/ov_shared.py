@@ -16,7 +16,9 @@ token as a slot before it, so it changes no count (`ov_kernel`: each distinct ta
 row is counted once), and its own ranks are dropped. Each row's ranks and top-k are computed as
 in a call of its own (same thresholds, exact counts); the float rounding of a product may differ
 with the number of rows stacked, which moves a rank only where another token's logit ties the
-target's to the last bit.
+target's to the last bit. Memory: the pass is bounded as any `ov_ranks` call (rows are taken
+`ROW_BLOCK` at a time); its ranks and top-k (heads x signs x rows x (relations + k), int32) are
+held until the `with` block ends.
 """
 
 from __future__ import annotations
