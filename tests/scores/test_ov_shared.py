@@ -1,4 +1,8 @@
-"""One OV kernel pass shared by several calls: each call gets the ranks of a pass of its own."""
+"""One OV kernel pass shared by several calls: each call gets the ranks of a pass of its own.
+
+Stacked rows are another computation than a call's own pass (other matrix shapes, and the factored
+or direct form chosen for more rows), so each call's share is checked against float64 logits
+computed the plain way, tie-aware (`tests.numerics.check_ov_ranks`), as its own pass is."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from benchmarks.ov import random_weights
 
 from headscope.scores.ov_kernel import FUSED_MIN_VOCAB, Targets, ov_ranks
 from headscope.scores.ov_shared import KernelCall, KernelSettings, shared_ov_kernel, stacked_targets
+from tests.numerics import check_ov_ranks
 
 SIGNS = (1, -1)
 HEADS = ((0, 0), (0, 1), (1, 0), (1, 1))
@@ -33,8 +38,10 @@ def test_each_call_gets_the_ranks_and_topk_of_its_own_pass(vocab):
     with shared_ov_kernel(weights, calls, settings, now=True) as shared:
         together = [_alone(weights, call) for call in reversed(calls)][::-1]
     assert shared.passes == 1 and shared.served == 3
-    for one, other in zip(alone, together, strict=True):
-        assert torch.equal(one.rank, other.rank) and torch.equal(one.topk, other.topk)
+    for call, one, other in zip(calls, alone, together, strict=True):
+        assert one.rank.shape == other.rank.shape and one.topk.shape == other.topk.shape
+        for ranks in (one, other):
+            check_ov_ranks(weights, call.x, call.targets, HEADS, SIGNS, ranks, what="shared pass")
 
 
 def test_a_call_not_in_the_pass_is_computed_on_its_own():
@@ -53,8 +60,9 @@ def test_a_call_not_in_the_pass_is_computed_on_its_own():
         got.append(_alone(weights, calls[1], with_topk=False))  # in the pass: its top-k left out
         assert shared.passes == 1 and shared.served == 1
     assert got[2].topk.shape[-1] == 0
-    for one, other in zip(expected, got, strict=True):
+    for one, other in zip(expected[:2], got[:2], strict=True):  # computed alone both times
         assert torch.equal(one.rank, other.rank) and torch.equal(one.topk, other.topk)
+    check_ov_ranks(weights, calls[1].x, calls[1].targets, HEADS, SIGNS, got[2], what="shared, no top-k")
 
 
 def test_stacked_targets_pad_with_copies_that_are_not_valid():
