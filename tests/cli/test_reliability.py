@@ -143,10 +143,15 @@ def test_sigkill_while_writing_leaves_the_earlier_report_whole(tiny_dir, out):
     assert leftovers and all(name.startswith(f".report.partial-{run.process.pid}-") for name in leftovers)
 
 
-@pytest.mark.parametrize("phase", ["task ioi: knockout table", "drawing"])
-def test_ctrl_c_prints_one_line_and_keeps_the_earlier_report(tiny_dir, out, phase):
+@pytest.mark.parametrize(
+    ("phase", "extra"),
+    [("task ioi: knockout table", ()), ("drawing", ("--png",))],
+    ids=["knockout", "drawing"],
+)
+def test_ctrl_c_prints_one_line_and_keeps_the_earlier_report(tiny_dir, out, phase, extra):
+    """PNGs are drawn only when asked (--png): the drawing phase is reached with it."""
     before = files(out)
-    run = Started(report_args(tiny_dir, out, seed=1, sizes=LONGER))
+    run = Started(report_args(tiny_dir, out, seed=1, sizes=(*LONGER, *extra)))
     run.wait_for(phase)  # the line is written whole, in one call: a signal now cannot repeat it
     rest, err = run.stop(lambda: os.killpg(run.process.pid, signal.SIGINT))
     assert run.process.returncode == 130, rest + err

@@ -78,7 +78,8 @@ def test_from_a_file_that_is_not_results_json_is_one_line(tmp_path):
     )
 
 
-def test_a_model_without_dla_gets_a_report_that_says_why(tmp_path):
+def test_a_gemma2_report_says_its_dla_convention_and_merges_to_the_same_page(tmp_path):
+    """Gemma 2 (norms on the head outputs, soft-capped logits): DLA under the frozen-norm convention, said."""
     from tests.models.families import BY_NAME, save_family
 
     model = save_family(BY_NAME["gemma2"], tmp_path / "gemma2")
@@ -87,11 +88,11 @@ def test_a_model_without_dla_gets_a_report_that_says_why(tmp_path):
     result = run_cli("report", "--model", str(model), *args)
     assert result.returncode == 0, result.stdout + result.stderr
     said = " ".join(result.stderr.split())
-    assert "DLA not computed (ioi): direct logit attribution is not defined for gemma2" in said
-    assert not (out / "dla.csv").exists() and (out / "not_computed.csv").is_file()
+    assert "DLA: convention: frozen-norm for gemma2" in said and "logits are taken before any cap" in said
+    dla = (out / "dla.csv").read_text().splitlines()
+    assert dla[0].endswith(",convention") and all(line.endswith(",frozen-norm") for line in dla[1:])
     again = run_cli("report", "--from", str(out), "--out", str(tmp_path / "again"))
     assert again.returncode == 0, again.stdout + again.stderr
-    assert "DLA not computed (ioi)" in " ".join(again.stderr.split())
     assert (tmp_path / "again" / "index.html").read_bytes() == (out / "index.html").read_bytes()
 
 
