@@ -47,19 +47,19 @@ def _timed(device: str, fn):
 
 def reference_sums(model, dataset, chosen, batch_size: int) -> torch.Tensor:
     """The straightforward loop: each edge on its own, complete hooked forward passes."""
-    resumer = E.prepared(model)
+    runner = E.prepared(model)
     sums = torch.zeros(len(chosen), dtype=torch.float64)
-    for run in E.batch_runs(model, resumer, dataset, batch_size):
+    for run in E.batch_runs(model, runner, dataset, batch_size):
         for i, edge in enumerate(chosen):
-            sums[i] += exact.reference_edge_sum(resumer, run.clean, run.deltas[edge.source], edge, run.batch)
+            sums[i] += exact.reference_edge_sum(runner, run.clean, run.deltas[edge.source], edge, run.batch)
     return sums / dataset.n
 
 
 def batched_sums(model, dataset, chosen, batch_size: int) -> torch.Tensor:
-    resumer = E.prepared(model)
+    runner = E.prepared(model)
     sums = torch.zeros(len(chosen), dtype=torch.float64)
-    for run in E.batch_runs(model, resumer, dataset, batch_size):
-        sums += exact.exact_sums(resumer, run.clean, run.deltas, chosen, run.batch)
+    for run in E.batch_runs(model, runner, dataset, batch_size):
+        sums += exact.exact_sums(runner, run.clean, run.deltas, chosen, run.batch)
     return sums / dataset.n
 
 

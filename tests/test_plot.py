@@ -206,7 +206,7 @@ def test_across_tasks_draws_heads_by_tasks():
 
 
 def test_report_gives_every_figure_of_the_page_by_name():
-    from headscope.report.content import build_page
+    from headscope.report.page import build_page
 
     dla = pd.DataFrame(
         {"task": "ioi", "component": [f"{la}.{h}" for la, h in HEADS], "kind": "head"}

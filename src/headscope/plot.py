@@ -328,6 +328,6 @@ def report(run: Run) -> dict[str, go.Figure]:
         >>> figures = hs.plot.report(hs.load_run("report"))
         >>> list(figures)
     """
-    from headscope.report.content import build_page
+    from headscope.report.page import build_page
 
     return {figure.name: figure.plotly() for figure in build_page(run).figures}

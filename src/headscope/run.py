@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from headscope.errors import HeadscopeError
-from headscope.io import write_table, write_text
+from headscope.files import write_table, write_text
 
 RESULTS_FILE = "results.json"
 FORMAT_VERSION = 1

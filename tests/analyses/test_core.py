@@ -10,7 +10,7 @@ from headscope.analyses import attention, logits, ov
 from headscope.analyses.record import union
 from headscope.capture import Needs, capture
 from headscope.errors import HeadscopeError
-from headscope.report.analyses import CAPTURE_STEPS, needs_for
+from headscope.report.compute import CAPTURE_STEPS, needs_for
 from headscope.tasks.dataset import build_dataset
 from headscope.tasks.registry import get_task
 from headscope.tasks.toml_task import load_task_file

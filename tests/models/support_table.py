@@ -25,7 +25,7 @@ from headscope.errors import HeadscopeError
 from headscope.models.loading import Model
 from headscope.scores.ablation import AblationOptions, ablate, greedy_circuit
 from headscope.scores.attention import head_detectors, role_attention
-from headscope.scores.attribution import direct_logit_attribution
+from headscope.scores.direct_logit import direct_logit_attribution
 from headscope.scores.evaluate import evaluate
 from headscope.scores.labels import contrast_group, label_heads
 from headscope.scores.ov import OVOptions, ov_scores
@@ -154,15 +154,15 @@ def _labels(s: Subject) -> None:
 
 
 def _report_run(s: Subject):
-    from headscope.report.analyses import ReportOptions, build_run
+    from headscope.report.compute import ReportOptions, build_run
 
     options = ReportOptions(tasks=("ioi",), n=N_PROMPTS, n_boot=50, knockout_n=4, example_prompts=2)
     return s._once("report", lambda: build_run(s.model, [get_task("ioi")], options, say=lambda _: None))
 
 
 def _report(s: Subject) -> None:
-    from headscope.report.content import build_page
     from headscope.report.html import render_page
+    from headscope.report.page import build_page
 
     run = _report_run(s)
     with tempfile.TemporaryDirectory() as folder:

@@ -15,7 +15,7 @@ import torch
 
 from headscope.capture import capture
 from headscope.scores.ablation import AblationOptions, ablate, knockout_sweep
-from headscope.scores.attribution import DLA_NEEDS, attribution_per_prompt, direct_logit_attribution
+from headscope.scores.direct_logit import DLA_NEEDS, attribution_per_prompt, direct_logit_attribution
 from headscope.scores.keywords import keyword_dataset
 from headscope.scores.ov import OVOptions, ov_scores
 from headscope.tasks.dataset import Dataset, build_dataset
@@ -220,7 +220,7 @@ def test_dla_sums_to_hf_logit_difference(family_dir, name):
 @pytest.mark.parametrize("name", families_for("dla_frozen", tuple(DLA_UNDEFINED)))
 def test_dla_where_the_sum_is_not_linear_is_labelled_frozen_norm(family_dir, name):
     """Post-norms and soft-capping: DLA is the frozen-norm convention's (its sum is checked
-    against HF's pre-cap logits in tests/scores/test_attribution_frozen.py), and says so."""
+    against HF's pre-cap logits in tests/scores/test_direct_logit_frozen.py), and says so."""
     folder = family_dir(name)
     model = headscope_model(folder)
     dataset = _ioi(folder)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from headscope.models.loading import Model, load_model
-from headscope.report.analyses import ReportOptions, build_run
+from headscope.report.compute import ReportOptions, build_run
 from headscope.report.html import write_report
 from headscope.run import Run
 from headscope.tasks import words

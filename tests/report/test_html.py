@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import re
 
-from headscope.report.content import build_page
 from headscope.report.html import PAGE_FILE, figure_specs, script_json, write_report
+from headscope.report.page import build_page
 from headscope.run import load_run
 from tests.report.conftest import MARKUP
 

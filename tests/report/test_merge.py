@@ -8,9 +8,9 @@ from dataclasses import replace
 import pandas as pd
 import pytest
 
-from headscope.report.content import build_page
 from headscope.report.html import render_page
 from headscope.report.merge import MergeError, merge_runs
+from headscope.report.page import build_page
 from headscope.run import Run, load_run
 from headscope.tasks.registry import get_task
 from tests.report.conftest import make_run

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas.testing as pdt
 
 from headscope.models.loading import load_model
-from headscope.report.analyses import ReportOptions, _build_run
+from headscope.report.compute import ReportOptions, _build_run
 from headscope.report.ov_once import ov_once
 from headscope.tasks.registry import get_task
 

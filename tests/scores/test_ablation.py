@@ -9,7 +9,7 @@ import torch
 
 from headscope.errors import HeadscopeError
 from headscope.models.loading import ORGANISM_DIR, load_model
-from headscope.scores import resume
+from headscope.scores import interventions
 from headscope.scores.ablation import (
     AblationOptions,
     ablate,
@@ -61,10 +61,10 @@ def test_zero_ablating_a_head_zeroes_its_z_and_changes_nothing_before(tiny_model
     bridge, tokens = tiny_model.bridge, digits.tokens
     names = [f"blocks.{layer}.{name}" for layer in range(2) for name in ("hook_resid_pre", "attn.hook_z")]
     _, clean = bridge.run_with_cache(tokens, names_filter=lambda n: n in names)
-    zero = resume.Values(
+    zero = interventions.Values(
         torch.zeros(2, digits.n, tokens.shape[1], 4, 8), torch.zeros(2, digits.n, tokens.shape[1], 32)
     )
-    hook = resume.site_hook(resume.Site(1, 2), zero, torch.ones_like(tokens, dtype=torch.bool))
+    hook = interventions.site_hook(interventions.Site(1, 2), zero, torch.ones_like(tokens, dtype=torch.bool))
     with bridge.hooks(fwd_hooks=[hook]):
         _, ablated = bridge.run_with_cache(tokens, names_filter=lambda n: n in names)
     z = ablated["blocks.1.attn.hook_z"]
@@ -133,7 +133,7 @@ def test_bad_components_name_the_fix(tiny_model):
         parse_component("mlp7", tiny_model)
     with pytest.raises(HeadscopeError, match="LAYER.HEAD"):
         parse_component("head3", tiny_model)
-    assert parse_component("1.3", tiny_model) == resume.Site(1, 3)
+    assert parse_component("1.3", tiny_model) == interventions.Site(1, 3)
     with pytest.raises(HeadscopeError, match="heads, mlps"):
         knockout_sweep(tiny_model, None, dataclasses.replace(AblationOptions(), components=("attn",)))
 
@@ -173,7 +173,7 @@ def test_organism_greedy_circuit_keeps_most_of_clean(organism_digits):
 # ---- the screen: a first-order estimate, then exact knockouts of the heads it ranks highest --------
 
 
-def _alpha_derivative(model, dataset, options: AblationOptions, site: resume.Site) -> float:
+def _alpha_derivative(model, dataset, options: AblationOptions, site: interventions.Site) -> float:
     """d metric / d alpha at alpha = 0 with the site set to act + alpha (value - act), by autograd
     through one plain hooked forward pass per batch (summed over prompts)."""
     from headscope.scores.ablation import batch_list, donor_for
@@ -192,7 +192,7 @@ def _alpha_derivative(model, dataset, options: AblationOptions, site: resume.Sit
             out[:, :, site.head] = act[:, :, site.head] + alpha * mask * (value - act[:, :, site.head])
             return out
 
-        name = resume.mlp_hook(site.layer) if site.head is None else resume.z_hook(site.layer)
+        name = interventions.mlp_hook(site.layer) if site.head is None else interventions.z_hook(site.layer)
         logits = model.bridge.run_with_hooks(batch.tokens, fwd_hooks=[(name, blend)])
         ends = logits[torch.arange(len(batch.end)), batch.end]
         metric = (ends.gather(1, batch.answers[:, None]) - ends.gather(1, batch.contrasts[:, None])).sum()
@@ -207,8 +207,13 @@ def test_linear_estimate_is_the_derivative_along_the_knockout(tiny_model, ioi, m
     from headscope.scores.ablation import batch_list, donor_for
 
     batches = batch_list(ioi, position_mask(ioi, options.positions), options.batch_size)
-    sites = [resume.Site(0, 1), resume.Site(1, 0), resume.Site(0, None), resume.Site(1, None)]
-    estimate, clean = resume.linear_sweep(
+    sites = [
+        interventions.Site(0, 1),
+        interventions.Site(1, 0),
+        interventions.Site(0, None),
+        interventions.Site(1, None),
+    ]
+    estimate, clean = interventions.linear_sweep(
         tiny_model.bridge, batches, donor_for(tiny_model, ioi, options), sites
     )
     _, _, exact_clean = knockout_sweep(tiny_model, ioi, options, progress=False)
@@ -229,12 +234,12 @@ def test_screened_sweep_is_exact_where_it_says_and_the_estimate_elsewhere(tiny_m
     from headscope.scores.ablation import batch_list, donor_for
 
     batches = batch_list(digits, position_mask(digits, ("all",)), 4)
-    estimate, linear_clean = resume.linear_sweep(
+    estimate, linear_clean = interventions.linear_sweep(
         tiny_model.bridge, batches, donor_for(tiny_model, digits, full), sites
     )
     heads = [i for i, s in enumerate(sites) if s.head is not None]
     top = sorted(heads, key=lambda i: -abs(float(estimate[i]) - linear_clean))[:2]
-    named = sites.index(resume.Site(1, 3))
+    named = sites.index(interventions.Site(1, 3))
     mlps = [i for i, s in enumerate(sites) if s.head is None]
     assert sorted(torch.nonzero(exact).flatten().tolist()) == sorted({*top, named, *mlps})
     # the full sweep's numbers; its heads were stacked in other groups, so to float32 rounding

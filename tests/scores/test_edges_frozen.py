@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from headscope.scores import resume
+from headscope.scores import interventions
 from headscope.scores.circuit import blocks, edges, exact, faithfulness, graph, norms
 from headscope.scores.circuit.graph import Edge
 from headscope.tasks.dataset import Dataset, build_dataset
@@ -53,11 +53,13 @@ def _setup(folder: Path):
     return model, dataset, graph.all_edges(model.arch, model.n_layers)
 
 
-def _batch(dataset: Dataset) -> resume.Batch:
+def _batch(dataset: Dataset) -> interventions.Batch:
     width = int(dataset.lengths.max())
     mask = torch.ones_like(dataset.tokens[:, :width], dtype=torch.bool)
     tokens = dataset.tokens[:, :width]
-    return resume.Batch(0, dataset.n, tokens, dataset.lengths - 1, dataset.answers, dataset.contrasts, mask)
+    return interventions.Batch(
+        0, dataset.n, tokens, dataset.lengths - 1, dataset.answers, dataset.contrasts, mask
+    )
 
 
 def _tolerance(scale: float) -> float:
@@ -85,7 +87,7 @@ def _frozen_hooks(bridge, tokens):
 
 def _precap_metric(bridge, batch, hooks) -> float:
     logits = _run(bridge, batch.tokens, hooks, ["unembed.hook_out"])["unembed.hook_out"]
-    return float(resume.end_metric(resume.rows_at(logits, batch.end), batch).sum())
+    return float(interventions.end_metric(interventions.rows_at(logits, batch.end), batch).sum())
 
 
 def _source_delta(bridge, batch, corrupted_tokens, frozen, source) -> torch.Tensor:
@@ -168,15 +170,15 @@ def test_the_exact_column_is_a_real_patch_of_the_real_model(family, name):
     assert set(table["convention"]) == {"frozen-norm"} and table.attrs["convention"] == "frozen-norm"
     batch = _batch(dataset)
     corrupted_tokens = dataset.corrupted.tokens[:, : batch.tokens.shape[1]]
-    resumer = edges.prepared(model)
+    runner = edges.prepared(model)
     from headscope.scores.circuit import activations
 
-    clean_acts = activations.capture(resumer, batch.tokens)
-    clean = float(resume.end_metric(resume.rows_at(clean_acts.logits, batch.end), batch).sum())
+    clean_acts = activations.capture(runner, batch.tokens)
+    clean = float(interventions.end_metric(interventions.rows_at(clean_acts.logits, batch.end), batch).sum())
     chosen = table.head(12)
     for edge, value in zip(edges.edges_of(chosen, model), chosen["exact"], strict=True):
         delta = _real_delta(model, batch, corrupted_tokens, edge.source)
-        want = (exact.reference_edge_sum(resumer, clean_acts, delta, edge, batch) - clean) / dataset.n
+        want = (exact.reference_edge_sum(runner, clean_acts, delta, edge, batch) - clean) / dataset.n
         assert abs(value - want) <= _tolerance(abs(want)), (name, edge, value, want)
     assert table["exact"].abs().max() > 1e-2
     frozen = edges.frozen_patching(model, dataset, edges.edges_of(chosen, model))
@@ -223,12 +225,12 @@ def test_eap_is_the_derivative_of_frozen_scale_patching_on_every_edge(family, na
     names = zip(table["source"], table["target"], table["input"], strict=True)
     score = dict(zip(names, table["score"], strict=True))
     eap = torch.tensor([score[e.source.name, e.target.name, e.target.kind] for e in every]).double()
-    resumer, eps = edges.prepared(model), 1e-2
-    (run,) = list(edges.batch_runs(model, resumer, dataset, dataset.n))
+    runner, eps = edges.prepared(model), 1e-2
+    (run,) = list(edges.batch_runs(model, runner, dataset, dataset.n))
     small = {source: eps * delta for source, delta in run.approx_deltas.items()}
-    with norms.frozen(resumer.bridge, run.scales), torch.no_grad():
-        sums = exact.exact_sums(resumer, run.clean, small, every, run.batch, capped=False)
-        final = blocks.readout(resumer, resume.rows_at(run.clean.post, run.batch.end), capped=False)
-    slope = (sums - float(resume.end_metric(final, run.batch).sum())) / eps / dataset.n
+    with norms.frozen(runner.bridge, run.scales), torch.no_grad():
+        sums = exact.exact_sums(runner, run.clean, small, every, run.batch, capped=False)
+        final = blocks.readout(runner, interventions.rows_at(run.clean.post, run.batch.end), capped=False)
+    slope = (sums - float(interventions.end_metric(final, run.batch).sum())) / eps / dataset.n
     worst = float((slope - eap).abs().max())
     assert worst <= 0.01 * float(eap.abs().max()), (name, worst)  # measured: 2.6e-4 to 3.5e-4 of ~0.15

@@ -7,7 +7,7 @@ import functools
 import pytest
 import torch
 
-from headscope.scores import resume
+from headscope.scores import interventions
 from headscope.scores.patching import attribution_patch, patch
 from headscope.tasks.dataset import build_dataset
 from headscope.tasks.registry import get_task
@@ -79,8 +79,8 @@ def test_attribution_patch_is_the_first_order_term(tiny_model, digits):
         _metric(bridge, digits, digits.tokens),
         _metric(bridge, digits, digits.corrupted.tokens),
     )
-    z_clean = resume.activations(bridge, digits.tokens)
-    z_corr = resume.activations(bridge, digits.corrupted.tokens)
+    z_clean = interventions.activations(bridge, digits.tokens)
+    z_corr = interventions.activations(bridge, digits.corrupted.tokens)
     eps = 1e-2
     for layer, head in [(0, 2), (1, 0)]:
 

@@ -9,9 +9,9 @@ and only convert arguments and present the results:
 
 - `headscope.api` (`hs.<name>`): Python arguments in, a DataFrame with `.attrs` out;
 - `headscope.cli.*_cmd`: flags in, a printed table and `--out` files out;
-- `headscope.report.analyses`: one capture per task, every analysis on it, tables for a Run.
+- `headscope.report.compute`: one capture per task, every analysis on it, tables for a Run.
 
 An analysis of one capture with no options of its own is a `PerTask` record (`record.py`):
 each front end registers it with one line (`api.per_task`, `cli.per_task_cmd.COMMANDS`,
-`report.analyses.CAPTURE_STEPS`).
+`report.compute.CAPTURE_STEPS`).
 """

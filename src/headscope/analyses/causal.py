@@ -10,7 +10,7 @@ from headscope.scores import patching as _patching
 from headscope.scores.circuit import edges as _edges
 from headscope.tasks.dataset import Dataset
 
-DEFAULT_BATCH = _patching.resume.DEFAULT_BATCH
+DEFAULT_BATCH = _patching.interventions.DEFAULT_BATCH
 
 
 def patch(

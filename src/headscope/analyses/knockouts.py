@@ -13,7 +13,7 @@ from headscope.options import names
 from headscope.scores import ablation as _ablation
 from headscope.tasks.dataset import Dataset
 
-DEFAULT_BATCH = _ablation.resume.DEFAULT_BATCH
+DEFAULT_BATCH = _ablation.interventions.DEFAULT_BATCH
 
 
 def ablation_options(

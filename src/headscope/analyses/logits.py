@@ -11,7 +11,7 @@ from headscope.capture import Capture
 from headscope.errors import HeadscopeError
 from headscope.heads import Head
 from headscope.models.loading import Model
-from headscope.scores import attribution as _attribution
+from headscope.scores import direct_logit as _direct_logit
 from headscope.scores import evaluate as _evaluate
 from headscope.scores import scatter as _scatter
 from headscope.tasks.dataset import Dataset
@@ -41,7 +41,7 @@ EVALUATION = PerTask(
     """,
 )
 
-DLA_NEEDS = union(_attribution.DLA_NEEDS, _evaluate.EVALUATE_NEEDS)  # the sum and what it adds up to
+DLA_NEEDS = union(_direct_logit.DLA_NEEDS, _evaluate.EVALUATE_NEEDS)  # the sum and what it adds up to
 
 
 def dla_refusal(model: Model) -> str | None:
@@ -53,7 +53,7 @@ def direct_logit_attribution(model: Model, dataset: Dataset, taken: Capture | No
     """Each component's mean direct contribution to the logit difference: `component, kind, layer,
     head, dla` (a HeadscopeError where the architecture has no such sum: `dla_refusal`)."""
     taken = captured(model, dataset, DLA_NEEDS, taken)
-    return _attribution.direct_logit_attribution(model.weights, dataset, taken)
+    return _direct_logit.direct_logit_attribution(model.weights, dataset, taken)
 
 
 SCALES: tuple[str, ...] = ("none", "ln_final")

@@ -10,7 +10,7 @@ from headscope.analyses import knockouts
 from headscope.cli.app import Shared, command, print_table, results, working, wrote
 from headscope.cli.common import load, shared_dataset
 from headscope.errors import HeadscopeError
-from headscope.io import check_table_path, write_table
+from headscope.files import check_table_path, write_table
 
 Method = Literal["zero", "mean", "resample"]
 

@@ -13,8 +13,8 @@ from headscope.analyses.attention import attention_tables, prompt_tokens, whole_
 from headscope.cli.app import Shared, command, print_table, results, working, wrote
 from headscope.cli.common import load, shared_dataset
 from headscope.errors import HeadscopeError
+from headscope.files import check_writable, write_json, write_table
 from headscope.heads import head_name, head_names, parse_heads
-from headscope.io import check_writable, write_json, write_table
 from headscope.report.attention_plot import pattern_heatmap, write_attention_html
 from headscope.scores.attention import DETECTORS, pattern_frame, pattern_records
 from headscope.tasks.dataset import Dataset

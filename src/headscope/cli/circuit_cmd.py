@@ -14,7 +14,7 @@ from headscope.analyses import causal
 from headscope.cli.app import Shared, command, note, print_table, results, working, wrote
 from headscope.cli.common import load, shared_dataset
 from headscope.errors import HeadscopeError
-from headscope.io import check_table_path, write_json, write_table
+from headscope.files import check_table_path, write_json, write_table
 from headscope.scores.circuit import edges as _edges
 from headscope.scores.circuit import faithfulness as _faith
 from headscope.scores.circuit import mib as _mib

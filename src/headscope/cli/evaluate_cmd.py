@@ -8,7 +8,7 @@ from headscope.analyses.logits import EVALUATION
 from headscope.cli.app import Shared, command, print_table, working, wrote
 from headscope.cli.common import load, shared_dataset
 from headscope.errors import HeadscopeError
-from headscope.io import check_writable, write_json
+from headscope.files import check_writable, write_json
 
 
 def result_table(result: dict) -> pd.DataFrame:

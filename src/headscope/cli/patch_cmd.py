@@ -11,7 +11,7 @@ from headscope.analyses.causal import attribution_patch, patch
 from headscope.cli.app import Shared, command, note, print_table, results, working, wrote
 from headscope.cli.common import load, shared_dataset
 from headscope.errors import HeadscopeError
-from headscope.io import check_table_path, write_table
+from headscope.files import check_table_path, write_table
 
 Direction = Literal["denoise", "noise"]
 NEAR = 0.05  # |clean - corrupted| below this makes the normalisation meaningless

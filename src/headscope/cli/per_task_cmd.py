@@ -11,7 +11,7 @@ from headscope.analyses.attention import ATTENTION_ENTROPY
 from headscope.analyses.record import PerTask
 from headscope.cli.app import Shared, command, print_table, working, wrote
 from headscope.cli.common import load, shared_dataset
-from headscope.io import check_table_path, write_table
+from headscope.files import check_table_path, write_table
 
 COMMANDS: tuple[PerTask, ...] = (ATTENTION_ENTROPY,)
 DEFAULT_TASK = "ioi"

@@ -15,7 +15,7 @@ from headscope.cli.common import load
 from headscope.errors import HeadscopeError
 from headscope.models.checks import first_line
 from headscope.models.loading import Model
-from headscope.report.analyses import Embedding, ReportOptions, build_run, doable_tasks
+from headscope.report.compute import Embedding, ReportOptions, build_run, doable_tasks
 from headscope.report.console import not_computed_notes, summary_table
 from headscope.report.html import check_report_folder, write_report
 from headscope.report.merge import merge_runs

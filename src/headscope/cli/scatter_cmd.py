@@ -13,8 +13,8 @@ from headscope.analyses.record import choice
 from headscope.cli.app import Shared, command, print_table, working, wrote
 from headscope.cli.common import load, shared_dataset
 from headscope.errors import HeadscopeError
+from headscope.files import check_writable, write_json, write_table
 from headscope.heads import head_name, parse_head
-from headscope.io import check_writable, write_json, write_table
 from headscope.report.scatter_plot import scatter_figure, write_scatter_html, write_scatter_png
 from headscope.scores.scatter import Scale
 

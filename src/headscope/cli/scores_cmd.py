@@ -18,8 +18,8 @@ from headscope.analyses import ov
 from headscope.cli.app import Shared, command, print_table, results, working, wrote
 from headscope.cli.common import dataset_for, load
 from headscope.errors import HeadscopeError
+from headscope.files import check_table_path, write_table
 from headscope.heads import head_name, parse_heads
-from headscope.io import check_table_path, write_table
 from headscope.models.loading import Model
 from headscope.scores.ov import OVResult, keyword_dataset
 from headscope.scores.relations import default_relations

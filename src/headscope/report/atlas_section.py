@@ -131,7 +131,7 @@ def render_atlas_page(title: str, part: AtlasSection, facts: TableView) -> str:
 
 
 def write_atlas_page(path: Path, title: str, part: AtlasSection, facts: dict) -> Path:
-    from headscope.io import write_text
+    from headscope.files import write_text
 
     view = TableView.of(
         "Model and options", pd.DataFrame({"what": list(facts), "value": list(facts.values())})

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import plotly.graph_objects as go
 
-from headscope.io import write_text
+from headscope.files import write_text
 
 
 def pattern_heatmap(frame: pd.DataFrame, title: str) -> go.Figure:

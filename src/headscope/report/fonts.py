@@ -15,7 +15,7 @@ import matplotlib
 from matplotlib import font_manager
 from matplotlib.ft2font import FT2Font
 
-from headscope.io import write_atomic
+from headscope.files import write_atomic
 
 PREFERRED = (
     "DejaVu Sans",

@@ -22,10 +22,10 @@ import jinja2
 import plotly.io
 import plotly.offline
 
-from headscope.io import check_folder_replaceable, write_folder_atomic, write_text
+from headscope.files import check_folder_replaceable, write_folder_atomic, write_text
 from headscope.models.devices import idle_cores
-from headscope.report.content import Page, build_page
 from headscope.report.figures import Figure
+from headscope.report.page import Page, build_page
 from headscope.run import RESULTS_FILE, Run
 
 PAGE_FILE = "index.html"

@@ -2,7 +2,7 @@
 
 Pure functions of a run's tables (no model runs here): the ranking of heads (`head_ranking`), the
 heads each section leads with (`section_heads`, `top_heads`, `named_heads`), the per-keyword table,
-the per-head card and the comparison of tasks. `report.analyses` calls them while building a run,
+the per-head card and the comparison of tasks. `report.compute` calls them while building a run,
 and `report.merge` when joining runs.
 """
 

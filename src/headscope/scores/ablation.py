@@ -23,8 +23,8 @@ from headscope.errors import HeadscopeError
 from headscope.heads import Component as HeadOrMlp
 from headscope.models.loading import Model
 from headscope.options import names
-from headscope.scores import resume
-from headscope.scores.resume import Batch, DonorFn, Site, Values
+from headscope.scores import interventions
+from headscope.scores.interventions import Batch, DonorFn, Site, Values
 from headscope.tasks.dataset import Dataset, require_corrupted
 
 Component = Literal["heads", "mlps"]
@@ -39,7 +39,7 @@ class AblationOptions:
     method: Method = "mean"
     positions: tuple[str, ...] = ("all",)  # 'all', 'end', or role names
     seed: int = 0
-    batch_size: int = resume.DEFAULT_BATCH
+    batch_size: int = interventions.DEFAULT_BATCH
     # None: every component knocked out exactly. N: every head screened first by a first-order
     # estimate (one forward and backward pass per batch), then the N heads it ranks highest,
     # the heads in `exact_heads` and every MLP knocked out exactly; the other heads keep the estimate.
@@ -101,7 +101,7 @@ def mean_values(model: Model, corrupted: Dataset, batch_size: int) -> Values:
     z_sum = mlp_sum = None
     for start in range(0, corrupted.n, batch_size):
         stop = min(start + batch_size, corrupted.n)
-        acts = resume.activations(model.bridge, corrupted.tokens[start:stop])
+        acts = interventions.activations(model.bridge, corrupted.tokens[start:stop])
         reach = (torch.arange(corrupted.tokens.shape[1]) < corrupted.lengths[start:stop, None]).float()
         z = (acts.z.double().cpu() * reach[None, :, :, None, None]).sum(1)  # [layer, pos, head, d_head]
         mlp = (acts.mlp.double().cpu() * reach[None, :, :, None]).sum(1)  # [layer, pos, d_model]
@@ -140,7 +140,7 @@ def resample_donor(model: Model, dataset: Dataset, seed: int) -> DonorFn:
 
     def donor(batch: Batch) -> Values:
         tokens = corrupted.tokens[donors[batch.start : batch.stop], : batch.tokens.shape[1]]
-        return resume.activations(model.bridge, tokens)
+        return interventions.activations(model.bridge, tokens)
 
     return donor
 
@@ -157,7 +157,9 @@ def donor_for(model: Model, dataset: Dataset, options: AblationOptions) -> Donor
 
 def batch_list(dataset: Dataset, mask: Tensor, batch_size: int) -> list[Batch]:
     return list(
-        resume.batches(dataset.tokens, dataset.lengths, dataset.answers, dataset.contrasts, mask, batch_size)
+        interventions.batches(
+            dataset.tokens, dataset.lengths, dataset.answers, dataset.contrasts, mask, batch_size
+        )
     )
 
 
@@ -167,7 +169,7 @@ def knockout_sweep(
     """(sites, mean metric with each knocked out, clean metric); `fast=False` is the plain loop."""
     sites = sites_for(model, options.components)
     batches = batch_list(dataset, position_mask(dataset, options.positions), options.batch_size)
-    sweep = resume.sweep_sites if fast else resume.reference_sweep
+    sweep = interventions.sweep_sites if fast else interventions.reference_sweep
     metrics, clean = sweep(model.bridge, batches, donor_for(model, dataset, options), sites, progress)
     return sites, metrics, clean
 
@@ -185,10 +187,10 @@ def screened_sweep(
         return sites, metrics, clean, torch.ones(len(sites), dtype=torch.bool)
     batches = batch_list(dataset, position_mask(dataset, options.positions), options.batch_size)
     donor = donor_for(model, dataset, options)
-    estimate, linear_clean = resume.linear_sweep(model.bridge, batches, donor, sites)
+    estimate, linear_clean = interventions.linear_sweep(model.bridge, batches, donor, sites)
     exact = exact_choice(sites, estimate - linear_clean, options)
     chosen = [sites[i] for i in torch.nonzero(exact).flatten().tolist()]
-    measured, clean = resume.sweep_sites(model.bridge, batches, donor, chosen)
+    measured, clean = interventions.sweep_sites(model.bridge, batches, donor, chosen)
     metrics = estimate.clone()
     metrics[exact] = measured
     return sites, metrics, clean, exact
@@ -242,7 +244,7 @@ def parse_component(text: str, model: Model) -> Site:
 
 def _knockout_hooks(knocked: list[Site], values: Values, mask: Tensor) -> list[tuple]:
     """Hooks that replace every site in `knocked` (several heads of a layer in one hook)."""
-    hooks = [resume.site_hook(s, values, mask) for s in knocked if s.head is None]
+    hooks = [interventions.site_hook(s, values, mask) for s in knocked if s.head is None]
     by_layer: dict[int, list[int]] = {}
     for site in knocked:
         if site.head is not None:
@@ -252,10 +254,10 @@ def _knockout_hooks(knocked: list[Site], values: Values, mask: Tensor) -> list[t
 
         def hook(z, hook, heads=heads, value=value):
             for head in heads:
-                z = resume.replace_head(z, head, value, mask)
+                z = interventions.replace_head(z, head, value, mask)
             return z
 
-        hooks.append((resume.z_hook(layer), hook))
+        hooks.append((interventions.z_hook(layer), hook))
     return hooks
 
 
@@ -283,7 +285,7 @@ def _circuit_metric(model: Model, batches: list[Batch], values: list[Values], kn
         hooks = _knockout_hooks(knocked, values[i], batch.mask) if knocked else []
         with torch.no_grad():
             logits = model.bridge.run_with_hooks(batch.tokens.to(device), fwd_hooks=hooks)
-        total += float(resume.end_metric(resume.rows_at(logits, batch.end), batch).sum())
+        total += float(interventions.end_metric(interventions.rows_at(logits, batch.end), batch).sum())
         n += batch.tokens.shape[0]
     return total / n
 

@@ -20,8 +20,8 @@ import torch
 
 from headscope.errors import HeadscopeError
 from headscope.models.loading import Model
-from headscope.scores import resume
-from headscope.scores.resume import Batch, Site, Values
+from headscope.scores import interventions
+from headscope.scores.interventions import Batch, Site, Values
 from headscope.tasks.dataset import Dataset, require_corrupted
 
 Direction = Literal["denoise", "noise"]
@@ -41,13 +41,13 @@ def _pair(dataset: Dataset, direction: str) -> tuple[Dataset, Dataset]:
 def _batches(base: Dataset, answers: Dataset, batch_size: int) -> list[Batch]:
     mask = torch.ones_like(base.tokens, dtype=torch.bool)
     return list(
-        resume.batches(base.tokens, base.lengths, answers.answers, answers.contrasts, mask, batch_size)
+        interventions.batches(base.tokens, base.lengths, answers.answers, answers.contrasts, mask, batch_size)
     )
 
 
 def _donor(model: Model, donor: Dataset):
     def values(batch: Batch) -> Values:
-        return resume.activations(
+        return interventions.activations(
             model.bridge, donor.tokens[batch.start : batch.stop, : batch.tokens.shape[1]]
         )
 
@@ -60,7 +60,7 @@ def run_metric(model: Model, run: Dataset, answers: Dataset, batch_size: int) ->
     for batch in _batches(run, answers, batch_size):
         with torch.no_grad():
             logits = model.bridge(batch.tokens.to(model.bridge.cfg.device))
-        total += float(resume.end_metric(resume.rows_at(logits, batch.end), batch).sum())
+        total += float(interventions.end_metric(interventions.rows_at(logits, batch.end), batch).sum())
     return total / run.n
 
 
@@ -79,14 +79,14 @@ def patch(
     dataset: Dataset,
     direction: Direction = "denoise",
     by_position: bool = False,
-    batch_size: int = resume.DEFAULT_BATCH,
+    batch_size: int = interventions.DEFAULT_BATCH,
 ) -> pd.DataFrame:
     """Normalised patching effect of every head (and token position with `by_position`)."""
     base, donor = _pair(dataset, direction)
     clean = run_metric(model, dataset, dataset, batch_size)
     corrupted = run_metric(model, dataset.corrupted, dataset, batch_size)
     sites = _sites(model, dataset, by_position)
-    patched, _ = resume.sweep_sites(
+    patched, _ = interventions.sweep_sites(
         model.bridge, _batches(base, dataset, batch_size), _donor(model, donor), sites
     )
     table = pd.DataFrame({"layer": [s.layer for s in sites], "head": [s.head for s in sites]})
@@ -102,14 +102,16 @@ def patch(
 # ---- attribution patching: a first-order approximation -----------------------------------
 
 
-def attribution_patch(model: Model, dataset: Dataset, batch_size: int = resume.DEFAULT_BATCH) -> pd.DataFrame:
+def attribution_patch(
+    model: Model, dataset: Dataset, batch_size: int = interventions.DEFAULT_BATCH
+) -> pd.DataFrame:
     """First-order estimate of the denoising patching value of every head and MLP (an approximation)."""
     base, donor = _pair(dataset, "denoise")
     clean = run_metric(model, dataset, dataset, batch_size)
     sites = [Site(layer, head) for layer in range(model.n_layers) for head in range(model.n_heads)]
     sites += [Site(layer, None) for layer in range(model.n_layers)]
     batches = _batches(base, dataset, batch_size)  # the corrupted run, every position
-    patched, corrupted = resume.linear_sweep(model.bridge, batches, _donor(model, donor), sites)
+    patched, corrupted = interventions.linear_sweep(model.bridge, batches, _donor(model, donor), sites)
     estimate = (patched.double() - corrupted).numpy()  # the first-order change, mean over prompts
     table = pd.DataFrame(
         {

@@ -22,7 +22,7 @@ from torch import Tensor
 from headscope.capture import Capture, Needs
 from headscope.errors import HeadscopeError
 from headscope.models.weights import Weights, head_output_map
-from headscope.scores.attribution import unembedding_seen
+from headscope.scores.direct_logit import unembedding_seen
 from headscope.tasks.dataset import Dataset, TaskError
 
 Scale = Literal["none", "ln_final"]

@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from headscope.errors import HeadscopeError
-from headscope.io import write_json, write_table, write_text
+from headscope.files import write_json, write_table, write_text
 from headscope.options import names
 from headscope.run import FORMAT_VERSION, RESULTS_FILE, load_run
 from headscope.sweeps import engine

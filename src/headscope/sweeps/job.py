@@ -1,6 +1,6 @@
 """One job of a sweep: load one model and write its run folder exactly as `headscope report` does.
 
-The job calls the report's own core (`report.analyses.build_run`, `report.html.write_report`),
+The job calls the report's own core (`report.compute.build_run`, `report.html.write_report`),
 so a sweep's run folder is a report folder (`headscope report --from` renders it). A failure of
 the model (missing files, an architecture headscope refuses, any error while scoring) is
 returned as one line; it never stops the other jobs.
@@ -48,7 +48,7 @@ def run_job(job: Job, options: SweepOptions, threads: int | None = None) -> JobR
 
 def write_run(job: Job, options: SweepOptions, threads: int | None) -> None:
     from headscope.models.loading import load_model
-    from headscope.report.analyses import build_run
+    from headscope.report.compute import build_run
     from headscope.report.html import write_report
     from headscope.tasks.registry import get_task
 

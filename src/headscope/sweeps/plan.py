@@ -23,7 +23,7 @@ import psutil
 
 from headscope.errors import HeadscopeError
 from headscope.models.devices import usable_cores
-from headscope.report.analyses import Embedding, ReportOptions
+from headscope.report.compute import Embedding, ReportOptions
 
 Extra = Literal["knockouts", "circuit"]
 EXTRAS: tuple[str, ...] = ("knockouts", "circuit")

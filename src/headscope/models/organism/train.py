@@ -24,7 +24,7 @@ from torch import Tensor
 from tqdm import tqdm
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-from headscope.io import write_folder_atomic
+from headscope.files import write_folder_atomic
 from headscope.models.organism.tokenizer import word_level_tokenizer
 from headscope.tasks.builtin import builtin_tasks, induction_pool
 from headscope.tasks.vocabulary import task_vocabulary

@@ -11,7 +11,7 @@ from torch import Tensor
 from headscope.models.weights import Weights
 from headscope.scores.circuit import norms
 from headscope.scores.circuit.graph import Source
-from headscope.scores.resume import Resumer
+from headscope.scores.interventions import InterventionRunner
 
 
 @dataclass(frozen=True)
@@ -28,15 +28,15 @@ class Acts:
 
 
 def capture(
-    resumer: Resumer, tokens: Int[Tensor, "batch pos"], record: bool = True, scales: bool = False
+    runner: InterventionRunner, tokens: Int[Tensor, "batch pos"], record: bool = True, scales: bool = False
 ) -> Acts:
     """Every layer's residual, z and MLP output; with `record`, the block call arguments too;
     with `scales`, every residual-stream norm's scale (`norms.scale_hook_names`)."""
-    bridge, n_layers = resumer.bridge, resumer.n_layers
+    bridge, n_layers = runner.bridge, runner.n_layers
     kept: dict[str, list[Tensor]] = {"pre": [], "mid": [], "z": [], "mlp": [], "post": []}
     found: dict[str, Tensor] = {}
     names = [("pre", "hook_resid_pre"), ("z", "attn.hook_z"), ("mlp", "hook_mlp_out")]
-    names += [("mid", "hook_resid_mid")] if resumer.sequential else []
+    names += [("mid", "hook_resid_mid")] if runner.sequential else []
     hooks = [
         (f"blocks.{layer}.{name}", lambda a, hook, key=key: kept[key].append(a.detach()))
         for layer in range(n_layers)
@@ -46,14 +46,14 @@ def capture(
     if scales:
         names = norms.scale_hook_names(bridge, n_layers)
         hooks += [(n, lambda a, hook, n=n: found.update({n: a.detach()})) for n in names]  # None: observed
-    handle = bridge.blocks[0].register_forward_pre_hook(resumer._record, with_kwargs=True) if record else None
+    handle = bridge.blocks[0].register_forward_pre_hook(runner._record, with_kwargs=True) if record else None
     try:
         with torch.no_grad():
             logits = bridge.run_with_hooks(tokens.to(bridge.cfg.device), fwd_hooks=hooks)
     finally:
         if handle is not None:
             handle.remove()
-    mid = torch.stack(kept["mid"]) if resumer.sequential else None
+    mid = torch.stack(kept["mid"]) if runner.sequential else None
     return Acts(
         torch.stack(kept["pre"]),
         mid,

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from headscope.errors import HeadscopeError
 from headscope.scores.circuit.graph import Target
-from headscope.scores.resume import Resumer, _expanded
+from headscope.scores.interventions import InterventionRunner, _expanded
 
 
 def hook_name(target: Target, sequential: bool) -> str:
@@ -37,8 +37,8 @@ def needs_block_run(target: Target, sequential: bool) -> bool:
     return target.kind in ("q", "k", "v") or (target.kind == "mlp" and not sequential)
 
 
-def check_hooks(resumer: Resumer) -> None:
-    if resumer.sequential and "blocks.0.ln2.hook_in" not in resumer.bridge.hook_dict:
+def check_hooks(runner: InterventionRunner) -> None:
+    if runner.sequential and "blocks.0.ln2.hook_in" not in runner.bridge.hook_dict:
         raise HeadscopeError(
             "edge-level circuits need the MLP's norm input (blocks.L.ln2.hook_in), which this model's "
             "bridge does not have: this architecture is not supported for circuits"
@@ -50,7 +50,7 @@ class _Collected(Exception):
 
 
 def block_values(
-    resumer: Resumer, layer: int, resid: Float[Tensor, "rows pos d_model"], names: list[str]
+    runner: InterventionRunner, layer: int, resid: Float[Tensor, "rows pos d_model"], names: list[str]
 ) -> dict[str, Tensor]:
     """The values at hooks `names` when block `layer` runs on `resid` (grad follows the caller).
 
@@ -67,29 +67,31 @@ def block_values(
 
         return keep
 
-    bridge = resumer.bridge
+    bridge = runner.bridge
     with bridge.hooks(fwd_hooks=[(name, keeper(name)) for name in names]):
-        args, kwargs = _expanded(resumer.call_args, resumer.call_kwargs, resid.shape[0] // resumer.base_rows)
+        args, kwargs = _expanded(runner.call_args, runner.call_kwargs, resid.shape[0] // runner.base_rows)
         with contextlib.suppress(_Collected):
             bridge.blocks[layer](resid, *args, **kwargs)
     return kept
 
 
-def run_block(resumer: Resumer, layer: int, resid: Tensor, hooks: list[tuple[str, Callable]]) -> Tensor:
+def run_block(
+    runner: InterventionRunner, layer: int, resid: Tensor, hooks: list[tuple[str, Callable]]
+) -> Tensor:
     """Block `layer`'s output residual on `resid` with `hooks` active."""
-    bridge = resumer.bridge
+    bridge = runner.bridge
     with bridge.hooks(fwd_hooks=hooks):
-        args, kwargs = _expanded(resumer.call_args, resumer.call_kwargs, resid.shape[0] // resumer.base_rows)
+        args, kwargs = _expanded(runner.call_args, runner.call_kwargs, resid.shape[0] // runner.base_rows)
         out = bridge.blocks[layer](resid, *args, **kwargs)
     return out[0] if isinstance(out, tuple) else out
 
 
 def readout(
-    resumer: Resumer, final: Float[Tensor, "rows d_model"], capped: bool = True
+    runner: InterventionRunner, final: Float[Tensor, "rows d_model"], capped: bool = True
 ) -> Float[Tensor, "rows d_vocab"]:
     """Logits of final residual vectors: final norm, unembedding, the model's output transform
     (`capped`; without it, the logits before Gemma 2's soft-capping)."""
-    bridge = resumer.bridge
+    bridge = runner.bridge
     logits = bridge.unembed(bridge.ln_final(final[:, None]))  # [rows, 1, d_vocab]
     return (bridge.adapter.apply_output_logits_transform(logits) if capped else logits)[:, 0]
 

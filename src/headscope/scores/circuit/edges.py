@@ -22,10 +22,10 @@ from tqdm.auto import tqdm
 
 from headscope.errors import HeadscopeError
 from headscope.models.loading import Model
-from headscope.scores import resume
-from headscope.scores.circuit import activations, attribution, blocks, exact, graph, norms
+from headscope.scores import interventions
+from headscope.scores.circuit import activations, blocks, eap, exact, graph, norms
 from headscope.scores.circuit.graph import Edge, Source
-from headscope.scores.resume import Batch, Resumer
+from headscope.scores.interventions import Batch, InterventionRunner
 from headscope.tasks.dataset import Dataset, require_corrupted
 
 Method = Literal["eap", "eap-ig", "exact"]
@@ -67,45 +67,49 @@ def corrupted_of(dataset: Dataset) -> Dataset:
     return require_corrupted(dataset, "edge patching")
 
 
-def prepared(model: Model) -> Resumer:
-    """A Resumer for the model, or one line saying why its edges are not defined."""
-    resumer = Resumer(model.bridge)
-    blocks.check_hooks(resumer)
-    return resumer
+def prepared(model: Model) -> InterventionRunner:
+    """A InterventionRunner for the model, or one line saying why its edges are not defined."""
+    runner = InterventionRunner(model.bridge)
+    blocks.check_hooks(runner)
+    return runner
 
 
 def _batches(dataset: Dataset, batch_size: int) -> list[Batch]:
     mask = torch.ones_like(dataset.tokens, dtype=torch.bool)
     return list(
-        resume.batches(dataset.tokens, dataset.lengths, dataset.answers, dataset.contrasts, mask, batch_size)
+        interventions.batches(
+            dataset.tokens, dataset.lengths, dataset.answers, dataset.contrasts, mask, batch_size
+        )
     )
 
 
-def mean_donor(resumer: Resumer, dataset: Dataset, batch_size: int) -> activations.Acts:
+def mean_donor(runner: InterventionRunner, dataset: Dataset, batch_size: int) -> activations.Acts:
     """Per-position means of the corrupted twins' activations (a one-prompt Acts)."""
     corrupted = corrupted_of(dataset)
     runs, lengths = [], []
     for batch in _batches(corrupted, batch_size):
-        runs.append(activations.capture(resumer, batch.tokens, record=False))
+        runs.append(activations.capture(runner, batch.tokens, record=False))
         lengths.append(corrupted.lengths[batch.start : batch.stop])
     return activations.mean_acts(runs, lengths)
 
 
-def batch_runs(model: Model, resumer: Resumer, dataset: Dataset, batch_size: int, donor: str = "corrupted"):
-    """Yield each batch's runs (the resumer records the batch's block arguments on the way)."""
+def batch_runs(
+    model: Model, runner: InterventionRunner, dataset: Dataset, batch_size: int, donor: str = "corrupted"
+):
+    """Yield each batch's runs (the runner records the batch's block arguments on the way)."""
     corrupted = corrupted_of(dataset)
     if donor not in DONORS:
         raise HeadscopeError(f"donor={donor!r}: choose one of {', '.join(DONORS)}")
-    mean = mean_donor(resumer, dataset, batch_size) if donor == "mean" else None
+    mean = mean_donor(runner, dataset, batch_size) if donor == "mean" else None
     sources = graph.sources(model.arch, model.n_layers)
     frozen = model.arch.convention == "frozen-norm"
     for batch in _batches(dataset, batch_size):
         tokens = corrupted.tokens[batch.start : batch.stop, : batch.tokens.shape[1]]
         if mean is None:
-            corrupt = activations.capture(resumer, tokens, record=False)
+            corrupt = activations.capture(runner, tokens, record=False)
         else:
             corrupt = activations.expand_mean(mean, *batch.tokens.shape)
-        clean = activations.capture(resumer, batch.tokens, scales=frozen)  # last: its block arguments
+        clean = activations.capture(runner, batch.tokens, scales=frozen)  # last: its block arguments
         real = activations.source_deltas(clean, corrupt, model.weights, sources)  # [source, batch, pos, d]
         approx = activations.source_deltas(clean, corrupt, model.weights, sources, frozen) if frozen else real
         scales = norms.FrozenScales(clean.scales, batch.end) if frozen else None
@@ -120,24 +124,24 @@ def corrupted_metric(model: Model, dataset: Dataset, batch_size: int) -> float:
         tokens = corrupted.tokens[batch.start : batch.stop, : batch.tokens.shape[1]]
         with torch.no_grad():
             logits = model.bridge(tokens.to(model.bridge.cfg.device))
-        total += float(resume.end_metric(resume.rows_at(logits, batch.end), batch).sum())
+        total += float(interventions.end_metric(interventions.rows_at(logits, batch.end), batch).sum())
     return total / dataset.n
 
 
 def _metric_sum(acts: activations.Acts, batch: Batch) -> float:
-    return float(resume.end_metric(resume.rows_at(acts.logits, batch.end), batch).sum())
+    return float(interventions.end_metric(interventions.rows_at(acts.logits, batch.end), batch).sum())
 
 
 def _approx_sums(
-    model: Model, resumer: Resumer, run: BatchRun, edges: list[Edge], options: EdgeOptions
+    model: Model, runner: InterventionRunner, run: BatchRun, edges: list[Edge], options: EdgeOptions
 ) -> Tensor:
     """Sum over the batch of grad(target input) . delta(source), per edge."""
     if options.method == "eap-ig":
-        points = attribution.path_points(run.clean, run.corrupted, options.steps)
+        points = eap.path_points(run.clean, run.corrupted, options.steps)
     else:
         points = [run.clean.pre[0]]
-    with norms.frozen(resumer.bridge, run.scales):
-        grads = attribution.mean_gradients(resumer, model.arch, points, run.batch, capped=run.scales is None)
+    with norms.frozen(runner.bridge, run.scales):
+        grads = eap.mean_gradients(runner, model.arch, points, run.batch, capped=run.scales is None)
     return edge_products(grads, run.approx_deltas, edges)
 
 
@@ -170,27 +174,27 @@ def edge_scores(
     """One row per edge: source, target, input, score, exact (NaN where not computed), ... ."""
     if options.method not in METHODS:
         raise HeadscopeError(f"method={options.method!r}: choose one of {', '.join(METHODS)}")
-    resumer = prepared(model)
+    runner = prepared(model)
     edges = graph.all_edges(model.arch, model.n_layers)
     approx = None
     clean = corrupted = 0.0
     if options.method != "exact":
         approx = torch.zeros(len(edges), dtype=torch.float64)
-        runs = batch_runs(model, resumer, dataset, options.batch_size, options.donor)
+        runs = batch_runs(model, runner, dataset, options.batch_size, options.donor)
         total = -(-dataset.n // options.batch_size)
         for run in tqdm(runs, total=total, desc=options.method, leave=False, disable=not progress or None):
-            approx += _approx_sums(model, resumer, run, edges, options)
+            approx += _approx_sums(model, runner, run, edges, options)
         approx /= dataset.n
     chosen = _exact_edges(edges, approx, options)
     patched = torch.full((len(edges),), float("nan"), dtype=torch.float64)
     if chosen:
         sums = torch.zeros(len(chosen), dtype=torch.float64)
-        for run in batch_runs(model, resumer, dataset, options.batch_size, options.donor):
-            sums += exact.exact_sums(resumer, run.clean, run.deltas, [edges[i] for i in chosen], run.batch)
+        for run in batch_runs(model, runner, dataset, options.batch_size, options.donor):
+            sums += exact.exact_sums(runner, run.clean, run.deltas, [edges[i] for i in chosen], run.batch)
             clean += _metric_sum(run.clean, run.batch)
         patched[chosen] = sums / dataset.n - clean / dataset.n
     else:
-        for run in batch_runs(model, resumer, dataset, options.batch_size, options.donor):
+        for run in batch_runs(model, runner, dataset, options.batch_size, options.donor):
             clean += _metric_sum(run.clean, run.batch)
     corrupted = corrupted_metric(model, dataset, options.batch_size) * dataset.n
     twin = dataset.task.twin_kind
@@ -205,16 +209,16 @@ def frozen_patching(
     edge patched (its frozen-norm delta) in the model whose every residual-stream norm keeps its
     clean-run scale, minus that model's clean metric: [edge] (float64). What EAP and EAP-IG
     approximate under the frozen-norm convention; under the linear one, the `exact` column."""
-    resumer = prepared(model)
+    runner = prepared(model)
     sums = torch.zeros(len(chosen), dtype=torch.float64)
     clean = 0.0
-    for run in batch_runs(model, resumer, dataset, batch_size, donor):
+    for run in batch_runs(model, runner, dataset, batch_size, donor):
         capped = run.scales is None
-        with norms.frozen(resumer.bridge, run.scales):
-            sums += exact.exact_sums(resumer, run.clean, run.approx_deltas, chosen, run.batch, capped)
+        with norms.frozen(runner.bridge, run.scales):
+            sums += exact.exact_sums(runner, run.clean, run.approx_deltas, chosen, run.batch, capped)
             with torch.no_grad():
-                final = blocks.readout(resumer, resume.rows_at(run.clean.post, run.batch.end), capped)
-        clean += float(resume.end_metric(final, run.batch).sum())
+                final = blocks.readout(runner, interventions.rows_at(run.clean.post, run.batch.end), capped)
+        clean += float(interventions.end_metric(final, run.batch).sum())
     return sums / dataset.n - clean / dataset.n
 
 

@@ -3,7 +3,7 @@ by its value on the corrupted prompt; every other input of the model unchanged.
 
 Patched input = clean input - clean contribution + corrupted contribution; the target's norm
 recomputes its statistics on it (path patching, Wang et al. 2022). Batched like the knockout
-sweep (`scores/resume.py`): per target layer, one stacked run of that block on every needed
+sweep (`scores/interventions.py`): per target layer, one stacked run of that block on every needed
 source's patched input gives the patched q/k/v (and a parallel MLP's input); then each edge is a
 copy in a stacked pass resumed from the clean residual at the target's layer. Logit edges need
 only the final norm and the unembedding. `reference_edge_sum` does the same one edge at a time with
@@ -15,17 +15,17 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from headscope.scores import resume
+from headscope.scores import interventions
 from headscope.scores.circuit import blocks
 from headscope.scores.circuit.activations import Acts
 from headscope.scores.circuit.blocks import Replacement
 from headscope.scores.circuit.graph import Edge, Source, Target
+from headscope.scores.interventions import Batch, InterventionRunner
 from headscope.scores.metric import logit_diff
-from headscope.scores.resume import Batch, Resumer
 
 
 def _per_pass(batch: Batch) -> int:
-    return max(1, resume.MAX_ROWS // batch.tokens.shape[0])
+    return max(1, interventions.MAX_ROWS // batch.tokens.shape[0])
 
 
 def _chunks(items: list, size: int) -> list[list]:
@@ -38,7 +38,7 @@ def _metric_per_copy(logits: Tensor, batch: Batch, copies: int) -> Tensor:
 
 
 def _block_values(
-    resumer: Resumer,
+    runner: InterventionRunner,
     clean: Acts,
     deltas: dict[Source, Tensor],
     layer: int,
@@ -52,7 +52,7 @@ def _block_values(
     for chunk in _chunks(needed, _per_pass(batch)):
         patched = torch.cat([clean.pre[layer] + deltas[s] for s in chunk])  # [copy * batch, pos, d_model]
         with torch.no_grad():
-            values = blocks.block_values(resumer, layer, patched, names)
+            values = blocks.block_values(runner, layer, patched, names)
         for k, source in enumerate(chunk):
             found[source] = {n: values[n][k * rows : (k + 1) * rows] for n in names}
     return found
@@ -66,35 +66,35 @@ def _replacement(edge: Edge, clean: Acts, deltas, values, sequential: bool) -> R
     return Replacement(name, target.index if target.kind != "mlp" else None, values[edge.source][name])
 
 
-def _layer_sums(resumer, clean: Acts, deltas, edges: list[Edge], batch: Batch, capped: bool) -> Tensor:
-    layer, sequential = edges[0].target.layer, resumer.sequential
+def _layer_sums(runner, clean: Acts, deltas, edges: list[Edge], batch: Batch, capped: bool) -> Tensor:
+    layer, sequential = edges[0].target.layer, runner.sequential
     run_edges = [e for e in edges if blocks.needs_block_run(e.target, sequential)]
     names = list(dict.fromkeys(blocks.hook_name(e.target, sequential) for e in run_edges))
     needed = list(dict.fromkeys(e.source for e in run_edges))
-    values = _block_values(resumer, clean, deltas, layer, needed, names, batch) if needed else {}
+    values = _block_values(runner, clean, deltas, layer, needed, names, batch) if needed else {}
     sums = []
     for chunk in _chunks(edges, _per_pass(batch)):
         replacements = [_replacement(e, clean, deltas, values, sequential) for e in chunk]
         hooks = blocks.stacked_hooks(replacements, batch.tokens.shape[0])
         resid = clean.pre[layer].repeat(len(chunk), 1, 1)  # [copy * batch, pos, d_model]
-        logits = resumer.run(resid, layer, batch.end.repeat(len(chunk)), hooks, capped)
+        logits = runner.run(resid, layer, batch.end.repeat(len(chunk)), hooks, capped)
         sums.append(_metric_per_copy(logits, batch, len(chunk)))
     return torch.cat(sums)
 
 
-def _logit_sums(resumer, clean: Acts, deltas, edges: list[Edge], batch: Batch, capped: bool) -> Tensor:
-    final = resume.rows_at(clean.post, batch.end)  # [batch, d_model]
+def _logit_sums(runner, clean: Acts, deltas, edges: list[Edge], batch: Batch, capped: bool) -> Tensor:
+    final = interventions.rows_at(clean.post, batch.end)  # [batch, d_model]
     sums = []
     for chunk in _chunks(edges, _per_pass(batch)):
-        patched = torch.cat([final + resume.rows_at(deltas[e.source], batch.end) for e in chunk])
+        patched = torch.cat([final + interventions.rows_at(deltas[e.source], batch.end) for e in chunk])
         with torch.no_grad():
-            logits = blocks.readout(resumer, patched, capped)  # [copy * batch, d_vocab]
+            logits = blocks.readout(runner, patched, capped)  # [copy * batch, d_vocab]
         sums.append(_metric_per_copy(logits, batch, len(chunk)))
     return torch.cat(sums)
 
 
 def exact_sums(
-    resumer: Resumer,
+    runner: InterventionRunner,
     clean: Acts,
     deltas: dict[Source, Tensor],
     edges: list[Edge],
@@ -111,7 +111,7 @@ def exact_sums(
     for _, index in sorted(by_layer.items()):
         chosen = [edges[i] for i in index]
         part = _logit_sums if chosen[0].target.kind == "logits" else _layer_sums
-        out[index] = part(resumer, clean, deltas, chosen, batch, capped)
+        out[index] = part(runner, clean, deltas, chosen, batch, capped)
     return out
 
 
@@ -121,7 +121,7 @@ def exact_sums(
 def _run_metric(bridge, batch: Batch, hooks) -> float:
     with torch.no_grad():
         logits = bridge.run_with_hooks(batch.tokens.to(bridge.cfg.device), fwd_hooks=hooks)
-    return float(resume.end_metric(resume.rows_at(logits, batch.end), batch).sum())
+    return float(interventions.end_metric(interventions.rows_at(logits, batch.end), batch).sum())
 
 
 def _reference_value(bridge, batch: Batch, target: Target, patched: Tensor, name: str) -> Tensor:
@@ -139,9 +139,11 @@ def _reference_value(bridge, batch: Batch, target: Target, patched: Tensor, name
     return kept["value"]
 
 
-def reference_edge_sum(resumer: Resumer, clean: Acts, delta: Tensor, edge: Edge, batch: Batch) -> float:
+def reference_edge_sum(
+    runner: InterventionRunner, clean: Acts, delta: Tensor, edge: Edge, batch: Batch
+) -> float:
     """One edge patched with complete forward passes and plain hooks (sum over the batch)."""
-    bridge, target, sequential = resumer.bridge, edge.target, resumer.sequential
+    bridge, target, sequential = runner.bridge, edge.target, runner.sequential
     if target.kind == "logits":
         hook = ("ln_final.hook_in", lambda a, hook: (clean.post + delta).to(a))
         return _run_metric(bridge, batch, [hook])

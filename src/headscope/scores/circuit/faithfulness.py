@@ -73,12 +73,12 @@ class Evaluator:
 
     def __init__(self, model: Model, dataset: Dataset, donor: str = "corrupted", batch_size: int = 16):
         self.model, self.n = model, dataset.n
-        self.resumer = edges.prepared(model)
+        self.runner = edges.prepared(model)
         self.sources = sources(model.arch, model.n_layers)
         self.every = all_edges(model.arch, model.n_layers)
         self.targets = targets(model.arch, model.n_layers)
         self.target_row = {t: i for i, t in enumerate(self.targets)}
-        self.runs = list(edges.batch_runs(model, self.resumer, dataset, batch_size, donor))
+        self.runs = list(edges.batch_runs(model, self.runner, dataset, batch_size, donor))
         self.donors = [activations.contributions(r.corrupted, model.weights, self.sources) for r in self.runs]
 
     def metric(self, kept: set[Edge]) -> float:
@@ -90,7 +90,7 @@ class Evaluator:
         masks = torch.stack([self._excluded(kept) for kept in kept_sets])  # [set, target, source]
         totals = torch.zeros(len(kept_sets), dtype=torch.float64)
         for run, donor in zip(self.runs, self.donors, strict=True):
-            activations.capture(self.resumer, run.batch.tokens)  # the batch's block arguments
+            activations.capture(self.runner, run.batch.tokens)  # the batch's block arguments
             rows = run.batch.tokens.shape[0]
             for start in range(0, len(kept_sets), per_pass):
                 chunk = masks[start : start + per_pass]
@@ -98,7 +98,7 @@ class Evaluator:
                 resid0 = run.clean.pre[0].repeat(copies, 1, 1)  # [copy * batch, pos, d_model]
                 with torch.no_grad():
                     logits = layered_logits(
-                        self.resumer,
+                        self.runner,
                         self.model.arch,
                         resid0,
                         run.batch.end.repeat(copies),

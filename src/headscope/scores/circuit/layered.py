@@ -23,7 +23,7 @@ from torch import Tensor
 from headscope.models.architecture import Architecture
 from headscope.scores.circuit import blocks
 from headscope.scores.circuit.graph import Target, layer_targets
-from headscope.scores.resume import Resumer, rows_at
+from headscope.scores.interventions import InterventionRunner, rows_at
 
 
 @dataclass
@@ -58,24 +58,29 @@ def _taken(values: dict[str, Tensor], copies: list[Target], batch_rows: int, seq
 
 
 def _layer(
-    resumer: Resumer, arch: Architecture, layer: int, resid: Tensor, offsets: OffsetFn, state: RunState
+    runner: InterventionRunner,
+    arch: Architecture,
+    layer: int,
+    resid: Tensor,
+    offsets: OffsetFn,
+    state: RunState,
 ):
-    sequential, rows = resumer.sequential, resid.shape[0]
+    sequential, rows = runner.sequential, resid.shape[0]
     copies = _copy_targets(arch, layer, sequential)
     stacked = (resid[None] + offsets(copies, state)).flatten(0, 1)  # [copy * batch, pos, d_model]
     names = list(dict.fromkeys(blocks.hook_name(t, sequential) for t in copies))
-    assembled = _taken(blocks.block_values(resumer, layer, stacked, names), copies, rows, sequential)
+    assembled = _taken(blocks.block_values(runner, layer, stacked, names), copies, rows, sequential)
     hooks = [(name, lambda a, hook, v=value: v) for name, value in assembled.items()]
     if sequential:
         mlp = [t for t in layer_targets(arch, layer) if t.kind == "mlp"]
         hooks.append((blocks.hook_name(mlp[0], True), lambda a, hook: a + offsets(mlp, state)[0]))
     hooks.append((f"blocks.{layer}.attn.hook_z", lambda a, hook: state.z.append(a) or a))
     hooks.append((f"blocks.{layer}.hook_mlp_out", lambda a, hook: state.mlp.append(a) or a))
-    return blocks.run_block(resumer, layer, resid, hooks)
+    return blocks.run_block(runner, layer, resid, hooks)
 
 
 def layered_logits(
-    resumer: Resumer,
+    runner: InterventionRunner,
     arch: Architecture,
     resid0: Float[Tensor, "batch pos d_model"],
     end: Tensor,
@@ -86,7 +91,7 @@ def layered_logits(
     `capped` False: before the model's soft-capping)."""
     state = RunState(resid0)
     resid = resid0
-    for layer in range(resumer.n_layers):
-        resid = _layer(resumer, arch, layer, resid, offsets, state)
-    final = resid + offsets([Target(resumer.n_layers, "logits")], state)[0]
-    return blocks.readout(resumer, rows_at(final, end), capped)
+    for layer in range(runner.n_layers):
+        resid = _layer(runner, arch, layer, resid, offsets, state)
+    final = resid + offsets([Target(runner.n_layers, "logits")], state)[0]
+    return blocks.readout(runner, rows_at(final, end), capped)

@@ -31,7 +31,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from headscope.models.weights import Weights, centred
-from headscope.scores.resume import rows_at
+from headscope.scores.interventions import rows_at
 
 RESIDUAL_NORMS: tuple[str, ...] = ("ln1", "ln2", "ln1_post", "ln2_post")
 

@@ -10,7 +10,7 @@ import torch
 from transformers import GPT2LMHeadModel
 
 from headscope.models.loading import load_model
-from headscope.report.analyses import (
+from headscope.report.compute import (
     attention_roles,
     compare_tasks,
     doable_tasks,
@@ -243,15 +243,15 @@ def test_a_task_the_model_cannot_do_is_left_out():
 
 def test_a_task_done_imperfectly_stays_and_chance_is_the_pair_or_the_twin(monkeypatch):
     """Inclusion asks whether the model is better than chance, not whether its top-1 is right."""
-    from headscope.report import analyses
+    from headscope.report import compute
 
     model = load_model("organism")
     dataset = build_dataset(get_task("seq-digits"), model.tokens, 32, 0)
-    assert analyses.at_chance(model, dataset) is None  # its top-1 is 1.00: trivially kept
+    assert compute.at_chance(model, dataset) is None  # its top-1 is 1.00: trivially kept
     no_twin = dataclasses.replace(dataset, corrupted=None)
     swapped = dataclasses.replace(no_twin, answers=dataset.contrasts, contrasts=dataset.answers)
     assert (
-        analyses.at_chance(model, swapped)
+        compute.at_chance(model, swapped)
         == "the answer beats the contrast on 0.00 of 32 prompts (chance 0.50)"
     )
 
@@ -272,7 +272,7 @@ def test_the_organism_labels_its_known_heads(organism_run):
 
 
 def test_the_circuit_is_the_top_exact_edges_and_its_faithfulness_is_measured(report_run, report_model):
-    from headscope.report.analyses import first_prompts
+    from headscope.report.compute import first_prompts
     from headscope.scores.circuit import edges as circuit_edges
     from headscope.scores.circuit.faithfulness import Evaluator
 
@@ -309,40 +309,40 @@ def test_the_report_draws_mibs_curve_of_its_ranking(report_run):
 
 
 def test_the_report_patches_every_edge_exactly_only_where_that_is_cheaper(monkeypatch):
-    from headscope.report import analyses
+    from headscope.report import compute
     from headscope.scores.circuit import edges
 
     model = load_model("organism")
-    options = analyses.ReportOptions(tasks=("ioi",))
-    chosen = analyses.circuit_options(model, options)  # 175 edges > 50 + 10 * (5 + 1)
+    options = compute.ReportOptions(tasks=("ioi",))
+    chosen = compute.circuit_options(model, options)  # 175 edges > 50 + 10 * (5 + 1)
     assert chosen.method == "eap-ig" and chosen.exact_top == 50
     monkeypatch.setattr(edges, "EDGES_PER_STEP", 25)  # 50 + 25 * 6 >= 175
-    assert analyses.circuit_options(model, options).method == "exact"
+    assert compute.circuit_options(model, options).method == "exact"
 
 
 def test_the_circuit_step_is_bounded_by_default_on_a_model_of_many_edges(monkeypatch):
     """By default the circuit runs on CIRCUIT_PROMPTS where the model is small (the organism's 175
     edges, every edge patched exactly) and, on a larger one, eap-ig on LARGE_CIRCUIT_PROMPTS with
     its top LARGE_EXACT_TOP edges patched exactly; asked for, it runs as asked."""
-    from headscope.report import analyses
+    from headscope.report import compute
 
     model = load_model("organism")
-    options = analyses.ReportOptions(tasks=("ioi",))
-    assert analyses.circuit_prompts(model, None) == analyses.CIRCUIT_PROMPTS
-    assert analyses.circuit_prompts(model, 0) == 0
-    monkeypatch.setattr(analyses, "AUTO_CIRCUIT_EDGES", 100)
-    assert analyses.circuit_prompts(model, None) == analyses.LARGE_CIRCUIT_PROMPTS == 4
-    assert analyses.circuit_prompts(model, 8) == 8
-    bounded = analyses.circuit_options(model, options)
-    assert bounded.method == "eap-ig" and bounded.exact_top == analyses.LARGE_EXACT_TOP
-    asked = analyses.circuit_options(model, dataclasses.replace(options, circuit_n=8))
+    options = compute.ReportOptions(tasks=("ioi",))
+    assert compute.circuit_prompts(model, None) == compute.CIRCUIT_PROMPTS
+    assert compute.circuit_prompts(model, 0) == 0
+    monkeypatch.setattr(compute, "AUTO_CIRCUIT_EDGES", 100)
+    assert compute.circuit_prompts(model, None) == compute.LARGE_CIRCUIT_PROMPTS == 4
+    assert compute.circuit_prompts(model, 8) == 8
+    bounded = compute.circuit_options(model, options)
+    assert bounded.method == "eap-ig" and bounded.exact_top == compute.LARGE_EXACT_TOP
+    asked = compute.circuit_options(model, dataclasses.replace(options, circuit_n=8))
     assert asked.exact_top == options.circuit_exact
 
 
 def test_screened_knockouts_are_exact_for_the_heads_the_page_names(report_model, tmp_path):
-    from headscope.report.analyses import ReportOptions, build_run
-    from headscope.report.content import head_card_view
+    from headscope.report.compute import ReportOptions, build_run
     from headscope.report.html import write_report
+    from headscope.report.page import head_card_view
     from headscope.scores.ablation import AblationOptions, ablate
 
     options = ReportOptions(tasks=("ioi",), n=12, top_heads=2, n_boot=50, knockout_exact=1, circuit_n=0)
@@ -372,7 +372,7 @@ def test_screened_knockouts_are_exact_for_the_heads_the_page_names(report_model,
 def test_knockouts_are_screened_by_default_only_on_models_of_more_than_48_heads():
     from types import SimpleNamespace
 
-    from headscope.report.analyses import KNOCKOUT_EXACT, knockout_exact
+    from headscope.report.compute import KNOCKOUT_EXACT, knockout_exact
 
     assert knockout_exact(SimpleNamespace(n_layers=4, n_heads=2), None) is None  # the organism
     assert knockout_exact(SimpleNamespace(n_layers=6, n_heads=8), None) is None

@@ -1,4 +1,4 @@
-"""headscope.io: files and folders appear whole or not at all, with the usual permissions."""
+"""headscope.files: files and folders appear whole or not at all, with the usual permissions."""
 
 from __future__ import annotations
 
@@ -130,7 +130,7 @@ def test_a_read_only_parent_is_refused_before_any_work(tmp_path):
 KILLED_WRITER = """
 import sys, time
 from pathlib import Path
-from headscope.io import write_folder_atomic
+from headscope.files import write_folder_atomic
 
 def slow(tmp):
     (tmp / "results.json").write_text("new")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from headscope.capture import capture
-from headscope.scores.attribution import (
+from headscope.scores.direct_logit import (
     DLA_NEEDS,
     attribution_per_prompt,
     component_names,

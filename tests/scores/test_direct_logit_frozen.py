@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from headscope.capture import capture
-from headscope.scores.attribution import DLA_NEEDS, attribution_per_prompt, direct_logit_attribution
+from headscope.scores.direct_logit import DLA_NEEDS, attribution_per_prompt, direct_logit_attribution
 from headscope.tasks.dataset import Dataset, build_dataset
 from headscope.tasks.registry import get_task
 from tests.models import families as fam

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from headscope.scores import resume
+from headscope.scores import interventions
 from headscope.scores.ablation import AblationOptions, knockout_sweep
 from headscope.tasks.dataset import build_dataset
 from headscope.tasks.registry import get_task
@@ -27,17 +27,19 @@ class Recorder:
 
 
 def test_blocks_run_counts_the_layers_each_resumed_pass_runs(tiny_model):
-    resumer = resume.Resumer(tiny_model.bridge)
+    runner = interventions.InterventionRunner(tiny_model.bridge)
     n = tiny_model.n_layers
-    assert resumer.sequential  # GPT-2 blocks: an MLP resumes at the next block
-    assert [resume.blocks_run(resume.Site(layer, 0), resumer) for layer in range(n)] == list(range(n, 0, -1))
-    mlps = [resume.blocks_run(resume.Site(layer, None), resumer) for layer in range(n)]
+    assert runner.sequential  # GPT-2 blocks: an MLP resumes at the next block
+    assert [interventions.blocks_run(interventions.Site(layer, 0), runner) for layer in range(n)] == list(
+        range(n, 0, -1)
+    )
+    mlps = [interventions.blocks_run(interventions.Site(layer, None), runner) for layer in range(n)]
     assert mlps == [*range(n - 1, 0, -1), 1]  # the last MLP: the final norm and unembedding only
 
 
 @pytest.mark.parametrize("batch_size", [3, 10])
 def test_the_knockout_bar_reaches_its_total(tiny_model, monkeypatch, batch_size):
-    monkeypatch.setattr(resume, "tqdm", Recorder)
+    monkeypatch.setattr(interventions, "tqdm", Recorder)
     Recorder.made.clear()
     dataset = build_dataset(get_task("seq-digits"), tiny_model.tokens, 7, 0)
     knockout_sweep(tiny_model, dataset, AblationOptions(batch_size=batch_size))

@@ -1,0 +1,257 @@
+"""What the page shows, built from a Run alone: the page, each task's section and its heatmaps.
+
+The parts are data (report/page_parts.py); the per-head pickers and the head card are built in
+report/head_views.py, the circuit section in report/circuit_views.py.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from headscope.report.circuit_views import (
+    DIAGRAM_EDGES,
+    EDGE_TABLE_ROWS,
+    circuit_diagram,
+    circuit_section,
+    circuits_view,
+    curve_plot,
+    mechanism_names,
+)
+from headscope.report.figures import Heatmap, head_heatmap, head_task_heatmap
+from headscope.report.head_views import (
+    CARD_MEASURES,
+    CARD_NOTE,
+    KEYWORD_SECTIONS,
+    RANKED_BY,
+    STATS_NOTE,
+    category_view,
+    head_card_view,
+    keyword_blocks,
+    ranked_by,
+    scatter_block,
+    viewer_data,
+)
+from headscope.report.page_parts import (
+    PER_TOKEN_ROWS,
+    Choice,
+    CircuitSection,
+    Page,
+    PickBlock,
+    TableView,
+    TaskSection,
+    cell,
+    model_shape,
+    slug,
+)
+from headscope.run import Run
+
+__all__ = [  # the page's parts and views, importable from here as before the split
+    "CARD_MEASURES",
+    "CARD_NOTE",
+    "DIAGRAM_EDGES",
+    "EDGE_TABLE_ROWS",
+    "KEYWORD_SECTIONS",
+    "PER_TOKEN_ROWS",
+    "RANKED_BY",
+    "STATS_NOTE",
+    "Choice",
+    "CircuitSection",
+    "Page",
+    "PickBlock",
+    "TableView",
+    "TaskSection",
+    "build_page",
+    "category_view",
+    "circuit_diagram",
+    "circuit_section",
+    "circuits_view",
+    "curve_plot",
+    "head_card_view",
+    "keyword_blocks",
+    "mechanism_names",
+    "scatter_block",
+    "task_section",
+    "viewer_data",
+]
+
+
+def build_page(run: Run) -> Page:
+    sections = [task_section(run, task) for task in run.tasks]
+    overview = overview_figures(run)
+    from headscope.report.atlas_section import atlas_section  # it imports report.html, which imports us
+
+    atlas = atlas_section(run.tables)
+    figures = (
+        overview
+        + [f for s in sections for f in [*s.heatmaps, *(s.scatter.figures.values() if s.scatter else ())]]
+        + [s.circuit.curve for s in sections if s.circuit and s.circuit.curve]
+    )
+    return Page(
+        title=f"headscope report: {run.model.get('name', '?')}",
+        facts=_facts(run),
+        evaluation=TableView.of("How well the model does each task", run.table("evaluation")),
+        labels=TableView.of("Labelled heads in every task", run.table("labels")),
+        thresholds=TableView.of("Label thresholds", pd.DataFrame([run.options.get("thresholds", {})])),
+        comparison=TableView.of(
+            "Which heads matter in every task, which only in some",
+            run.table("comparison"),
+            note=f"A head matters in a task when it is one of the task's top heads by {ranked_by(run)} "
+            "or carries a label there.",
+        ),
+        head_card=head_card_view(run),
+        left_out=_left_out_view(run),
+        circuits=circuits_view(run),
+        overview_figures=overview,
+        tasks=sections,
+        versions=TableView.of("Package versions", pd.DataFrame([run.versions])),
+        created=run.created,
+        figures=figures + (atlas.heatmaps if atlas else []),
+        atlas=atlas,
+        not_computed=list(dict.fromkeys(note for section in sections for note in section.not_computed)),
+    )
+
+
+def not_computed(run: Run, task: str) -> list[str]:
+    """'DLA: why' for each analysis the task's run left out (the architecture has no such sum)."""
+    table = run.for_task("not_computed", task)
+    return [f"{r.analysis}: {r.why}" for r in table.itertuples(index=False)] if not table.empty else []
+
+
+def _facts(run: Run) -> TableView:
+    options = {k: v for k, v in run.options.items() if k != "thresholds"}
+    rows = {
+        **{f"model.{k}": v for k, v in run.model.items()},
+        **{f"option.{k}": v for k, v in options.items()},
+    }
+    rows["seed"] = run.seed
+    table = pd.DataFrame({"what": list(rows), "value": [cell(v) for v in rows.values()]})
+    return TableView.of("Model and options", table)
+
+
+def overview_figures(run: Run) -> list[Heatmap]:
+    dla = run.table("dla")
+    comparison = run.table("comparison")
+    if dla.empty or comparison.empty:
+        return []
+    heads = dla[dla["head"].notna()].assign(size=lambda t: t["dla"].abs())
+    heads = heads.assign(
+        share=heads["size"] / heads.groupby("task")["size"].transform("max").clip(lower=1e-12)
+    )
+    keep = set(zip(comparison["layer"], comparison["head"], strict=True))
+    heads = heads[[(layer, head) in keep for layer, head in zip(heads["layer"], heads["head"], strict=True)]]
+    title = "|DLA| / task's largest"
+    return [head_task_heatmap("overview-dla", title, heads, "share", list(run.tasks))]
+
+
+def task_heatmaps(run: Run, task: str, info: dict) -> list[Heatmap]:
+    """Layer x head heatmaps: OV scores, end -> role attention, detectors, DLA, knockout."""
+    shape = model_shape(run)
+    prefix = slug(task)
+    maps: list[Heatmap] = []
+    ov = run.for_task("ov_scores", task)
+    groups = ov.groupby(["relation", "sign"], sort=False) if not ov.empty else []
+    for (relation, sign), group in sorted(groups, key=lambda item: (-item[0][1], item[0][0] != "copy")):
+        negative = sign < 0
+        if negative and relation != "copy":
+            continue
+        name = f"{'negative ' if negative else ''}{relation} score"
+        title = f"{name} (top-{int(group['k'].iloc[0])}, {group['embedding'].iloc[0]})"
+        maps.append(head_heatmap(f"{prefix}-{slug(name)}", title, group, "score", shape, context=task))
+    detectors = run.for_task("detectors", task)
+    for column in ("previous_token", "duplicate_token", "induction") if not detectors.empty else ():
+        title = f"{column.replace('_', '-')} score"
+        maps.append(head_heatmap(f"{prefix}-{slug(column)}", title, detectors, column, shape, context=task))
+    attention = run.for_task("role_attention", task)
+    roles = [r for r in str(info.get("attention_roles", "")).split(",") if r] if detectors.empty else []
+    for role in roles:
+        rows = (
+            attention[(attention["query_role"] == "end") & (attention["key_role"] == role)]
+            if not attention.empty
+            else attention
+        )
+        if not rows.empty:
+            title = f"attention end -> {role}"
+            maps.append(
+                head_heatmap(f"{prefix}-attn-{slug(role)}", title, rows, "attention", shape, context=task)
+            )
+    maps += _signed_maps(run, task, prefix, shape)
+    return maps
+
+
+def _signed_maps(run: Run, task: str, prefix: str, shape: tuple[int, int]) -> list[Heatmap]:
+    maps = []
+    dla = run.for_task("dla", task)
+    if not dla.empty:
+        heads = dla[dla["head"].notna()]
+        title = "direct logit attribution"
+        if "convention" in dla and (dla["convention"] == "frozen-norm").any():
+            title += " (frozen-norm: each norm's scale from the clean run, logits before the cap)"
+        maps.append(head_heatmap(f"{prefix}-dla", title, heads, "dla", shape, True, task))
+    knockout = run.for_task("knockout", task)
+    if not knockout.empty:
+        heads = knockout[knockout["head"].notna()]
+        method = str(heads["method"].iloc[0]) if not heads.empty else ""
+        heads = heads[heads["method"] == method].assign(effect=lambda t: t["pct_of_clean"] - 100.0)
+        prompts = run.options.get("knockout_n", "")
+        title = f"knockout ({method}, n={prompts}): % of clean - 100"
+        marks = estimated_marks(heads)
+        if marks:
+            title += f"\n≈: {len(marks)} of {len(heads)} estimated, rest exact"  # fits a narrow figure
+        maps.append(head_heatmap(f"{prefix}-knockout", title, heads, "effect", shape, True, task, marks))
+    return maps
+
+
+ESTIMATE_NOTE = "(≈ first-order estimate, not an exact knockout)"
+
+
+def estimated_marks(heads: pd.DataFrame) -> dict[tuple[int, int], tuple[str, str]]:
+    """Knockout rows whose value is the screen's first-order estimate (`exact` False; a run saved
+    before the screen existed has no such column: every value exact): '≈' and a hover note."""
+    if "exact" not in heads.columns:
+        return {}
+    estimated = heads[~heads["exact"].astype(bool)]
+    return {(int(r.layer), int(r.head)): ("≈", ESTIMATE_NOTE) for r in estimated.itertuples(index=False)}
+
+
+def task_section(run: Run, task: str) -> TaskSection:
+    info_table = run.for_task("tasks", task)
+    info = info_table.iloc[0].to_dict() if not info_table.empty else {}
+    labels = run.for_task("labels", task).drop(columns="task", errors="ignore")
+    return TaskSection(
+        name=task,
+        description=str(info.get("description", "")),
+        evaluation=TableView.of("How well the model does the task", run.for_task("evaluation", task)),
+        heatmaps=task_heatmaps(run, task, info),
+        labels=TableView.of("Labelled heads", labels, note=_threshold_note(run)),
+        keywords=keyword_blocks(run, task),
+        scatter=scatter_block(run, task),
+        categories=category_view(run, task),
+        prompts=_prompts_view(run, task),
+        viewer=viewer_data(run, task),
+        not_computed=not_computed(run, task),
+        circuit=circuit_section(run, task),
+        ranked_by=ranked_by(run, task),
+    )
+
+
+def _threshold_note(run: Run) -> str:
+    t = run.options.get("thresholds", {})
+    return "Thresholds: " + ", ".join(f"{k} {v}" for k, v in t.items())
+
+
+def _prompts_view(run: Run, task: str) -> TableView | None:
+    prompts = run.for_task("prompts", task).drop(columns="task", errors="ignore")
+    return TableView.of("Example prompts", prompts) if not prompts.empty else None
+
+
+def _left_out_view(run: Run) -> TableView | None:
+    left_out = run.options.get("left_out") or {}
+    if not left_out:
+        return None
+    table = pd.DataFrame({"task": list(left_out), "why": list(left_out.values())})
+    note = (
+        "The default run leaves out a task the model answers correctly (top-1) less than half the "
+        "time on its first 32 prompts: its heads would show only noise. Name the task in --tasks "
+        "to include it."
+    )
+    return TableView.of("Tasks left out of this run", table, note=note)
