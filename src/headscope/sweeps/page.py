@@ -55,7 +55,7 @@ Plotly.newPlot("fig{{ loop.index }}",f.data,f.layout);})();</script>
 <h3>When each label first appears</h3>
 <table><tr><th>task</th><th>label</th><th>head</th><th>first step</th><th>last step</th>
 <th>labelled at</th><th>at the end</th></tr>
-{% for r in family.first %}<tr><td>{{ r.task }}</td><td>{{ r.label }}</td><td>{{ r.layer }}.{{ r.head }}</td>
+{% for r in family.first %}<tr><td>{{ r.task }}</td><td>{{ r.label }}</td><td>{{ r.name }}</td>
 <td>{{ r.first_step }}</td><td>{{ r.last_step }}</td><td>{{ r.labelled }} of {{ r.of }}</td>
 <td>{{ "yes" if r.at_end else "no" }}</td></tr>
 {% endfor %}</table>
@@ -73,7 +73,8 @@ def render_sweep_page(tables: dict[str, pd.DataFrame], summary: pd.DataFrame) ->
         if heads.loc[heads["family"] == family, "step"].nunique() < 2:
             continue
         spec = json.loads(plotly.io.to_json(trajectory_figure(heads, first, family), validate=False))
-        rows = first[first["family"] == family].to_dict("records")
+        mine = first[first["family"] == family]
+        rows = mine.assign(name=head_names(mine["layer"], mine["head"])).to_dict("records")
         families.append({"name": family, "spec": script_json(spec), "first": rows})
     counts = summary["status"].value_counts()
     template = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined).from_string(TEMPLATE)
