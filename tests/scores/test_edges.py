@@ -279,6 +279,19 @@ def test_stacked_circuits_equal_one_at_a_time(model, data):
     assert stacked == pytest.approx([evaluator.metric(kept) for kept in sets], abs=1e-4)
 
 
+def test_sets_that_do_not_fit_one_pass_run_one_at_a_time(model, data, monkeypatch):
+    """Where one copy exceeds the stacking budget, `metrics` runs each set alone: the same
+    computation as `per_pass=1`, so the same numbers bit for bit."""
+    from headscope.scores.circuit import faithfulness
+
+    evaluator = faithfulness.Evaluator(model, data, batch_size=3)
+    every = evaluator.every
+    sets = [set(every[::2]), set(every[:30]), set(every)]
+    monkeypatch.setattr(faithfulness, "STACK_BYTES", 1)
+    assert evaluator.stacked() == 1
+    assert evaluator.metrics(sets) == evaluator.metrics(sets, per_pass=1)
+
+
 # ---- the organism ------------------------------------------------------------------------------------
 
 
@@ -311,3 +324,16 @@ def test_organism_previous_token_to_induction_key_edge_is_in_the_top_ten(organis
     top = table.head(10)
     key_edges = top[(top.input == "k") & top.source.isin(["1.0", "1.1"]) & top.target.isin(["2.0", "2.1"])]
     assert len(key_edges) >= 1, top
+
+
+def test_the_organism_stacks_every_report_circuit_pass_fully(organism):
+    """Each built-in task's report circuit (32 prompts, batches of 16) fits MAX_STACKED copies a
+    pass, so the organism's curves are computed as before the budget existed."""
+    from headscope.report.compute import CIRCUIT_PROMPTS
+    from headscope.scores.circuit import faithfulness
+    from headscope.tasks.builtin import builtin_tasks
+    from headscope.tasks.dataset import build_dataset
+
+    for name, task in builtin_tasks().items():
+        dataset = build_dataset(task, organism.tokens, CIRCUIT_PROMPTS, 0)
+        assert faithfulness.Evaluator(organism, dataset).stacked() == faithfulness.MAX_STACKED, name
