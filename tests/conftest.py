@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -56,3 +58,17 @@ def tiny_dir(tmp_path_factory, vocabulary) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tiny_dir) -> Model:
     return load_model(str(tiny_dir))
+
+
+@pytest.fixture(scope="session")
+def family_dir(tmp_path_factory) -> Callable[[str], Path]:
+    """A tiny model of a named family (tests/models/families.py), saved once per session."""
+    from tests.models import families as fam
+
+    root = tmp_path_factory.mktemp("families")
+
+    @functools.cache
+    def saved(name: str) -> Path:
+        return fam.save_family(fam.BY_NAME[name], root / name)
+
+    return saved

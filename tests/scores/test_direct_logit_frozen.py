@@ -9,7 +9,6 @@ W_U[:, answer] - W_U[:, contrast].
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import pytest
@@ -23,17 +22,6 @@ from tests.models import families as fam
 from tests.numerics import float_tolerance
 
 FROZEN = ("gemma2", "gemma3")
-
-
-@functools.cache
-def _folder(name: str, root: str) -> Path:
-    return fam.save_family(fam.BY_NAME[name], Path(root) / name)
-
-
-@pytest.fixture(scope="module")
-def family(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("frozen-dla"))
-    return lambda name: _folder(name, root)
 
 
 def _dataset(folder: Path) -> Dataset:
@@ -75,8 +63,8 @@ def _rms(x: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("name", FROZEN)
-def test_the_terms_sum_to_the_pre_cap_logit_difference(family, name):
-    folder = family(name)
+def test_the_terms_sum_to_the_pre_cap_logit_difference(family_dir, name):
+    folder = family_dir(name)
     model, hf = fam.headscope_model(folder), fam.hf_model(str(folder))
     assert model.arch.convention == "frozen-norm"
     dataset = _dataset(folder)
@@ -95,8 +83,8 @@ def test_the_terms_sum_to_the_pre_cap_logit_difference(family, name):
 
 
 @pytest.mark.parametrize("name", FROZEN)
-def test_each_head_term_is_its_o_proj_slice_through_both_frozen_norms(family, name):
-    folder = family(name)
+def test_each_head_term_is_its_o_proj_slice_through_both_frozen_norms(family_dir, name):
+    folder = family_dir(name)
     model, hf = fam.headscope_model(folder), fam.hf_model(str(folder))
     dataset = _dataset(folder)
     per_prompt = attribution_per_prompt(model.weights, dataset, capture(model, dataset, DLA_NEEDS))

@@ -36,17 +36,6 @@ SCALE = re.compile(r"^(blocks\.\d+\.(ln1|ln2|ln1_post|ln2_post)|ln_final)\.hook_
 
 
 @functools.cache
-def _folder(name: str, root: str) -> Path:
-    return fam.save_family(fam.BY_NAME[name], Path(root) / name)
-
-
-@pytest.fixture(scope="module")
-def family(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("frozen-edges"))
-    return lambda name: _folder(name, root)
-
-
-@functools.cache
 def _setup(folder: Path):
     model = fam.headscope_model(folder)
     dataset = build_dataset(get_task("ioi"), model.tokens, n=4, seed=1)
@@ -147,8 +136,8 @@ def frozen_reference(model, dataset: Dataset, chosen: list[Edge]) -> torch.Tenso
 
 
 @pytest.mark.parametrize("name", FROZEN)
-def test_frozen_scale_patching_equals_the_hook_reference(family, name):
-    model, dataset, every = _setup(family(name))
+def test_frozen_scale_patching_equals_the_hook_reference(family_dir, name):
+    model, dataset, every = _setup(family_dir(name))
     got = edges.frozen_patching(model, dataset, every, batch_size=dataset.n)
     want = frozen_reference(model, dataset, every)
     worst = float((got - want).abs().max())
@@ -164,8 +153,8 @@ def _real_delta(model, batch, corrupted_tokens, source) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("name", FROZEN)
-def test_the_exact_column_is_a_real_patch_of_the_real_model(family, name):
-    model, dataset, every = _setup(family(name))
+def test_the_exact_column_is_a_real_patch_of_the_real_model(family_dir, name):
+    model, dataset, every = _setup(family_dir(name))
     table = edges.edge_scores(model, dataset, edges.EdgeOptions("exact", exact_top=None), progress=False)
     assert set(table["convention"]) == {"frozen-norm"} and table.attrs["convention"] == "frozen-norm"
     batch = _batch(dataset)
@@ -190,10 +179,10 @@ def test_the_exact_column_is_a_real_patch_of_the_real_model(family, name):
 
 @pytest.mark.parametrize("name", FROZEN)
 @pytest.mark.parametrize("method", ["eap", "eap-ig"])
-def test_eap_is_frozen_patching_on_the_logit_edges(family, name, method):
+def test_eap_is_frozen_patching_on_the_logit_edges(family_dir, name, method):
     """With the final norm's scale frozen and the logits before the cap, the logits are linear in
     the final residual: the first-order estimate of a logit edge is its frozen-scale patch."""
-    model, dataset, every = _setup(family(name))
+    model, dataset, every = _setup(family_dir(name))
     table = edges.edge_scores(model, dataset, edges.EdgeOptions(method, exact_top=0), progress=False)
     logit = table[table["input"] == "logits"]
     patched = edges.frozen_patching(model, dataset, edges.edges_of(logit, model))
@@ -204,8 +193,8 @@ def test_eap_is_frozen_patching_on_the_logit_edges(family, name, method):
 
 
 @pytest.mark.parametrize("name", FROZEN)
-def test_circuit_runs_are_the_real_model(family, name):
-    model, dataset, every = _setup(family(name))
+def test_circuit_runs_are_the_real_model(family_dir, name):
+    model, dataset, every = _setup(family_dir(name))
     table = edges.edge_scores(model, dataset, edges.EdgeOptions("eap-ig", exact_top=3), progress=False)
     ev = faithfulness.Evaluator(model, dataset)
     assert ev.metric(set(every)) == pytest.approx(table.attrs["clean"], abs=1e-5)
@@ -216,10 +205,10 @@ def test_circuit_runs_are_the_real_model(family, name):
 
 
 @pytest.mark.parametrize("name", FROZEN)
-def test_eap_is_the_derivative_of_frozen_scale_patching_on_every_edge(family, name):
+def test_eap_is_the_derivative_of_frozen_scale_patching_on_every_edge(family_dir, name):
     """Every edge's EAP score (q, k, v, mlp and logit targets) is the slope of frozen-scale patching
     along its delta: patching eps * delta changes the pre-cap metric by eps * score + O(eps^2)."""
-    model, dataset, every = _setup(family(name))
+    model, dataset, every = _setup(family_dir(name))
     options = edges.EdgeOptions("eap", exact_top=0, batch_size=dataset.n)
     table = edges.edge_scores(model, dataset, options, progress=False)
     names = zip(table["source"], table["target"], table["input"], strict=True)

@@ -8,9 +8,8 @@ from headscope.analyses.record import choice, count
 from headscope.models.loading import Model
 from headscope.scores import patching as _patching
 from headscope.scores.circuit import edges as _edges
+from headscope.scores.interventions import DEFAULT_BATCH
 from headscope.tasks.dataset import Dataset
-
-DEFAULT_BATCH = _patching.interventions.DEFAULT_BATCH
 
 
 def patch(

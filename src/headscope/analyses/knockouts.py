@@ -11,9 +11,8 @@ from headscope.errors import HeadscopeError
 from headscope.models.loading import Model
 from headscope.options import names
 from headscope.scores import ablation as _ablation
+from headscope.scores.interventions import DEFAULT_BATCH
 from headscope.tasks.dataset import Dataset
-
-DEFAULT_BATCH = _ablation.interventions.DEFAULT_BATCH
 
 
 def ablation_options(
