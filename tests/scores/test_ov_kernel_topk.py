@@ -56,8 +56,17 @@ def _fused_top(block, twice_c, k: int, width: int) -> tuple[torch.Tensor, torch.
     scan = _scan()
     for start in range(0, vocab, width):
         cols = slice(start, min(start + width, vocab))
+        no_skip = torch.empty(rows, 0, dtype=torch.long)
         scan(
-            block[:, :, cols].contiguous(), twice_c[cols], threshold, count, top_v, top_i, list(SIGNS), start
+            block[:, :, cols].contiguous(),
+            twice_c[cols],
+            threshold,
+            count,
+            top_v,
+            top_i,
+            list(SIGNS),
+            start,
+            no_skip,
         )
     return count[..., 0], top_v, top_i
 

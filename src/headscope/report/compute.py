@@ -321,8 +321,9 @@ def _circuit_tables(model, dataset, cap, options: ReportOptions, say: Say) -> di
         say(f"  {edges.FROZEN_NORM_NOTE}")
     chosen = _causal.circuit_edges(table, options.circuit_edges)
     say(f"  the circuit of the top {len(chosen)} edges, and MIB's curve: every other edge patched")
-    summary = circuit_summary(model, first, table, chosen)
-    curve = faithfulness.ranking_curve(model, first, table)
+    evaluator = faithfulness.Evaluator(model, first)  # the batches' runs, once for both
+    summary = circuit_summary(model, first, table, chosen, evaluator)
+    curve = faithfulness.ranking_curve(model, first, table, evaluator=evaluator)
     say(f"  circuit step: {time.perf_counter() - started:.1f} s")  # the console only: a run's files
     summary = summary.assign(cpr=curve.cpr, cmd=curve.cmd)  # are the same for the same seed
     summary = summary.assign(convention=table.attrs["convention"])
@@ -347,16 +348,17 @@ def circuit_options(model: Model, options: ReportOptions):
 
 
 def circuit_summary(
-    model: Model, dataset: Dataset, table: pd.DataFrame, chosen: pd.DataFrame
+    model: Model, dataset: Dataset, table: pd.DataFrame, chosen: pd.DataFrame, evaluator=None
 ) -> pd.DataFrame:
     """One row: the method and its agreement with exact patching, and the circuit's faithfulness
     F(C) / F(every edge) with F(no edge) (scores.circuit.faithfulness; completeness and minimality
     are `headscope circuit`'s). F(every edge) is the clean metric and F(no edge) the corrupted
-    one, which the edge table holds already: one patched run per task, not three."""
+    one, which the edge table holds already: one patched run per task, not three. `evaluator`:
+    a `faithfulness.Evaluator` of `dataset` already made (its batches' runs are reused)."""
     from headscope.scores.circuit import edges, faithfulness
 
     kept = set(edges.edges_of(chosen, model))
-    metric = faithfulness.Evaluator(model, dataset).metric(kept)
+    metric = (evaluator or faithfulness.Evaluator(model, dataset)).metric(kept)
     attrs = table.attrs
     full, none = attrs["clean"], attrs["corrupted"]
     row = {

@@ -1,12 +1,13 @@
 """A fused scan for the OV kernel: one pass over a logits block for every relation and sign.
 
-`scan_block(block, twice_c, threshold, count, top_v, top_i, signs, start)` reads one logits
+`scan_block(block, twice_c, threshold, count, top_v, top_i, signs, start, skip)` reads one logits
 block [head, row, column] whose columns start at vocabulary id `start`, with
 `logit_{+1} = block` and `logit_{-1} = twice_c - block` (the same float subtraction the plain
 torch path does, so every comparison is identical), and for each head, row and sign s:
 
 - adds to `count[s, head, row, r]` the number of columns j with
-  `logit_s[j] >= threshold[s, head, row, r]`, for every relation r;
+  `logit_s[j] >= threshold[s, head, row, r]`, for every relation r, leaving out the columns
+  `skip[row, :]` (vocabulary ids; -1 for none), whose logits the caller counts itself;
 - merges the block into the running top-k `top_v[s, head, row, :]` (values, descending) and
   `top_i` (their token ids, int64): a value enters only when strictly greater than the current
   k-th, after every equal value already held, so among equal values the lower token id comes
@@ -25,7 +26,7 @@ import functools
 import os
 import warnings
 
-NAME = "headscope_ov_scan_v3"  # a new name whenever SOURCE changes: the build cache is keyed by it
+NAME = "headscope_ov_scan_v4"  # a new name whenever SOURCE changes: the build cache is keyed by it
 
 SOURCE = r"""
 #include <torch/extension.h>
@@ -91,11 +92,25 @@ static void scan_row(const T* L, const T* tc, int64_t n, const T* thr, T* count,
   for (; r < relations; ++r) count[r] += static_cast<T>(count_at_least<T, Plus>(L, tc, n, thr[r]));
 }
 
+// Take back the row's comparisons at its target columns (skip: vocabulary ids, -1 for none), whose
+// values the caller counts from its own small product instead.
+template <typename T, bool Plus>
+static void unskip_row(const T* L, const T* tc, int64_t n, const T* thr, T* count, int64_t relations,
+                       const int64_t* skip, int64_t slots, int64_t start) {
+  for (int64_t j = 0; j < slots; ++j) {
+    const int64_t col = skip[j] - start;
+    if (skip[j] < 0 || col < 0 || col >= n) continue;
+    const T v = logit<T, Plus>(L, tc, col);
+    for (int64_t r = 0; r < relations; ++r) count[r] -= static_cast<T>(v >= thr[r]);
+  }
+}
+
 // block [head, row, col] (unit column stride); twice_c [col]; threshold and count
 // [sign, head, row, relation] (count is added to in place); top_v, top_i [sign, head, row, k]
-// (updated in place; k may be 0).
+// (updated in place; k may be 0); skip [row, slot] int64 (slot may be 0): columns not counted.
 void scan_block(at::Tensor block, at::Tensor twice_c, at::Tensor threshold, at::Tensor count,
-                at::Tensor top_v, at::Tensor top_i, std::vector<int64_t> signs, int64_t start) {
+                at::Tensor top_v, at::Tensor top_i, std::vector<int64_t> signs, int64_t start,
+                at::Tensor skip) {
   TORCH_CHECK(block.dim() == 3 && threshold.dim() == 4 && top_v.dim() == 4, "block 3-d, the rest 4-d");
   TORCH_CHECK(block.stride(2) == 1 && twice_c.is_contiguous(), "columns must be contiguous");
   TORCH_CHECK(twice_c.size(0) == block.size(2), "twice_c must have the block's columns");
@@ -106,6 +121,8 @@ void scan_block(at::Tensor block, at::Tensor twice_c, at::Tensor threshold, at::
   TORCH_CHECK(top_v.size(3) == 0 || top_v.stride(3) == 1, "top-k must be contiguous");
   TORCH_CHECK(top_i.scalar_type() == at::kLong, "top_i must be int64");
   TORCH_CHECK(block.size(2) < (int64_t{1} << 31), "at most 2^31 - 1 columns per block");
+  TORCH_CHECK(skip.dim() == 2 && skip.size(0) == block.size(1) && skip.scalar_type() == at::kLong
+              && skip.is_contiguous(), "skip must be [row, slot] int64, contiguous");
   TORCH_CHECK(block.scalar_type() == twice_c.scalar_type() && block.scalar_type() == threshold.scalar_type()
               && block.scalar_type() == count.scalar_type() && block.scalar_type() == top_v.scalar_type(),
               "block, twice_c, threshold, count and top_v must share one dtype");
@@ -124,6 +141,8 @@ void scan_block(at::Tensor block, at::Tensor twice_c, at::Tensor threshold, at::
     scalar_t* cnt = count.data_ptr<scalar_t>();
     scalar_t* tv = k ? top_v.data_ptr<scalar_t>() : nullptr;
     int64_t* ti = k ? top_i.data_ptr<int64_t>() : nullptr;
+    const int64_t slots = skip.size(1);
+    const int64_t* sk = skip.data_ptr<int64_t>();
     for (int64_t h = 0; h < heads; ++h) {
       for (int64_t i = 0; i < rows; ++i) {  // one row (a few KB) read for every sign while cached
         const scalar_t* L = B + h * block.stride(0) + i * block.stride(1);
@@ -134,8 +153,10 @@ void scan_block(at::Tensor block, at::Tensor twice_c, at::Tensor threshold, at::
           int64_t* row_i = k ? ti + top : nullptr;
           if (signs[s] > 0) {
             scan_row<scalar_t, true>(L, tc, n, thr + at, cnt + at, relations, row_v, row_i, k, start);
+            unskip_row<scalar_t, true>(L, tc, n, thr + at, cnt + at, relations, sk + i * slots, slots, start);
           } else {
             scan_row<scalar_t, false>(L, tc, n, thr + at, cnt + at, relations, row_v, row_i, k, start);
+            unskip_row<scalar_t, false>(L, tc, n, thr + at, cnt + at, relations, sk + i * slots, slots, start);
           }
         }
       }

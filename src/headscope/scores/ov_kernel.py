@@ -231,6 +231,7 @@ class Accumulator:
         self.top_i = torch.zeros(n_signs, heads, rows, self.k, dtype=torch.long, device=on["device"])
         self._ones = torch.ones(COLUMNS, **on)
         self._fused = fused() if use_fused else None
+        self._skip = torch.where(targets.first, targets.tokens, -1).contiguous()  # [row, slot]
 
     @property
     def uses_torch_count(self) -> bool:
@@ -243,13 +244,14 @@ class Accumulator:
             self._fused(
                 block, twice_c, self.t.threshold[:, heads, rows], self.count[:, heads, rows],
                 self.top_v[:, heads, rows], self.top_i[:, heads, rows], list(self.signs), start,
+                self._skip[rows],
             )  # fmt: skip  # views [sign, head, row, relation or k], updated in place
-        else:
-            for j, sign in enumerate(self.signs):
-                logits = block if sign == 1 else torch.sub(twice_c, block, out=work.negated[:g, :r, :width])
-                self._count(j, logits, heads, rows, work.mask[:g, :r, :, :width])
-                if self.k:
-                    self._update_topk(j, logits, heads, rows, start)
+            return  # the target columns left out of the counts by the scan itself
+        for j, sign in enumerate(self.signs):
+            logits = block if sign == 1 else torch.sub(twice_c, block, out=work.negated[:g, :r, :width])
+            self._count(j, logits, heads, rows, work.mask[:g, :r, :, :width])
+            if self.k:
+                self._update_topk(j, logits, heads, rows, start)
         self._swap_targets(block, twice_c, heads, rows, start)
 
     def _count(self, s: int, logits: Tensor, heads: slice, rows: slice, mask: Tensor) -> None:

@@ -16,6 +16,7 @@ from typing import Literal
 
 import pandas as pd
 import torch
+from jaxtyping import Int
 from scipy import stats
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -157,8 +158,16 @@ def edge_products(grads: dict, deltas: dict[Source, Tensor], edges: list[Edge]) 
     for target, index in by_target.items():
         rows = torch.tensor([row[edges[i].source] for i in index])
         grad = grads[target].reshape(-1).to(stacked)  # [batch * pos * d_model]
-        out[index] = (stacked[rows] @ grad).double().cpu()
+        out[index] = (_rows_of(stacked, rows) @ grad).double().cpu()
     return out
+
+
+def _rows_of(stacked: Tensor, rows: Int[Tensor, "row"]) -> Tensor:
+    """stacked[rows]; a view, not a copy, where the rows are the first ones in order (every
+    target's sources are those written before it: a prefix of the source order)."""
+    if torch.equal(rows, torch.arange(len(rows))):
+        return stacked[: len(rows)]
+    return stacked[rows]
 
 
 def _exact_edges(edges: list[Edge], approx: Tensor | None, options: EdgeOptions) -> list[int]:

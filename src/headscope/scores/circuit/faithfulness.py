@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 import torch
+from jaxtyping import Float
 from torch import Tensor
 
 from headscope.heads import Component
@@ -78,6 +79,45 @@ MAX_STACKED = 8
 STACK_BYTES = 32 * 2**20
 
 
+class Written:
+    """The contributions of one layered run so far, in source order, and the donor's minus them;
+    each source's filled in once, when its layer has written it (not recomputed at every layer)."""
+
+    def __init__(self, donor: Tensor, copies: int, W_O: Tensor) -> None:
+        self.donor, self.copies, self.W_O = donor, copies, W_O  # donor [source, batch, pos, d_model]
+        self.current: Tensor | None = None  # [source, copy * batch, pos, d_model]
+        self.diff: Tensor | None = None  # [source, copy, batch, pos, d_model]
+        self.filled = self.heads_done = self.mlps_done = 0
+
+    def update(self, state: RunState) -> int:
+        """How many sources the run has written (embed, then per layer its heads and its MLP)."""
+        if self.current is None:
+            self._start(state.embed)
+        while True:
+            if self.heads_done == self.mlps_done and self.heads_done < len(state.z):
+                z = state.z[self.heads_done]
+                self._fill(activations.head_outputs(z, self.W_O[self.heads_done]))  # [head, rows, pos, d]
+                self.heads_done += 1
+            elif self.mlps_done < self.heads_done and self.mlps_done < len(state.mlp):
+                self._fill(state.mlp[self.mlps_done][None])
+                self.mlps_done += 1
+            else:
+                return self.filled
+
+    def _start(self, embed: Float[Tensor, "rows pos d_model"]) -> None:
+        n, rows = self.donor.shape[0], embed.shape[0]
+        self.current = embed.new_empty(n, *embed.shape)
+        self.diff = embed.new_empty(n, self.copies, rows // self.copies, *embed.shape[1:])
+        self._fill(embed[None])
+
+    def _fill(self, written: Float[Tensor, "source rows pos d_model"]) -> None:
+        span = slice(self.filled, self.filled + written.shape[0])
+        self.current[span] = written
+        per_copy = written.unflatten(1, (self.copies, -1))  # [source, copy, batch, pos, d_model]
+        torch.sub(self.donor[span, None], per_copy, out=self.diff[span])
+        self.filled = span.stop
+
+
 class Evaluator:
     """Runs F(E) for edge sets E on one dataset, keeping each batch's runs."""
 
@@ -90,6 +130,10 @@ class Evaluator:
         self.target_row = {t: i for i, t in enumerate(self.targets)}
         self.runs = list(edges.batch_runs(model, self.runner, dataset, batch_size, donor))
         self.donors = [activations.contributions(r.corrupted, model.weights, self.sources) for r in self.runs]
+        column = {s: i for i, s in enumerate(self.sources)}
+        self._edge_rows = torch.tensor([self.target_row[e.target] for e in self.every], dtype=torch.long)
+        self._edge_columns = torch.tensor([column[e.source] for e in self.every], dtype=torch.long)
+        self._edge_number = {e: i for i, e in enumerate(self.every)}
 
     def metric(self, kept: set[Edge]) -> float:
         return self.metrics([kept])[0]
@@ -130,37 +174,27 @@ class Evaluator:
 
     def _excluded(self, kept: set[Edge]) -> Tensor:
         """[target, source]: 1 where the edge exists and is not kept (its input takes the donor's)."""
+        excluded = torch.ones(len(self.every))
+        excluded[[self._edge_number[e] for e in kept if e in self._edge_number]] = 0.0
         mask = torch.zeros(len(self.targets), len(self.sources))
-        index = {s: i for i, s in enumerate(self.sources)}
-        for edge in self.every:
-            if edge not in kept:
-                mask[self.target_row[edge.target], index[edge.source]] = 1.0
+        mask[self._edge_rows, self._edge_columns] = excluded
         return mask
-
-    def _current(self, state: RunState) -> Tensor:
-        """The contributions written so far in this run, in source order: [source, rows, pos, d_model]."""
-        W_O = self.model.weights.W_O
-        found = [state.embed[None]]
-        for layer, z in enumerate(state.z):
-            found.append(activations.head_outputs(z, W_O[layer]))  # [head, rows, pos, d_model]
-            if layer < len(state.mlp):
-                found.append(state.mlp[layer][None])
-        return torch.cat(found)
 
     def _offsets(self, masks: Tensor, donor: Tensor):
         """Per target input of each stacked copy: the sum over its excluded sources of donor - current."""
+        written = Written(donor, masks.shape[0], self.model.weights.W_O)
 
         def offsets(chosen: list[Target], state: RunState) -> Tensor:
-            current = self._current(state)
-            k, copies = current.shape[0], masks.shape[0]
-            diff = donor[:k, None] - current.unflatten(1, (copies, -1))  # [source, copy, batch, pos, d]
+            k, copies = written.update(state), masks.shape[0]
+            diff = written.diff[:k]  # [source, copy, batch, pos, d_model]
             rows = torch.tensor([self.target_row[t] for t in chosen])
             weights = masks[:, rows, :k].to(diff)  # [copy, target, source]
             if self.model.weights.attn_out_w is None:
                 return torch.einsum("cts,scbpd->tcbpd", weights, diff).flatten(
                     1, 2
                 )  # [target, copy * batch, ...]
-            return self._recomputed(weights, diff, current.unflatten(1, (copies, -1)), donor).flatten(1, 2)
+            current = written.current[:k].unflatten(1, (copies, -1))  # [source, copy, batch, pos, d_model]
+            return self._recomputed(weights, diff, current, donor).flatten(1, 2)
 
         return offsets
 

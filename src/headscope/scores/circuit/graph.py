@@ -21,6 +21,7 @@ layer and the embedding; in a sequential block also the heads of the same layer 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -96,9 +97,15 @@ def feeds(source: Source, target: Target, arch: Architecture) -> bool:
 
 
 def all_edges(arch: Architecture, n_layers: int) -> list[Edge]:
-    """Every edge, grouped by target (targets in layer order)."""
+    """Every edge, grouped by target (targets in layer order): a new list each call."""
+    return list(_edges_of(arch, n_layers))
+
+
+@functools.cache
+def _edges_of(arch: Architecture, n_layers: int) -> tuple[Edge, ...]:
+    """Listed once per architecture (GPT-2 small has 32,491 edges; the report asks several times)."""
     every = sources(arch, n_layers)
-    return [Edge(s, t) for t in targets(arch, n_layers) for s in every if feeds(s, t, arch)]
+    return tuple(Edge(s, t) for t in targets(arch, n_layers) for s in every if feeds(s, t, arch))
 
 
 def parse_edge(source: str, target: str, kind: str, arch: Architecture, n_layers: int) -> Edge:
