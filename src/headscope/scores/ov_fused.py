@@ -26,7 +26,7 @@ import functools
 import os
 import warnings
 
-NAME = "headscope_ov_scan_v4"  # a new name whenever SOURCE changes: the build cache is keyed by it
+NAME = "headscope_ov_scan_v5"  # a new name whenever SOURCE changes: the build cache is keyed by it
 
 SOURCE = r"""
 #include <torch/extension.h>
@@ -150,13 +150,14 @@ void scan_block(at::Tensor block, at::Tensor twice_c, at::Tensor threshold, at::
           const int64_t at = s * threshold.stride(0) + h * threshold.stride(1) + i * threshold.stride(2);
           const int64_t top = s * top_v.stride(0) + h * top_v.stride(1) + i * top_v.stride(2);
           scalar_t* row_v = k ? tv + top : nullptr;
+          const int64_t* row_skip = sk + i * slots;
           int64_t* row_i = k ? ti + top : nullptr;
           if (signs[s] > 0) {
             scan_row<scalar_t, true>(L, tc, n, thr + at, cnt + at, relations, row_v, row_i, k, start);
-            unskip_row<scalar_t, true>(L, tc, n, thr + at, cnt + at, relations, sk + i * slots, slots, start);
+            unskip_row<scalar_t, true>(L, tc, n, thr + at, cnt + at, relations, row_skip, slots, start);
           } else {
             scan_row<scalar_t, false>(L, tc, n, thr + at, cnt + at, relations, row_v, row_i, k, start);
-            unskip_row<scalar_t, false>(L, tc, n, thr + at, cnt + at, relations, sk + i * slots, slots, start);
+            unskip_row<scalar_t, false>(L, tc, n, thr + at, cnt + at, relations, row_skip, slots, start);
           }
         }
       }
