@@ -13,6 +13,7 @@ copy that owns them; then the block runs on the residual with those values in pl
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -21,7 +22,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from headscope.models.architecture import Architecture
-from headscope.scores.circuit import blocks
+from headscope.scores.circuit import blocks, projections
 from headscope.scores.circuit.graph import Target, layer_targets
 from headscope.scores.interventions import InterventionRunner, rows_at
 
@@ -57,6 +58,41 @@ def _taken(values: dict[str, Tensor], copies: list[Target], batch_rows: int, seq
     return assembled
 
 
+# Per runner: whether the sliced projections matched the block's own (checked on its first layer).
+_SLICED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _copy_values(
+    runner: InterventionRunner, layer: int, stacked: Tensor, copies: list[Target], rows: int
+) -> dict[str, Tensor]:
+    """Per hook, the value assembled from the copies that own its slots (`projections.py`)."""
+    sequential = runner.sequential
+    heads = [t for t in copies if t.kind in projections.ATTENTION]  # first: layer_targets' order
+    ordered = copies[: len(heads)] == heads
+    if (
+        not heads
+        or not ordered
+        or _SLICED.get(runner) is False
+        or projections.projections(runner, layer) is None
+    ):
+        names = list(dict.fromkeys(blocks.hook_name(t, sequential) for t in copies))
+        return _taken(blocks.block_values(runner, layer, stacked, names), copies, rows, sequential)
+    split = len(heads) * rows
+    attn_in = projections.attention_input(runner, layer, stacked[:split], len(heads))
+    found = projections.sliced_values(runner, layer, attn_in, heads)
+    if runner not in _SLICED:
+        names = list(dict.fromkeys(blocks.hook_name(t, sequential) for t in heads))
+        own = _taken(blocks.block_values(runner, layer, stacked[:split], names), heads, rows, sequential)
+        _SLICED[runner] = projections.matches(found, own)
+        if not _SLICED[runner]:
+            found = own
+    rest = copies[len(heads) :]  # a parallel block's MLP
+    if rest:
+        names = [blocks.hook_name(t, sequential) for t in rest]
+        found |= _taken(blocks.block_values(runner, layer, stacked[split:], names), rest, rows, sequential)
+    return found
+
+
 def _layer(
     runner: InterventionRunner,
     arch: Architecture,
@@ -68,8 +104,7 @@ def _layer(
     sequential, rows = runner.sequential, resid.shape[0]
     copies = _copy_targets(arch, layer, sequential)
     stacked = (resid[None] + offsets(copies, state)).flatten(0, 1)  # [copy * batch, pos, d_model]
-    names = list(dict.fromkeys(blocks.hook_name(t, sequential) for t in copies))
-    assembled = _taken(blocks.block_values(runner, layer, stacked, names), copies, rows, sequential)
+    assembled = _copy_values(runner, layer, stacked, copies, rows)
     hooks = [(name, lambda a, hook, v=value: v) for name, value in assembled.items()]
     if sequential:
         mlp = [t for t in layer_targets(arch, layer) if t.kind == "mlp"]
