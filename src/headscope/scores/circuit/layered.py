@@ -65,31 +65,37 @@ _SLICED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def _copy_values(
     runner: InterventionRunner, layer: int, stacked: Tensor, copies: list[Target], rows: int
 ) -> dict[str, Tensor]:
-    """Per hook, the value assembled from the copies that own its slots (`projections.py`)."""
-    sequential = runner.sequential
+    """Per hook, the value assembled from the copies that own its slots: a target's q / k / v
+    from its projection's rows (`projections.py`) where the runner allows it, else from the block."""
     heads = [t for t in copies if t.kind in projections.ATTENTION]  # first: layer_targets' order
-    ordered = copies[: len(heads)] == heads
-    if (
-        not heads
-        or not ordered
-        or _SLICED.get(runner) is False
-        or projections.projections(runner, layer) is None
-    ):
-        names = list(dict.fromkeys(blocks.hook_name(t, sequential) for t in copies))
-        return _taken(blocks.block_values(runner, layer, stacked, names), copies, rows, sequential)
+    sliced = bool(heads) and copies[: len(heads)] == heads and _SLICED.get(runner) is not False
+    if not sliced or projections.projections(runner, layer) is None:
+        return _own_values(runner, layer, stacked, copies, rows)
     split = len(heads) * rows
-    attn_in = projections.attention_input(runner, layer, stacked[:split], len(heads))
+    found = _sliced_values(runner, layer, stacked[:split], heads, rows)
+    rest = copies[len(heads) :]  # a parallel block's MLP
+    return found | (_own_values(runner, layer, stacked[split:], rest, rows) if rest else {})
+
+
+def _own_values(
+    runner: InterventionRunner, layer: int, stacked: Tensor, copies: list[Target], rows: int
+) -> dict[str, Tensor]:
+    """The values the block's own modules compute on the copies."""
+    names = list(dict.fromkeys(blocks.hook_name(t, runner.sequential) for t in copies))
+    return _taken(blocks.block_values(runner, layer, stacked, names), copies, rows, runner.sequential)
+
+
+def _sliced_values(
+    runner: InterventionRunner, layer: int, stacked: Tensor, heads: list[Target], rows: int
+) -> dict[str, Tensor]:
+    """The sliced values; on the runner's first layer checked against the block's own, which the
+    runner keeps to from then on where they differ."""
+    attn_in = projections.attention_input(runner, layer, stacked, len(heads))
     found = projections.sliced_values(runner, layer, attn_in, heads)
     if runner not in _SLICED:
-        names = list(dict.fromkeys(blocks.hook_name(t, sequential) for t in heads))
-        own = _taken(blocks.block_values(runner, layer, stacked[:split], names), heads, rows, sequential)
+        own = _own_values(runner, layer, stacked, heads, rows)
         _SLICED[runner] = projections.matches(found, own)
-        if not _SLICED[runner]:
-            found = own
-    rest = copies[len(heads) :]  # a parallel block's MLP
-    if rest:
-        names = [blocks.hook_name(t, sequential) for t in rest]
-        found |= _taken(blocks.block_values(runner, layer, stacked[split:], names), rest, rows, sequential)
+        return found if _SLICED[runner] else own
     return found
 
 
