@@ -83,15 +83,16 @@ class Written:
     """The contributions of one layered run so far, in source order, and the donor's minus them;
     each source's filled in once, when its layer has written it (not recomputed at every layer)."""
 
-    def __init__(self, donor: Tensor, copies: int, W_O: Tensor) -> None:
+    def __init__(self, donor: Tensor, copies: int, W_O: Tensor, keep_current: bool) -> None:
         self.donor, self.copies, self.W_O = donor, copies, W_O  # donor [source, batch, pos, d_model]
+        self.keep_current = keep_current  # only where a norm on the head outputs needs them
         self.current: Tensor | None = None  # [source, copy * batch, pos, d_model]
         self.diff: Tensor | None = None  # [source, copy, batch, pos, d_model]
         self.filled = self.heads_done = self.mlps_done = 0
 
     def update(self, state: RunState) -> int:
         """How many sources the run has written (embed, then per layer its heads and its MLP)."""
-        if self.current is None:
+        if self.diff is None:
             self._start(state.embed)
         while True:
             if self.heads_done == self.mlps_done and self.heads_done < len(state.z):
@@ -106,13 +107,14 @@ class Written:
 
     def _start(self, embed: Float[Tensor, "rows pos d_model"]) -> None:
         n, rows = self.donor.shape[0], embed.shape[0]
-        self.current = embed.new_empty(n, *embed.shape)
+        self.current = embed.new_empty(n, *embed.shape) if self.keep_current else None
         self.diff = embed.new_empty(n, self.copies, rows // self.copies, *embed.shape[1:])
         self._fill(embed[None])
 
     def _fill(self, written: Float[Tensor, "source rows pos d_model"]) -> None:
         span = slice(self.filled, self.filled + written.shape[0])
-        self.current[span] = written
+        if self.current is not None:
+            self.current[span] = written
         per_copy = written.unflatten(1, (self.copies, -1))  # [source, copy, batch, pos, d_model]
         torch.sub(self.donor[span, None], per_copy, out=self.diff[span])
         self.filled = span.stop
@@ -182,7 +184,8 @@ class Evaluator:
 
     def _offsets(self, masks: Tensor, donor: Tensor):
         """Per target input of each stacked copy: the sum over its excluded sources of donor - current."""
-        written = Written(donor, masks.shape[0], self.model.weights.W_O)
+        frozen = self.model.weights.attn_out_w is not None  # `_recomputed` reads the contributions
+        written = Written(donor, masks.shape[0], self.model.weights.W_O, keep_current=frozen)
 
         def offsets(chosen: list[Target], state: RunState) -> Tensor:
             k, copies = written.update(state), masks.shape[0]
