@@ -182,3 +182,25 @@ def test_fused_path_runs_no_torch_topk(monkeypatch):
     x, targets = _item(8, 16, 9000)
     ranks = ov_ranks(weights, x, targets, [(0, 0), (0, 1)], k=3, signs=SIGNS)
     assert ranks.topk.shape == (2, 2, 8, 3) and widths and set(widths) == {0}
+
+
+@pytest.mark.parametrize("k", [0, 3])
+def test_fused_counts_repeated_thresholds_as_a_plain_count(k):
+    """Relations whose thresholds repeat an earlier one's (a shared pass pads every row with copies
+    of its first relation) get the same counts as a plain comparison of every column, each sign."""
+    block, twice_c = _blocks(torch.float32, width=50, n_blocks=3, ties=True, seed=3)
+    logits = _full_logits(block, twice_c)  # [sign, head, row, column]
+    heads, rows, vocab = block.shape
+    g = torch.Generator().manual_seed(4)
+    distinct = torch.randn(len(SIGNS), heads, rows, 3, generator=g).mul(2).round()
+    threshold = distinct[..., [0, 1, 0, 2, 1, 0]].contiguous()  # relations 2, 4 and 5 repeat
+    count = torch.zeros_like(threshold)
+    top_v = torch.full((len(SIGNS), heads, rows, k), -torch.inf)
+    top_i = torch.zeros(len(SIGNS), heads, rows, k, dtype=torch.long)
+    for start in range(0, vocab, 50):
+        cols = slice(start, min(start + 50, vocab))
+        skip = torch.empty(rows, 0, dtype=torch.long)
+        _scan()(block[:, :, cols].contiguous(), twice_c[cols], threshold, count, top_v, top_i,
+                list(SIGNS), start, skip)  # fmt: skip
+    want = (logits[:, :, :, None, :] >= threshold[..., None]).sum(-1)  # [sign, head, row, relation]
+    assert torch.equal(count, want.float())

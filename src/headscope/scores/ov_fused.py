@@ -7,7 +7,9 @@ torch path does, so every comparison is identical), and for each head, row and s
 
 - adds to `count[s, head, row, r]` the number of columns j with
   `logit_s[j] >= threshold[s, head, row, r]`, for every relation r, leaving out the columns
-  `skip[row, :]` (vocabulary ids; -1 for none), whose logits the caller counts itself;
+  `skip[row, :]` (vocabulary ids; -1 for none), whose logits the caller counts itself; a
+  relation whose threshold equals an earlier one's of the same row takes that count instead of a
+  pass of its own (the same comparisons: a shared pass repeats each row's first relation);
 - merges the block into the running top-k `top_v[s, head, row, :]` (values, descending) and
   `top_i` (their token ids, int64): a value enters only when strictly greater than the current
   k-th, after every equal value already held, so among equal values the lower token id comes
@@ -26,7 +28,7 @@ import functools
 import os
 import warnings
 
-NAME = "headscope_ov_scan_v5"  # a new name whenever SOURCE changes: the build cache is keyed by it
+NAME = "headscope_ov_scan_v6"  # a new name whenever SOURCE changes: the build cache is keyed by it
 
 SOURCE = r"""
 #include <torch/extension.h>
@@ -61,23 +63,34 @@ static inline void insert(T v, int64_t id, T* tv, int64_t* ti, int64_t k) {
 
 constexpr int64_t CHUNK = 64;  // columns checked at once (vectorised) before any insertion
 
+// The first relation before r with the same threshold (its count is r's: the same comparisons),
+// or -1. The stacked rows of a shared pass repeat a row's first relation to the widest call's.
+template <typename T>
+static inline int64_t same_threshold(const T* thr, int64_t r) {
+  for (int64_t q = 0; q < r; ++q) {
+    if (thr[q] == thr[r]) return q;
+  }
+  return -1;
+}
+
 // One row of one sign. The top-k check shares a pass with the first relation's count, CHUNK
 // columns at a time: a chunk holding a value above the k-th is read again, a column at a time,
-// to insert (a value enters when strictly greater than the k-th). The other relations: a pass each.
+// to insert (a value enters when strictly greater than the k-th). The other relations: a pass
+// each, but one whose threshold equals an earlier relation's takes that count (hits: scratch).
 template <typename T, bool Plus>
 static void scan_row(const T* L, const T* tc, int64_t n, const T* thr, T* count, int64_t relations,
-                     T* tv, int64_t* ti, int64_t k, int64_t start) {
+                     T* tv, int64_t* ti, int64_t k, int64_t start, int32_t* hits) {
   int64_t r = 0;
   if (k > 0) {
     const T t = relations > 0 ? thr[0] : std::numeric_limits<T>::infinity();
-    int32_t hits = 0;
+    int32_t first = 0;
     for (int64_t c0 = 0; c0 < n; c0 += CHUNK) {
       const int64_t c1 = std::min(n, c0 + CHUNK);
       const T kth = tv[k - 1];
       int32_t above = 0;
       for (int64_t j = c0; j < c1; ++j) {
         const T v = logit<T, Plus>(L, tc, j);
-        hits += v >= t;
+        first += v >= t;
         above |= v > kth;
       }
       if (!above) continue;
@@ -86,10 +99,14 @@ static void scan_row(const T* L, const T* tc, int64_t n, const T* thr, T* count,
         if (v > tv[k - 1]) insert(v, start + j, tv, ti, k);
       }
     }
-    if (relations > 0) count[0] += static_cast<T>(hits);
+    if (relations > 0) hits[0] = first;
     r = 1;
   }
-  for (; r < relations; ++r) count[r] += static_cast<T>(count_at_least<T, Plus>(L, tc, n, thr[r]));
+  for (; r < relations; ++r) {
+    const int64_t q = same_threshold(thr, r);
+    hits[r] = q >= 0 ? hits[q] : count_at_least<T, Plus>(L, tc, n, thr[r]);
+  }
+  for (r = 0; r < relations; ++r) count[r] += static_cast<T>(hits[r]);
 }
 
 // Take back the row's comparisons at its target columns (skip: vocabulary ids, -1 for none), whose
@@ -143,6 +160,7 @@ void scan_block(at::Tensor block, at::Tensor twice_c, at::Tensor threshold, at::
     int64_t* ti = k ? top_i.data_ptr<int64_t>() : nullptr;
     const int64_t slots = skip.size(1);
     const int64_t* sk = skip.data_ptr<int64_t>();
+    std::vector<int32_t> hits(std::max<int64_t>(relations, 1));  // one row's counts in this block
     for (int64_t h = 0; h < heads; ++h) {
       for (int64_t i = 0; i < rows; ++i) {  // one row (a few KB) read for every sign while cached
         const scalar_t* L = B + h * block.stride(0) + i * block.stride(1);
@@ -153,10 +171,12 @@ void scan_block(at::Tensor block, at::Tensor twice_c, at::Tensor threshold, at::
           const int64_t* row_skip = sk + i * slots;
           int64_t* row_i = k ? ti + top : nullptr;
           if (signs[s] > 0) {
-            scan_row<scalar_t, true>(L, tc, n, thr + at, cnt + at, relations, row_v, row_i, k, start);
+            scan_row<scalar_t, true>(L, tc, n, thr + at, cnt + at, relations, row_v, row_i, k, start,
+                hits.data());
             unskip_row<scalar_t, true>(L, tc, n, thr + at, cnt + at, relations, row_skip, slots, start);
           } else {
-            scan_row<scalar_t, false>(L, tc, n, thr + at, cnt + at, relations, row_v, row_i, k, start);
+            scan_row<scalar_t, false>(L, tc, n, thr + at, cnt + at, relations, row_v, row_i, k, start,
+                hits.data());
             unskip_row<scalar_t, false>(L, tc, n, thr + at, cnt + at, relations, row_skip, slots, start);
           }
         }

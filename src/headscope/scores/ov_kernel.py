@@ -64,7 +64,7 @@ FUSED_MIN_VOCAB = 8192
 
 COLUMNS = 1024  # vocabulary columns per block
 BLOCK_FLOATS = 1 << 21  # logits per block (8 MB in float32): heads x rows x COLUMNS
-ROW_BLOCK = 4096  # rows whose per-head factors are held at once
+ROW_BLOCK = 8192  # rows whose per-head factors are held at once (a report's every task: one block)
 HEAD_BLOCK_BYTES = 1 << 28  # 256 MB: heads whose W_Oc (and a row block's factors) are held at once
 # A pass shared by several calls (`ov_shared.shared_ov_kernel`); `ov_ranks` asks it first.
 SHARED: ContextVar = ContextVar("headscope_ov_shared", default=None)
@@ -102,8 +102,10 @@ class Readout:
         return self.gain[:, None] * self.W_U[:, cols]
 
     def rows_of(self, tokens: Int[Tensor, "..."]) -> Float[Tensor, "... d_model"]:
-        """W_gU's columns of `tokens`, as rows."""
-        return (self.gain[:, None] * self.W_U[:, tokens.reshape(-1)]).T.reshape(*tokens.shape, -1)
+        """W_gU's columns of `tokens`, as rows (contiguous): the same products as `columns`, read
+        from W_U's transpose, which is the unembedding's own row-major layout."""
+        picked = self.W_U.T[tokens.reshape(-1)].mul_(self.gain)  # [token, d_model]
+        return picked.reshape(*tokens.shape, -1)  # [..., d_model]
 
 
 def readout(weights: Weights, dtype: torch.dtype, device: torch.device) -> Readout:
@@ -364,10 +366,10 @@ def _row_block(
     return acc.ranks()
 
 
-def head_block(weights: Weights) -> int:
+def head_block(weights: Weights, rows: int = ROW_BLOCK) -> int:
     """Heads whose circuits and factors are held at once: `HEAD_BLOCK_BYTES` for W_Oc
-    (d_head x d_model each) and for a row block's factors (ROW_BLOCK x d_head each)."""
-    per_head = 4 * weights.d_head * max(weights.d_model, ROW_BLOCK)
+    (d_head x d_model each) and for the factors of a block of `rows` rows (at most ROW_BLOCK)."""
+    per_head = 4 * weights.d_head * max(weights.d_model, min(rows, ROW_BLOCK))
     return max(1, HEAD_BLOCK_BYTES // per_head)
 
 
@@ -390,7 +392,7 @@ def _worker(weights: Weights, heads, out: Readout, x: Tensor, targets: Targets, 
     if x.device.type == "cpu":
         torch.set_num_threads(1)
     tokens = targets.tokens.to(x.device)
-    step = head_block(weights)
+    step = head_block(weights, x.shape[0])
     parts = [
         _heads_ranks(weights, heads[i : i + step], out, x, tokens, k, signs, dtype, with_topk)
         for i in range(0, len(heads), step)
