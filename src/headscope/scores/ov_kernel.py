@@ -64,7 +64,7 @@ FUSED_MIN_VOCAB = 8192
 
 COLUMNS = 1024  # vocabulary columns per block
 BLOCK_FLOATS = 1 << 21  # logits per block (8 MB in float32): heads x rows x COLUMNS
-ROW_BLOCK = 8192  # rows whose per-head factors are held at once (a report's every task: one block)
+ROW_BLOCK = 4096  # rows whose per-head factors are held at once (8192: 5% faster, 1 GB more peak)
 HEAD_BLOCK_BYTES = 1 << 28  # 256 MB: heads whose W_Oc (and a row block's factors) are held at once
 # A pass shared by several calls (`ov_shared.shared_ov_kernel`); `ov_ranks` asks it first.
 SHARED: ContextVar = ContextVar("headscope_ov_shared", default=None)
