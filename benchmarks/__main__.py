@@ -20,6 +20,7 @@ BENCHMARKS: tuple[str, ...] = (
     "ov_vocab",
     "atlas",
     "sweep",
+    "flops",
 )
 
 

@@ -278,6 +278,17 @@ def test_heads_taken_a_block_at_a_time_give_the_same_ranks(tiny_model, monkeypat
         check_ov_ranks(tiny_model.weights, vectors, targets, heads, options.signs, ranks)
 
 
+def test_target_logits_taken_a_few_rows_at_a_time_rank_as_the_plain_loop(tiny_model, monkeypatch):
+    """Target logits (the thresholds) made TARGET_ROWS rows at a time, the last chunk short: every
+    rank and top-k list agrees with float64 logits computed head by head (tie-aware)."""
+    dataset = build_dataset(get_task("seq-digits"), tiny_model.tokens, n=6, seed=0)
+    vectors, targets, heads = ov_inputs(tiny_model, dataset, ("copy", "next"))
+    monkeypatch.setattr(ov_kernel, "TARGET_ROWS", 5)
+    assert vectors.shape[0] > 10 and vectors.shape[0] % 5  # several chunks, the last one short
+    ranks = ov_kernel.ov_ranks(tiny_model.weights, vectors, targets, heads, 5, (1, -1))
+    check_ov_ranks(tiny_model.weights, vectors, targets, heads, (1, -1), ranks)
+
+
 def test_the_kernel_runs_where_the_model_runs(tiny_model):
     """`kernel_device`: the OV kernel follows a model on one device; a CPU model's is the CPU."""
     from headscope.scores.ov import kernel_device
