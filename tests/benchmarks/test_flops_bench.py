@@ -34,10 +34,24 @@ def test_flops_are_booked_to_the_phase_above():
         booked("task ioi: knockout table")
         _product(8, 1, 8)
         booked.close()
-    table = per_phase(booked, rate=1.0, log=None)
-    assert table.loc["set-up", "gflop"] == round(2 * 2 * 3 * 4 / 1e9, 2)
     by_phase = {row["phase"]: row["gflop"] * 1e9 for row in booked.rows}
     assert by_phase == {"set-up": 48, "forward": 2 * 64 + 200, "knockout table": 128}
+
+
+def test_floor_is_flops_over_the_rate_and_sums_by_phase():
+    booked = PhaseFlops(FlopCounterMode(display=False), WorkerFlops())
+    booked.rows = [
+        {"task": "ioi", "phase": "forward", "gflop": 30.0, "counted_s": 1.0},
+        {"task": "induction", "phase": "forward", "gflop": 10.0, "counted_s": 1.0},
+        {"task": "ioi", "phase": "knockout table", "gflop": 200.0, "counted_s": 5.0},
+    ]
+    lines = ["12:00:00 task ioi: one forward pass over 8 prompts", "12:00:04 task ioi: knockout table"]
+    log = "\n".join([*lines, "12:00:14 done"])  # the forward pass 4 s, the knockouts 10 s
+    table = per_phase(booked, rate=20.0, log=log)
+    assert table.loc["forward", "gflop"] == 40.0 and table.loc["forward", "floor_s"] == 2.0
+    knockouts, total = table.loc["knockout table"], table.loc["total"]
+    assert knockouts["report_s"] == 10 and knockouts["floor_s"] == 10.0
+    assert total["floor_s"] == 12.0 and total["share_of_ceiling"] == round(12 / 14, 2)
 
 
 def test_organism_report_counts_every_phase_it_runs():
