@@ -31,6 +31,7 @@ import pandas as pd
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks.ov import _matmul_runs
 from benchmarks.report import SHAPES, processor
 from benchmarks.report_gpt2 import TASK_LINE, model_phase, phase_name, phase_times
 
@@ -41,15 +42,7 @@ CEILING_SHAPES = ((2048, 2048, 2048), (1280, 768, 3072), (1280, 3072, 768), (204
 
 def product_rate(m: int, k: int, n: int, seconds: float = 1.0) -> float:
     """GFLOP/s of a float32 [m, k] @ [k, n], the best of repeated timings over about `seconds`."""
-    a, b, c = torch.randn(m, k), torch.randn(k, n), torch.empty(m, n)
-    torch.mm(a, b, out=c)  # warm
-    best, spent = float("inf"), 0.0
-    while spent < seconds:
-        started = time.perf_counter()
-        torch.mm(a, b, out=c)
-        took = time.perf_counter() - started
-        best, spent = min(best, took), spent + took
-    return 2 * m * k * n / best / 1e9
+    return 2 * m * k * n / min(_matmul_runs(torch.randn(m, k), torch.randn(k, n), seconds)) / 1e9
 
 
 def ceiling() -> tuple[float, dict[str, float]]:
@@ -82,11 +75,9 @@ class PhaseFlops:
     def __init__(self, counter: FlopCounterMode, workers: WorkerFlops) -> None:
         self.counter, self.workers = counter, workers
         self.rows: list[dict] = []
-        self.lines: list[str] = []
         self._phase, self._flops, self._at = ("(model)", "set-up"), 0, time.perf_counter()
 
     def __call__(self, message: str) -> None:
-        self.lines.append(time.strftime("%H:%M:%S ") + message)
         if message.startswith("  "):
             return  # a detail of the phase above
         self.close()
@@ -109,7 +100,6 @@ class PhaseFlops:
 def counted_report(model_path: str, tasks: list[str], n: int, threads: int) -> PhaseFlops:
     """The report's tables built under the counters; FLOPs and seconds per phase."""
     import headscope as hs
-    from headscope.models.devices import torch_threads
     from headscope.report import compute
     from headscope.scores import ov_kernel
     from headscope.tasks.registry import get_task
@@ -118,8 +108,9 @@ def counted_report(model_path: str, tasks: list[str], n: int, threads: int) -> P
     model = hs.load_model(model_path)
     workers = WorkerFlops()
     plain, ov_kernel._worker = ov_kernel._worker, workers.wrap(ov_kernel._worker)
-    try:  # the threads set after loading: loading sets its own count
-        with torch_threads(threads), FlopCounterMode(display=False) as counter:
+    torch.set_num_threads(threads)  # after loading, which sets its own count; `before` restored below
+    try:
+        with FlopCounterMode(display=False) as counter:
             booked = PhaseFlops(counter, workers)
             options = compute.ReportOptions(tasks=tuple(tasks), n=n)
             compute.build_run(model, [get_task(t) for t in tasks], options, booked)
