@@ -4,7 +4,7 @@ Run: `python -m benchmarks.flops --shape 135m --tasks ioi,recency,seq-digits,seq
 (or `--model DIR`, a saved model folder; `--log FILE`: a report's console log, from
 `benchmarks.report --keep`, whose per-phase seconds are set beside the floor).
 
-The whole report runs in this process (`report.compute.build_run`, the report's own options) under
+The whole report runs in this process (`report.plan.build_run`, the report's own options) under
 torch's `FlopCounterMode`, which counts the FLOPs of every matrix product (mm, bmm, baddbmm,
 attention) and of nothing else; the OV pass's worker threads each run under a counter of their
 own (a dispatch mode is per thread), added in. FLOPs are attributed to phases by the report's own
@@ -100,7 +100,7 @@ class PhaseFlops:
 def counted_report(model_path: str, tasks: list[str], n: int, threads: int) -> PhaseFlops:
     """The report's tables built under the counters; FLOPs and seconds per phase."""
     import headscope as hs
-    from headscope.report import compute
+    from headscope.report import compute, plan
     from headscope.scores import ov_kernel
     from headscope.tasks.registry import get_task
 
@@ -113,7 +113,7 @@ def counted_report(model_path: str, tasks: list[str], n: int, threads: int) -> P
         with FlopCounterMode(display=False) as counter:
             booked = PhaseFlops(counter, workers)
             options = compute.ReportOptions(tasks=tuple(tasks), n=n)
-            compute.build_run(model, [get_task(t) for t in tasks], options, booked)
+            plan.build_run(model, [get_task(t) for t in tasks], options, booked)
             booked.close()
     finally:
         ov_kernel._worker = plain

@@ -50,6 +50,7 @@ _EXPORTS: dict[str, str] = {
     "patch": "headscope.api",
     "attribution_patch": "headscope.api",
     "edge_attribution": "headscope.api",
+    "circuit": "headscope.api",
     "label_heads": "headscope.api",
     # options and helpers of the lower-level functions
     "OVOptions": "headscope.scores.ov",
@@ -69,7 +70,9 @@ _EXPORTS: dict[str, str] = {
     "HeadscopeError": "headscope.errors",
 }
 
-_MODULES: dict[str, str] = {"plot": "headscope.plot"}  # hs.plot.heatmap(...), ...
+# hs.plot.heatmap(...), ...; hs.report(model, tasks=None, out=None, budget=...) -> Run: the report
+# package is callable (headscope.report.plan.report), as the package's name is taken by it
+_MODULES: dict[str, str] = {"plot": "headscope.plot", "report": "headscope.report"}
 
 __all__ = sorted([*_EXPORTS, *_MODULES])
 

@@ -30,6 +30,7 @@ from headscope.analyses import ov as _ov
 from headscope.api_causal import (
     ablate,
     attribution_patch,
+    circuit,
     edge_attribution,
     greedy_circuit,
     keep_circuit,
@@ -264,6 +265,7 @@ __all__ = [
     "attention_entropy",
     "attention_patterns",
     "attribution_patch",
+    "circuit",
     "dataset",
     "direct_logit_attribution",
     "edge_attribution",

@@ -11,6 +11,7 @@ import pandas as pd
 
 from headscope.analyses import causal as _causal
 from headscope.analyses import knockouts as _knockouts
+from headscope.analyses.circuit import find_circuit
 from headscope.api_common import Names, TaskLike, attach, dataset
 from headscope.models.loading import Model
 from headscope.options import names
@@ -224,9 +225,50 @@ def edge_attribution(
     return attach(_causal.edge_attribution(model, data, options, curve), model, data)
 
 
+def circuit(
+    model: Model,
+    task: TaskLike,
+    method: Literal["eap", "eap-ig", "exact"] = "eap-ig",
+    edges: int | None = None,
+    level: float = 0.8,
+    exact_top: int | Literal["all"] = 50,
+    donor: Literal["corrupted", "mean"] = "corrupted",
+    n: int | None = None,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """A task's circuit, chosen and measured as the report does: edges scored by `method`, MIB's
+    faithfulness curve of their ranking, and the circuit run with every other edge patched.
+
+    Args:
+        model: from `hs.load_model`.
+        task: a task name, `Task`, TOML path or `Dataset` (its task needs a corrupted twin).
+        method: "eap-ig", "eap" (approximations, their top `exact_top` patched exactly) or "exact".
+        edges: the circuit's size, the top edges by |exact|; None: the smallest circuit of MIB's
+            curve whose normalized faithfulness reaches `level`.
+        level: that normalized faithfulness, (F(C) - F(no edge)) / (F(model) - F(no edge)).
+        exact_top: edges the approximation ranks highest, each also patched exactly (or "all").
+        donor: "corrupted" (each prompt's twin) or "mean" (per-position mean of the twins).
+        n, seed: prompts to build and the seed.
+
+    Returns:
+        One row: `method, n, edges_total, circuit_edges, nodes, clean, no_edges, circuit,
+        faithfulness` (% of clean), `normalized, chosen_by, cpr, cmd, spearman`. `.attrs`: `edges`
+        (every edge's score, `in_circuit` marked) and `curve` (MIB's points: fraction, edges, metric, f).
+
+    Example:
+        >>> hs.circuit(model, "ioi", n=32)[["circuit_edges", "normalized", "chosen_by"]]
+    """
+    data = dataset(model, task, n, seed)
+    options = _causal.edge_options(method, 5, exact_top, donor)
+    found = find_circuit(model, data, options, edges, float(level))
+    table = found.edges.assign(in_circuit=found.edges.index.isin(found.chosen.index))
+    return attach(found.summary, model, data, edges=table, curve=found.curve.points)
+
+
 __all__ = [
     "ablate",
     "attribution_patch",
+    "circuit",
     "edge_attribution",
     "greedy_circuit",
     "keep_circuit",

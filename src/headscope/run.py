@@ -60,6 +60,30 @@ class Run:
     def tasks(self) -> tuple[str, ...]:
         return tuple(self.options.get("tasks", ()))
 
+    def summary(self) -> pd.DataFrame:
+        """One row per task: prompts `n`, accuracy and mean logit difference (over those prompts),
+        the top heads and the labelled heads."""
+        rows = []
+        for task in self.tasks:
+            evaluation, top = self.for_task("evaluation", task), self.for_task("top_heads", task)
+            labels = self.for_task("labels", task)
+            row = {"task": task}
+            if not evaluation.empty:
+                row |= evaluation.iloc[0][["n", "accuracy", "logit_diff"]].to_dict()
+            heads = top[["layer", "head"]].to_numpy().tolist() if not top.empty else []
+            row["top heads"] = ", ".join(f"{a}.{b}" for a, b in heads)
+            named = labels[["label", "layer", "head"]].to_numpy().tolist() if not labels.empty else []
+            row["labels"] = ", ".join(f"{label} {a}.{b}" for label, a, b in named)
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def _repr_html_(self) -> str:
+        """The summary, shown inline in a notebook."""
+        name = self.model.get("name", "")
+        return f"<p>headscope run of {name}: {len(self.tasks)} tasks</p>" + self.summary().to_html(
+            index=False
+        )
+
     def content(self) -> dict:
         """Everything except the timestamp: what the hash covers."""
         return {

@@ -154,7 +154,8 @@ def _labels(s: Subject) -> None:
 
 
 def _report_run(s: Subject):
-    from headscope.report.compute import ReportOptions, build_run
+    from headscope.report.compute import ReportOptions
+    from headscope.report.plan import build_run
 
     options = ReportOptions(tasks=("ioi",), n=N_PROMPTS, n_boot=50, knockout_n=4, example_prompts=2)
     return s._once("report", lambda: build_run(s.model, [get_task("ioi")], options, say=lambda _: None))

@@ -17,7 +17,8 @@ import torch
 
 import headscope as hs
 from headscope.models.placement import Placement, PlacementError, parse_max_memory, placement
-from headscope.report.compute import ReportOptions, build_run
+from headscope.report.compute import ReportOptions
+from headscope.report.plan import build_run
 from headscope.tasks.registry import get_task
 from tests.cli.runner import run_cli
 

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from headscope.models.loading import Model, load_model
-from headscope.report.compute import ReportOptions, build_run
+from headscope.report.compute import ReportOptions
 from headscope.report.html import write_report
+from headscope.report.plan import build_run
 from headscope.run import Run
 from headscope.tasks import words
 from headscope.tasks.prompt import Prompt, PromptPair, fill, occurrence_roles

@@ -10,10 +10,10 @@ import torch
 from transformers import GPT2LMHeadModel
 
 from headscope.models.loading import load_model
+from headscope.report import task_choice
 from headscope.report.compute import (
     attention_roles,
     compare_tasks,
-    doable_tasks,
     first_prompts,
     keyword_order,
     keyword_table,
@@ -21,6 +21,7 @@ from headscope.report.compute import (
     section_heads,
     top_heads,
 )
+from headscope.report.task_choice import doable_tasks
 from headscope.tasks.dataset import build_dataset
 from headscope.tasks.registry import get_task
 from tests.report.conftest import NO_DLA, REPORT_TASKS, make_run
@@ -243,15 +244,14 @@ def test_a_task_the_model_cannot_do_is_left_out():
 
 def test_a_task_done_imperfectly_stays_and_chance_is_the_pair_or_the_twin(monkeypatch):
     """Inclusion asks whether the model is better than chance, not whether its top-1 is right."""
-    from headscope.report import compute
 
     model = load_model("organism")
     dataset = build_dataset(get_task("seq-digits"), model.tokens, 32, 0)
-    assert compute.at_chance(model, dataset) is None  # its top-1 is 1.00: trivially kept
+    assert task_choice.at_chance(model, dataset) is None  # its top-1 is 1.00: trivially kept
     no_twin = dataclasses.replace(dataset, corrupted=None)
     swapped = dataclasses.replace(no_twin, answers=dataset.contrasts, contrasts=dataset.answers)
     assert (
-        compute.at_chance(model, swapped)
+        task_choice.at_chance(model, swapped)
         == "the answer beats the contrast on 0.00 of 32 prompts (chance 0.50)"
     )
 
@@ -271,7 +271,9 @@ def test_the_organism_labels_its_known_heads(organism_run):
     assert organism_run.options["left_out"] == {}
 
 
-def test_the_circuit_is_the_top_exact_edges_and_its_faithfulness_is_measured(report_run, report_model):
+def test_the_circuit_is_the_smallest_of_the_curve_reaching_the_level_and_is_measured(
+    report_run, report_model
+):
     from headscope.report.compute import first_prompts
     from headscope.scores.circuit import edges as circuit_edges
     from headscope.scores.circuit.faithfulness import Evaluator
@@ -281,9 +283,14 @@ def test_the_circuit_is_the_top_exact_edges_and_its_faithfulness_is_measured(rep
     # the tiny model's 110 edges: patching every one exactly costs less than eap-ig and its check
     assert len(exact) == len(edges) == summary["exact_checked"] == summary["edges_total"] == 110
     assert summary["method"] == "exact" and not summary["approximation"]
-    by_hand = exact.assign(size=exact["exact"].abs()).sort_values("size", ascending=False, kind="stable")
+    curve = report_run.for_task("circuit_curve", "ioi")
+    reached = curve[(curve["edges"] > 0) & (curve["f"] >= 0.8)]
+    size = int(reached["edges"].iloc[0])  # MIB's smallest circuit with normalized faithfulness >= 0.8
+    by_score = edges.assign(size=edges["score"].abs()).sort_values("size", ascending=False, kind="stable")
     chosen = edges[edges["in_circuit"]]
-    assert set(chosen.index) == set(by_hand.index[:10]) and summary["circuit_edges"] == 10
+    assert set(chosen.index) == set(by_score.index[:size]) and summary["circuit_edges"] == size
+    assert summary["normalized"] >= 0.8 and "f >= 0.80" in summary["chosen_by"]
+    assert (curve[curve["edges"].between(1, size - 1)]["f"] < 0.8).all()  # none smaller reaches it
     dataset = first_prompts(build_dataset(get_task("ioi"), report_model.tokens, 12, 0), 32, report_model)
     evaluator = Evaluator(report_model, dataset)  # three runs where the report makes one
     kept = set(circuit_edges.edges_of(chosen, report_model))
@@ -340,9 +347,10 @@ def test_the_circuit_step_is_bounded_by_default_on_a_model_of_many_edges(monkeyp
 
 
 def test_screened_knockouts_are_exact_for_the_heads_the_page_names(report_model, tmp_path):
-    from headscope.report.compute import ReportOptions, build_run
+    from headscope.report.compute import ReportOptions
     from headscope.report.html import write_report
     from headscope.report.page import head_card_view
+    from headscope.report.plan import build_run
     from headscope.scores.ablation import AblationOptions, ablate
 
     options = ReportOptions(tasks=("ioi",), n=12, top_heads=2, n_boot=50, knockout_exact=1, circuit_n=0)

@@ -1,4 +1,4 @@
-"""One OV kernel pass shared by several calls: each call gets the ranks of a pass of its own.
+"""One OV kernel pass shared by several score sets: each gets the ranks of a pass of its own.
 
 Stacked rows are another computation than a call's own pass (other matrix shapes, and the factored
 or direct form chosen for more rows), so each call's share is checked against float64 logits
@@ -11,7 +11,7 @@ import torch
 from benchmarks.ov import random_weights
 
 from headscope.scores.ov_kernel import FUSED_MIN_VOCAB, Targets, ov_ranks
-from headscope.scores.ov_shared import KernelCall, KernelSettings, shared_ov_kernel, stacked_targets
+from headscope.scores.ov_shared import KernelCall, KernelSettings, shared_ranks, stacked_targets
 from tests.numerics import check_ov_ranks
 
 SIGNS = (1, -1)
@@ -25,44 +25,17 @@ def _call(rows: int, relations: int, width: int, vocab: int, seed: int) -> Kerne
     return KernelCall(torch.randn(rows, 16, generator=g), Targets(tokens, valid))
 
 
-def _alone(weights, call: KernelCall, k: int = 5, with_topk: bool = True):
-    return ov_ranks(weights, call.x, call.targets, list(HEADS), k, SIGNS, torch.float32, with_topk)
-
-
 @pytest.mark.parametrize("vocab", [300, FUSED_MIN_VOCAB + 100])  # the torch count, the fused scan
 def test_each_call_gets_the_ranks_and_topk_of_its_own_pass(vocab):
     weights = random_weights(n_layers=2, n_heads=2, d_model=16, d_head=4, d_vocab=vocab, seed=3)
     calls = [_call(10, 2, 1, vocab, 1), _call(7, 3, 2, vocab, 2), _call(5, 1, 3, vocab, 3)]
-    alone = [_alone(weights, call) for call in calls]
     settings = KernelSettings(HEADS, 5, SIGNS, torch.float32, torch.device("cpu"))
-    with shared_ov_kernel(weights, calls, settings, now=True) as shared:
-        together = [_alone(weights, call) for call in reversed(calls)][::-1]
-    assert shared.passes == 1 and shared.served == 3
-    for call, one, other in zip(calls, alone, together, strict=True):
-        assert one.rank.shape == other.rank.shape and one.topk.shape == other.topk.shape
-        for ranks in (one, other):
+    together = shared_ranks(weights, calls, settings)
+    for call, share in zip(calls, together, strict=True):
+        alone = ov_ranks(weights, call.x, call.targets, list(HEADS), 5, SIGNS, torch.float32, True)
+        assert share.rank.shape == alone.rank.shape and share.topk.shape == alone.topk.shape
+        for ranks in (share, alone):
             check_ov_ranks(weights, call.x, call.targets, HEADS, SIGNS, ranks, what="shared pass")
-
-
-def test_a_call_not_in_the_pass_is_computed_on_its_own():
-    weights = random_weights(n_layers=2, n_heads=2, d_model=16, d_head=4, d_vocab=300, seed=4)
-    calls = [_call(6, 2, 1, 300, 5), _call(4, 2, 1, 300, 6)]
-    moved = KernelCall(calls[0].x + 1e-3, calls[0].targets)
-    expected = [
-        _alone(weights, moved),
-        _alone(weights, calls[0], k=3),
-        _alone(weights, calls[1], with_topk=False),
-    ]
-    settings = KernelSettings(HEADS, 5, SIGNS, torch.float32, torch.device("cpu"))
-    with shared_ov_kernel(weights, calls, settings) as shared:
-        got = [_alone(weights, moved), _alone(weights, calls[0], k=3)]  # other rows; another k
-        assert shared.passes == 0 and shared.served == 0
-        got.append(_alone(weights, calls[1], with_topk=False))  # in the pass: its top-k left out
-        assert shared.passes == 1 and shared.served == 1
-    assert got[2].topk.shape[-1] == 0
-    for one, other in zip(expected[:2], got[:2], strict=True):  # computed alone both times
-        assert torch.equal(one.rank, other.rank) and torch.equal(one.topk, other.topk)
-    check_ov_ranks(weights, calls[1].x, calls[1].targets, HEADS, SIGNS, got[2], what="shared, no top-k")
 
 
 def test_stacked_targets_pad_with_copies_that_are_not_valid():

@@ -14,7 +14,7 @@ import headscope as hs
 from headscope.cli import main
 from headscope.errors import HeadscopeError
 from headscope.models.loading import load_model
-from headscope.report.compute import build_run
+from headscope.report.plan import build_run
 from headscope.sweeps import engine
 from headscope.sweeps.plan import SweepOptions
 from headscope.tasks.registry import get_task

@@ -42,12 +42,23 @@ def ov_scores(
 
 
 def ov_tables(
-    model: Model, dataset: Dataset, k: int, embedding: str, taken: Capture | None = None
+    model: Model,
+    dataset: Dataset,
+    k: int,
+    embedding: str,
+    taken: Capture | None = None,
+    computed: _ov.OVPass | None = None,
 ) -> dict[str, pd.DataFrame]:
-    """The task's own relations with both signs: `ov_scores`, `ov_per_token`, `ov_categories`."""
-    options = _ov.OVOptions(tuple(dataset.task.relations), k, embedding, negative=True)
-    result = _ov.ov_scores(model, dataset, options, capture=taken)
+    """The task's own relations with both signs: `ov_scores`, `ov_per_token`, `ov_categories`;
+    `computed`: their inputs and ranks from a pass shared with other score sets."""
+    options = task_options(dataset.task, k, embedding)
+    result = _ov.ov_scores(model, dataset, options, capture=taken, computed=computed)
     return {"ov_scores": result.table, "ov_per_token": result.per_token, "ov_categories": result.categories}
+
+
+def task_options(task: Task, k: int, embedding: str) -> _ov.OVOptions:
+    """The OV options of a task's tables: its own relations, both signs."""
+    return _ov.OVOptions(tuple(task.relations), k, embedding, negative=True)
 
 
 def thresholds_of(thresholds: _labels.LabelThresholds | dict | None) -> _labels.LabelThresholds:

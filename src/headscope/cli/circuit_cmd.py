@@ -11,6 +11,7 @@ import pandas as pd
 import typer
 
 from headscope.analyses import causal
+from headscope.analyses.circuit import find_circuit
 from headscope.cli.app import Shared, command, note, print_table, results, working, wrote
 from headscope.cli.common import load, shared_dataset
 from headscope.errors import HeadscopeError
@@ -63,16 +64,16 @@ def circuit_command(
     model = load(shared.model)
     dataset = shared_dataset(model, shared)
     options = causal.edge_options(method, steps, exact_top, donor)
-    with working(f"{method} on every edge, {dataset.n} prompts ..."):
-        table = causal.edge_attribution(model, dataset, options)
-    with working(f"measuring the circuit of the top {edges} edges ..."):
-        chosen = _edges.edges_of(causal.circuit_edges(table, edges), model)
+    what = " and the faithfulness curve" if curve else ""
+    with working(f"{method} on every edge, {dataset.n} prompts{what} ..."):
+        findings = find_circuit(model, dataset, options, edges, curve=curve)
+    table = findings.edges
+    with working(f"completeness and minimality of the top {edges} edges ..."):
+        chosen = _edges.edges_of(findings.chosen, model)
         circuit = _faith.evaluate_circuit(model, dataset, chosen, donor)
     _show(table, circuit, shared, edges)
-    found = None
-    if curve:
-        with working(f"the faithfulness curve at {len(_mib.FRACTIONS)} circuit sizes ..."):
-            found = _faith.ranking_curve(model, dataset, table, donor)
+    found = findings.curve
+    if found is not None:
         show_curve(found, table.attrs["method"])
     if shared.out is not None:
         wrote(_write(shared.out, table, found))

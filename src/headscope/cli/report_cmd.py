@@ -14,14 +14,14 @@ from headscope.cli.app import Shared, command, line, print_table, results
 from headscope.cli.common import load
 from headscope.errors import HeadscopeError
 from headscope.models.checks import first_line
-from headscope.models.loading import Model
-from headscope.report.compute import Embedding, ReportOptions, build_run, doable_tasks
-from headscope.report.console import not_computed_notes, summary_table
-from headscope.report.html import check_report_folder, write_report
+from headscope.report.budget import DEFAULT_BUDGET
+from headscope.report.compute import Embedding, ReportOptions
+from headscope.report.console import not_computed_notes, plan_progress, summary_table
+from headscope.report.html import PAGE_FILE, check_report_folder, write_report
 from headscope.report.merge import merge_runs
+from headscope.report.plan import ReportPlan, plan_report, run_plan
 from headscope.run import RESULTS_FILE, Run, load_run
-from headscope.tasks.dataset import build_dataset
-from headscope.tasks.registry import builtin_tasks, get_task
+from headscope.tasks.registry import get_task
 
 DEFAULT_OUT = Path("headscope-report")
 
@@ -75,7 +75,12 @@ CircuitNOpt = Annotated[
     ),
 ]
 CircuitEdgesOpt = Annotated[
-    int, typer.Option("--circuit-edges", help="Edges in each task's circuit (the top by |exact|).")
+    int | None,
+    typer.Option(
+        "--circuit-edges",
+        help="Edges in each task's circuit, the top by |exact| (default: the smallest circuit of MIB's "
+        "curve whose normalized faithfulness reaches 0.8).",
+    ),
 ]
 PngOpt = Annotated[
     bool,
@@ -91,33 +96,32 @@ TopOpt = Annotated[
 ]
 
 
-def task_list(text: str | None) -> tuple[str, ...]:
-    """The tasks named (each checked now, so a typo fails before the model loads)."""
+BudgetOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--budget",
+        help=f"Seconds the report may take: the plan fits its sample sizes to this "
+        f"(default {DEFAULT_BUDGET:g}; what it cannot afford is left out with a note).",
+    ),
+]
+ExhaustiveOpt = Annotated[
+    bool, typer.Option("--exhaustive", help="No budget: every sample size as given (--n, --knockout-n, ...).")
+]
+PlanOpt = Annotated[
+    bool, typer.Option("--plan", help="Print the plan (phases, sample sizes, predicted seconds) and stop.")
+]
+
+
+def task_list(text: str | None) -> tuple[str, ...] | None:
+    """The tasks named (each checked now, so a typo fails before the model loads); None: the default."""
     if text is None:
-        return tuple(builtin_tasks())
+        return None
     names = tuple(dict.fromkeys(item.strip() for item in text.split(",") if item.strip()))
     if not names:
         raise HeadscopeError("empty --tasks: give task names like ioi,seq-digits, or leave it out for all")
     for name in names:
         get_task(name)
     return names
-
-
-def runnable_tasks(model: Model, seed: int = 0) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
-    """The built-in tasks this model's tokenizer can spell and the model can do (`doable_tasks`);
-    the others are named, and those it cannot do are returned with why, for the page."""
-    spelled = []
-    for name, task in builtin_tasks().items():
-        try:
-            build_dataset(task, model.tokens, 2, 0)
-        except ValueError as error:  # TaskError, or a generator's pool that is too small
-            say(f"[yellow]skipping task {name}: {' '.join(str(error).split())}[/yellow]")
-            continue
-        spelled.append(task)
-    kept, left_out = doable_tasks(model, spelled, seed)
-    for name, why in left_out:
-        say(f"[yellow]leaving out task {name}: {why} (name it in --tasks to include it)[/yellow]")
-    return tuple(task.name for task in kept), tuple(left_out)
 
 
 def say(message: str) -> None:
@@ -135,14 +139,46 @@ def report(
     knockout_n: KnockoutOpt = 32,
     knockout_exact: KnockoutExactOpt = None,
     circuit_n: CircuitNOpt = None,
-    circuit_edges: CircuitEdgesOpt = 10,
+    circuit_edges: CircuitEdgesOpt = None,
+    budget: BudgetOpt = None,
+    exhaustive: ExhaustiveOpt = False,
+    plan: PlanOpt = False,
     from_dir: FromOpt = None,
     more: MoreOpt = None,
     png: PngOpt = False,
 ) -> None:
     """Score every head on each task and write a self-contained HTML report with its data."""
     started = time.perf_counter()
-    if circuit_edges < 1:
+    _check(circuit_edges, knockout_exact, more, from_dir, budget, exhaustive)
+    if from_dir:
+        folders = [results_folder(folder) for folder in [*from_dir, *(more or [])]]
+        run, out = _saved_run(folders, out)
+        page = _render_saved(run, out, folders[0] if len(folders) == 1 else None, png)
+    else:
+        chosen = task_list(tasks)  # a typo fails before the model loads
+        check_report_folder(out)  # so does an --out that cannot be written
+        loaded = load(shared.model)
+        options = ReportOptions(
+            tasks=chosen or (), n=shared.n, seed=shared.seed, top_heads=top, k=k, embedding=embedding,
+            knockout_n=knockout_n, knockout_exact=knockout_exact, circuit_n=circuit_n,
+            circuit_edges=circuit_edges,
+        )  # fmt: skip
+        seconds = None if exhaustive else (budget if budget is not None else DEFAULT_BUDGET)
+        found = plan_report(loaded, chosen, options, seconds, say)
+        _show_plan(found, shared.model)
+        if plan:
+            return
+        run, page = _run(found, out, png)
+    print_table(summary_table(run), title="summary", limit=50)
+    for note in not_computed_notes(run):
+        say(f"[yellow]{escape(note)}[/yellow]")
+    results.print(
+        f"report: [bold]{page.resolve()}[/bold]  ({time.perf_counter() - started:.1f} s)", highlight=False
+    )
+
+
+def _check(circuit_edges, knockout_exact, more, from_dir, budget, exhaustive) -> None:
+    if circuit_edges is not None and circuit_edges < 1:
         raise HeadscopeError(
             f"--circuit-edges {circuit_edges}: give at least 1 (--circuit-n 0 skips circuits)"
         )
@@ -150,41 +186,28 @@ def report(
         raise HeadscopeError(f"--knockout-exact {knockout_exact}: give 0 or more heads")
     if more and not from_dir:
         raise HeadscopeError(f"unexpected argument {str(more[0])!r}: folders to merge follow --from")
-    if from_dir:
-        folders = [results_folder(folder) for folder in [*from_dir, *(more or [])]]
-        run, out = _saved_run(folders, out)
-        page = _render_saved(run, out, folders[0] if len(folders) == 1 else None, png)
-    else:
-        chosen = task_list(tasks) if tasks is not None else None  # a typo fails before the model loads
-        check_report_folder(out)  # so does an --out that cannot be written
-        loaded = load(shared.model)
-        names, left_out = (chosen, ()) if chosen is not None else runnable_tasks(loaded, shared.seed)
-        options = ReportOptions(
-            tasks=names,
-            n=shared.n,
-            seed=shared.seed,
-            top_heads=top,
-            k=k,
-            embedding=embedding,
-            knockout_n=knockout_n,
-            knockout_exact=knockout_exact,
-            circuit_n=circuit_n,
-            circuit_edges=circuit_edges,
-            left_out=left_out,
-        )
-        threads = torch.get_num_threads()
-        say(
-            f"model {shared.model}: {loaded.n_layers} layers x {loaded.n_heads} heads, on "
-            f"{loaded.device.type} ({threads} CPU thread{'s' if threads > 1 else ''})"
-        )
-        run = build_run(loaded, [get_task(name) for name in names], options, say)
-        page = write_report(run, out, say, pngs=png)
-    print_table(summary_table(run), title="summary", limit=50)
-    for note in not_computed_notes(run):
-        say(f"[yellow]{escape(note)}[/yellow]")
-    results.print(
-        f"report: [bold]{page.resolve()}[/bold]  ({time.perf_counter() - started:.1f} s)", highlight=False
+    if budget is not None and (budget <= 0 or exhaustive):
+        raise HeadscopeError(f"--budget {budget:g}: give a positive number of seconds, without --exhaustive")
+
+
+def _show_plan(found: ReportPlan, name: str) -> None:
+    threads = torch.get_num_threads()
+    model = found.model
+    budget = found.options.budget
+    say(
+        f"model {name}: {model.n_layers} layers x {model.n_heads} heads, on {model.device.type} "
+        f"({threads} CPU thread{'s' if threads > 1 else ''}, {found.rate / 1e9:.0f} GFLOP/s measured); "
+        f"plan: {found.seconds:.0f} s predicted"
+        + (f" for a budget of {budget:g} s" if budget is not None else " (exhaustive)")
     )
+    print_table(found.table(), title="plan", limit=200)
+
+
+def _run(found: ReportPlan, out: Path, png: bool) -> tuple[Run, Path]:
+    """The plan run, with one progress bar over its predicted seconds on a terminal."""
+    with plan_progress(found.seconds) as advance:
+        run = run_plan(found, say, out=out, pngs=png, on_phase=lambda phase: advance(phase.seconds))
+    return run, out / PAGE_FILE
 
 
 def results_folder(given: Path) -> Path:

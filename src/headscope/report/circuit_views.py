@@ -68,8 +68,7 @@ def circuit_section(run: Run, task: str) -> CircuitSection | None:
         }
     )
     faith_note = (
-        f"The circuit: the top {int(summary['circuit_edges'])} edges by |exact| among the "
-        f"{int(summary['exact_checked'])} patched exactly. The model run with every other edge patched to "
+        f"The circuit: {_chosen_by(summary)}. The model run with every other edge patched to "
         "its value on the corrupted prompt (exact, no approximation): its mean logit difference, as % of "
         "the clean one; normalized: (circuit - no edge) / (clean - no edge). On the first "
         f"{int(summary['n'])} prompts. Completeness and minimality: `headscope circuit`."
@@ -158,6 +157,16 @@ def mechanism_names(edges: pd.DataFrame, labels: pd.DataFrame) -> list[str]:
     return named
 
 
+def _chosen_by(summary: pd.Series) -> str:
+    """How the circuit was chosen, from the run's own record (older runs: the top N by |exact|)."""
+    if isinstance(summary.get("chosen_by"), str):
+        return f"{int(summary['circuit_edges'])} edges, {summary['chosen_by']}"
+    return (
+        f"the top {int(summary['circuit_edges'])} edges by |exact| among the "
+        f"{int(summary['exact_checked'])} patched exactly"
+    )
+
+
 def circuits_view(run: Run) -> TableView | None:
     """Per task: the circuit's size, faithfulness and the approximation's agreement with exact."""
     summary = run.table("circuit")
@@ -165,7 +174,9 @@ def circuits_view(run: Run) -> TableView | None:
         return None
     table = summary[["task", "circuit_edges", "nodes", "faithfulness", "normalized", "method", "spearman"]]
     note = (
-        "faithfulness: the circuit's mean logit difference as % of the clean model's (exact patching); "
+        "faithfulness: the circuit's mean logit difference as % of the clean model's (exact patching), "
+        "which can be negative or above 100 where the clean and corrupted metrics are close; normalized: "
+        "(circuit - no edge) / (clean - no edge), 1 = the model, 0 = no edge (read this one); "
         "spearman: the approximation's agreement with exact patching on the edges it ranks highest."
     )
     return TableView.of("Circuits per task", table.rename(columns={"circuit_edges": "edges"}), note=note)

@@ -8,23 +8,19 @@ heads the page shows is `report.selection`'s.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 import pandas as pd
 
 from headscope.analyses import attention as _attention
-from headscope.analyses import causal as _causal
 from headscope.analyses import knockouts as _knockouts
 from headscope.analyses import logits as _logits
 from headscope.analyses import ov as _ov
-from headscope.analyses.atlas import atlas_tables
 from headscope.analyses.record import PerTask, union
 from headscope.capture import Capture, Needs, capture
-from headscope.errors import HeadscopeError
 from headscope.models.loading import Model
-from headscope.report.ov_once import ov_once
 from headscope.report.selection import (  # noqa: F401  (named here by earlier callers)
     attention_roles,
     compare_tasks,
@@ -39,11 +35,10 @@ from headscope.report.selection import (  # noqa: F401  (named here by earlier c
     section_heads,
     top_heads,
 )
-from headscope.run import Run, plain_record
 from headscope.scores.ablation import AblationOptions
-from headscope.scores.atlas import AtlasOptions
 from headscope.scores.labels import LabelThresholds
-from headscope.tasks.dataset import Dataset, build_dataset, missing_corrupted
+from headscope.scores.ov import OVPass
+from headscope.tasks.dataset import Dataset, missing_corrupted
 from headscope.tasks.task import Task
 
 Say = Callable[[str], None]
@@ -77,13 +72,23 @@ class ReportOptions:
     # heads, else KNOCKOUT_EXACT
     circuit_n: int | None = None  # edge attribution and the circuit on the first prompts (0: none;
     # None: CIRCUIT_PROMPTS where the model has at most AUTO_CIRCUIT_EDGES edges, else LARGE_CIRCUIT_PROMPTS)
-    circuit_edges: int = 10  # the circuit: the top edges by |exact| among those patched exactly
+    circuit_edges: int | None = None  # the circuit: the top edges by |exact| among those patched exactly
+    # (None: the smallest circuit of MIB's curve whose normalized faithfulness reaches circuit_level)
+    circuit_level: float = LEVEL
     circuit_exact: int = 50  # edges eap-ig ranks highest, each patched exactly (every edge where cheaper)
     thresholds: LabelThresholds = field(default_factory=LabelThresholds)
     left_out: tuple[tuple[str, str], ...] = ()  # (task, why) of the default tasks left out
+    task_rule: str = ""  # the rule that chose the default tasks, in words (the page states it)
+    budget: float | None = None  # seconds the plan fitted the sample sizes to (None: the counts as given)
+    budget_notes: tuple[tuple[str, str], ...] = ()  # (analysis, why) left out by the budget
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "tasks": list(self.tasks), "left_out": dict(self.left_out)}
+        return {
+            **asdict(self),
+            "tasks": list(self.tasks),
+            "left_out": dict(self.left_out),
+            "budget_notes": dict(self.budget_notes),
+        }
 
 
 # The analyses of the one capture with no options of their own, in the order they run; each
@@ -102,54 +107,20 @@ def needs_for(task: Task) -> Needs:
     return union(_ov.OV_NEEDS, _logits.DLA_NEEDS, _logits.SCATTER_NEEDS, *steps)
 
 
-def build_run(model: Model, tasks: Sequence[Task], options: ReportOptions, say: Say = print) -> Run:
-    """Every table of the report for `model` on `tasks` (named in `options.tasks`)."""
-    with ov_once(model, tasks, options, say):  # the OV kernel once for every task and the atlas
-        return _build_run(model, tasks, options, say)
-
-
-def _build_run(model: Model, tasks: Sequence[Task], options: ReportOptions, say: Say) -> Run:
-    if len({task.name for task in tasks}) < len(tasks):
-        raise HeadscopeError("two of the report's tasks share a name; give each task once")
-    per_task: dict[str, list[pd.DataFrame]] = {}
-    for task in tasks:
-        say(f"task {task.name}: building {options.n} prompts")
-        for table_name, table in analyse_task(model, task, options, say).items():
-            per_task.setdefault(table_name, []).append(table.assign(task=task.name))
-    tables = {name: _task_first(pd.concat(parts, ignore_index=True)) for name, parts in per_task.items()}
-    tables["comparison"] = compare_tasks(tables, tuple(t.name for t in tasks))
-    tables["head_card"] = head_card(tables)
-    tables |= _atlas_tables(model, options.k, say)  # weights only: once for the model, not per task
-    names = [task.name for task in tasks]  # a TOML file's task has its own name
-    record = options.as_dict() | {"tasks": names, "task_sources": list(options.tasks)}
-    computed_in = {"dtype": str(model.dtype).removeprefix("torch."), "device": model.device.type}
-    provenance = plain_record({"options": record, "model": model.identity.as_dict() | computed_in})
-    return Run(tables=tables, seed=options.seed, **provenance)
-
-
-def _atlas_tables(model: Model, k: int, say: Say) -> dict[str, pd.DataFrame]:
-    """The atlas of every head on the whole library, both signs; none, with a note, when the
-    tokenizer spells too little of the library."""
-    say(f"head atlas: {model.n_layers * model.n_heads} heads x the relation library, weights only")
-    try:
-        return atlas_tables(model, None, AtlasOptions(k=k))
-    except HeadscopeError as error:
-        say(f"head atlas left out: {error}")
-        return {}
-
-
-def _task_first(table: pd.DataFrame) -> pd.DataFrame:
-    return table[["task", *[c for c in table.columns if c != "task"]]]
-
-
-def analyse_task(model: Model, task: Task, options: ReportOptions, say: Say) -> dict[str, pd.DataFrame]:
-    dataset = build_dataset(task, model.tokens, options.n, options.seed)
+def analyse_task(
+    model: Model, dataset: Dataset, options: ReportOptions, say: Say, ov_pass: OVPass | None = None
+) -> dict[str, pd.DataFrame]:
+    """Every table of the report on one task's dataset; `ov_pass`: its OV inputs and ranks from the
+    report's one pass over the vocabulary (else computed here)."""
+    task = dataset.task
     say(f"task {task.name}: one forward pass over {dataset.n} prompts")
     cap = capture(model, dataset, needs_for(task))  # batched: memory bounded whatever --n
     tables: dict[str, pd.DataFrame] = {"tasks": task_info(task)}
+    if options.budget_notes:
+        tables["not_computed"] = pd.DataFrame(options.budget_notes, columns=["analysis", "why"])
     tables |= {step.table_name: step.run(model, dataset, cap) for step in CAPTURE_STEPS if step.applies(task)}
-    for step in (_ov_tables, _dla_table):
-        tables = _joined(tables, _step(step, model, dataset, cap, options, say))
+    tables = _joined(tables, _step(_ov_tables, model, dataset, cap, options, say, ov_pass))
+    tables = _joined(tables, _step(_dla_table, model, dataset, cap, options, say))
     tables["labels"] = _ov.labels_of(task, tables, options.thresholds)
     named = named_heads(tables, options.top_heads)  # knocked out exactly whatever the screen says
     tables = _joined(tables, _step(_knockout_table, model, dataset, cap, options, say, named))
@@ -175,54 +146,6 @@ def _joined(tables: dict[str, pd.DataFrame], more: dict[str, pd.DataFrame]) -> d
     return tables | more
 
 
-CHANCE_MARGIN = 0.1  # the answer beating the contrast on at most 1/2 + this share of prompts is chance
-CHECK_PROMPTS = 32
-
-
-def doable_tasks(
-    model: Model, tasks: Sequence[Task], seed: int = 0, margin: float = CHANCE_MARGIN
-) -> tuple[list[Task], list[tuple[str, str]]]:
-    """The tasks the model does better than chance on the first 32 prompts, and each other task
-    with why it is left out (`at_chance`): a report on a task the model cannot do shows only noise
-    (the organism was never trained on seq-letters). A task the model does imperfectly stays: a
-    135M model answers induction's top-1 less than half the time while its induction heads score
-    0.61, and those heads are what a reader looks for."""
-    kept, left_out = [], []
-    for task in tasks:
-        dataset = build_dataset(task, model.tokens, CHECK_PROMPTS, seed)
-        why = at_chance(model, dataset, margin)
-        if why is None:
-            kept.append(task)
-        else:
-            left_out.append((task.name, why))
-    return kept, left_out
-
-
-def at_chance(model: Model, dataset: Dataset, margin: float = CHANCE_MARGIN) -> str | None:
-    """Why the model is at chance on the dataset, or None: its mean logit difference (answer -
-    contrast at the end) is no larger on the clean prompts than on their corrupted twins (with the
-    clean answers), or the answer beats the contrast (the candidate pair: chance 1/2) on at most
-    1/2 + `margin` of the prompts."""
-    from headscope.scores import metric
-
-    def diffs(data: Dataset):  # [batch]
-        logits = capture(model, data, Needs(logits_end=True)).logits_end
-        return metric.logit_diff(logits, dataset.answers, dataset.contrasts)
-
-    clean = diffs(dataset)
-    if dataset.corrupted is not None:
-        twin = float(diffs(dataset.corrupted).mean())
-        if float(clean.mean()) <= twin:
-            return (
-                f"logit difference {float(clean.mean()):.2f} no larger than on the corrupted twins "
-                f"({twin:.2f}) on {dataset.n} prompts"
-            )
-    wins = float((clean > 0).float().mean())
-    if wins <= 0.5 + margin:
-        return f"the answer beats the contrast on {wins:.2f} of {dataset.n} prompts (chance 0.50)"
-    return None
-
-
 def task_info(task: Task) -> pd.DataFrame:
     """What the page says about a task (it renders without the task's files)."""
     row = {
@@ -236,8 +159,10 @@ def task_info(task: Task) -> pd.DataFrame:
     return pd.DataFrame([row])
 
 
-def _ov_tables(model, dataset, cap, options: ReportOptions, say: Say) -> dict[str, pd.DataFrame]:
-    return _ov.ov_tables(model, dataset, options.k, options.embedding, cap)
+def _ov_tables(
+    model, dataset, cap, options: ReportOptions, say: Say, computed=None
+) -> dict[str, pd.DataFrame]:
+    return _ov.ov_tables(model, dataset, options.k, options.embedding, cap, computed)
 
 
 def _dla_table(model, dataset, cap, options, say: Say) -> dict[str, pd.DataFrame]:
@@ -300,7 +225,7 @@ def is_large(model: Model) -> bool:
 def _circuit_tables(model, dataset, cap, options: ReportOptions, say: Say) -> dict[str, pd.DataFrame]:
     """Every edge's eap score, the top `circuit_exact` patched exactly, and the circuit of the
     top `circuit_edges` by |exact| run with every other edge patched (its faithfulness)."""
-    from headscope.scores.circuit import edges, faithfulness
+    from headscope.scores.circuit import edges
 
     prompts = circuit_prompts(model, options.circuit_n)
     if prompts < 1:
@@ -316,22 +241,16 @@ def _circuit_tables(model, dataset, cap, options: ReportOptions, say: Say) -> di
     else:
         say(f"  eap-ig on every edge, {first.n} prompts; the top {edge_options.exact_top} patched exactly")
     started = time.perf_counter()
-    table = _causal.edge_attribution(model, first, edge_options)
+    found = find_circuit(model, first, edge_options, options.circuit_edges, options.circuit_level)
+    table, curve = found.edges, found.curve
     if table.attrs["convention"] == "frozen-norm":
         say(f"  {edges.FROZEN_NORM_NOTE}")
-    chosen = _causal.circuit_edges(table, options.circuit_edges)
-    say(f"  the circuit of the top {len(chosen)} edges, and MIB's curve: every other edge patched")
-    evaluator = faithfulness.Evaluator(model, first)  # the batches' runs, once for both
-    summary = circuit_summary(model, first, table, chosen, evaluator)
-    curve = faithfulness.ranking_curve(model, first, table, evaluator=evaluator)
     say(f"  circuit step: {time.perf_counter() - started:.1f} s")  # the console only: a run's files
-    summary = summary.assign(cpr=curve.cpr, cmd=curve.cmd)  # are the same for the same seed
-    summary = summary.assign(convention=table.attrs["convention"])
     points = curve.points.assign(method=table.attrs["method"], cpr=curve.cpr, cmd=curve.cmd)
-    points = points.assign(m_empty=curve.empty, m_full=curve.full)
+    points = points.assign(m_empty=curve.empty, m_full=curve.full)  # are the same for the same seed
     shown = table.head(EDGE_ROWS).drop(columns=["method", "approximation"])
-    shown = shown.assign(in_circuit=[i in set(chosen.index) for i in shown.index])
-    return {"edges": shown, "circuit": summary, "circuit_curve": points}
+    shown = shown.assign(in_circuit=[i in set(found.chosen.index) for i in shown.index])
+    return {"edges": shown, "circuit": found.summary, "circuit_curve": points}
 
 
 def circuit_options(model: Model, options: ReportOptions):
@@ -345,40 +264,6 @@ def circuit_options(model: Model, options: ReportOptions):
     if edges.exact_is_cheaper(len(graph.all_edges(model.arch, model.n_layers)), chosen):
         return edges.EdgeOptions("exact", exact_top=None)
     return chosen
-
-
-def circuit_summary(
-    model: Model, dataset: Dataset, table: pd.DataFrame, chosen: pd.DataFrame, evaluator=None
-) -> pd.DataFrame:
-    """One row: the method and its agreement with exact patching, and the circuit's faithfulness
-    F(C) / F(every edge) with F(no edge) (scores.circuit.faithfulness; completeness and minimality
-    are `headscope circuit`'s). F(every edge) is the clean metric and F(no edge) the corrupted
-    one, which the edge table holds already: one patched run per task, not three. `evaluator`:
-    a `faithfulness.Evaluator` of `dataset` already made (its batches' runs are reused)."""
-    from headscope.scores.circuit import edges, faithfulness
-
-    kept = set(edges.edges_of(chosen, model))
-    metric = (evaluator or faithfulness.Evaluator(model, dataset)).metric(kept)
-    attrs = table.attrs
-    full, none = attrs["clean"], attrs["corrupted"]
-    row = {
-        "method": attrs["method"],
-        "approximation": bool(attrs["approximation"]),
-        "n": dataset.n,
-        "edges_total": len(table),
-        "exact_checked": int(attrs["n_exact"]),
-        "spearman": attrs["spearman"],
-        "spearman_top50": attrs["spearman_top50"],
-        "circuit_edges": len(chosen),
-        "nodes": ",".join(faithfulness.nodes_of(sorted(kept), model)),
-        "clean": full,
-        "no_edges": none,
-        "circuit": metric,
-        "faithfulness": 100 * metric / full if full else float("nan"),
-        "normalized": (metric - none) / (full - none) if full != none else float("nan"),
-        "group_size": model.arch.group_size,
-    }
-    return pd.DataFrame([row])
 
 
 def first_prompts(dataset: Dataset, count: int, model: Model) -> Dataset:

@@ -1,8 +1,15 @@
-"""The console summary printed at the end of a report: one row per task."""
+"""The console's part of a report: the summary printed at the end (one row per task), the notes
+of what was not computed, and the progress bar over a plan."""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
 import pandas as pd
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
 from headscope.heads import head_names
 from headscope.run import Run
@@ -45,3 +52,17 @@ def not_computed_notes(run: Run) -> list[str]:
         return []
     groups = table.groupby(["analysis", "why"], sort=False)["task"]
     return [f"{analysis} not computed ({', '.join(tasks)}): {why}" for (analysis, why), tasks in groups]
+
+
+@contextmanager
+def plan_progress(total: float) -> Iterator[Callable[[float], None]]:
+    """One progress bar over a plan's predicted seconds, with the time left, on a terminal
+    (stderr); elsewhere nothing: the phases' own lines say where the run is. The bar is advanced by
+    each phase's predicted seconds as it ends."""
+    if not sys.stderr.isatty():
+        yield lambda seconds: None
+        return
+    columns = (TextColumn("report"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("report", total=max(total, 1e-9))
+        yield lambda seconds: bar.advance(task, seconds)

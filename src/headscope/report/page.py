@@ -249,9 +249,7 @@ def _left_out_view(run: Run) -> TableView | None:
     if not left_out:
         return None
     table = pd.DataFrame({"task": list(left_out), "why": list(left_out.values())})
-    note = (
-        "The default run leaves out a task the model answers correctly (top-1) less than half the "
-        "time on its first 32 prompts: its heads would show only noise. Name the task in --tasks "
-        "to include it."
+    note = run.options.get("task_rule") or (
+        "This run does not record the rule that left these tasks out (it is from an older headscope)."
     )
     return TableView.of("Tasks left out of this run", table, note=note)

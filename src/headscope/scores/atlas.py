@@ -25,7 +25,7 @@ from headscope.models.loading import Model
 from headscope.options import names
 from headscope.scores.atlas_within import candidate_sets, within_ranks
 from headscope.scores.ov import kernel_device
-from headscope.scores.ov_kernel import Targets, ov_ranks
+from headscope.scores.ov_kernel import HeadRanks, Targets, ov_ranks
 from headscope.scores.ov_shared import KernelCall, KernelSettings
 from headscope.tasks.relation_library import Relation, choose_relations
 from headscope.tasks.relation_tokens import SpelledRelation, spell_relation
@@ -113,44 +113,79 @@ def spell_all(model: Model, relations: list[Relation]) -> list[SpelledRelation]:
     return spelled
 
 
+@dataclass(frozen=True)
+class AtlasInputs:
+    """Every relation spelled, the kept pairs batched, and the effective embedding of each row."""
+
+    every: list[SpelledRelation]
+    batch: _Batch
+    x: torch.Tensor  # [row, d_model]
+
+
+@dataclass(frozen=True)
+class AtlasPass:
+    """The atlas's inputs and the ranks the kernel found for them (its share of a shared pass)."""
+
+    inputs: AtlasInputs
+    ranks: HeadRanks
+
+
 def atlas_scores(
-    model: Model, relations: list[Relation] | None = None, options: AtlasOptions = AtlasOptions()
+    model: Model,
+    relations: list[Relation] | None = None,
+    options: AtlasOptions = AtlasOptions(),
+    computed: AtlasPass | None = None,
 ) -> AtlasResult:
-    """Top-k and within-set scores of every head, relation (default: the whole library) and sign."""
-    every, batch, x = _rows(model, relations, options)
+    """Top-k and within-set scores of every head, relation (default: the whole library) and sign;
+    `computed`: these options' inputs and ranks already found by a shared pass."""
+    found = computed or _run_kernel(model, atlas_inputs(model, relations, options), options)
+    every, batch, x = found.inputs.every, found.inputs.batch, found.inputs.x
     heads = all_heads(model.n_layers, model.n_heads)
     device, dtype = kernel_device(model), DTYPES[options.precision]
-    ranks = ov_ranks(
-        model.weights, x, _targets(batch), heads, options.k, SIGNS, dtype, options.per_source, device
-    )
     within = _within_ranks(model, batch, x, heads, dtype, device)  # [head, sign, entry]
-    rank = ranks.rank.numpy()[:, :, batch.row, batch.slot]  # [head, sign, entry]
+    rank = found.ranks.rank.numpy()[:, :, batch.row, batch.slot]  # [head, sign, entry]
     table = score_table(batch, heads, rank, within, options.k)
     per_source = pd.DataFrame(columns=PER_SOURCE)
     if options.per_source:
-        topk = ranks.topk.numpy()[:, :, batch.row]  # [head, sign, entry, k]
+        topk = found.ranks.topk.numpy()[:, :, batch.row]  # [head, sign, entry, k]
         per_source = per_source_table(batch, heads, rank, within, topk, model, options.k)
     return AtlasResult(table, relation_table(every), function_cards(table), per_source)
 
 
-def _rows(model: Model, relations: list[Relation] | None, options: AtlasOptions):
+def _run_kernel(model: Model, inputs: AtlasInputs, options: AtlasOptions) -> AtlasPass:
+    call, s = kernel_call(model, inputs, options)
+    ranks = ov_ranks(
+        model.weights,
+        call.x,
+        call.targets,
+        list(s.heads),
+        s.k,
+        s.signs,
+        s.dtype,
+        options.per_source,
+        s.device,
+    )
+    return AtlasPass(inputs, ranks)
+
+
+def atlas_inputs(
+    model: Model, relations: list[Relation] | None = None, options: AtlasOptions = AtlasOptions()
+) -> AtlasInputs:
     """Every relation spelled, the kept pairs batched, and the effective embedding of each row."""
     check_atlas(model, options)
     every = spell_all(model, choose_relations(None) if relations is None else list(relations))
     batch = _batch([s for s in every if scored(s)])
     x = (token_vectors if options.embedding == "token" else block0_vectors)(model, batch.tokens)  # [row, d]
-    return every, batch, x
+    return AtlasInputs(every, batch, x)
 
 
 def kernel_call(
-    model: Model, relations: list[Relation] | None = None, options: AtlasOptions = AtlasOptions()
+    model: Model, inputs: AtlasInputs, options: AtlasOptions = AtlasOptions()
 ) -> tuple[KernelCall, KernelSettings]:
-    """What `atlas_scores(model, relations, options)` hands the OV kernel, for a pass shared with
-    other calls (`ov_shared.shared_ov_kernel`)."""
-    _, batch, x = _rows(model, relations, options)
+    """What the OV kernel is handed for the atlas's rows, for a pass shared with other score sets."""
     heads = tuple(all_heads(model.n_layers, model.n_heads))
     settings = KernelSettings(heads, options.k, SIGNS, DTYPES[options.precision], kernel_device(model))
-    return KernelCall(x, _targets(batch)), settings
+    return KernelCall(inputs.x, _targets(inputs.batch)), settings
 
 
 def _within_ranks(model: Model, batch: _Batch, x, heads, dtype, device) -> np.ndarray:

@@ -26,7 +26,16 @@ from headscope.scores.ov_shared import KernelCall, KernelSettings
 from headscope.scores.relations import check_relations, instance_targets, row_targets
 from headscope.tasks.dataset import Dataset, Tokenization
 
-__all__ = ["OVOptions", "OVResult", "kernel_call", "keyword_dataset", "ov_scores"]
+__all__ = [
+    "OVInputs",
+    "OVOptions",
+    "OVPass",
+    "OVResult",
+    "kernel_call",
+    "keyword_dataset",
+    "ov_inputs",
+    "ov_scores",
+]
 
 OTHER = "other"
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -106,31 +115,42 @@ def kernel_device(model: Model) -> torch.device:
     return device
 
 
+@dataclass(frozen=True)
+class OVInputs:
+    """Everything `ov_ranks` is called with for one score set: the heads, each relation's (words,
+    target tokens) per instance, the embedding rows and their targets."""
+
+    heads: list[tuple[int, int]]
+    targets: list[tuple[tuple[str, ...], list]]
+    embeddings: Embeddings
+    table: Targets
+
+
+@dataclass(frozen=True)
+class OVPass:
+    """A score set's inputs and the ranks the kernel found for them (its share of a shared pass)."""
+
+    inputs: OVInputs
+    ranks: HeadRanks
+
+
 def ov_scores(
     model: Model,
     dataset: Dataset,
     options: OVOptions = OVOptions(),
     capture: Capture | None = None,
     detail: bool = True,
+    computed: OVPass | None = None,
 ) -> OVResult:
     """OV relation scores of every chosen head: hits / keyword instances with a target.
 
     `detail=False` skips the top-k tokens and the two tables read from them (`per_token` and
-    `categories` come back empty): the same scores, for less work.
+    `categories` come back empty): the same scores, for less work. `computed`: the inputs and
+    ranks of these options already found by a shared pass (`ov_shared.shared_ranks`).
     """
-    heads, targets, embeddings, table = _inputs(model, dataset, options, capture)
-    ranks = ov_ranks(
-        model.weights,
-        embeddings.vectors,
-        table,
-        heads,
-        options.k,
-        options.signs,
-        DTYPES[options.precision],
-        with_topk=detail,
-        device=kernel_device(model),
-    )
-    scored = _scored(heads, options, dataset, targets, embeddings, table, ranks)
+    found = computed or run_kernel(model, ov_inputs(model, dataset, options, capture), options, detail)
+    i = found.inputs
+    scored = _scored(i.heads, options, dataset, i.targets, i.embeddings, i.table, found.ranks)
     if not detail:
         return OVResult(score_table(scored), pd.DataFrame(columns=PER_TOKEN), pd.DataFrame(columns=CATEGORY))
     return OVResult(
@@ -138,9 +158,19 @@ def ov_scores(
     )
 
 
-def _inputs(model: Model, dataset: Dataset, options: OVOptions, capture: Capture | None):
-    """The heads, each relation's (words, target tokens) per instance, the embedding rows and
-    their targets: everything `ov_ranks` is called with."""
+def run_kernel(model: Model, inputs: OVInputs, options: OVOptions, detail: bool = True) -> OVPass:
+    """The OV kernel on one score set's rows alone."""
+    call, settings = kernel_call(model, inputs, options)
+    s = settings
+    ranks = ov_ranks(
+        model.weights, call.x, call.targets, inputs.heads, s.k, s.signs, s.dtype, detail, s.device
+    )
+    return OVPass(inputs, ranks)
+
+
+def ov_inputs(model: Model, dataset: Dataset, options: OVOptions, capture: Capture | None = None) -> OVInputs:
+    """The heads, each relation's targets per instance and the effective embedding rows (read from
+    `capture`, or block 0 run here for the context embedding); bad options fail here."""
     heads = check_options(model, dataset, options)
     targets = [instance_targets(dataset, model.tokens, r) for r in options.relations]
     for relation, (_, tokens) in zip(options.relations, targets, strict=True):
@@ -151,19 +181,15 @@ def _inputs(model: Model, dataset: Dataset, options: OVOptions, capture: Capture
             )
     embeddings = effective_embeddings(model, dataset, options.embedding, capture)
     table = row_targets([t for _, t in targets], embeddings.row, embeddings.vectors.shape[0])
-    return heads, targets, embeddings, table
+    return OVInputs(heads, targets, embeddings, table)
 
 
-def kernel_call(
-    model: Model, dataset: Dataset, options: OVOptions, capture: Capture | None = None
-) -> tuple[KernelCall, KernelSettings]:
-    """What `ov_scores(model, dataset, options, capture)` hands the OV kernel, for a pass shared
-    with other calls (`ov_shared.shared_ov_kernel`)."""
-    heads, _, embeddings, table = _inputs(model, dataset, options, capture)
+def kernel_call(model: Model, inputs: OVInputs, options: OVOptions) -> tuple[KernelCall, KernelSettings]:
+    """What the OV kernel is handed for `inputs`, for a pass shared with other score sets."""
     settings = KernelSettings(
-        tuple(heads), options.k, options.signs, DTYPES[options.precision], kernel_device(model)
+        tuple(inputs.heads), options.k, options.signs, DTYPES[options.precision], kernel_device(model)
     )
-    return KernelCall(embeddings.vectors, table), settings
+    return KernelCall(inputs.embeddings.vectors, inputs.table), settings
 
 
 def _scored(heads, options, dataset, targets, embeddings: Embeddings, table: Targets, ranks: HeadRanks):

@@ -47,7 +47,6 @@ time, never copied whole.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from contextvars import ContextVar
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,8 +66,6 @@ COLUMNS = 1024  # vocabulary columns per block
 BLOCK_FLOATS = 1 << 21  # logits per block (8 MB in float32): heads x rows x COLUMNS
 ROW_BLOCK = 4096  # rows whose per-head factors are held at once (8192: 5% faster, 1 GB more peak)
 HEAD_BLOCK_BYTES = 1 << 28  # 256 MB: heads whose W_Oc (and a row block's factors) are held at once
-# A pass shared by several calls (`ov_shared.shared_ov_kernel`); `ov_ranks` asks it first.
-SHARED: ContextVar = ContextVar("headscope_ov_shared", default=None)
 
 
 @dataclass(frozen=True)
@@ -431,10 +428,6 @@ def ov_ranks(
             torch.zeros(*shape, relations, dtype=torch.int32), torch.zeros(*shape, 0, dtype=torch.int32)
         )
     device = weights.W_U.device if device is None else device  # each head block is moved there
-    shared = SHARED.get()
-    found = shared and shared.lookup(weights, x, targets, heads, k, signs, dtype, with_topk, device)
-    if found is not None:
-        return found
     out, x = readout(weights, dtype, device), x.to(device)
     threads = torch.get_num_threads()
     workers = min(threads, len(heads)) if device.type == "cpu" else 1  # one stream on an accelerator

@@ -1,6 +1,6 @@
 """One job of a sweep: load one model and write its run folder exactly as `headscope report` does.
 
-The job calls the report's own core (`report.compute.build_run`, `report.html.write_report`),
+The job calls the report's own core (`report.plan.plan_report` and `run_plan`, which writes the page),
 so a sweep's run folder is a report folder (`headscope report --from` renders it). A failure of
 the model (missing files, an architecture headscope refuses, any error while scoring) is
 returned as one line; it never stops the other jobs.
@@ -47,10 +47,12 @@ def run_job(job: Job, options: SweepOptions, threads: int | None = None) -> JobR
 
 
 def write_run(job: Job, options: SweepOptions, threads: int | None) -> None:
+    """The report's plan on this model, run into the job's folder. Every checkpoint gets the same
+    tasks (those named, else every built-in task the tokenizer spells: an early checkpoint at
+    chance on a task stays in, so its trajectory starts there), at the same sample sizes (no budget)."""
     from headscope.models.loading import load_model
-    from headscope.report.compute import build_run
-    from headscope.report.html import write_report
-    from headscope.tasks.registry import get_task
+    from headscope.report.plan import plan_report, run_plan
+    from headscope.report.task_choice import spelled_tasks
 
     model = load_model(
         job.spec,
@@ -59,24 +61,9 @@ def write_run(job: Job, options: SweepOptions, threads: int | None) -> None:
         threads=threads,
         allow_pickle=options.allow_pickle,
     )
-    names = options.tasks if options.tasks is not None else spelled_tasks(model)
-    run = build_run(model, [get_task(name) for name in names], options.report_options(names), _quiet)
-    write_report(run, job.folder, _quiet, pngs=options.pngs)
-
-
-def spelled_tasks(model) -> tuple[str, ...]:
-    """The built-in tasks this model's tokenizer can spell (every prompt word one token)."""
-    from headscope.tasks.dataset import build_dataset
-    from headscope.tasks.registry import builtin_tasks
-
-    kept = []
-    for name, task in builtin_tasks().items():
-        try:
-            build_dataset(task, model.tokens, 2, 0)
-        except ValueError:  # TaskError, or a generator's pool that is too small
-            continue
-        kept.append(name)
-    return tuple(kept)
+    names = options.tasks if options.tasks is not None else tuple(t.name for t in spelled_tasks(model))
+    plan = plan_report(model, names, options.report_options(names), say=_quiet)
+    run_plan(plan, _quiet, out=job.folder, pngs=options.pngs)
 
 
 def _quiet(message: str) -> None:

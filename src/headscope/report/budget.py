@@ -1,0 +1,60 @@
+"""A time budget turned into sample sizes, before anything runs (statistics: time -> sizes once).
+
+`fit` tries the report's sample sizes from the largest (the options as given) down a fixed
+ladder and keeps the first whose predicted time fits the budget: fewer knockout prompts, fewer
+circuit prompts, fewer prompts per task, then the circuit left out, then the knockouts. What the
+budget leaves out is recorded (`ReportOptions.budget_notes`) and shown as a `not_computed` row,
+never silently. The sizes are a function of the budget, the shapes and the measured product
+rate alone, and are recorded in the run, so `--from`, merging and sweeps need no rerun.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+
+from headscope.models.loading import Model
+from headscope.report.compute import ReportOptions, circuit_prompts
+from headscope.report.phases import phases_of
+from headscope.tasks.dataset import Dataset
+
+DEFAULT_BUDGET = 300.0  # seconds: a few minutes on a laptop for a 100M-300M model
+KNOCKOUT_LADDER = (32, 24, 16)  # prompts: 16 keeps a t interval over prompts meaningful
+CIRCUIT_LADDER = (32, 16, 8, 4)
+PROMPT_LADDER = (200, 100, 50)
+
+
+def fit(
+    model: Model, datasets: Sequence[Dataset], options: ReportOptions, budget: float, rate: float
+) -> ReportOptions:
+    """The largest sample sizes on the ladder whose predicted time is within `budget` seconds
+    (the smallest, with a note, when none is)."""
+    chosen = options
+    for chosen in _ladder(model, options):
+        sized = [data.subset(chosen.n) for data in datasets]
+        if sum(p.seconds for p in phases_of(model, sized, chosen, rate)) <= budget:
+            break
+    return replace(chosen, budget=float(budget), budget_notes=_notes(options, chosen, budget))
+
+
+def _ladder(model: Model, options: ReportOptions) -> Iterator[ReportOptions]:
+    """The options as given, then each step that asks for less (a size already below a step's is
+    kept, so an automatic size is replaced only by a smaller one)."""
+    yield options
+    steps = [("knockout_n", k) for k in KNOCKOUT_LADDER] + [("circuit_n", c) for c in CIRCUIT_LADDER]
+    steps += [("n", n) for n in PROMPT_LADDER] + [("circuit_n", 0), ("knockout_n", 0)]
+    for name, size in steps:
+        now = circuit_prompts(model, options.circuit_n) if name == "circuit_n" else getattr(options, name)
+        if size < now:
+            options = replace(options, **{name: size})
+            yield options
+
+
+def _notes(asked: ReportOptions, chosen: ReportOptions, budget: float) -> tuple[tuple[str, str], ...]:
+    why = f"left out to fit the budget of {budget:g} s (--budget SECONDS to raise it, --exhaustive for all)"
+    notes = []
+    if chosen.circuit_n == 0 and asked.circuit_n != 0:
+        notes.append(("circuit", why))
+    if chosen.knockout_n == 0 and asked.knockout_n != 0:
+        notes.append(("knockouts", why))
+    return tuple(notes)

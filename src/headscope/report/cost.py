@@ -1,0 +1,93 @@
+"""What a report's phases cost, predicted from the shapes before anything runs.
+
+Each phase's matrix-product FLOPs are counted from the model's shape and the phase's sample size
+(the way `benchmarks/flops.py` counts a finished run), and turned into seconds with this
+machine's float32 product rate, measured at the start in a fraction of a second
+(`product_rate`), and the share of that rate each phase reached in the measured runs of
+`benchmarks/results/report.md` (`EFFICIENCY`). Work that is not products (Python per batch or per
+component, the page) is a fixed time per call (`CALL_SECONDS`), fitted on the organism's report.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from headscope.models.loading import Model
+from headscope.scores.circuit import mib
+
+# Share of the product rate each phase reached (benchmarks/results/report.md: GPT-2, 135M, 270M
+# shapes, 2 threads: OV 0.38-0.80, forward 0.52-0.71, knockouts 0.55-0.72, circuit 0.25-0.44).
+EFFICIENCY = {"OV pass": 0.5, "capture": 0.6, "knockouts": 0.6, "circuit": 0.3, "scatter": 0.2}
+# Seconds of work besides the products, per call of the phase (fitted on the organism's report).
+CALL_SECONDS = {
+    "OV pass": 1.0,  # per score set: targets, tables
+    "capture": 0.02,  # per batch of 16 prompts
+    "OV tables": 0.4,  # per task
+    "DLA": 0.2,
+    "knockouts": 0.012,  # per component knocked out, per batch
+    "circuit": 0.06,  # per pass (eap-ig step, exact edge, curve point), per batch of 16
+    "scatter": 0.6,  # per head scattered (its bootstrap)
+    "atlas": 1.0,
+    "page": 6.0,
+}
+BATCH = 16
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What the cost model reads of a model."""
+
+    n_layers: int
+    n_heads: int
+    d_model: int
+    d_head: int
+    d_vocab: int
+    body_params: int  # parameters outside the embedding and unembedding
+
+    @classmethod
+    def of(cls, model: Model) -> Shape:
+        i = model.identity
+        every = sum(p.numel() for p in model.bridge.original_model.parameters())
+        tied = 1 if model.arch.tied_unembedding else 2
+        return cls(
+            i.n_layers, i.n_heads, i.d_model, i.d_head, i.d_vocab, every - tied * i.d_vocab * i.d_model
+        )
+
+
+def forward_flops(shape: Shape, prompts: int, length: float) -> float:
+    """One forward pass over `prompts` of `length` tokens: the body's products, attention's
+    scores and mixing, and the unembedding at every position."""
+    per_token = 2 * shape.body_params + 2 * shape.d_model * shape.d_vocab
+    attention = 4 * shape.n_layers * shape.n_heads * shape.d_head * length
+    return prompts * length * (per_token + attention)
+
+
+def ov_flops(shape: Shape, rows: int) -> float:
+    """The OV pass over `rows`: each head's W_Oc W_gU over the vocabulary, then every row's logits."""
+    heads = shape.n_layers * shape.n_heads
+    per_head = 2 * shape.d_head * shape.d_model * shape.d_vocab + 2 * rows * shape.d_head * shape.d_vocab
+    return heads * (per_head + 2 * rows * shape.d_model * shape.d_head)
+
+
+EDGES_PER_PASS = 4  # exactly patched edges per layered pass, about (copies stacked in one pass)
+
+
+def circuit_passes(steps: int, exact_edges: int) -> float:
+    """Forward-pass equivalents of the circuit step: eap-ig's steps (forward and backward), the
+    clean and corrupted runs, the exactly patched edges (stacked), MIB's curve points and the circuit."""
+    return 3 * steps + 2 + exact_edges / EDGES_PER_PASS + len(mib.FRACTIONS) + 1
+
+
+def product_rate(seconds: float = 0.3) -> float:
+    """This machine's float32 product rate (FLOP/s) at the current thread count: the best of
+    repeated [512, 768] @ [768, 2048] products over about `seconds`."""
+    a, b = torch.randn(512, 768), torch.randn(768, 2048)
+    best, stop = float("inf"), time.perf_counter() + seconds
+    while time.perf_counter() < stop:
+        started = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - started)
+    return 2 * 512 * 768 * 2048 / best

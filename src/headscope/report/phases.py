@@ -1,0 +1,122 @@
+"""The phases of a report with their sample sizes and predicted cost (`cost` for the arithmetic).
+
+Model-wide: the OV pass (every task's keyword rows and the atlas's, one pass over the
+vocabulary), the atlas's tables, the page. Per task: the capture (one forward pass), the OV
+tables, DLA, knockouts, the circuit, the scatter. Each phase names its units (prompts, rows,
+components) and how many; its seconds are FLOPs / (rate x efficiency) plus its calls' fixed time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from math import ceil
+
+from headscope.models.loading import Model
+from headscope.report import cost
+from headscope.report.compute import (
+    ReportOptions,
+    circuit_options,
+    circuit_prompts,
+    knockout_exact,
+)
+from headscope.tasks.dataset import Dataset
+
+ATLAS_ROWS = 470  # the library's source tokens, about (the plan counts no spelling)
+SCATTERED = 4  # heads a task's scatter draws, about (the page's top heads)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One phase of a report: on which task ("" for the model), its sample and predicted cost."""
+
+    name: str
+    task: str
+    units: int
+    unit: str
+    flops: float
+    seconds: float
+
+    def row(self) -> dict:
+        return {
+            "phase": self.name,
+            "task": self.task or "(model)",
+            "units": self.units,
+            "unit": self.unit,
+            "gflop": round(self.flops / 1e9, 1),
+            "seconds": round(self.seconds, 1),
+        }
+
+
+def phases_of(
+    model: Model, datasets: Sequence[Dataset], options: ReportOptions, rate: float
+) -> tuple[Phase, ...]:
+    """Every phase of a report on `datasets` (at their sizes) with these options."""
+    shape = cost.Shape.of(model)
+    rows = sum(_rows(data, options) for data in datasets) + ATLAS_ROWS
+    found = [_phase("OV pass", "", rows, "rows", cost.ov_flops(shape, rows), rate, len(datasets) + 1)]
+    for data in datasets:
+        found += task_phases(model, shape, data, options, rate)
+    found.append(_phase("atlas", "", ATLAS_ROWS, "rows", 0.0, rate, 1))
+    found.append(_phase("page", "", len(datasets), "tasks", 0.0, rate, 1))
+    return tuple(found)
+
+
+def task_phases(
+    model: Model, shape: cost.Shape, data: Dataset, options: ReportOptions, rate: float
+) -> list[Phase]:
+    """The phases of one task: capture, OV tables, DLA, knockouts, circuit, scatter."""
+    name, length = data.task.name, float(data.lengths.float().mean())
+    batches = ceil(data.n / cost.BATCH)
+    one = cost.forward_flops(shape, 1, length)  # one prompt's forward pass
+    found = [
+        _phase("capture", name, data.n, "prompts", data.n * one, rate, batches),
+        _phase("OV tables", name, _rows(data, options), "rows", 0.0, rate, 1),
+        _phase("DLA", name, data.n, "prompts", 0.0, rate, 1),
+    ]
+    found += _knockouts(model, name, min(options.knockout_n, data.n), one, options, rate)
+    found += _circuit(model, name, data, one, options, rate)
+    found.append(_phase("scatter", name, SCATTERED, "heads", 0.0, rate, SCATTERED))
+    return found
+
+
+def _knockouts(model: Model, name: str, prompts: int, one: float, options, rate: float) -> list[Phase]:
+    """Each component knocked out exactly (a pass from its layer on: half the model, about), and
+    on a large model every head screened first (a forward and backward pass)."""
+    if prompts < 1:
+        return []
+    heads, mlps = model.n_layers * model.n_heads, model.n_layers
+    top = knockout_exact(model, options.knockout_exact)
+    exact = heads + mlps if top is None else top + options.top_heads + mlps
+    passes = 0.6 * exact + 2 + (0 if top is None else 3)  # + the clean and mean passes (+ the screen)
+    calls = exact * ceil(prompts / cost.BATCH)
+    return [_phase("knockouts", name, exact, "components", passes * prompts * one, rate, calls)]
+
+
+def _circuit(model: Model, name: str, data: Dataset, one: float, options, rate: float) -> list[Phase]:
+    prompts = min(circuit_prompts(model, options.circuit_n), data.n)
+    if prompts < 1 or data.corrupted is None:
+        return []
+    chosen = circuit_options(model, options)
+    steps = chosen.steps if chosen.method == "eap-ig" else 0
+    exact = chosen.exact_top if chosen.exact_top is not None else _edges(model)
+    passes = cost.circuit_passes(steps, exact)
+    calls = passes * ceil(prompts / cost.BATCH)
+    return [_phase("circuit", name, prompts, "prompts", passes * prompts * one, rate, calls)]
+
+
+def _edges(model: Model) -> int:
+    from headscope.scores.circuit import graph
+
+    return len(graph.all_edges(model.arch, model.n_layers))
+
+
+def _rows(data: Dataset, options: ReportOptions) -> int:
+    """The task's OV rows: every keyword instance (context embedding) or distinct keyword token."""
+    tokens = data.keywords.token
+    return int(tokens.shape[0]) if options.embedding == "context" else int(tokens.unique().numel())
+
+
+def _phase(name: str, task: str, units: int, unit: str, flops: float, rate: float, calls: int) -> Phase:
+    seconds = flops / (rate * cost.EFFICIENCY.get(name, 1.0)) + calls * cost.CALL_SECONDS.get(name, 0.0)
+    return Phase(name, task, units, unit, flops, seconds)

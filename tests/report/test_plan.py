@@ -1,0 +1,126 @@
+"""The report's plan: tasks chosen once, datasets built once, one OV pass handed to every step
+explicitly, sample sizes fitted to a budget and recorded, and the plan's phases."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pandas.testing as pdt
+import pytest
+
+import headscope as hs
+from headscope.models.loading import load_model
+from headscope.report import budget, compute, plan
+from headscope.report.task_choice import RULE
+from headscope.tasks.registry import get_task
+
+TASKS = ("ioi", "seq-digits")
+OV_TABLES = ("ov_scores", "ov_per_token", "ov_categories", "ov_keywords", "atlas", "atlas_cards")
+RATE = 5e10  # FLOP/s: a fixed rate, so the sizes do not depend on this machine's speed
+QUIET = dict(say=lambda message: None)
+
+
+@pytest.fixture(scope="module")
+def organism():
+    return load_model("organism")
+
+
+def _options(**more) -> compute.ReportOptions:
+    base = dict(tasks=TASKS, n=16, n_boot=50, knockout_n=0, circuit_n=0, example_prompts=2)
+    return compute.ReportOptions(**(base | more))
+
+
+def test_the_one_ov_pass_gives_the_tables_each_step_computes_alone(organism):
+    said: list[str] = []
+    found = plan.plan_report(organism, list(TASKS), _options(), say=said.append, rate=RATE)
+    together = plan.run_plan(found, said.append)
+    assert any("one pass over the vocabulary for 3 score sets" in line for line in said)
+    alone = {}  # each task's OV step and the atlas with no pass handed to them: each its own
+    for dataset in found.datasets:
+        for name, table in compute.analyse_task(organism, dataset, found.options, **QUIET).items():
+            alone.setdefault(name, []).append(table.assign(task=dataset.task.name))
+    atlas = plan._atlas(organism, found.options, None, lambda message: None)
+    # two computations of the same ranks; the organism's 204 logits per row have no float ties
+    # between distinct values, so its tables are the same to the bit (as the baseline's CSVs are)
+    for name in OV_TABLES:
+        expected = atlas[name] if name in atlas else plan._task_first(plan.pd.concat(alone[name]))
+        got = together.table(name).reset_index(drop=True)
+        pdt.assert_frame_equal(got, expected.reset_index(drop=True), check_exact=True, obj=name)
+
+
+def test_the_plan_lists_every_phase_of_every_task_with_its_sample(organism):
+    found = plan.plan_report(organism, list(TASKS), _options(knockout_n=8, circuit_n=4), rate=RATE, **QUIET)
+    table = found.table()
+    for task in TASKS:
+        phases = set(table[table["task"] == task]["phase"])
+        assert phases == {"capture", "OV tables", "DLA", "knockouts", "circuit", "scatter"}
+    units = table.set_index(["phase", "task"])["units"]
+    assert units[("capture", "ioi")] == 16 and units[("circuit", "ioi")] == 4
+    assert units[("knockouts", "ioi")] == organism.n_layers * (organism.n_heads + 1)  # every head and MLP
+    assert {"OV pass", "atlas", "page"} <= set(table[table["task"] == "(model)"]["phase"])
+    assert found.seconds == pytest.approx(table["seconds"].sum(), rel=0.01)
+    assert all(data.n == 16 for data in found.datasets)
+
+
+def test_a_budget_shrinks_the_sizes_in_order_and_notes_what_it_leaves_out(organism):
+    asked = _options(n=64, knockout_n=32, circuit_n=32)
+    sizes = []
+    for seconds in (1e6, 60, 20, 1e-3):
+        found = plan.plan_report(organism, list(TASKS), asked, seconds, rate=RATE, **QUIET)
+        o = found.options
+        sizes.append((o.n, o.knockout_n, o.circuit_n))
+        assert o.budget == seconds
+        if seconds >= 1e6:
+            assert (o.n, o.knockout_n, o.circuit_n) == (64, 32, 32) and not o.budget_notes
+        if found.seconds > seconds:  # nothing fits: the smallest plan, with both analyses noted
+            assert (o.knockout_n, o.circuit_n) == (0, 0)
+            assert [a for a, _ in o.budget_notes] == ["circuit", "knockouts"]
+    for bigger, smaller in zip(sizes, sizes[1:], strict=False):  # a smaller budget never asks for more
+        assert all(b >= s for b, s in zip(bigger, smaller, strict=True))
+    same = plan.plan_report(organism, list(TASKS), asked, 20, rate=RATE, **QUIET)
+    assert same.options == plan.plan_report(organism, list(TASKS), asked, 20, rate=RATE, **QUIET).options
+
+
+def test_what_the_budget_leaves_out_is_a_not_computed_row_of_each_task(organism):
+    found = plan.plan_report(organism, ["ioi"], _options(knockout_n=8, circuit_n=4), 1e-3, rate=RATE, **QUIET)
+    run = plan.run_plan(found, **QUIET)
+    rows = run.table("not_computed")
+    assert set(rows["analysis"]) == {"circuit", "knockouts"} and set(rows["task"]) == {"ioi"}
+    assert "budget of 0.001 s" in rows["why"].iloc[0]
+    assert run.table("knockout").empty and run.options["budget"] == 0.001
+
+
+def test_the_default_tasks_record_the_rule_the_run_used(organism):
+    found = plan.plan_report(organism, None, compute.ReportOptions(tasks=(), n=8), rate=RATE, **QUIET)
+    assert found.options.task_rule == RULE
+    assert "seq-letters" in dict(found.options.left_out)  # the organism never learnt it
+    assert [data.task.name for data in found.datasets] == list(found.options.tasks)
+
+
+def test_hs_report_returns_the_run_with_a_summary_and_writes_the_page(organism, tmp_path):
+    run = hs.report(organism, ["ioi"], out=tmp_path / "r", budget=None, n=12, quiet=True)
+    assert (tmp_path / "r" / "index.html").is_file()
+    summary = run.summary()
+    assert list(summary["task"]) == ["ioi"] and summary["n"].iloc[0] == 12
+    assert "<table" in run._repr_html_()
+    planned = hs.report(organism, ["ioi"], n=12, plan_only=True, quiet=True)
+    assert isinstance(planned, plan.ReportPlan) and planned.options.budget == budget.DEFAULT_BUDGET
+
+
+def test_hs_report_is_the_report_package_called_and_is_documented():
+    import importlib
+    import inspect
+
+    assert hs.report is importlib.import_module("headscope.report") and "report" in hs.__all__
+    doc = inspect.getdoc(plan.report)
+    for section in ("Args:", "Returns:", "Example:"):
+        assert section in doc
+    for parameter in inspect.signature(plan.report).parameters:
+        assert parameter in doc.split("Returns:")[0], parameter
+
+
+def test_build_run_is_the_plan_without_a_budget(organism):
+    options = _options()
+    run = plan.build_run(organism, [get_task(name) for name in TASKS], options, **QUIET)
+    assert run.options["budget"] is None and run.options["tasks"] == list(TASKS)
+    assert dataclasses.asdict(options)["n"] == run.options["n"]
