@@ -18,6 +18,7 @@ from headscope.analyses import attention as _attention
 from headscope.analyses import knockouts as _knockouts
 from headscope.analyses import logits as _logits
 from headscope.analyses import ov as _ov
+from headscope.analyses.circuit import LEVEL, find_circuit
 from headscope.analyses.record import PerTask, union
 from headscope.capture import Capture, Needs, capture
 from headscope.models.loading import Model
