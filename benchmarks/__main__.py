@@ -21,6 +21,7 @@ BENCHMARKS: tuple[str, ...] = (
     "atlas",
     "sweep",
     "flops",
+    "budget",
 )
 
 
