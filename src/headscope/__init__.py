@@ -50,6 +50,7 @@ _EXPORTS: dict[str, str] = {
     "patch": "headscope.api",
     "attribution_patch": "headscope.api",
     "edge_attribution": "headscope.api",
+    "qk_attribution": "headscope.api",
     "label_heads": "headscope.api",
     # options and helpers of the lower-level functions
     "OVOptions": "headscope.scores.ov",
