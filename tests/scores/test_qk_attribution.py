@@ -169,6 +169,20 @@ def test_undefined_scores_are_refused_in_one_line(model, data):
         hs.qk_attribution(model, data, head="5.0", key="IO")
 
 
+def test_a_bridge_that_hooks_the_pattern_as_scores_is_refused(tmp_path):
+    opt = fam.headscope_model(fam.save_family(fam.BY_NAME["opt"], tmp_path / "opt"))  # its scores hook
+    data = hs.dataset(opt, "ioi", n=2, seed=2)  # holds the pattern: the score is not exposed
+    with pytest.raises(HeadscopeError, match="does not expose head 1.0's pre-softmax scores"):
+        hs.qk_attribution(opt, data, head="1.0", key="IO")
+
+
+def test_a_key_the_mask_hides_is_refused():
+    masked = torch.tensor([1.5, torch.finfo(torch.float32).min, float("-inf")])
+    with pytest.raises(HeadscopeError, match="cannot attend from 'end' to 't1' in 2 of 3 prompts"):
+        qk.check_attends(masked, qk.QKOptions(1, 0, key="t1"))
+    qk.check_attends(torch.tensor([1.5, -40.0]), qk.QKOptions(1, 0, key="t1"))  # finite scores pass
+
+
 # ---- the organism: why its induction heads attend to the token after the first occurrence ----------
 
 

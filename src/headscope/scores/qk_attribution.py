@@ -119,6 +119,34 @@ def check_hooks(runner: InterventionRunner, layer: int) -> None:
         )
 
 
+UNEXPOSED = (
+    "this model's bridge does not expose head {head}'s pre-softmax scores (its attention pattern is not "
+    "the softmax of hook_attn_scores): QK attribution is not supported for this architecture"
+)
+
+
+def check_scores(
+    runner: InterventionRunner, tokens: Int[Tensor, "batch pos"], options: QKOptions, query: Tensor
+) -> None:
+    """One line where the bridge's `hook_attn_scores` is not what the head's softmax reads (some
+    bridges hook the pattern there): the head's pattern at the query rows must be its softmax."""
+    names = {kind: f"blocks.{options.layer}.attn.hook_{kind}" for kind in ("attn_scores", "pattern")}
+    head = f"{options.layer}.{options.head}"
+    if names["pattern"] not in runner.bridge.hook_dict:
+        raise HeadscopeError(UNEXPOSED.format(head=head))
+    kept: dict[str, Tensor] = {}
+    hooks = [(name, lambda a, hook, kind=kind: kept.setdefault(kind, a)) for kind, name in names.items()]
+    with torch.no_grad():
+        runner.bridge.run_with_hooks(
+            tokens.to(runner.bridge.cfg.device), fwd_hooks=hooks, stop_at_layer=options.layer + 1
+        )
+    rows, at = torch.arange(tokens.shape[0]), query.to(kept["pattern"].device)
+    scores_at = kept["attn_scores"][rows, options.head, at].float()  # [batch, key]
+    pattern_at = kept["pattern"][rows, options.head, at].float()  # [batch, key]
+    if (torch.softmax(scores_at, -1) - pattern_at).abs().max() > 1e-3:
+        raise HeadscopeError(UNEXPOSED.format(head=head))
+
+
 def upstream(model: Model, layer: int) -> list[Source]:
     """Every source written before layer `layer`'s attention reads the residual stream."""
     target = Target(layer, "q", 0)
@@ -224,6 +252,20 @@ def deltas(
     return found[:, :, 0]  # [source, batch, d_model]
 
 
+MASKED = -1e30  # a score at or below this is the attention mask's fill value (dtype's minimum, -inf)
+
+
+def check_attends(clean: Float[Tensor, "batch"], options: QKOptions) -> None:
+    """One line where the head's mask hides the key from the query (local-window attention)."""
+    masked = int((~torch.isfinite(clean) | (clean <= MASKED)).sum())
+    if masked:
+        raise HeadscopeError(
+            f"head {options.layer}.{options.head} cannot attend from {options.query!r} to {options.key!r} "
+            f"in {masked} of {len(clean)} prompts of a batch (its attention mask hides the key: a local "
+            "window): the score is not defined there; give a key role nearer the query, or another head"
+        )
+
+
 # ---- per batch: the exact effects and the first-order estimates -------------------------------
 
 
@@ -243,6 +285,7 @@ def exact_effects(
     zero = torch.zeros(1, rows, resid.shape[-1], dtype=resid.dtype, device=resid.device)
     with torch.no_grad():
         clean = scores(runner, options, resid, zero, zero, where)[0]
+        check_attends(clean, options)
         effects = {}
         for side in SIDES:
             patched = []
@@ -324,6 +367,8 @@ def per_prompt(model: Model, dataset: Dataset, options: QKOptions) -> tuple[list
     check_hooks(runner, options.layer)
     where = positions(dataset, options)
     sources = upstream(model, options.layer)
+    first = _batches(dataset, options.batch_size)[0]
+    check_scores(runner, dataset.tokens[first], options, where.query[first])
     means = role_means(runner, dataset, where, options) if options.baseline == "mean" else None
     exact: dict[str, list[Tensor]] = {side: [] for side in SIDES}
     first: dict[str, list[Tensor]] = {side: [] for side in SIDES}
