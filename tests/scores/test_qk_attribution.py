@@ -203,6 +203,8 @@ def test_organism_induction_heads_read_the_previous_token_heads_on_the_key_side(
         keys = table[table["side"] == "key"].sort_values("exact", ascending=False)
         assert set(keys["component"].iloc[:2]) == previous_names, keys
         assert (keys["ci_low"].iloc[:2] > 0).all()  # each share is positive beyond its interval
-        assert table.attrs["spearman"] >= 0.8 and table.attrs["spearman_key"] >= 0.8
-        live = table[(table["exact"] != 0) | (table["first_order"] != 0)]  # layer 0's heads write nothing
-        assert stats.spearmanr(live["first_order"], live["exact"]).statistic >= 0.8
+        # over every component of both sides; and without the rows that are exactly zero in both
+        # columns (layer 0's heads and mlp1 write nothing), whose ties would help the agreement
+        assert table.attrs["spearman"] >= 0.8
+        live = table[(table["exact"] != 0) | (table["first_order"] != 0)]
+        assert len(live) == 8 and stats.spearmanr(live["first_order"], live["exact"]).statistic >= 0.8
