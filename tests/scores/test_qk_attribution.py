@@ -172,7 +172,7 @@ def test_undefined_scores_are_refused_in_one_line(model, data):
 def test_a_bridge_that_hooks_the_pattern_as_scores_is_refused(tmp_path):
     opt = fam.headscope_model(fam.save_family(fam.BY_NAME["opt"], tmp_path / "opt"))  # its scores hook
     data = hs.dataset(opt, "ioi", n=2, seed=2)  # holds the pattern: the score is not exposed
-    with pytest.raises(HeadscopeError, match="does not expose head 1.0's pre-softmax scores"):
+    with pytest.raises(HeadscopeError, match=r"bridge \(opt\) does not expose head 1.0's pre-softmax scores"):
         hs.qk_attribution(opt, data, head="1.0", key="IO")
 
 

@@ -120,20 +120,25 @@ def check_hooks(runner: InterventionRunner, layer: int) -> None:
 
 
 UNEXPOSED = (
-    "this model's bridge does not expose head {head}'s pre-softmax scores (its attention pattern is not "
-    "the softmax of hook_attn_scores): QK attribution is not supported for this architecture"
+    "this model's bridge ({family}) does not expose head {head}'s pre-softmax scores (its "
+    "hook_attn_scores is not what its softmax reads): QK attribution is not supported for this architecture"
 )
 
 
 def check_scores(
-    runner: InterventionRunner, tokens: Int[Tensor, "batch pos"], options: QKOptions, query: Tensor
+    runner: InterventionRunner,
+    family: str,
+    tokens: Int[Tensor, "batch pos"],
+    options: QKOptions,
+    query: Int[Tensor, "batch"],
 ) -> None:
     """One line where the bridge's `hook_attn_scores` is not what the head's softmax reads (some
-    bridges hook the pattern there): the head's pattern at the query rows must be its softmax."""
+    bridges hook the pattern there): at the query rows the head's pattern must be the softmax of
+    the scores, and not the scores themselves."""
     names = {kind: f"blocks.{options.layer}.attn.hook_{kind}" for kind in ("attn_scores", "pattern")}
     head = f"{options.layer}.{options.head}"
     if names["pattern"] not in runner.bridge.hook_dict:
-        raise HeadscopeError(UNEXPOSED.format(head=head))
+        raise HeadscopeError(UNEXPOSED.format(family=family, head=head))
     kept: dict[str, Tensor] = {}
     hooks = [(name, lambda a, hook, kind=kind: kept.setdefault(kind, a)) for kind, name in names.items()]
     with torch.no_grad():
@@ -143,8 +148,10 @@ def check_scores(
     rows, at = torch.arange(tokens.shape[0]), query.to(kept["pattern"].device)
     scores_at = kept["attn_scores"][rows, options.head, at].float()  # [batch, key]
     pattern_at = kept["pattern"][rows, options.head, at].float()  # [batch, key]
-    if (torch.softmax(scores_at, -1) - pattern_at).abs().max() > 1e-3:
-        raise HeadscopeError(UNEXPOSED.format(head=head))
+    tolerance = max(1e-3, 4 * torch.finfo(kept["pattern"].dtype).eps)  # the pattern's own rounding
+    is_pattern = bool((scores_at - pattern_at).abs().max() <= tolerance)  # the hook fired the pattern
+    if is_pattern or (torch.softmax(scores_at, -1) - pattern_at).abs().max() > tolerance:
+        raise HeadscopeError(UNEXPOSED.format(family=family, head=head))
 
 
 def upstream(model: Model, layer: int) -> list[Source]:
@@ -368,7 +375,7 @@ def per_prompt(model: Model, dataset: Dataset, options: QKOptions) -> tuple[list
     where = positions(dataset, options)
     sources = upstream(model, options.layer)
     first = _batches(dataset, options.batch_size)[0]
-    check_scores(runner, dataset.tokens[first], options, where.query[first])
+    check_scores(runner, model.arch.family, dataset.tokens[first], options, where.query[first])
     means = role_means(runner, dataset, where, options) if options.baseline == "mean" else None
     exact: dict[str, list[Tensor]] = {side: [] for side in SIDES}
     first: dict[str, list[Tensor]] = {side: [] for side in SIDES}
