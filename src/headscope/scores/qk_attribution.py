@@ -43,7 +43,7 @@ from headscope.scores import interventions
 from headscope.scores.circuit import activations, blocks, graph
 from headscope.scores.circuit.activations import Acts
 from headscope.scores.circuit.graph import Source, Target
-from headscope.scores.interventions import InterventionRunner, rows_at
+from headscope.scores.interventions import InterventionRunner
 from headscope.tasks.dataset import Dataset
 
 Baseline = Literal["mean", "zero"]
@@ -217,17 +217,10 @@ class RoleValues:
 
 def at_role(acts: Acts, where: Int[Tensor, "batch"], layers: int) -> RoleValues:
     """The clean run's sources at each prompt's position `where`, layers before `layers`."""
-    z = (
-        torch.stack([rows_at(acts.z[layer], where) for layer in range(layers)])
-        if layers
-        else acts.z[:0, :, 0]
-    )
-    mlp = (
-        torch.stack([rows_at(acts.mlp[layer], where) for layer in range(layers)])
-        if layers
-        else acts.mlp[:0, :, 0]
-    )
-    return RoleValues(rows_at(acts.pre[0], where), z, mlp)
+    batch, at = torch.arange(len(where)), where.to(acts.pre.device)
+    z = acts.z[:layers][:, batch, at]  # [layer, batch, head, d_head]
+    mlp = acts.mlp[:layers][:, batch, at]  # [layer, batch, d_model]
+    return RoleValues(acts.pre[0][batch, at], z, mlp)
 
 
 def _sum(values: RoleValues) -> RoleValues:
@@ -338,6 +331,10 @@ def _capture(runner: InterventionRunner, dataset: Dataset, part: slice) -> Acts:
     return activations.capture(runner, dataset.tokens[part, :width])
 
 
+def _added(a: RoleValues, b: RoleValues) -> RoleValues:
+    return RoleValues(a.embed + b.embed, a.z + b.z, a.mlp + b.mlp)
+
+
 def role_means(
     runner: InterventionRunner, dataset: Dataset, where: Positions, options: QKOptions
 ) -> dict[str, RoleValues]:
@@ -347,16 +344,9 @@ def role_means(
         acts = _capture(runner, dataset, part)
         for side, role in (("query", where.query), ("key", where.key)):
             found = _sum(at_role(acts, role[part], options.layer))
-            sums[side] = (
-                found
-                if side not in sums
-                else RoleValues(
-                    sums[side].embed + found.embed, sums[side].z + found.z, sums[side].mlp + found.mlp
-                )
-            )
-    return {
-        side: RoleValues(v.embed / dataset.n, v.z / dataset.n, v.mlp / dataset.n) for side, v in sums.items()
-    }
+            sums[side] = _added(sums[side], found) if side in sums else found
+    n = dataset.n
+    return {side: RoleValues(v.embed / n, v.z / n, v.mlp / n) for side, v in sums.items()}
 
 
 @dataclass(frozen=True)
@@ -368,39 +358,47 @@ class PerPrompt:
     clean: Tensor
 
 
+def _batch_shares(
+    model: Model,
+    runner: InterventionRunner,
+    acts: Acts,
+    here: Positions,
+    means: dict[str, RoleValues] | None,
+    options: QKOptions,
+) -> PerPrompt:
+    """One batch's shares (its clean run `acts`, captured last: the runner holds its arguments)."""
+    sources = upstream(model, options.layer)
+    change = {}
+    for side, role in (("query", here.query), ("key", here.key)):
+        clean = at_role(acts, role, options.layer)
+        baseline = _baseline_of(None if means is None else means[side], clean)
+        change[side] = deltas(model, clean, baseline, sources)
+    resid = acts.pre[options.layer]
+    effects, clean_score = exact_effects(runner, options, resid, change, here)
+    estimates = first_order(runner, options, resid, change, here)
+    as_cpu = lambda found: {side: found[side].detach().double().cpu() for side in SIDES}  # noqa: E731
+    return PerPrompt(as_cpu(effects), as_cpu(estimates), clean_score.double().cpu())
+
+
 def per_prompt(model: Model, dataset: Dataset, options: QKOptions) -> tuple[list[Source], PerPrompt]:
     """Every upstream source's exact and first-order share of the score on each prompt."""
     runner = InterventionRunner(model.bridge)
     check_hooks(runner, options.layer)
     where = positions(dataset, options)
-    sources = upstream(model, options.layer)
-    first = _batches(dataset, options.batch_size)[0]
-    check_scores(runner, model.arch.family, dataset.tokens[first], options, where.query[first])
+    parts = _batches(dataset, options.batch_size)
+    check_scores(runner, model.arch.family, dataset.tokens[parts[0]], options, where.query[parts[0]])
     means = role_means(runner, dataset, where, options) if options.baseline == "mean" else None
-    exact: dict[str, list[Tensor]] = {side: [] for side in SIDES}
-    first: dict[str, list[Tensor]] = {side: [] for side in SIDES}
-    clean_scores = []
-    for part in _batches(dataset, options.batch_size):
+    found = []
+    for part in parts:
         acts = _capture(runner, dataset, part)  # records this batch's block arguments
         here = Positions(where.query[part], where.key[part])
-        change = {}
-        for side, role in (("query", here.query), ("key", here.key)):
-            clean = at_role(acts, role, options.layer)
-            baseline = _baseline_of(None if means is None else means[side], clean)
-            change[side] = deltas(model, clean, baseline, sources)
-        resid = acts.pre[options.layer]
-        effects, clean = exact_effects(runner, options, resid, change, here)
-        estimates = first_order(runner, options, resid, change, here)
-        for side in SIDES:
-            exact[side].append(effects[side].double().cpu())
-            first[side].append(estimates[side].detach().double().cpu())
-        clean_scores.append(clean.double().cpu())
+        found.append(_batch_shares(model, runner, acts, here, means, options))
     joined = PerPrompt(
-        {s: torch.cat(v, 1) for s, v in exact.items()},
-        {s: torch.cat(v, 1) for s, v in first.items()},
-        torch.cat(clean_scores),
+        {side: torch.cat([f.exact[side] for f in found], 1) for side in SIDES},  # [source, prompt]
+        {side: torch.cat([f.first[side] for f in found], 1) for side in SIDES},  # [source, prompt]
+        torch.cat([f.clean for f in found]),
     )
-    return sources, joined
+    return upstream(model, options.layer), joined
 
 
 def t_interval(values: np.ndarray) -> tuple[float, float]:
