@@ -145,7 +145,8 @@ def check_scores(
         runner.bridge.run_with_hooks(
             tokens.to(runner.bridge.cfg.device), fwd_hooks=hooks, stop_at_layer=options.layer + 1
         )
-    rows, at = torch.arange(tokens.shape[0]), query.to(kept["pattern"].device)
+    device = kept["pattern"].device
+    rows, at = torch.arange(tokens.shape[0], device=device), query.to(device)
     scores_at = kept["attn_scores"][rows, options.head, at].float()  # [batch, key]
     pattern_at = kept["pattern"][rows, options.head, at].float()  # [batch, key]
     tolerance = max(1e-3, 4 * torch.finfo(kept["pattern"].dtype).eps)  # the pattern's own rounding
@@ -217,7 +218,7 @@ class RoleValues:
 
 def at_role(acts: Acts, where: Int[Tensor, "batch"], layers: int) -> RoleValues:
     """The clean run's sources at each prompt's position `where`, layers before `layers`."""
-    batch, at = torch.arange(len(where)), where.to(acts.pre.device)
+    batch, at = torch.arange(len(where), device=acts.pre.device), where.to(acts.pre.device)
     z = acts.z[:layers][:, batch, at]  # [layer, batch, head, d_head]
     mlp = acts.mlp[:layers][:, batch, at]  # [layer, batch, d_model]
     return RoleValues(acts.pre[0][batch, at], z, mlp)
