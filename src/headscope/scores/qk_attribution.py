@@ -253,12 +253,10 @@ def deltas(
     return found[:, :, 0]  # [source, batch, d_model]
 
 
-MASKED = -1e30  # a score at or below this is the attention mask's fill value (dtype's minimum, -inf)
-
-
 def check_attends(clean: Float[Tensor, "batch"], options: QKOptions) -> None:
     """One line where the head's mask hides the key from the query (local-window attention)."""
-    masked = int((~torch.isfinite(clean) | (clean <= MASKED)).sum())
+    fill = torch.finfo(clean.dtype).min / 2  # the mask writes the dtype's minimum (or -inf)
+    masked = int((~torch.isfinite(clean) | (clean <= fill)).sum())
     if masked:
         raise HeadscopeError(
             f"head {options.layer}.{options.head} cannot attend from {options.query!r} to {options.key!r} "
