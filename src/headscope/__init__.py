@@ -51,6 +51,7 @@ _EXPORTS: dict[str, str] = {
     "attribution_patch": "headscope.api",
     "edge_attribution": "headscope.api",
     "circuit": "headscope.api",
+    "qk_attribution": "headscope.api",
     "label_heads": "headscope.api",
     # options and helpers of the lower-level functions
     "OVOptions": "headscope.scores.ov",

@@ -35,6 +35,7 @@ from headscope.api_causal import (
     greedy_circuit,
     keep_circuit,
     patch,
+    qk_attribution,
 )
 from headscope.api_common import (
     AttachedTable,
@@ -277,6 +278,7 @@ __all__ = [
     "label_heads",
     "ov_scores",
     "patch",
+    "qk_attribution",
     "role_attention",
     "scatter",
 ]

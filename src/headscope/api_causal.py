@@ -11,6 +11,7 @@ import pandas as pd
 
 from headscope.analyses import causal as _causal
 from headscope.analyses import knockouts as _knockouts
+from headscope.analyses import qk as _qk
 from headscope.analyses.circuit import find_circuit
 from headscope.api_common import Names, TaskLike, attach, dataset
 from headscope.models.loading import Model
@@ -265,6 +266,54 @@ def circuit(
     return attach(found.summary, model, data, edges=table, curve=found.curve.points)
 
 
+def qk_attribution(
+    model: Model,
+    task: TaskLike,
+    *,
+    head: str,
+    query: str = "end",
+    key: str,
+    baseline: Literal["mean", "zero"] = "mean",
+    n: int | None = None,
+    seed: int = 0,
+    batch_size: int = _qk.DEFAULT_BATCH,
+) -> pd.DataFrame:
+    """Why a head attends from one role to another: its pre-softmax score split over the upstream
+    components, on the query side and on the key side (docs/methods.md, "QK attribution").
+
+    A component's share on the query (key) side is the score's drop when its output at the query
+    (key) position alone is replaced by the baseline and only the head's query (key) sees the
+    change (`exact`), and the first-order estimate of that drop (`first_order`: the gradient of the
+    score at the head's query (key) input times the component's clean - baseline output).
+
+    Args:
+        model: from `hs.load_model`.
+        task: a task name, `Task`, TOML path or `Dataset`.
+        head: the head, "LAYER.HEAD" (e.g. "2.0").
+        query: the role the head attends from ("end", or a role of the task).
+        key: the role it attends to (at or before the query in every prompt), e.g. "t8" for
+            induction (the token after the first occurrence of the end token).
+        baseline: what a component is replaced by: "mean" (its mean output over the prompts at
+            that role) or "zero".
+        n, seed: prompts to build and the seed.
+        batch_size: prompts per pass.
+
+    Returns:
+        One row per side and component (embed, earlier heads `l.h`, earlier MLPs `mlpL`):
+        `side, component, first_order, exact, n, ci_low, ci_high`, each a mean over the `n`
+        prompts, with a 95% t interval of `exact`; `.attrs`: head, query, key, baseline, score
+        (the clean score's mean) with score_ci_low / score_ci_high, spearman (first_order vs
+        exact over every row), spearman_query, spearman_key.
+
+    Example:
+        >>> qk = hs.qk_attribution(model, "induction", head="2.0", query="end", key="t8", n=20)
+        >>> qk[qk["side"] == "key"].sort_values("exact", ascending=False).head(3)
+    """
+    options = _qk.qk_options(model, head, key, query, baseline, batch_size)
+    data = dataset(model, task, n, seed)
+    return attach(_qk.qk_attribution(model, data, options), model, data)
+
+
 __all__ = [
     "ablate",
     "attribution_patch",
@@ -273,4 +322,5 @@ __all__ = [
     "greedy_circuit",
     "keep_circuit",
     "patch",
+    "qk_attribution",
 ]

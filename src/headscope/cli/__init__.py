@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "ablate_cmd",
     "patch_cmd",
     "circuit_cmd",
+    "qk_cmd",
     "sweep_cmd",
     "atlas_cmd",
     "per_task_cmd",  # the core's per-task analyses with a command of their own (entropy, ...)
