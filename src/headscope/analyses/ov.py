@@ -45,7 +45,7 @@ def ov_tables(
     model: Model, dataset: Dataset, k: int, embedding: str, taken: Capture | None = None
 ) -> dict[str, pd.DataFrame]:
     """The task's own relations with both signs: `ov_scores`, `ov_per_token`, `ov_categories`."""
-    options = _ov.OVOptions(tuple(dataset.task.relations), k, embedding, negative=True)
+    options = _ov.OVOptions(tuple(dataset.task.relations), k, embedding, negative=True, within=True)
     result = _ov.ov_scores(model, dataset, options, capture=taken)
     return {"ov_scores": result.table, "ov_per_token": result.per_token, "ov_categories": result.categories}
 
@@ -98,7 +98,8 @@ def label_tables(
     relations = default_relations(dataset.task)
     tables = {"ov_scores": pd.DataFrame()}
     if relations:
-        tables["ov_scores"] = ov_scores(model, dataset, relations, k, embedding, True, taken=taken).table
+        options = _ov.OVOptions(relations, integer(k, "k"), embedding, negative=True, within=True)
+        tables["ov_scores"] = _ov.ov_scores(model, dataset, options, capture=taken).table
     tables |= attention_tables(model, dataset, taken)
     tables.setdefault("detectors", pd.DataFrame())
     return {"labels": labels_of(dataset.task, tables, thresholds), **tables}
