@@ -96,7 +96,7 @@ def test_the_successor_is_labelled_and_the_digit_category_head_is_not(planted):
     row = labels.iloc[0]
     assert row.support == "weights only" and row.n == 9 and row.p_adjusted < 0.05
     assert row.p == pytest.approx(0.1**9)
-    assert row.weights.startswith("within-set next 1.00 >= 0.50 (chance 0.10")
+    assert row.weights == "within-set next 1.00 >= 0.50 (chance 0.10); top-k next 1.00 >= 0.50 (beside)"
     args = (planted["ov_scores"], planted["role_attention"], planted["detectors"], None)
     assert threshold_failures(*args).empty  # nothing passes the thresholds yet fails the FDR test
 

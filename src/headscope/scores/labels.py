@@ -235,9 +235,8 @@ def _text(rule: Rule, row, t: LabelThresholds, roles: dict[str, str]) -> str:
     if value is None:
         return f"{name} missing"
     text = f"{name} {value:.2f} {rule.comparison if held else '<'} {getattr(t, rule.threshold):.2f}"
-    if rule.chance is not None:
-        chance, p = _value(row, f"{rule.column}_chance"), _value(row, f"{rule.column}_p_adjusted")
-        text += f" (chance {chance:.2f}, p_adj {p:.2g})" if p is not None and chance is not None else ""
+    chance = _value(row, f"{rule.column}_chance") if rule.chance is not None else None
+    text += f" (chance {chance:.2f})" if chance is not None else ""
     return text + ("" if rule.required else " (beside)")
 
 
