@@ -347,7 +347,7 @@ def threshold_failures(
         (la, h, lb) not in keys
         for la, h, lb in zip(loose["layer"], loose["head"], loose["label"], strict=True)
     ]
-    return loose[kept][["layer", "head", "label", "evidence"]].reset_index(drop=True)
+    return loose.loc[kept, ["layer", "head", "label", "evidence"]].reset_index(drop=True)
 
 
 # ---- behaviour: added after the knockouts, DLA and edges have run -------------------------------
