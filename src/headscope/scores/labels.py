@@ -38,7 +38,7 @@ class LabelThresholds:
     copy: float = 0.5  # name mover: copy score at least this
     negative_copy: float = 0.5  # negative name mover, copy suppression: negative copy score at least this
     answer_attention: float = 0.3  # movers: attention end -> answer (contrast for copy suppression)
-    next: float = 0.5  # successor: top-k next score, shown beside the within-set score (not required)
+    next: float = 0.5  # successor, predecessor: the top-k next / prev score shown beside (not required)
     within: float = 0.5  # successor, predecessor: within-set next / prev score at least this
     detector: float = 0.4  # induction / previous-token / duplicate-token share at least this
     knockout: float = 0.1  # behaviour: |1 - knocked out / clean| of the task's metric at least this
@@ -67,27 +67,8 @@ class Rule:
     required: bool = True
 
 
-def _mover(label: str, copy: str, text: str, attention: str, other: str, to: str, away: str) -> tuple:
-    return (
-        Rule(label, "weights", copy, text, copy, chance=f"{copy}_chance"),
-        Rule(label, "attention", attention, f"attention end->{to}", "answer_attention"),
-        Rule(label, "attention", attention, f"end->{to} > end->{away}", None, ">", other),
-    )
-
-
-def _ordered(label: str, relation: str) -> tuple:
-    within = f"{relation}_within"
-    return (
-        Rule(label, "weights", within, f"within-set {relation}", "within", chance=f"{within}_chance"),
-        Rule(label, "weights", relation, f"top-k {relation}", "next", required=False),
-    )
-
-
-def _detector(label: str, column: str) -> Rule:
-    return Rule(label, "attention", column, column.replace("_", "-"), "detector")
-
-
-def _behaviour(label: str, dla: bool = True) -> tuple:
+def _behaviour(label: str, dla: bool = True) -> tuple[Rule, ...]:
+    """A label's behaviour rows: agrees when any one holds (`with_support`)."""
     return (
         Rule(label, "behaviour", "knockout_effect", "knockout effect", "knockout"),
         *((Rule(label, "behaviour", "dla_share", "|DLA| / largest", "dla"),) if dla else ()),
@@ -95,41 +76,41 @@ def _behaviour(label: str, dla: bool = True) -> tuple:
     )
 
 
-# Every label's rule, as data: `A` is the attention end -> answer, `C` end -> contrast group.
+# Every label's rule, as data. `{A}` / `{C}`: the answer role and the contrast group (IOI: IO, S);
+# a `*_chance` column makes the condition a binomial test of the share against that chance level.
+# fmt: off
 RULES: tuple[Rule, ...] = (
-    *_mover("name mover", "copy", "copy", "answer_attention", "contrast_attention", "{A}", "{C}"),
+    Rule("name mover", "weights", "copy", "copy", "copy", chance="copy_chance"),
+    Rule("name mover", "attention", "answer_attention", "attention end->{A}", "answer_attention"),
+    Rule("name mover", "attention", "answer_attention", "end->{A} > end->{C}", None, ">",
+         "contrast_attention"),
     *_behaviour("name mover"),
-    *_mover(
-        "negative name mover",
-        "negative_copy",
-        "negative copy",
-        "answer_attention",
-        "contrast_attention",
-        "{A}",
-        "{C}",
-    ),  # fmt: skip
+    Rule("negative name mover", "weights", "negative_copy", "negative copy", "negative_copy",
+         chance="negative_copy_chance"),
+    Rule("negative name mover", "attention", "answer_attention", "attention end->{A}", "answer_attention"),
+    Rule("negative name mover", "attention", "answer_attention", "end->{A} > end->{C}", None, ">",
+         "contrast_attention"),
     *_behaviour("negative name mover"),
-    *_mover(
-        "copy suppression",
-        "negative_copy",
-        "negative copy",
-        "contrast_attention",
-        "answer_attention",
-        "{C}",
-        "{A}",
-    ),  # fmt: skip
+    Rule("copy suppression", "weights", "negative_copy", "negative copy", "negative_copy",
+         chance="negative_copy_chance"),
+    Rule("copy suppression", "attention", "contrast_attention", "attention end->{C}", "answer_attention"),
+    Rule("copy suppression", "attention", "contrast_attention", "end->{C} > end->{A}", None, ">",
+         "answer_attention"),
     *_behaviour("copy suppression"),
-    *_ordered("successor", "next"),
+    Rule("successor", "weights", "next_within", "within-set next", "within", chance="next_within_chance"),
+    Rule("successor", "weights", "next", "top-k next", "next", required=False),
     *_behaviour("successor"),
-    *_ordered("predecessor", "prev"),
+    Rule("predecessor", "weights", "prev_within", "within-set prev", "within", chance="prev_within_chance"),
+    Rule("predecessor", "weights", "prev", "top-k prev", "next", required=False),
     *_behaviour("predecessor"),
-    _detector("induction", "induction"),
+    Rule("induction", "attention", "induction", "induction", "detector"),
     *_behaviour("induction", dla=False),
-    _detector("previous-token", "previous_token"),
+    Rule("previous-token", "attention", "previous_token", "previous-token", "detector"),
     *_behaviour("previous-token", dla=False),
-    _detector("duplicate-token", "duplicate_token"),
+    Rule("duplicate-token", "attention", "duplicate_token", "duplicate-token", "detector"),
     *_behaviour("duplicate-token", dla=False),
 )
+# fmt: on
 LABELS: tuple[str, ...] = tuple(dict.fromkeys(r.label for r in RULES))
 
 
