@@ -25,6 +25,7 @@ from headscope.tasks.task import Task
 Kind = Literal["weights", "attention", "behaviour"]
 Comparison = Literal[">=", ">"]
 KINDS: tuple[Kind, ...] = ("weights", "attention", "behaviour")
+STAT_COLUMNS = ("n", "p", "p_adjusted", "ci_low", "ci_high")  # the label's tested share
 LABEL_COLUMNS = [
     "layer", "head", "label", "support", "weights", "attention", "behaviour",
     "n", "p", "p_adjusted", "ci_low", "ci_high", "evidence",
@@ -240,12 +241,16 @@ def support_of(kinds: list[str]) -> str:
     return "+".join(kinds) + (" only" if len(kinds) == 1 else "")
 
 
+def _kind_text(label: str, kind: Kind, row, t: LabelThresholds, roles: dict[str, str]) -> str:
+    """Every value of one kind of a label's rule with its threshold, '; '-joined."""
+    return "; ".join(filter(None, (_text(r, row, t, roles) for r in rules_of(label, kind))))
+
+
 def _label_row(label: str, row, t: LabelThresholds, roles: dict[str, str]) -> dict:
-    texts = {kind: "; ".join(filter(None, (_text(r, row, t, roles) for r in rules_of(label, kind)
-                                           if r.kind != "behaviour"))) for kind in KINDS}  # fmt: skip
+    texts = {kind: _kind_text(label, kind, row, t, roles) for kind in ("weights", "attention")}
     tested = [r for r in _naming_rules(label) if r.chance is not None and r.required]
-    stat = {s: (_value(row, f"{tested[0].column}_{s}") if tested else None) for s in LABEL_COLUMNS[7:12]}
-    kinds = [kind for kind in KINDS if texts[kind]]
+    stats = {s: _value(row, f"{tested[0].column}_{s}") if tested else None for s in STAT_COLUMNS}
+    kinds = [kind for kind in texts if texts[kind]]
     return {
         "layer": int(row["layer"]),
         "head": int(row["head"]),
@@ -253,7 +258,7 @@ def _label_row(label: str, row, t: LabelThresholds, roles: dict[str, str]) -> di
         "support": support_of(kinds),
         **texts,
         "behaviour": "not measured",
-        **{s: (np.nan if v is None else v) for s, v in stat.items()},
+        **{s: np.nan if v is None else v for s, v in stats.items()},
         "evidence": "; ".join(texts[kind] for kind in kinds),
     }
 
@@ -399,21 +404,27 @@ def with_support(
     measured" without any. One task's tables (as the report's step holds them); pure."""
     if labels.empty:
         return labels.copy()
-    scores = behaviour_scores(tables)
+    scores = behaviour_scores(tables).set_index(["layer", "head"])
+    scores = scores[~scores.index.duplicated()]
     rows = []
     for row in labels.to_dict("records"):
-        found = scores[(scores["layer"] == row["layer"]) & (scores["head"] == row["head"])]
-        values = found.iloc[0] if not found.empty else pd.Series(dtype=float)
-        rules = rules_of(row["label"], "behaviour")
-        held = [_holds(r, values, thresholds) for r in rules]
-        texts = [_text(r, values, thresholds, {}) for r, h in zip(rules, held, strict=True) if h is not None]
-        measured = [h for h in held if h is not None]
-        verdict = "not measured" if not measured else "agrees" if any(measured) else "contradicts"
-        kinds = [k for k in ("weights", "attention") if row.get(k)] + (
-            ["behaviour"] if verdict == "agrees" else []
-        )
-        behaviour = f"{verdict}: {'; '.join(texts)}" if texts else verdict
-        measured_text = behaviour if measured else ""
-        evidence = "; ".join(filter(None, (row.get("weights"), row.get("attention"), measured_text)))
+        head = (row["layer"], row["head"])
+        values = scores.loc[head] if head in scores.index else pd.Series(dtype=float)
+        verdict, behaviour = _behaviour_of(row["label"], values, thresholds)
+        kinds = [k for k in ("weights", "attention") if row.get(k)] + ["behaviour"] * (verdict == "agrees")
+        measured = behaviour if verdict != "not measured" else ""
+        evidence = "; ".join(filter(None, (row.get("weights"), row.get("attention"), measured)))
         rows.append(row | {"support": support_of(kinds), "behaviour": behaviour, "evidence": evidence})
     return pd.DataFrame(rows, columns=labels.columns)
+
+
+def _behaviour_of(label: str, values: pd.Series, thresholds: LabelThresholds) -> tuple[str, str]:
+    """('agrees' | 'contradicts' | 'not measured', the verdict with each value and threshold)."""
+    rules = rules_of(label, "behaviour")
+    held = [_holds(r, values, thresholds) for r in rules]
+    measured = [h for h in held if h is not None]
+    if not measured:
+        return "not measured", "not measured"
+    verdict = "agrees" if any(measured) else "contradicts"
+    texts = [_text(r, values, thresholds, {}) for r, h in zip(rules, held, strict=True) if h is not None]
+    return verdict, f"{verdict}: {'; '.join(texts)}"
