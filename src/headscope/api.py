@@ -247,8 +247,12 @@ def label_heads(
         n, seed: prompts to build and the seed.
 
     Returns:
-        One row per (head, label): `layer, head, label, evidence` (each score with the threshold it
-        passed); the score tables are in `.attrs["ov_scores"]`, `["role_attention"]`, `["detectors"]`.
+        One row per (head, label): `layer, head, label, support, weights, attention, behaviour, n,
+        p, p_adjusted, ci_low, ci_high, evidence` (each value with its threshold by kind of
+        evidence; the tested share's binomial test, BH over every test of the step, docs/methods.md
+        §7); `support` lists weights and attention here (`labels.with_support(labels, tables)` adds
+        behaviour from knockout, DLA and edge tables); the score tables are in `.attrs["ov_scores"]`
+        (with the within-set scores), `["role_attention"]`, `["detectors"]`.
 
     Example:
         >>> hs.label_heads(model, "ioi", n=50)

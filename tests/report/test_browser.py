@@ -61,7 +61,8 @@ def test_sections_lead_with_the_heads_they_measure(organism_report_dir):
         keywords = shown.locator("td:first-child").all_inner_texts()
         heading = shown.locator("h3").inner_text()
     assert errors == []
-    assert successor[0] == ("2.1", "2.1: successor; next score " + successor[0][1].split()[-1])
+    assert successor[0] == ("2.1", "2.1: top next score " + successor[0][1].split()[-1])  # not a successor by
+    # the within-set rule (methods §7): the section leads with the top next score all the same
     assert {suppressors[0][0], suppressors[1][0]} == {"3.0", "3.1"}
     assert all("copy suppression" in text for _, text in suppressors[:2])
     assert {scatter[0][0], scatter[1][0]} == {"3.0", "3.1"} and "copy suppression" in scatter[0][1]

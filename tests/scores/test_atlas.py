@@ -160,3 +160,31 @@ def test_a_model_held_in_memory_gives_the_same_atlas(tmp_path):
     from_folder = hs.atlas(hs.load_model(str(folder)), relations="month_next,day_prev")
     pd.testing.assert_frame_equal(from_memory, from_folder)
     assert _row(from_memory, 0, 2, "month_next").within == 1.0
+
+
+def test_within_set_scores_carry_their_binomial_test_and_the_cards_show_it(planted):
+    from scipy import stats
+
+    from headscope.scores.significance import adjusted
+
+    row = _row(planted, 0, 3, "day_prev", -1)  # 7 of 7 days against chance 1/7
+    assert row.within_hits == 7 and row.p == pytest.approx(stats.binomtest(7, 7, 1 / 7, "greater").pvalue)
+    interval = stats.binomtest(7, 7).proportion_ci(method="wilson")
+    assert (row.ci_low, row.ci_high) == pytest.approx((interval.low, interval.high))
+    assert planted["p_adjusted"].to_numpy() == pytest.approx(
+        adjusted(planted["p"])
+    )  # heads x relations x signs
+    card = _card(planted, 0, 3)
+    assert card.p_adjusted == row.p_adjusted and card.card.startswith(
+        f"-day_prev 1.00 [{row.ci_low:.2f}, 1.00] (chance 0.14, p_adj {row.p_adjusted:.2g}; top-k 1.00)"
+    )
+
+
+def test_a_card_maps_only_where_the_adjusted_p_is_below_five_percent():
+    from headscope.scores.atlas import card_kind
+
+    # the 135M checkpoint's best number_next head: 6 of 10 digits (chance 1/9): big, yet few items
+    assert card_kind(0.9, 0.6, 1 / 9, 0.049) == "maps"
+    assert card_kind(0.9, 0.6, 1 / 9, 0.05) == "writes the set"
+    assert card_kind(0.2, 0.6, 1 / 9, 0.2) == ""
+    assert card_kind(0.9, 0.45, 1 / 9, 1e-9) == "writes the set"  # significant, but below the size

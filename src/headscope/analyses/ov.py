@@ -58,7 +58,7 @@ def ov_tables(
 
 def task_options(task: Task, k: int, embedding: str) -> _ov.OVOptions:
     """The OV options of a task's tables: its own relations, both signs."""
-    return _ov.OVOptions(tuple(task.relations), k, embedding, negative=True)
+    return _ov.OVOptions(tuple(task.relations), k, embedding, negative=True, within=True)
 
 
 def thresholds_of(thresholds: _labels.LabelThresholds | dict | None) -> _labels.LabelThresholds:
@@ -79,8 +79,11 @@ def thresholds_of(thresholds: _labels.LabelThresholds | dict | None) -> _labels.
 def labels_of(
     task: Task, tables: dict[str, pd.DataFrame], thresholds: _labels.LabelThresholds
 ) -> pd.DataFrame:
-    """The labels the score tables earn (`ov_scores`, `role_attention`, `detectors`; a missing one
-    gives no labels of its kind)."""
+    """The labels the score tables earn (`ov_scores` with its within-set scores, `role_attention`,
+    `detectors`; a missing one gives no labels of its kind), named from weights and attention; a
+    tested share must beat chance after BH over the OV table's tests. Behaviour comes later:
+    `labels.with_support(labels, tables, thresholds)` once the knockout, DLA and edge tables exist,
+    and `analyses.fdr.run_fdr(tables)` over every test of a run."""
     return _labels.label_heads(
         tables.get("ov_scores", pd.DataFrame()),
         tables.get("role_attention", pd.DataFrame()),
@@ -104,12 +107,14 @@ def label_tables(
     taken: Capture | None = None,
 ) -> dict[str, pd.DataFrame]:
     """The labels and the tables they read: the OV scores of the task's default relations with both
-    signs, role attention, and the detectors where the task keeps whole patterns."""
+    signs and their within-set scores, role attention, and the detectors where the task keeps whole
+    patterns."""
     taken = captured(model, dataset, label_needs(dataset), taken)
     relations = default_relations(dataset.task)
     tables = {"ov_scores": pd.DataFrame()}
     if relations:
-        tables["ov_scores"] = ov_scores(model, dataset, relations, k, embedding, True, taken=taken).table
+        options = _ov.OVOptions(relations, integer(k, "k"), embedding, negative=True, within=True)
+        tables["ov_scores"] = _ov.ov_scores(model, dataset, options, capture=taken).table
     tables |= attention_tables(model, dataset, taken)
     tables.setdefault("detectors", pd.DataFrame())
     return {"labels": labels_of(dataset.task, tables, thresholds), **tables}

@@ -84,11 +84,14 @@ def heatmaps(table: pd.DataFrame, heads: list[tuple[int, int]], prefix: str = "a
 
 def cards_view(cards: pd.DataFrame, limit: int = CARD_ROWS) -> TableView:
     shown = cards.assign(head=head_names(cards["layer"], cards["head"]))
-    shown = shown[["head", "kind", "relation", "sign", "within", "chance", "score", "card"]]
+    columns = ["head", "kind", "relation", "sign", "within", "ci_low", "ci_high", "chance", "p_adjusted"]
+    shown = shown[[c for c in [*columns, "n", "score", "card"] if c in shown.columns]]
     note = (
         "Each head's strongest relations by within-set score above chance, both signs (-R: sign -1). "
-        "kind: maps = its target is the best candidate for at least half the sources; writes the set = "
-        "targets in the top k for half the sources, yet not the best of the set."
+        "kind: maps = its target is the best candidate for at least half the sources and beats chance "
+        "(one-sided exact binomial test, Benjamini-Hochberg adjusted p < 0.05 over every head x relation "
+        "x sign); writes the set = targets in the top k for half the sources, yet not the best of the "
+        "set. ci_low-ci_high: the within-set score's 95% Wilson interval over its n pairs."
     )
     return TableView.of("Function cards: what each head does", shown, note, limit)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from headscope.heads import head_names
 from headscope.report.circuit_views import (
     DIAGRAM_EDGES,
     EDGE_TABLE_ROWS,
@@ -90,7 +91,7 @@ def build_page(run: Run) -> Page:
         title=f"headscope report: {run.model.get('name', '?')}",
         facts=_facts(run),
         evaluation=TableView.of("How well the model does each task", run.table("evaluation")),
-        labels=TableView.of("Labelled heads in every task", run.table("labels")),
+        labels=labels_view("Labelled heads in every task", run.table("labels"), _threshold_note(run)),
         thresholds=TableView.of("Label thresholds", pd.DataFrame([run.options.get("thresholds", {})])),
         comparison=TableView.of(
             "Which heads matter in every task, which only in some",
@@ -222,7 +223,7 @@ def task_section(run: Run, task: str) -> TaskSection:
         description=str(info.get("description", "")),
         evaluation=TableView.of("How well the model does the task", run.for_task("evaluation", task)),
         heatmaps=task_heatmaps(run, task, info),
-        labels=TableView.of("Labelled heads", labels, note=_threshold_note(run)),
+        labels=labels_view("Labelled heads", labels, _threshold_note(run)),
         keywords=keyword_blocks(run, task),
         scatter=scatter_block(run, task),
         categories=category_view(run, task),
@@ -232,6 +233,31 @@ def task_section(run: Run, task: str) -> TaskSection:
         circuit=circuit_section(run, task),
         ranked_by=ranked_by(run, task),
     )
+
+
+LABEL_SHOWN = (
+    "task", "head", "label", "support", "weights", "attention", "behaviour", "n", "p_adjusted", "ci_low",
+    "ci_high",
+)  # fmt: skip
+SUPPORT_NOTE = (
+    "support: the kinds of evidence that agree — weights (OV top-k and within-set scores), attention "
+    "(role attention, detectors), behaviour (knockout effect, |DLA|, |edge| scores: agrees when one "
+    "of them reaches its threshold). A label whose behaviour contradicts it (measured, every value "
+    "below its threshold) shows as 'weights only', 'attention only' or 'weights+attention': not a "
+    "finding. n, p_adjusted, ci_low-ci_high: the share a label is tested on (its hits of n against "
+    "chance, one-sided exact binomial test, Benjamini-Hochberg over every test of the run; 95% Wilson "
+    "interval); blank where the label reads means only (attention, detectors)."
+)
+
+
+def labels_view(title: str, labels: pd.DataFrame, note: str) -> TableView:
+    """The labels with their lines of evidence and `support` (a run saved before support existed
+    shows the columns it has)."""
+    if "support" not in labels.columns:
+        return TableView.of(title, labels, note=note)
+    shown = labels.assign(head=head_names(labels["layer"], labels["head"]))
+    shown = shown[[c for c in LABEL_SHOWN if c in shown.columns]]
+    return TableView.of(title, shown, note=f"{SUPPORT_NOTE} {note}")
 
 
 def _threshold_note(run: Run) -> str:

@@ -23,6 +23,7 @@ from headscope.errors import HeadscopeError
 from headscope.heads import all_heads
 from headscope.models.loading import Model
 from headscope.options import names
+from headscope.scores import significance
 from headscope.scores.atlas_within import candidate_sets, within_ranks
 from headscope.scores.ov import kernel_device
 from headscope.scores.ov_kernel import HeadRanks, Targets, ov_ranks
@@ -32,7 +33,10 @@ from headscope.tasks.relation_tokens import SpelledRelation, spell_relation
 
 SIGNS = (1, -1)
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-COLUMNS = ("layer", "head", "relation", "group", "sign", "score", "within", "chance", "n", "dropped")
+COLUMNS = (
+    "layer", "head", "relation", "group", "sign", "score", "within", "chance", "n", "dropped",
+    "within_hits", "ci_low", "ci_high", "p", "p_adjusted",
+)  # fmt: skip
 PER_SOURCE = (
     "layer", "head", "relation", "sign", "source", "target", "rank", "hit", "within_rank", "within_hit",
     "topk",
@@ -241,9 +245,18 @@ def score_table(batch: _Batch, heads, rank: np.ndarray, within: np.ndarray, k: i
             "chance": np.tile([s.chance for s in batch.spelled], repeat),
             "n": np.tile(n, repeat),
             "dropped": np.tile([s.dropped for s in batch.spelled], repeat),
+            "within_hits": best.reshape(-1),
         }
     )
-    return table[list(COLUMNS)]
+    return with_tests(table)[list(COLUMNS)]
+
+
+def with_tests(table: pd.DataFrame) -> pd.DataFrame:
+    """The within-set share's test against chance: its Wilson interval, the one-sided exact binomial
+    p and the Benjamini–Hochberg adjusted p over every row of the table (heads x relations x signs)."""
+    tests = significance.share_test(table["within_hits"], table["n"], table["chance"])
+    table = table.assign(ci_low=tests["ci_low"], ci_high=tests["ci_high"], p=tests["p"])
+    return table.assign(p_adjusted=significance.adjusted(table["p"]))
 
 
 def relation_table(spelled: list[SpelledRelation]) -> pd.DataFrame:
@@ -264,10 +277,11 @@ def relation_table(spelled: list[SpelledRelation]) -> pd.DataFrame:
     )
 
 
-def card_kind(score: float, within: float, chance: float) -> str:
-    """'maps' (the target is the best candidate for most sources), 'writes the set' (targets in the
-    top k, yet not the best among them), or '' (neither)."""
-    if within >= CARD_WITHIN and within > chance:
+def card_kind(score: float, within: float, chance: float, p_adjusted: float) -> str:
+    """'maps' (the target is the best candidate for most sources, beyond chance: the within-set
+    share's BH-adjusted binomial p below significance.ALPHA), 'writes the set' (targets in the top k,
+    yet not significantly the best among them), or '' (neither)."""
+    if within >= CARD_WITHIN and within > chance and p_adjusted < significance.ALPHA:
         return "maps"
     return "writes the set" if score >= CARD_TOPK else ""
 
@@ -284,7 +298,8 @@ def function_cards(table: pd.DataFrame) -> pd.DataFrame:
     """One row per head: its relations (both signs) ordered by kind (maps, then writes the set), then
     within-set score above chance, then top-k score; the first named in columns of its own, the
     first CARD_LENGTH in `card`."""
-    kinds = [card_kind(*v) for v in zip(table["score"], table["within"], table["chance"], strict=True)]
+    values = zip(table["score"], table["within"], table["chance"], table["p_adjusted"], strict=True)
+    kinds = [card_kind(*v) for v in values]
     ranked = table.assign(strength=above_chance(table), kind=kinds, order=[KIND_ORDER[k] for k in kinds])
     ranked = ranked.sort_values(
         ["layer", "head", "order", "strength", "score"],
@@ -304,6 +319,10 @@ def function_cards(table: pd.DataFrame) -> pd.DataFrame:
                 "within": first.within,
                 "score": first.score,
                 "chance": first.chance,
+                "n": first.n,
+                "ci_low": first.ci_low,
+                "ci_high": first.ci_high,
+                "p_adjusted": first.p_adjusted,
                 "strength": first.strength,
                 "kind": first.kind,
                 "card": "; ".join(_card_entry(r) for r in top.itertuples(index=False)),
@@ -316,7 +335,10 @@ def function_cards(table: pd.DataFrame) -> pd.DataFrame:
 
 def _card_entry(row) -> str:
     sign = "" if row.sign > 0 else "-"
-    return f"{sign}{row.relation} {row.within:.2f} (top-k {row.score:.2f}, chance {row.chance:.2f})"
+    return (
+        f"{sign}{row.relation} {row.within:.2f} [{row.ci_low:.2f}, {row.ci_high:.2f}] (chance "
+        f"{row.chance:.2f}, p_adj {row.p_adjusted:.2g}; top-k {row.score:.2f})"
+    )
 
 
 def per_source_table(batch: _Batch, heads, rank, within, topk, model: Model, k: int) -> pd.DataFrame:

@@ -23,6 +23,7 @@ from headscope.options import names
 from headscope.scores.keywords import keyword_dataset
 from headscope.scores.ov_kernel import HeadRanks, Targets, ov_ranks
 from headscope.scores.ov_shared import KernelCall, KernelSettings
+from headscope.scores.ov_within import within_table
 from headscope.scores.relations import check_relations, instance_targets, row_targets
 from headscope.tasks.dataset import Dataset, Tokenization
 
@@ -53,6 +54,7 @@ class OVOptions:
     negative: bool = False  # also score sign -1 (negative copy etc.)
     heads: tuple[tuple[int, int], ...] | None = None  # None = all heads
     precision: Literal["float32", "float64"] = "float32"
+    within: bool = False  # also the within-set score of the ordered relations (`ov_within`) and chance
 
     def __post_init__(self) -> None:  # "copy" is one relation, never ('c', 'o', 'p', 'y')
         object.__setattr__(self, "relations", names(self.relations, "relations", allow_empty=True))
@@ -151,11 +153,33 @@ def ov_scores(
     found = computed or run_kernel(model, ov_inputs(model, dataset, options, capture), options, detail)
     i = found.inputs
     scored = _scored(i.heads, options, dataset, i.targets, i.embeddings, i.table, found.ranks)
+    scores = score_table(scored)
+    if options.within:
+        scores = _with_within(scores, model, dataset, options, i.heads, i.targets, i.embeddings)
     if not detail:
-        return OVResult(score_table(scored), pd.DataFrame(columns=PER_TOKEN), pd.DataFrame(columns=CATEGORY))
-    return OVResult(
-        score_table(scored), per_token_table(scored, model.tokens), category_table(scored, model, dataset)
-    )
+        return OVResult(scores, pd.DataFrame(columns=PER_TOKEN), pd.DataFrame(columns=CATEGORY))
+    return OVResult(scores, per_token_table(scored, model.tokens), category_table(scored, model, dataset))
+
+
+def topk_chance(model: Model, k: int, targets: list[tuple[int, ...]]) -> float:
+    """The top-k score's chance level: the mean over instances with a target of the chance that one
+    of its spellings is among k logits drawn at random, at most k x spellings / |vocabulary|."""
+    shares = [min(1.0, k * len(t) / model.weights.d_vocab) for t in targets if t]
+    return float(np.mean(shares)) if shares else float("nan")
+
+
+def _with_within(scores, model, dataset, options: OVOptions, heads, targets, embeddings) -> pd.DataFrame:
+    """The score table with the top-k score's `chance` and the within-set columns (`ov_within`;
+    NaN for a relation without a family of at least 2 candidates)."""
+    chance = {
+        r: topk_chance(model, options.k, t) for r, (_, t) in zip(options.relations, targets, strict=True)
+    }
+    within = within_table(
+        model, dataset, options.relations, embeddings.vectors, embeddings.row, heads, options.signs,
+        DTYPES[options.precision], kernel_device(model),
+    )  # fmt: skip
+    scores = scores.assign(chance=scores["relation"].map(chance))
+    return scores.merge(within, on=["layer", "head", "relation", "sign"], how="left")
 
 
 def run_kernel(model: Model, inputs: OVInputs, options: OVOptions, detail: bool = True) -> OVPass:
