@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 
+import pandas as pd
 import pandas.testing as pdt
 import pytest
 
 import headscope as hs
+from headscope.analyses.fdr import run_fdr
 from headscope.models.loading import load_model
 from headscope.report import budget, compute, plan
 from headscope.report.task_choice import RULE
@@ -39,12 +41,12 @@ def test_the_one_ov_pass_gives_the_tables_each_step_computes_alone(organism):
     for dataset in found.datasets:
         for name, table in compute.analyse_task(organism, dataset, found.options, **QUIET).items():
             alone.setdefault(name, []).append(table.assign(task=dataset.task.name))
-    atlas = plan._atlas(organism, found.options, None, lambda message: None)
+    tables = {name: plan._task_first(pd.concat(parts, ignore_index=True)) for name, parts in alone.items()}
+    tables = run_fdr(tables | plan._atlas(organism, found.options, None, lambda message: None))
     # two computations of the same ranks; the organism's 204 logits per row have no float ties
     # between distinct values, so its tables are the same to the bit (as the baseline's CSVs are)
     for name in OV_TABLES:
-        expected = atlas[name] if name in atlas else plan._task_first(plan.pd.concat(alone[name]))
-        got = together.table(name).reset_index(drop=True)
+        expected, got = tables[name], together.table(name).reset_index(drop=True)
         pdt.assert_frame_equal(got, expected.reset_index(drop=True), check_exact=True, obj=name)
 
 

@@ -36,6 +36,7 @@ from headscope.report.selection import (  # noqa: F401  (named here by earlier c
     section_heads,
     top_heads,
 )
+from headscope.scores import labels as _labels
 from headscope.scores.ablation import AblationOptions
 from headscope.scores.labels import LabelThresholds
 from headscope.scores.ov import OVPass
@@ -126,6 +127,7 @@ def analyse_task(
     named = named_heads(tables, options.top_heads)  # knocked out exactly whatever the screen says
     tables = _joined(tables, _step(_knockout_table, model, dataset, cap, options, say, named))
     tables = _joined(tables, _step(_circuit_tables, model, dataset, cap, options, say))
+    tables["labels"] = _labels.with_support(tables["labels"], tables, options.thresholds)  # + behaviour
     tables["top_heads"] = top_heads(tables, options.top_heads)
     tables["section_heads"] = section_heads(tables, options.top_heads)
     picked = pickable_heads(tables["section_heads"], model, options.every_head_up_to)

@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from headscope.analyses.atlas import atlas_tables
+from headscope.analyses.fdr import run_fdr
 from headscope.analyses.ov import task_options
 from headscope.errors import HeadscopeError
 from headscope.models.loading import Model, as_model
@@ -132,9 +133,9 @@ def _phase(plan: ReportPlan, name: str) -> Phase:
 def _run(model: Model, plan: ReportPlan, per_task: dict, atlas_found: dict[str, pd.DataFrame]) -> Run:
     names = [dataset.task.name for dataset in plan.datasets]  # a TOML file's task has its own name
     tables = {name: _task_first(pd.concat(parts, ignore_index=True)) for name, parts in per_task.items()}
-    tables["comparison"] = compare_tasks(tables, tuple(names))
-    tables["head_card"] = head_card(tables)
-    tables |= atlas_found  # weights only: once for the model, not per task
+    tables = run_fdr(tables | atlas_found)  # the atlas: weights only, once for the model, not per task;
+    tables["comparison"] = compare_tasks(tables, tuple(names))  # the false discovery rate over every
+    tables["head_card"] = head_card(tables)  # test of the run, before the labels are read
     record = plan.options.as_dict() | {"tasks": names, "task_sources": list(plan.options.tasks)}
     computed_in = {"dtype": str(model.dtype).removeprefix("torch."), "device": model.device.type}
     provenance = plain_record({"options": record, "model": model.identity.as_dict() | computed_in})
