@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from headscope.report.atlas_section import atlas_section
 from headscope.report.circuit_views import (
     DIAGRAM_EDGES,
     EDGE_TABLE_ROWS,
@@ -78,8 +79,6 @@ __all__ = [  # the page's parts and views, importable from here as before the sp
 def build_page(run: Run) -> Page:
     sections = [task_section(run, task) for task in run.tasks]
     overview = overview_figures(run)
-    from headscope.report.atlas_section import atlas_section  # it imports report.html, which imports us
-
     atlas = atlas_section(run.tables)
     figures = (
         overview
