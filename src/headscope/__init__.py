@@ -51,13 +51,14 @@ _EXPORTS: dict[str, str] = {
     "attribution_patch": "headscope.api",
     "edge_attribution": "headscope.api",
     "label_heads": "headscope.api",
+    # weights only, no task: (model, **options) -> DataFrame
+    "composition_scores": "headscope.api",
+    "atlas": "headscope.api",
     # options and helpers of the lower-level functions
     "OVOptions": "headscope.scores.ov",
     "keyword_dataset": "headscope.scores.keywords",
     "scatter_stats": "headscope.scores.scatter",
     "AblationOptions": "headscope.scores.ablation",
-    "composition_scores": "headscope.scores.composition",  # weights only: (model) -> DataFrame
-    "atlas": "headscope.scores.atlas",  # weights only: (model, relations=None) -> DataFrame
     "LabelThresholds": "headscope.scores.labels",
     # sweeps: many models or checkpoints, on Ray
     "sweep": "headscope.sweeps.core",
