@@ -10,8 +10,8 @@ a TOML file path or a built `Dataset`, and returns a DataFrame (extra results in
 `headscope.api`. The lower-level functions that share one capture between scores keep their
 module paths (`headscope.scores.ov.ov_scores(model, dataset, options, capture)`, ...).
 
-The public API is the explicit list below; names are imported on first use, so that
-`import headscope` (and the command line) starts without loading every stage.
+The public API (0.1.0) is the explicit list below, `__all__`, and nothing else; names are imported
+on first use, so that `import headscope` (and the command line) starts without loading every stage.
 """
 
 from __future__ import annotations
