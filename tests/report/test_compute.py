@@ -10,11 +10,10 @@ import torch
 from transformers import GPT2LMHeadModel
 
 from headscope.models.loading import load_model
-from headscope.report.compute import (
+from headscope.report.compute import doable_tasks, first_prompts
+from headscope.report.selection import (
     attention_roles,
     compare_tasks,
-    doable_tasks,
-    first_prompts,
     keyword_order,
     keyword_table,
     scatter_roles,
