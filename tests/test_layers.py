@@ -44,6 +44,7 @@ STAGE: dict[str, int] = {
     "scores": 5,
     "analyses": 6,
     "run": 7,
+    "run_tables": 7,
     "report": 8,
     "sweeps": 9,
     # front ends: the Python API, the command line, the figures
