@@ -340,8 +340,8 @@ def test_the_circuit_step_is_bounded_by_default_on_a_model_of_many_edges(monkeyp
 
 def test_screened_knockouts_are_exact_for_the_heads_the_page_names(report_model, tmp_path):
     from headscope.report.compute import ReportOptions, build_run
+    from headscope.report.head_views import head_card_view
     from headscope.report.html import write_report
-    from headscope.report.page import head_card_view
     from headscope.scores.ablation import AblationOptions, ablate
 
     options = ReportOptions(tasks=("ioi",), n=12, top_heads=2, n_boot=50, knockout_exact=1, circuit_n=0)

@@ -26,8 +26,8 @@ import plotly.offline
 from headscope.files import check_folder_replaceable, write_folder_atomic, write_text
 from headscope.models.devices import idle_cores
 from headscope.report.figures import Figure
-from headscope.report.page import Page, build_page
-from headscope.report.page_parts import AtlasSection, TableView
+from headscope.report.page import build_page
+from headscope.report.page_parts import AtlasSection, Page, TableView
 from headscope.run import RESULTS_FILE, Run
 
 PAGE_FILE = "index.html"
