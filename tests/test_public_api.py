@@ -19,6 +19,7 @@ def test_plot_is_the_plot_module():
     assert "plot" in headscope.__all__ and "plot" in dir(headscope)
 
 
+WEIGHTS_ONLY = ["atlas", "composition_scores"]  # the analyses of the model alone, no task
 NOTEBOOK = [name for name, module in headscope._EXPORTS.items() if module == "headscope.api"]
 PLOTS = list(importlib.import_module("headscope.plot").__all__)
 FUNCTIONS = [name for name in headscope._EXPORTS if inspect.isfunction(getattr(headscope, name))]
@@ -27,7 +28,17 @@ FUNCTIONS = [name for name in headscope._EXPORTS if inspect.isfunction(getattr(h
 @pytest.mark.parametrize("name", NOTEBOOK)
 def test_notebook_functions_take_model_then_task(name):
     parameters = list(inspect.signature(getattr(headscope, name)).parameters)
-    assert parameters[:2] == ["model", "task"]
+    if name in WEIGHTS_ONLY:
+        assert parameters[0] == "model" and "task" not in parameters
+    else:
+        assert parameters[:2] == ["model", "task"]
+
+
+def test_weights_only_analyses_are_the_notebook_apis():
+    """hs.atlas and hs.composition_scores live in headscope.api with every other hs.<analysis>."""
+    assert {name: headscope._EXPORTS[name] for name in WEIGHTS_ONLY} == dict.fromkeys(
+        WEIGHTS_ONLY, "headscope.api"
+    )
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from headscope.run import RESULTS_FILE, Run, RunError, load_run
+from headscope.run_tables import TABLES
 
 
 def _run(created: str = "2026-01-01T00:00:00+00:00") -> Run:
@@ -23,7 +24,7 @@ def _run(created: str = "2026-01-01T00:00:00+00:00") -> Run:
                 "topk": ["<script>", "a | b", "ü"],
             }
         ),
-        "evaluation": pd.DataFrame({"task": ["ioi"], "accuracy": [0.95], "n": [200]}),
+        "evaluation": pd.DataFrame({"task": ["ioi"], "accuracy": [0.95], "logit_diff": [2.5], "n": [200]}),
     }
     return Run(
         tables,
@@ -93,3 +94,26 @@ def test_load_errors_name_the_fix(tmp_path):
     (tmp_path / RESULTS_FILE).write_text('{"format": 99}')
     with pytest.raises(RunError, match="format 99"):
         load_run(tmp_path)
+
+
+def test_a_table_without_a_column_the_page_reads_is_refused_in_one_line(tmp_path):
+    """A run whose evaluation has no logit_diff (as an older headscope might have written it, its
+    hash intact) is refused on loading, naming the table, the column and the command."""
+    run = _run()
+    older = Run({**run.tables, "evaluation": run.tables["evaluation"].drop(columns="logit_diff")}, {}, {}, 0)
+    older.save(tmp_path)
+    with pytest.raises(RunError) as refused:
+        load_run(tmp_path)
+    message = str(refused.value)
+    assert message == (
+        f"{tmp_path / RESULTS_FILE} does not fit this headscope's layout: its table 'evaluation' has no "
+        "column 'logit_diff' (an older headscope wrote it); re-run the report with this version: "
+        f"headscope report --out {tmp_path} (with its --model and --tasks)"
+    )
+    assert "\n" not in message and "logit_diff" in TABLES["evaluation"].columns
+
+
+def test_an_empty_table_or_one_not_in_the_registry_is_not_checked(tmp_path):
+    tables = {"evaluation": pd.DataFrame({"task": []}), "mine": pd.DataFrame({"x": [1]})}
+    Run(tables, {}, {}, 0).save(tmp_path)
+    assert set(load_run(tmp_path).tables) == {"evaluation", "mine"}

@@ -10,8 +10,8 @@ a TOML file path or a built `Dataset`, and returns a DataFrame (extra results in
 `headscope.api`. The lower-level functions that share one capture between scores keep their
 module paths (`headscope.scores.ov.ov_scores(model, dataset, options, capture)`, ...).
 
-The public API is the explicit list below; names are imported on first use, so that
-`import headscope` (and the command line) starts without loading every stage.
+The public API (0.1.0) is the explicit list below, `__all__`, and nothing else; names are imported
+on first use, so that `import headscope` (and the command line) starts without loading every stage.
 """
 
 from __future__ import annotations
@@ -53,13 +53,14 @@ _EXPORTS: dict[str, str] = {
     "circuit": "headscope.api",
     "qk_attribution": "headscope.api",
     "label_heads": "headscope.api",
+    # weights only, no task: (model, **options) -> DataFrame
+    "composition_scores": "headscope.api",
+    "atlas": "headscope.api",
     # options and helpers of the lower-level functions
     "OVOptions": "headscope.scores.ov",
     "keyword_dataset": "headscope.scores.keywords",
     "scatter_stats": "headscope.scores.scatter",
     "AblationOptions": "headscope.scores.ablation",
-    "composition_scores": "headscope.scores.composition",  # weights only: (model) -> DataFrame
-    "atlas": "headscope.scores.atlas",  # weights only: (model, relations=None) -> DataFrame
     "LabelThresholds": "headscope.scores.labels",
     # sweeps: many models or checkpoints, on Ray
     "sweep": "headscope.sweeps.core",

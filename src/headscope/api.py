@@ -24,9 +24,11 @@ from typing import Literal
 
 import pandas as pd
 
+from headscope.analyses import atlas as _atlas
 from headscope.analyses import attention as _attention
 from headscope.analyses import logits as _logits
 from headscope.analyses import ov as _ov
+from headscope.analyses.record import integer
 from headscope.api_causal import (
     ablate,
     attribution_patch,
@@ -52,6 +54,8 @@ from headscope.api_common import (
 from headscope.errors import HeadscopeError
 from headscope.models.loading import Model
 from headscope.options import names
+from headscope.scores import composition as _composition
+from headscope.scores.atlas import AtlasOptions
 from headscope.scores.labels import LabelThresholds
 
 # ---- OV scores -------------------------------------------------------------------------------
@@ -264,13 +268,75 @@ def label_heads(
     return attach(labels, model, data, thresholds=limits.as_dict(), **tables)
 
 
+# ---- weights only: no task ----------------------------------------------------------------------
+
+
+def composition_scores(model: Model) -> pd.DataFrame:
+    """Q-, K- and V-composition scores of every pair of heads, from the weights (no task).
+
+    Args:
+        model: from `hs.load_model`.
+
+    Returns:
+        One row per (writer head, later reader head, kind): `source, target, kind, score,
+        source_layer, target_layer`, scores in [0, 1] (definitions in `headscope.scores.composition`);
+        `.attrs`: model, n_layers, n_heads.
+
+    Example:
+        >>> comp = hs.composition_scores(model)
+        >>> comp[comp.kind == "k"].sort_values("score", ascending=False).head()
+    """
+    return _composition.composition_scores(model)
+
+
+def atlas(
+    model: Model,
+    relations: Names | None = None,
+    k: int = 5,
+    embedding: Literal["token", "block0"] = "token",
+    per_source: bool = False,
+) -> pd.DataFrame:
+    """The head atlas (docs/methods.md §11): every head x relation x sign, from the weights alone.
+
+    Args:
+        model: from `hs.load_model`.
+        relations: relation names, groups ("algorithmic", "linguistic", "knowledge",
+            "translation") or TOML files of `[mappings.NAME]` tables; one string (comma-separated)
+            or a list (default: the whole library).
+        k: top-k score: a hit when the target is among the head's top-k logits.
+        embedding: "token" (the token through MLP0) or "block0".
+        per_source: also the per-source table (every head, sign and kept pair, with its top-k tokens).
+
+    Returns:
+        One row per head x relation x sign: `layer, head, relation, group, sign, score, within,
+        chance, n, dropped`; `.attrs["cards"]` (each head's strongest relations), `.attrs["relations"]`
+        (pairs kept per relation for this tokenizer) and, with `per_source`, `.attrs["per_source"]`.
+
+    Example:
+        >>> table = hs.atlas(model, relations="algorithmic")
+        >>> table.attrs["cards"].head()
+    """
+    chosen = None if relations is None else names(relations, "relations")
+    options = AtlasOptions(integer(k, "k"), embedding, per_source=bool(per_source))
+    tables = _atlas.atlas_tables(model, chosen, options)
+    frame = tables["atlas"]
+    frame.attrs.update(model=model.identity.name, n_layers=model.n_layers, n_heads=model.n_heads, k=k)
+    extras = {"cards": "atlas_cards", "relations": "atlas_relations", "per_source": "atlas_per_source"}
+    for key, name in extras.items():
+        if name in tables:
+            frame.attrs[key] = AttachedTable(tables[name])
+    return frame
+
+
 __all__ = [
     "AttachedTable",
     "ablate",
+    "atlas",
     "attention_entropy",
     "attention_patterns",
     "attribution_patch",
     "circuit",
+    "composition_scores",
     "dataset",
     "direct_logit_attribution",
     "edge_attribution",

@@ -22,12 +22,11 @@ import pandas as pd
 
 from headscope.errors import HeadscopeError
 from headscope.files import write_table, write_text
+from headscope.run_tables import ALWAYS, missing_column
 
 RESULTS_FILE = "results.json"
 FORMAT_VERSION = 1
 RESTORABLE = ("Int64", "bool", "boolean", "string")
-# Tables every report writes, named when a damaged results.json lacks one.
-PAGE_TABLES = ("tasks", "evaluation", "ov_scores", "labels", "top_heads", "section_heads", "head_card")
 PACKAGES = ("headscope", "torch", "transformer-lens", "transformers", "numpy", "pandas", "scipy", "plotly")
 
 
@@ -135,6 +134,7 @@ def load_run(folder: Path) -> Run:
     if record.get("format") != FORMAT_VERSION:
         raise RunError(f"{path} has format {record.get('format')!r}, expected {FORMAT_VERSION}; re-run it")
     _check_intact(path, record)
+    _check_columns(path, record)
     return Run(
         tables={name: _table_from_record(rec) for name, rec in record["tables"].items()},
         options=record["options"],
@@ -151,13 +151,26 @@ def _check_intact(path: Path, record: dict) -> None:
     content = {key: value for key, value in record.items() if key not in ("created", "content_sha256")}
     if "content_sha256" in record and _sha256(content) == record["content_sha256"]:
         return
-    missing = [name for name in PAGE_TABLES if name not in record.get("tables", {})]
+    missing = [name for name in ALWAYS if name not in record.get("tables", {})]
     plural = "s" if len(missing) > 1 else ""
     what = f"it has no {', '.join(map(repr, missing))} table{plural}" if missing else "its content was edited"
     raise RunError(
         f"{path} was changed after headscope wrote it ({what}; its content_sha256 no longer matches): "
         "re-run `headscope report` to rebuild it"
     )
+
+
+def _check_columns(path: Path, record: dict) -> None:
+    """Refuse a results.json with a table that lacks a column the report reads (run_tables.TABLES):
+    an older headscope wrote it; name the table, the column and the command that rebuilds it."""
+    for name, table in sorted(record["tables"].items()):
+        column = missing_column(name, table["columns"]) if table["rows"] else None
+        if column is not None:
+            raise RunError(
+                f"{path} does not fit this headscope's layout: its table {name!r} has no column "
+                f"{column!r} (an older headscope wrote it); re-run the report with this version: "
+                f"headscope report --out {path.parent} (with its --model and --tasks)"
+            )
 
 
 def _sha256(content: dict) -> str:

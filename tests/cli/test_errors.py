@@ -20,7 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from headscope.cli import main
-from headscope.run import PAGE_TABLES, RESULTS_FILE, Run
+from headscope.run import RESULTS_FILE, Run
+from headscope.run_tables import ALWAYS
 from tests.cli.runner import run_cli
 from tests.models.test_loading import _larger_tokenizer, _no_tokenizer
 from tests.tasks.task_files import MINIMAL
@@ -321,7 +322,7 @@ CATALOGUE: tuple[Bad, ...] = (
 
 def _damaged_runs(root: Path) -> dict[str, Path]:
     """Saved runs changed after they were written: a table removed, a number edited."""
-    tables = {name: pd.DataFrame({"task": ["ioi"], "layer": [0], "head": [1]}) for name in PAGE_TABLES}
+    tables = {name: pd.DataFrame({"task": ["ioi"], "layer": [0], "head": [1]}) for name in ALWAYS}
     tables |= {
         "evaluation": pd.DataFrame({"task": ["ioi"], "accuracy": [0.75], "n": [4]}),
         "ov_scores": pd.DataFrame({"task": ["ioi"], "layer": [0], "head": [1], "score": [0.5]}),

@@ -62,8 +62,11 @@ def test_from_takes_the_results_file_and_names_an_older_layout(tiny_dir, tmp_pat
     assert refused.returncode == 2 and refused.stdout == ""
     lines = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "Traceback" not in refused.stderr
-    assert f"{old}/results.json does not fit this headscope's layout" in lines[0]
-    assert f"re-run it: headscope report --out {old}" in lines[0]
+    assert (
+        f"{old}/results.json does not fit this headscope's layout: its table 'atlas' has no column 'layer'"
+        in lines[0]
+    )
+    assert f"re-run the report with this version: headscope report --out {old}" in lines[0]
     assert _files(old) == before  # the folder is left as it was
 
 

@@ -144,8 +144,8 @@ def test_every_analysis_turns_its_model_argument_into_a_model(name):
 
 
 def test_weights_only_analyses_take_a_bridge(family_dir):
-    """The atlas and composition scores of hs.load_model(bridge) read the folder's weights."""
+    """hs.atlas and hs.composition_scores of a bridge held in memory read the folder's weights."""
     folder = family_dir("llama")
-    loaded, reference = load_model(_bridge(folder)), load_model(str(folder))
-    pd.testing.assert_frame_equal(hs.atlas(loaded), hs.atlas(reference), rtol=1e-6)
-    pd.testing.assert_frame_equal(hs.composition_scores(loaded), hs.composition_scores(reference))
+    held, reference = _bridge(folder), load_model(str(folder))
+    pd.testing.assert_frame_equal(hs.atlas(held), hs.atlas(reference), rtol=1e-6)
+    pd.testing.assert_frame_equal(hs.composition_scores(held), hs.composition_scores(reference))

@@ -11,10 +11,10 @@ from transformers import GPT2LMHeadModel
 
 from headscope.models.loading import load_model
 from headscope.report import task_choice
-from headscope.report.compute import (
+from headscope.report.compute import first_prompts
+from headscope.report.selection import (
     attention_roles,
     compare_tasks,
-    first_prompts,
     keyword_order,
     keyword_table,
     scatter_roles,
@@ -350,8 +350,8 @@ def test_the_circuit_step_is_bounded_by_default_on_a_model_of_many_edges(monkeyp
 
 def test_screened_knockouts_are_exact_for_the_heads_the_page_names(report_model, tmp_path):
     from headscope.report.compute import ReportOptions
+    from headscope.report.head_views import head_card_view
     from headscope.report.html import write_report
-    from headscope.report.page import head_card_view
     from headscope.report.plan import build_run
     from headscope.scores.ablation import AblationOptions, ablate
 

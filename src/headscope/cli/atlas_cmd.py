@@ -18,7 +18,8 @@ from headscope.cli.app import Shared, command, print_table, results, working, wr
 from headscope.cli.common import load
 from headscope.errors import HeadscopeError
 from headscope.files import check_folder_replaceable, write_folder_atomic, write_table
-from headscope.report.atlas_section import section, write_atlas_page
+from headscope.report.atlas_section import section
+from headscope.report.html import write_atlas_page
 from headscope.scores.atlas import AtlasOptions
 from headscope.tasks.relation_library import choose_relations, library
 

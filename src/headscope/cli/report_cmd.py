@@ -13,7 +13,6 @@ from rich.markup import escape
 from headscope.cli.app import Shared, command, line, print_table, results
 from headscope.cli.common import load
 from headscope.errors import HeadscopeError
-from headscope.models.checks import first_line
 from headscope.report.budget import DEFAULT_BUDGET
 from headscope.report.compute import Embedding, ReportOptions
 from headscope.report.console import not_computed_notes, plan_progress, summary_table
@@ -153,7 +152,7 @@ def report(
     if from_dir:
         folders = [results_folder(folder) for folder in [*from_dir, *(more or [])]]
         run, out = _saved_run(folders, out)
-        page = _render_saved(run, out, folders[0] if len(folders) == 1 else None, png)
+        page = write_report(run, out, say, pngs=png)  # load_run refused a layout it cannot render
     else:
         chosen = task_list(tasks)  # a typo fails before the model loads
         check_report_folder(out)  # so does an --out that cannot be written
@@ -236,23 +235,3 @@ def _saved_run(folders: list[Path], out: Path) -> tuple[Run, Path]:
     merged = merge_runs(runs, [str(folder) for folder in folders])
     say(f"merged {len(runs)} runs: {len(merged.tasks)} tasks")
     return merged, check_report_folder(out)
-
-
-def _render_saved(run: Run, out: Path, from_dir: Path | None, pngs: bool = False) -> Path:
-    """The page of a loaded run. A results.json this version cannot render (a table lacks a column
-    it reads: KeyError 'layer', ...) is from an older headscope: say so, and how to rebuild it."""
-    try:
-        return write_report(run, out, say, pngs=pngs)
-    except HeadscopeError:
-        raise
-    except (KeyError, AttributeError, IndexError, TypeError, ValueError) as error:
-        if from_dir is None:
-            raise HeadscopeError(
-                f"the merged runs do not fit this headscope's layout ({type(error).__name__}: "
-                f"{first_line(error)}); re-run the older of them with this version"
-            ) from error
-        raise HeadscopeError(
-            f"{from_dir / RESULTS_FILE} does not fit this headscope's layout ({type(error).__name__}: "
-            f"{first_line(error)}), so it is from an older version; re-run it: "
-            f"headscope report --out {from_dir} (with its --model and --tasks)"
-        ) from error

@@ -1,7 +1,7 @@
 """The head atlas on a page: the heads x relations heatmaps, the function cards, the relation table.
 
-Used twice: `headscope atlas` writes a page of its own (`write_atlas_page`), and the report's page
-gains an atlas section (`atlas_section`, from the run's `atlas` tables). A heatmap cell is the
+Used twice: `headscope atlas` writes a page of its own (`report.html.write_atlas_page`), and the
+report's page gains an atlas section (`atlas_section`, from the run's `atlas` tables). A heatmap cell is the
 stronger sign of the head on the relation: its within-set score above chance,
 (within - chance) / (1 - chance), positive for sign +1 and negative for sign -1 (a head that
 writes the opposite); the top-k map shows the top-k score of the same sign.
@@ -9,29 +9,15 @@ writes the opposite); the top-k map shows the top-k score of the same sign.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-
 import pandas as pd
-import plotly.io
-import plotly.offline
 
 from headscope.heads import head_name, head_names
 from headscope.report.figures import Heatmap
-from headscope.report.html import _asset, _environment, figure_specs
-from headscope.report.page_parts import TableView
+from headscope.report.page_parts import AtlasSection, TableView
 from headscope.scores.atlas import above_chance
 
 REPORT_HEADS = 32  # heads in the report's heatmaps: the strongest by within-set score above chance
 CARD_ROWS = 100  # function cards shown on a page (all in the CSV)
-
-
-@dataclass(frozen=True)
-class AtlasSection:
-    heatmaps: list[Heatmap]
-    cards: TableView
-    relations: TableView
-    note: str
 
 
 def strongest_sign(table: pd.DataFrame) -> pd.DataFrame:
@@ -117,26 +103,3 @@ def atlas_section(tables: dict[str, pd.DataFrame]) -> AtlasSection | None:
     if table is None or table.empty:
         return None
     return section(table, tables["atlas_cards"], tables["atlas_relations"], REPORT_HEADS, "report-atlas")
-
-
-def render_atlas_page(title: str, part: AtlasSection, facts: TableView) -> str:
-    specs = figure_specs(part.heatmaps)
-    template = _environment().from_string(_asset("atlas.html.j2"))
-    return template.render(
-        title=title,
-        part=part,
-        facts=facts,
-        specs=specs,
-        css=_asset("report.css"),
-        plotly_js=plotly.offline.get_plotlyjs(),
-        figures_js=_asset("figures.js"),
-    )
-
-
-def write_atlas_page(path: Path, title: str, part: AtlasSection, facts: dict) -> Path:
-    from headscope.files import write_text
-
-    view = TableView.of(
-        "Model and options", pd.DataFrame({"what": list(facts), "value": list(facts.values())})
-    )
-    return write_text(Path(path), render_atlas_page(title, part, view))

@@ -22,13 +22,8 @@ from headscope.analyses.circuit import LEVEL, find_circuit
 from headscope.analyses.record import PerTask, union
 from headscope.capture import Capture, Needs, capture
 from headscope.models.loading import Model
-from headscope.report.selection import (  # noqa: F401  (named here by earlier callers)
+from headscope.report.selection import (
     attention_roles,
-    compare_tasks,
-    head_card,
-    head_ranking,
-    keyword_order,
-    keyword_table,
     keyword_tables,
     named_heads,
     pickable_heads,

@@ -19,13 +19,15 @@ from pathlib import Path
 from typing import TypeVar
 
 import jinja2
+import pandas as pd
 import plotly.io
 import plotly.offline
 
 from headscope.files import check_folder_replaceable, write_folder_atomic, write_text
 from headscope.models.devices import idle_cores
 from headscope.report.figures import Figure
-from headscope.report.page import Page, build_page
+from headscope.report.page import build_page
+from headscope.report.page_parts import AtlasSection, Page, TableView
 from headscope.run import RESULTS_FILE, Run
 
 PAGE_FILE = "index.html"
@@ -76,6 +78,28 @@ def render_page(page: Page, pngs: bool = True) -> str:
         viewer_js=_asset("viewer.js"),
         circuit_js=_asset("circuit.js"),
     )
+
+
+def render_atlas_page(title: str, part: AtlasSection, facts: TableView) -> str:
+    """The page of `headscope atlas`: the atlas section alone, with the model and options."""
+    specs = figure_specs(part.heatmaps)
+    template = _environment().from_string(_asset("atlas.html.j2"))
+    return template.render(
+        title=title,
+        part=part,
+        facts=facts,
+        specs=specs,
+        css=_asset("report.css"),
+        plotly_js=plotly.offline.get_plotlyjs(),
+        figures_js=_asset("figures.js"),
+    )
+
+
+def write_atlas_page(path: Path, title: str, part: AtlasSection, facts: dict) -> Path:
+    view = TableView.of(
+        "Model and options", pd.DataFrame({"what": list(facts), "value": list(facts.values())})
+    )
+    return write_text(Path(path), render_atlas_page(title, part, view))
 
 
 def check_report_folder(folder: Path) -> Path:

@@ -9,22 +9,10 @@ from __future__ import annotations
 import pandas as pd
 
 from headscope.heads import head_names
-from headscope.report.circuit_views import (
-    DIAGRAM_EDGES,
-    EDGE_TABLE_ROWS,
-    circuit_diagram,
-    circuit_section,
-    circuits_view,
-    curve_plot,
-    mechanism_names,
-)
+from headscope.report.atlas_section import atlas_section
+from headscope.report.circuit_views import circuit_section, circuits_view
 from headscope.report.figures import Heatmap, head_heatmap, head_task_heatmap
 from headscope.report.head_views import (
-    CARD_MEASURES,
-    CARD_NOTE,
-    KEYWORD_SECTIONS,
-    RANKED_BY,
-    STATS_NOTE,
     category_view,
     head_card_view,
     keyword_blocks,
@@ -32,55 +20,13 @@ from headscope.report.head_views import (
     scatter_block,
     viewer_data,
 )
-from headscope.report.page_parts import (
-    PER_TOKEN_ROWS,
-    Choice,
-    CircuitSection,
-    Page,
-    PickBlock,
-    TableView,
-    TaskSection,
-    cell,
-    model_shape,
-    slug,
-)
+from headscope.report.page_parts import Page, TableView, TaskSection, cell, model_shape, slug
 from headscope.run import Run
-
-__all__ = [  # the page's parts and views, importable from here as before the split
-    "CARD_MEASURES",
-    "CARD_NOTE",
-    "DIAGRAM_EDGES",
-    "EDGE_TABLE_ROWS",
-    "KEYWORD_SECTIONS",
-    "PER_TOKEN_ROWS",
-    "RANKED_BY",
-    "STATS_NOTE",
-    "Choice",
-    "CircuitSection",
-    "Page",
-    "PickBlock",
-    "TableView",
-    "TaskSection",
-    "build_page",
-    "category_view",
-    "circuit_diagram",
-    "circuit_section",
-    "circuits_view",
-    "curve_plot",
-    "head_card_view",
-    "keyword_blocks",
-    "mechanism_names",
-    "scatter_block",
-    "task_section",
-    "viewer_data",
-]
 
 
 def build_page(run: Run) -> Page:
     sections = [task_section(run, task) for task in run.tasks]
     overview = overview_figures(run)
-    from headscope.report.atlas_section import atlas_section  # it imports report.html, which imports us
-
     atlas = atlas_section(run.tables)
     figures = (
         overview

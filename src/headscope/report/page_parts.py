@@ -62,6 +62,16 @@ class CircuitSection:
 
 
 @dataclass(frozen=True)
+class AtlasSection:
+    """The head atlas, from the weights alone: heads x relations heatmaps, function cards, relations."""
+
+    heatmaps: list[Heatmap]
+    cards: TableView
+    relations: TableView
+    note: str
+
+
+@dataclass(frozen=True)
 class TaskSection:
     name: str
     description: str
@@ -95,7 +105,7 @@ class Page:
     created: str
     figures: list[Figure] = field(default_factory=list)
     not_computed: list[str] = field(default_factory=list)  # over every task, each reason once
-    atlas: object | None = None  # report.atlas_section.AtlasSection: the head atlas, weights only
+    atlas: AtlasSection | None = None  # the head atlas, weights only (report/atlas_section.py)
 
 
 def cell(value) -> str:

@@ -22,7 +22,6 @@ from headscope.embedding import block0_vectors, token_vectors
 from headscope.errors import HeadscopeError
 from headscope.heads import all_heads
 from headscope.models.loading import Model
-from headscope.options import names
 from headscope.scores import significance
 from headscope.scores.atlas_within import candidate_sets, within_ranks
 from headscope.scores.ov import kernel_device
@@ -365,49 +364,3 @@ def per_source_table(batch: _Batch, heads, rank, within, topk, model: Model, k: 
         }
     )
     return table[list(PER_SOURCE)]
-
-
-def atlas(
-    model,
-    relations: str | list[str] | None = None,
-    k: int = 5,
-    embedding: Literal["token", "block0"] = "token",
-    per_source: bool = False,
-) -> pd.DataFrame:
-    """The head atlas (docs/methods.md §11): every head x relation x sign, from the weights alone.
-
-    Args:
-        model: from `hs.load_model`, or a model held in memory (a TransformerBridge, or a Hugging
-            Face model with its tokenizer as a pair), as every `hs.<analysis>` takes.
-        relations: relation names, groups ("algorithmic", "linguistic", "knowledge",
-            "translation") or TOML files of `[mappings.NAME]` tables; one string (comma-separated)
-            or a list (default: the whole library).
-        k: top-k score: a hit when the target is among the head's top-k logits.
-        embedding: "token" (the token through MLP0) or "block0".
-        per_source: also the per-source table (every head, sign and kept pair, with its top-k tokens).
-
-    Returns:
-        One row per head x relation x sign: `layer, head, relation, group, sign, score, within,
-        chance, n, dropped`; `.attrs["cards"]` (each head's strongest relations), `.attrs["relations"]`
-        (pairs kept per relation for this tokenizer) and, with `per_source`, `.attrs["per_source"]`.
-
-    Example:
-        >>> table = hs.atlas(model, relations="algorithmic")
-        >>> table.attrs["cards"].head()
-    """
-    from headscope.api import AttachedTable  # the notebook API's tables in .attrs
-    from headscope.models.loading import as_model
-
-    model = as_model(model)
-    chosen = None if relations is None else choose_relations(names(relations, "relations"))
-    if isinstance(k, bool) or not isinstance(k, int):
-        raise HeadscopeError(f"k={k!r}: give a whole number")
-    options = AtlasOptions(k, embedding, per_source=bool(per_source))
-    result = atlas_scores(model, chosen, options)
-    frame = result.table
-    frame.attrs.update(model=model.identity.name, n_layers=model.n_layers, n_heads=model.n_heads, k=k)
-    for key, value in (("cards", result.cards), ("relations", result.relations)):
-        frame.attrs[key] = AttachedTable(value)
-    if per_source:
-        frame.attrs["per_source"] = AttachedTable(result.per_source)
-    return frame

@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from headscope.tasks.builtin import builtin_tasks
-from headscope.tasks.dataset import TaskError
-from headscope.tasks.task import Task
+from headscope.tasks.task import Task, TaskError
 
 __all__ = ["builtin_tasks", "get_task"]
 

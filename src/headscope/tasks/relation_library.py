@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from headscope.tasks.dataset import TaskError
-from headscope.tasks.task import Family
+from headscope.tasks.task import Family, TaskError
 from headscope.tasks.task_file import TOP_KEYS, parse_families, parse_mappings, tomllib
 
 GROUPS: tuple[str, ...] = ("algorithmic", "linguistic", "knowledge", "translation")

@@ -1,6 +1,0 @@
-"""Deprecated: renamed `headscope.files` (its job's name);
-this name goes in the next release."""
-
-from headscope.renamed import keep_old_name
-
-keep_old_name(__name__, "headscope.files")
