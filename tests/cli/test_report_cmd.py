@@ -126,3 +126,26 @@ def test_runs_on_different_tasks_merge_into_one_page_and_others_are_refused(tiny
         assert "Traceback" not in refused.stderr
     stray = run_cli("report", "--model", str(tiny_dir), str(tmp_path / "ioi"))
     assert stray.returncode == 2 and "folders to merge follow --from" in stray.stderr
+
+
+def test_plan_prints_the_phases_and_writes_nothing(tiny_dir, tmp_path):
+    out = tmp_path / "planned"
+    result = run_cli(
+        "report", "--model", str(tiny_dir), "--tasks", "ioi", "--n", "6", "--plan", "--out", str(out)
+    )
+    assert result.returncode == 0, result.stderr
+    text = result.stdout + result.stderr
+    assert "s predicted for a budget of 300 s" in text.replace("\n", " ")
+    for phase in ("OV pass", "capture", "knockouts", "circuit", "atlas", "page"):
+        assert phase in result.stdout, phase
+    assert not out.exists()
+
+
+def test_a_bad_budget_is_one_line(tiny_dir):
+    for flags, said in (
+        (("--budget", "0"), "--budget 0: give a positive number of seconds"),
+        (("--budget", "10", "--exhaustive"), "without --exhaustive"),
+    ):
+        result = run_cli("report", "--model", str(tiny_dir), "--tasks", "ioi", *flags)
+        assert result.returncode == 2 and said in result.stderr.replace("\n", " "), result.stderr
+        assert "Traceback" not in result.stderr
