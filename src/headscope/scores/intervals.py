@@ -45,7 +45,8 @@ def wilson(k, n, level: float = LEVEL) -> tuple[np.ndarray, np.ndarray]:
         denominator = 1 + z**2 / n
         centre = (share + z**2 / (2 * n)) / denominator
         half = z * np.sqrt(share * (1 - share) / n + z**2 / (4 * n**2)) / denominator
-    low, high = np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
+    low = np.where(k <= 0, 0.0, np.clip(centre - half, 0, 1))  # exact 0 and 1 at the ends, not 1e-18
+    high = np.where(k >= n, 1.0, np.clip(centre + half, 0, 1))
     empty = n <= 0
     return np.where(empty, np.nan, low), np.where(empty, np.nan, high)
 
