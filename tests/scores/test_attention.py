@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from scipy import stats
 
 from headscope.capture import Capture, capture
 from headscope.scores.attention import (
@@ -33,7 +34,7 @@ def reference_role_attention(model, dataset, query: str, key_members: tuple[str,
         pattern = cache[f"blocks.{layer}.attn.hook_pattern"][0, head]  # [q, k]
         q = int(dataset.roles[query].index[i])
         values.append(sum(float(pattern[q, int(dataset.roles[m].index[i])]) for m in present))
-    return float(np.mean(values)) if values else float("nan"), len(values)
+    return float(np.mean(values)) if values else float("nan"), values
 
 
 @pytest.mark.parametrize(
@@ -50,10 +51,13 @@ def test_role_attention_equals_a_loop_over_run_with_cache(tiny_model, task, quer
             & (table.query_role == query)
             & (table.key_role == key)
         ]
-        expected, n = reference_role_attention(tiny_model, dataset, query, members, layer, head)
+        expected, values = reference_role_attention(tiny_model, dataset, query, members, layer, head)
         assert len(row) == 1
-        assert int(row["n"].iloc[0]) == n
+        assert int(row["n"].iloc[0]) == len(values)
         assert row["attention"].iloc[0] == pytest.approx(expected, abs=1e-5)
+        interval = stats.t.interval(0.95, len(values) - 1, loc=expected, scale=stats.sem(values))
+        assert (row.ci_low.iloc[0], row.ci_high.iloc[0]) == pytest.approx(interval, abs=1e-5)
+        assert row.ci_kind.iloc[0] == "t"
 
 
 def test_role_attention_covers_every_role_and_group(tiny_model):

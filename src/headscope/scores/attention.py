@@ -12,6 +12,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from headscope.capture import Capture, Needs
+from headscope.scores.intervals import t_interval
 from headscope.tasks.dataset import Dataset
 
 ROLE_ATTENTION_NEEDS = Needs(pattern_roles=True, logits_end=False)
@@ -21,14 +22,18 @@ ENTROPY_NEEDS = Needs(pattern_end=True, logits_end=False)
 
 
 def end_entropy(dataset: Dataset, capture: Capture) -> pd.DataFrame:
-    """Mean entropy (nats) of each head's attention row at `end`: `layer, head, entropy, n`."""
+    """Mean entropy (nats) of each head's attention row at `end`: `layer, head, entropy, n`, and
+    `ci_low`, `ci_high` its 95% t interval over the n prompts (docs/methods.md §C)."""
     rows = capture.require("pattern_end", "end_entropy").double()  # [batch, layer, head, pos], 0 past end
-    entropy = -torch.xlogy(rows, rows).sum(-1).mean(0)  # [layer, head]; 0 log 0 = 0
+    per_prompt = -torch.xlogy(rows, rows).sum(-1)  # [batch, layer, head]; 0 log 0 = 0
+    entropy = per_prompt.mean(0)  # [layer, head]
     layer, head = torch.meshgrid(
         torch.arange(entropy.shape[0]), torch.arange(entropy.shape[1]), indexing="ij"
     )
     table = {"layer": layer.flatten().numpy(), "head": head.flatten().numpy()}
-    return pd.DataFrame(table | {"entropy": entropy.flatten().numpy(), "n": dataset.n})
+    low, high = t_interval(per_prompt.flatten(1).numpy(), axis=0)  # [layer * head]
+    intervals = {"ci_low": low, "ci_high": high, "ci_kind": "t"}
+    return pd.DataFrame(table | {"entropy": entropy.flatten().numpy(), "n": dataset.n} | intervals)
 
 
 def key_roles(dataset: Dataset) -> dict[str, tuple[str, ...]]:
@@ -60,9 +65,10 @@ def _key_attention(
 def role_attention(dataset: Dataset, capture: Capture) -> pd.DataFrame:
     """Mean attention from each query role to each key role (groups summed), every head.
 
-    Columns `layer, head, query_role, key_role, attention, n`; the mean runs over the
-    prompts where both roles are present (`n` of them). A group is present where any of
-    its members is, and its attention sums the members present in the prompt.
+    Columns `layer, head, query_role, key_role, attention, n, ci_low, ci_high, ci_kind`; the mean
+    runs over the prompts where both roles are present (`n` of them), `ci_low`, `ci_high` its 95%
+    t interval over them (docs/methods.md §C). A group is present where any of its members is,
+    and its attention sums the members present in the prompt.
     """
     patterns = capture.require("pattern_roles", "role_attention")  # [batch, layer, head, role, pos]
     n_layers, n_heads = patterns.shape[1], patterns.shape[2]
@@ -74,7 +80,9 @@ def role_attention(dataset: Dataset, capture: Capture) -> pd.DataFrame:
             attention, key_present = _key_attention(rows, dataset, members)
             both = dataset.roles[query].present & key_present
             mean = attention[both].mean(0) if both.any() else torch.full((n_layers, n_heads), float("nan"))
-            frames.append(_role_frame(layer, head, query, key, mean, int(both.sum())))
+            frame = _role_frame(layer, head, query, key, mean, int(both.sum()))
+            low, high = t_interval(attention[both].flatten(1).double().numpy(), axis=0)  # [layer * head]
+            frames.append(frame.assign(ci_low=low, ci_high=high, ci_kind="t"))
     return pd.concat(frames, ignore_index=True)
 
 
