@@ -74,8 +74,15 @@ def t_interval(values, axis: int = -1, level: float = LEVEL) -> tuple[np.ndarray
     with np.errstate(divide="ignore", invalid="ignore"):
         mean = np.where(present, values, 0).sum(axis=axis) / n
         deviation = np.where(present, values - np.expand_dims(mean, axis), 0)
-        spread = np.sqrt((deviation**2).sum(axis=axis) / (n - 1) / n)
-        half = stats.t.ppf(0.5 + level / 2, np.maximum(n - 1, 1)) * spread
+        sd = np.sqrt((deviation**2).sum(axis=axis) / (n - 1))
+    return t_from_summary(mean, sd, n, level)
+
+
+def t_from_summary(mean, sd, n, level: float = LEVEL) -> tuple[np.ndarray, np.ndarray]:
+    """`t_interval` from the mean, the sample standard deviation (ddof 1) and the count n."""
+    mean, sd, n = (np.asarray(x, dtype=np.float64) for x in (mean, sd, n))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        half = stats.t.ppf(0.5 + level / 2, np.maximum(n - 1, 1)) * sd / np.sqrt(n)
     few = n < 2
     return np.where(few, np.nan, mean - half), np.where(few, np.nan, mean + half)
 
