@@ -17,7 +17,7 @@ from headscope.report.circuit_views import (
     curve_plot,
     mechanism_names,
 )
-from headscope.report.figures import Heatmap, head_heatmap, head_task_heatmap
+from headscope.report.figures import Heatmap, head_heatmap, head_task_heatmap, interval_notes
 from headscope.report.head_views import (
     CARD_MEASURES,
     CARD_NOTE,
@@ -191,13 +191,17 @@ def _signed_maps(run: Run, task: str, prefix: str, shape: tuple[int, int]) -> li
     if not knockout.empty:
         heads = knockout[knockout["head"].notna()]
         method = str(heads["method"].iloc[0]) if not heads.empty else ""
-        heads = heads[heads["method"] == method].assign(effect=lambda t: t["pct_of_clean"] - 100.0)
+        heads = heads[heads["method"] == method]
+        notes = interval_notes(heads, "logit difference change", "effect") if "effect" in heads else {}
+        heads = heads.assign(effect=lambda t: t["pct_of_clean"] - 100.0)
         prompts = run.options.get("knockout_n", "")
         title = f"knockout ({method}, n={prompts}): % of clean - 100"
         marks = estimated_marks(heads)
         if marks:
             title += f"\n≈: {len(marks)} of {len(heads)} estimated, rest exact"  # fits a narrow figure
-        maps.append(head_heatmap(f"{prefix}-knockout", title, heads, "effect", shape, True, task, marks))
+        maps.append(
+            head_heatmap(f"{prefix}-knockout", title, heads, "effect", shape, True, task, marks, notes)
+        )
     return maps
 
 
