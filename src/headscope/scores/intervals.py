@@ -125,6 +125,7 @@ def cluster_bootstrap_share(
     with np.errstate(divide="ignore", invalid="ignore"):
         shares = (hits @ weights.T) / (rows @ weights.T)  # [..., resample]
     alpha = 1 - level
-    low, high = np.nanpercentile(shares, [100 * alpha / 2, 100 * (1 - alpha / 2)], axis=-1)
+    percentile = np.nanpercentile if np.isnan(shares).any() else np.percentile  # NaN: drew no row
+    low, high = percentile(shares, [100 * alpha / 2, 100 * (1 - alpha / 2)], axis=-1)
     empty = rows.sum(-1) <= 0
     return np.where(empty, np.nan, low), np.where(empty, np.nan, high)

@@ -248,13 +248,21 @@ def _score_interval(scored: _Scored, hit: np.ndarray, valid: np.ndarray) -> tupl
     kind = np.full(hits.shape, "wilson", dtype=object)
     if not scored.clustered:
         return low, high, kind
-    per_prompt = np.zeros((scored.n_prompts, hit.shape[0]))  # [prompt, head * sign]
-    np.add.at(per_prompt, scored.prompt, hit.T)
     rows = np.bincount(scored.prompt, weights=valid.astype(float), minlength=scored.n_prompts)  # [prompt]
-    boot_low, boot_high = cluster_bootstrap_share(per_prompt.T, rows)
+    boot_low, boot_high = cluster_bootstrap_share(_per_prompt(hit, scored.prompt, scored.n_prompts), rows)
     mixed = (hits > 0) & (hits < n)
     kind[mixed] = "cluster-bootstrap"
     return np.where(mixed, boot_low, low), np.where(mixed, boot_high, high), kind
+
+
+def _per_prompt(hit: np.ndarray, prompt: np.ndarray, n_prompts: int) -> np.ndarray:
+    """Each cell's hits summed per prompt: hit [cell, instance], prompt [instance] -> [cell, prompt]."""
+    order = np.argsort(prompt, kind="stable")
+    ids, starts = np.unique(prompt[order], return_index=True)
+    sums = np.zeros((hit.shape[0], n_prompts))
+    if len(ids):
+        sums[:, ids] = np.add.reduceat(hit[:, order].astype(np.float64), starts, axis=1)
+    return sums
 
 
 def _relation_key(order: dict[str, int], table: pd.DataFrame):
