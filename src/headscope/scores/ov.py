@@ -241,7 +241,8 @@ def _score_interval(scored: _Scored, hit: np.ndarray, valid: np.ndarray) -> tupl
     A task's rows come in prompts, which its generator draws independently, while the rows of one
     prompt do not (they share a context; their words are drawn together): the cluster bootstrap
     over prompts. Where every row is a hit, or none is, every resample agrees, so such a score,
-    and a given keyword list (its words given once each, not drawn), get Wilson over the rows."""
+    a given keyword list (its words given once each, not drawn) and a single prompt get Wilson
+    over the rows."""
     hit = hit.reshape(-1, hit.shape[-1])  # [head * sign, instance]
     hits, n = hit.sum(-1), int(valid.sum())
     low, high = wilson(hits, n)
