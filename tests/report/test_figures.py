@@ -56,3 +56,13 @@ def test_head_heatmap_hover_shows_each_heads_interval_where_the_table_has_one():
         head_heatmap("d", "x", table.rename(columns={"score": "other"}), "other", (1, 2)).cells[0][0]
         == "head 0.0"
     )
+
+
+def test_interval_notes_read_named_bounds_of_a_wide_table():
+    detectors = pd.DataFrame(
+        {"layer": [0], "head": [1], "induction": [0.5], "n": [12], "induction_ci_low": [0.25]}
+        | {"induction_ci_high": [0.75], "ci_kind": ["cluster-bootstrap"]}
+    )
+    notes = interval_notes(detectors, bounds=("induction_ci_low", "induction_ci_high"))
+    assert notes == {(0, 1): "(95% CI 0.250 to 0.750, n 12, cluster-bootstrap)"}
+    assert interval_notes(detectors, bounds=("previous_token_ci_low", "previous_token_ci_high")) == {}

@@ -114,16 +114,18 @@ def _save(fig, path: Path) -> Path:
 INTERVAL_OF = ("score", "dla", "attention", "entropy")  # the values whose tables' ci_low/ci_high are theirs
 
 
-def interval_notes(table: pd.DataFrame, label: str = "", value: str = "") -> dict[tuple[int, int], str]:
+def interval_notes(
+    table: pd.DataFrame, label: str = "", value: str = "", bounds: tuple[str, str] = ("ci_low", "ci_high")
+) -> dict[tuple[int, int], str]:
     """Per head, its 95% interval as a hover note, '(95% CI low to high, n N, kind)' from the table's
-    `ci_low`, `ci_high` and, where present, `n` and `ci_kind` (docs/methods.md §C); with `label`,
+    `bounds` columns and, where present, `n` and `ci_kind` (docs/methods.md §C); with `label`,
     '(label value, 95% CI ...)' for an interval of another quantity than the one drawn. Empty
     for a table without intervals (a run saved before them); a head without one (NaN) has none."""
-    if not {"ci_low", "ci_high"} <= set(table.columns):
+    if not set(bounds) <= set(table.columns):
         return {}
     notes = {}
-    for row in table.itertuples(index=False):
-        low, high = float(row.ci_low), float(row.ci_high)
+    for row, low, high in zip(table.itertuples(index=False), table[bounds[0]], table[bounds[1]], strict=True):
+        low, high = float(low), float(high)
         if low != low or high != high:
             continue
         said = [f"n {int(row.n)}"] if "n" in table.columns and row.n == row.n else []

@@ -160,7 +160,12 @@ def task_heatmaps(run: Run, task: str, info: dict) -> list[Heatmap]:
     detectors = run.for_task("detectors", task)
     for column in ("previous_token", "duplicate_token", "induction") if not detectors.empty else ():
         title = f"{column.replace('_', '-')} score"
-        maps.append(head_heatmap(f"{prefix}-{slug(column)}", title, detectors, column, shape, context=task))
+        notes = interval_notes(detectors, bounds=(f"{column}_ci_low", f"{column}_ci_high"))
+        maps.append(
+            head_heatmap(
+                f"{prefix}-{slug(column)}", title, detectors, column, shape, context=task, notes=notes
+            )
+        )
     attention = run.for_task("role_attention", task)
     roles = [r for r in str(info.get("attention_roles", "")).split(",") if r] if detectors.empty else []
     for role in roles:

@@ -12,7 +12,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from headscope.capture import Capture, Needs
-from headscope.scores.intervals import t_interval
+from headscope.scores.intervals import cluster_bootstrap_share, t_interval
 from headscope.tasks.dataset import Dataset
 
 ROLE_ATTENTION_NEEDS = Needs(pattern_roles=True, logits_end=False)
@@ -140,6 +140,8 @@ def head_detectors(dataset: Dataset, capture: Capture) -> pd.DataFrame:
 
     Each score is the share of attention mass on the ideal pattern, counted over the query
     rows where that pattern has a key (so an ideal head scores 1.0); NaN when no row has one.
+    Then `n` (prompts) and each score's 95% interval, `<detector>_ci_low`, `<detector>_ci_high`:
+    the cluster bootstrap over prompts of the ratio of the sums (`ci_kind`; docs/methods.md §C).
     """
     pattern = capture.require("pattern_full", "head_detectors")  # [batch, layer, head, q, k], zero-padded
     width = pattern.shape[-1]
@@ -149,7 +151,22 @@ def head_detectors(dataset: Dataset, capture: Capture) -> pd.DataFrame:
     table = {"layer": layer.flatten().numpy(), "head": head.flatten().numpy()}
     for name in DETECTORS:
         table[name] = detector_scores(pattern, ideals[name]).flatten().double().numpy()
-    return pd.DataFrame(table)
+    table["n"] = pattern.shape[0]  # prompts
+    for name in DETECTORS:
+        on_ideal, mass = detector_parts(pattern, ideals[name])  # [batch, layer * head] each
+        low, high = cluster_bootstrap_share(on_ideal.T.double().numpy(), mass.T.double().numpy())
+        table |= {f"{name}_ci_low": low, f"{name}_ci_high": high}
+    return pd.DataFrame(table | {"ci_kind": "cluster-bootstrap"})
+
+
+def detector_parts(
+    pattern: Float[Tensor, "batch layer head pos pos"], ideal: Bool[Tensor, "batch pos pos"]
+) -> tuple[Float[Tensor, "batch cell"], Float[Tensor, "batch cell"]]:
+    """Per prompt, `detector_scores`' two sums (mass on the ideal pattern, all mass over the rows
+    it scores), each head a cell (layer-major): the score is their sums' ratio over prompts."""
+    mass = pattern * ideal.any(-1)[:, None, None, :, None]  # [batch, layer, head, q, k]
+    on_ideal = (mass * ideal[:, None, None]).sum((3, 4))  # [batch, layer, head]
+    return on_ideal.flatten(1), mass.sum((3, 4)).flatten(1)
 
 
 def pattern_frame(pattern: Float[Tensor, "pos pos"], tokens: list[str]) -> pd.DataFrame:
