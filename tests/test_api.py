@@ -94,7 +94,10 @@ def test_evaluate_is_one_row_of_the_lower_level_numbers(tiny_model):
     data = build_dataset(get_task("ioi"), tiny_model.tokens, 16, 0)
     expected = evaluate.evaluate(data, capture(tiny_model, data, evaluate.EVALUATE_NEEDS))
     row = hs.evaluate(tiny_model, "ioi", n=16)
-    assert list(row.columns) == ["task", "accuracy", "logit_diff", "answer_prob", "n", "dropped"]
+    intervals = [
+        f"{name}_ci_{end}" for name in ("accuracy", "logit_diff", "answer_prob") for end in ("low", "high")
+    ]
+    assert list(row.columns) == ["task", "accuracy", "logit_diff", "answer_prob", "n", *intervals, "dropped"]
     assert len(row) == 1 and row.loc[0, "task"] == "ioi" and row.loc[0, "dropped"] == 0
     for key, value in expected.items():
         assert row.loc[0, key] == pytest.approx(value, rel=1e-6)

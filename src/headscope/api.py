@@ -87,7 +87,8 @@ def ov_scores(
 
     Returns:
         One row per head x relation x sign: `layer, head, relation, sign, k, embedding, score,
-        hits, n`; `.attrs["per_token"]` (every keyword instance: target, rank, hit, top-k tokens)
+        hits, n, ci_low, ci_high, ci_kind` (the score's 95% interval, docs/methods.md §C);
+        `.attrs["per_token"]` (every keyword instance: target, rank, hit, top-k tokens)
         and `.attrs["categories"]` (share of the top-k slots per word category).
 
     Example:
@@ -191,8 +192,9 @@ def direct_logit_attribution(
         n, seed: prompts to build and the generator's seed.
 
     Returns:
-        `component, kind, layer, head, dla` for `embed`, every head `l.h`, every `mlpL` and
-        `bias`; they sum to the mean logit difference, which `.attrs["logit_diff"]` holds.
+        `component, kind, layer, head, dla, convention, n, ci_low, ci_high, ci_kind` for `embed`,
+        every head `l.h`, every `mlpL` and `bias` (the t interval over the `n` prompts); they sum
+        to the mean logit difference, which `.attrs["logit_diff"]` holds.
 
     Example:
         >>> dla = hs.direct_logit_attribution(model, "ioi", n=50)

@@ -45,9 +45,11 @@ def ablate(
             N heads it ranks highest and every MLP (the others keep the estimate).
 
     Returns:
-        One row per component: `component, layer, head, method, metric, pct_of_clean, exact`;
-        the metric is the mean logit difference at `end`, the clean one is `.attrs["clean"]`;
-        `exact` is False where the value is the first-order estimate.
+        One row per component: `component, layer, head, method, metric, pct_of_clean, exact,
+        effect, n, ci_low, ci_high, ci_kind`; the metric is the mean logit difference at `end`,
+        the clean one is `.attrs["clean"]`; `exact` is False where the value is the first-order
+        estimate; `effect` is metric - clean, `ci_low`/`ci_high` its 95% paired t interval over
+        the `n` prompts (docs/methods.md §C; NaN for an estimate).
 
     Example:
         >>> hs.ablate(model, "seq-digits", n=16).sort_values("pct_of_clean").head(3)

@@ -24,7 +24,8 @@ def test_ablate_writes_the_table(tiny_dir, tmp_path):
     assert "clean metric" in result.stdout and "mlp1" in result.stdout
     table = pd.read_csv(out)
     columns = ["component", "layer", "head", "method", "metric", "pct_of_clean", "exact"]
-    assert list(table.columns) == columns and table["exact"].all()
+    assert list(table.columns[:7]) == columns and table["exact"].all()
+    assert list(table.columns[7:]) == ["effect", "n", "ci_low", "ci_high", "ci_kind"]
     assert len(table) == 2 * 4 + 2 and (table["method"] == "zero").all()
 
 

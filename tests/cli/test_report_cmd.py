@@ -6,6 +6,8 @@ import json
 import shutil
 from pathlib import Path
 
+import pandas as pd
+
 from headscope.run import _sha256
 from tests.cli.runner import run_cli
 
@@ -92,8 +94,9 @@ def test_a_gemma2_report_says_its_dla_convention_and_merges_to_the_same_page(tmp
     assert result.returncode == 0, result.stdout + result.stderr
     said = " ".join(result.stderr.split())
     assert "DLA: convention: frozen-norm for gemma2" in said and "logits are taken before any cap" in said
-    dla = (out / "dla.csv").read_text().splitlines()
-    assert dla[0].endswith(",convention") and all(line.endswith(",frozen-norm") for line in dla[1:])
+    dla = pd.read_csv(out / "dla.csv")
+    assert list(dla.columns[-5:]) == ["convention", "n", "ci_low", "ci_high", "ci_kind"]
+    assert (dla["convention"] == "frozen-norm").all() and (dla["n"] == 6).all()
     again = run_cli("report", "--from", str(out), "--out", str(tmp_path / "again"))
     assert again.returncode == 0, again.stdout + again.stderr
     assert (tmp_path / "again" / "index.html").read_bytes() == (out / "index.html").read_bytes()

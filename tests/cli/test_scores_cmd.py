@@ -32,7 +32,11 @@ def test_keywords_find_the_successor_head(hand_dir, tmp_path):
         "score",
         "hits",
         "n",
+        "ci_low",
+        "ci_high",
+        "ci_kind",
     ]
+    assert (table.ci_kind == "wilson").all()  # a given keyword list: its words are not drawn in prompts
     best = table.sort_values("score", ascending=False, kind="stable")
     assert set(best.head(3).score) == {1.0}
     row = table[(table.layer == 1) & (table["head"] == NEXT) & (table.relation == "next") & (table.sign == 1)]

@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 import torch
+from scipy import stats
 
 from headscope.errors import HeadscopeError
 from headscope.models.loading import ORGANISM_DIR, load_model
@@ -78,7 +79,7 @@ def test_zero_ablating_a_head_zeroes_its_z_and_changes_nothing_before(tiny_model
 def test_ablate_table_columns_and_percent(tiny_model, digits):
     table = ablate(tiny_model, digits, AblationOptions(method="zero", batch_size=5))
     columns = ["component", "layer", "head", "method", "metric", "pct_of_clean", "exact"]
-    assert list(table.columns) == columns
+    assert list(table.columns) == [*columns, "effect", "n", "ci_low", "ci_high", "ci_kind"]
     assert table["component"].tolist()[:5] == ["0.0", "0.1", "0.2", "0.3", "1.0"]
     assert table["component"].tolist()[-2:] == ["mlp0", "mlp1"]
     assert table["head"].isna().sum() == 2
@@ -254,5 +255,34 @@ def test_ablate_marks_estimated_heads(tiny_model, digits):
     assert int((~table["exact"]).sum()) == tiny_model.n_layers * tiny_model.n_heads - 1
     assert table.loc[table["head"].isna(), "exact"].all()  # every MLP exact
     assert ablate(tiny_model, digits, AblationOptions(batch_size=4))["exact"].all()
+    estimated = table[~table["exact"]]
+    assert (estimated.ci_kind == "none").all() and estimated[["ci_low", "ci_high"]].isna().all().all()
+    assert (table.loc[table["exact"], "ci_kind"] == "t").all() and table.ci_low.notna().sum() == 3
     with pytest.raises(HeadscopeError, match="exact_top=-1"):
         AblationOptions(exact_top=-1)
+
+
+@pytest.mark.parametrize("method", ["zero", "mean"])
+def test_knockout_interval_is_the_t_interval_of_the_plain_loops_per_prompt_differences(
+    tiny_model, ioi, method
+):
+    """ci_low/ci_high: scipy's t interval of (knocked out - clean) per prompt, each prompt's metric
+    taken from one complete hooked forward pass per component (`reference_sweep_per_prompt`)."""
+    from headscope.scores.ablation import batch_list, donor_for, sites_for
+
+    options = AblationOptions(method=method, batch_size=4)
+    table = ablate(tiny_model, ioi, options)
+    batches = batch_list(ioi, position_mask(ioi, options.positions), options.batch_size)
+    plain = interventions.reference_sweep_per_prompt(
+        tiny_model.bridge,
+        batches,
+        donor_for(tiny_model, ioi, options),
+        sites_for(tiny_model, options.components),
+    )
+    differences = (plain.per_prompt - plain.clean_per_prompt).double().numpy()  # [site, prompt]
+    assert (table.n == ioi.n).all() and (table.ci_kind == "t").all() and table.attrs["ci_of"] == "effect"
+    assert table.effect.to_numpy() == pytest.approx(differences.mean(1), abs=1e-4)
+    for i, values in enumerate(differences):
+        expected = stats.t.interval(0.95, ioi.n - 1, loc=values.mean(), scale=stats.sem(values))
+        assert (table.ci_low[i], table.ci_high[i]) == pytest.approx(expected, abs=1e-4), table.component[i]
+    assert (table.ci_low <= table.effect).all() and (table.effect <= table.ci_high).all()

@@ -7,12 +7,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from scipy import stats
 
 from headscope.capture import Capture, capture
 from headscope.scores.attention import (
     DETECTOR_NEEDS,
     ROLE_ATTENTION_NEEDS,
     head_detectors,
+    ideal_patterns,
     pattern_frame,
     pattern_records,
     role_attention,
@@ -33,7 +35,7 @@ def reference_role_attention(model, dataset, query: str, key_members: tuple[str,
         pattern = cache[f"blocks.{layer}.attn.hook_pattern"][0, head]  # [q, k]
         q = int(dataset.roles[query].index[i])
         values.append(sum(float(pattern[q, int(dataset.roles[m].index[i])]) for m in present))
-    return float(np.mean(values)) if values else float("nan"), len(values)
+    return float(np.mean(values)) if values else float("nan"), values
 
 
 @pytest.mark.parametrize(
@@ -50,10 +52,13 @@ def test_role_attention_equals_a_loop_over_run_with_cache(tiny_model, task, quer
             & (table.query_role == query)
             & (table.key_role == key)
         ]
-        expected, n = reference_role_attention(tiny_model, dataset, query, members, layer, head)
+        expected, values = reference_role_attention(tiny_model, dataset, query, members, layer, head)
         assert len(row) == 1
-        assert int(row["n"].iloc[0]) == n
+        assert int(row["n"].iloc[0]) == len(values)
         assert row["attention"].iloc[0] == pytest.approx(expected, abs=1e-5)
+        interval = stats.t.interval(0.95, len(values) - 1, loc=expected, scale=stats.sem(values))
+        assert (row.ci_low.iloc[0], row.ci_high.iloc[0]) == pytest.approx(interval, abs=1e-5)
+        assert row.ci_kind.iloc[0] == "t"
 
 
 def test_role_attention_covers_every_role_and_group(tiny_model):
@@ -138,3 +143,33 @@ def test_pattern_frame_and_records_label_tokens():
     row = records[(records.destination == 2) & (records.source == 1)]
     assert row.attention.iloc[0] == pytest.approx(float(pattern[0, 0, 2, 1]))
     assert row.source_token.iloc[0] == "a"
+
+
+def test_detector_intervals_resample_prompts(tiny_model):
+    """Each detector score's interval: scipy's percentile bootstrap over prompts of the ratio of the
+    two sums (paired, the same seeded draws), the sums taken by a plain loop over each prompt."""
+    dataset = build_dataset(get_task("induction"), tiny_model.tokens, 12, seed=1)
+    taken = capture(tiny_model, dataset, DETECTOR_NEEDS)
+    table = head_detectors(dataset, taken)
+    assert (table["n"] == 12).all() and (table["ci_kind"] == "cluster-bootstrap").all()
+    pattern = taken.pattern_full
+    ideals = ideal_patterns(dataset.tokens[:, : pattern.shape[-1]], dataset.lengths)
+    for name in ("previous_token", "induction"):
+        for row in table.itertuples(index=False):
+            on, total = [], []
+            for b in range(dataset.n):
+                rows = ideals[name][b].any(-1)  # the query rows this detector scores
+                head = pattern[b, row.layer, row.head][rows].double()
+                on.append(float((head * ideals[name][b][rows]).sum()))
+                total.append(float(head.sum()))
+            theirs = stats.bootstrap(
+                (np.array(on), np.array(total)),
+                lambda a, m, axis=-1: a.sum(axis) / m.sum(axis),
+                paired=True,
+                n_resamples=1000,
+                method="percentile",
+                rng=np.random.default_rng(0),
+            ).confidence_interval
+            ours = (getattr(row, f"{name}_ci_low"), getattr(row, f"{name}_ci_high"))
+            assert ours == pytest.approx((theirs.low, theirs.high), abs=1e-5)
+            assert ours[0] - 1e-6 <= getattr(row, name) <= ours[1] + 1e-6

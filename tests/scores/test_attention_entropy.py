@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 import torch
+from scipy import stats
 
 import headscope as hs
 from headscope.analyses.attention import ATTENTION_ENTROPY
@@ -18,15 +19,15 @@ from headscope.tasks.registry import get_task
 from tests.cli.runner import run_cli
 
 
-def reference_entropy(model, dataset, layer: int, head: int) -> float:
-    """Mean over prompts of -sum_k p log p of the row at `end`, one unpadded prompt at a time."""
-    total = 0.0
+def reference_entropies(model, dataset, layer: int, head: int) -> list[float]:
+    """-sum_k p log p of the row at `end` of each prompt, one unpadded prompt at a time."""
+    values = []
     for i in range(dataset.n):
         length = int(dataset.lengths[i])
         _, cache = model.bridge.run_with_cache(dataset.tokens[i : i + 1, :length])
         row = cache[f"blocks.{layer}.attn.hook_pattern"][0, head, length - 1].tolist()
-        total += -sum(p * math.log(p) for p in row if p > 0)
-    return total / dataset.n
+        values.append(-sum(p * math.log(p) for p in row if p > 0))
+    return values
 
 
 @pytest.mark.parametrize("task", ["ioi", "induction"])
@@ -35,9 +36,10 @@ def test_entropy_equals_a_loop_over_run_with_cache(tiny_model, task):
     table = end_entropy(dataset, capture(tiny_model, dataset, ENTROPY_NEEDS))
     assert len(table) == tiny_model.n_layers * tiny_model.n_heads and set(table["n"]) == {6}
     for row in table.itertuples(index=False):
-        assert row.entropy == pytest.approx(
-            reference_entropy(tiny_model, dataset, row.layer, row.head), abs=1e-5
-        )
+        values = reference_entropies(tiny_model, dataset, row.layer, row.head)
+        assert row.entropy == pytest.approx(sum(values) / len(values), abs=1e-5)
+        interval = stats.t.interval(0.95, len(values) - 1, loc=row.entropy, scale=stats.sem(values))
+        assert (row.ci_low, row.ci_high) == pytest.approx(interval, abs=1e-5) and row.ci_kind == "t"
 
 
 def test_entropy_of_hand_made_rows():

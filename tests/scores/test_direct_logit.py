@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
+from scipy import stats
 
 from headscope.capture import capture
 from headscope.scores.direct_logit import (
@@ -68,8 +69,14 @@ def test_table_is_the_mean_with_names_and_layers(tiny_model):
     assert (head.layer, head["head"]) == (1, 3)
     assert table.set_index("component").loc["mlp1", "head"] is pd.NA
     assert table.set_index("component").loc["embed", "layer"] is pd.NA
-    mean = attribution_per_prompt(tiny_model.weights, dataset, cap).double().mean(0)
-    torch.testing.assert_close(torch.tensor(table.dla.to_numpy()), mean)
+    per_prompt = attribution_per_prompt(tiny_model.weights, dataset, cap).double()
+    torch.testing.assert_close(torch.tensor(table.dla.to_numpy()), per_prompt.mean(0))
+    assert list(table.columns[-4:]) == ["n", "ci_low", "ci_high", "ci_kind"]
+    assert (table.n == 5).all() and (table.ci_kind == "t").all()
+    for i, values in enumerate(per_prompt.T.numpy()):  # scipy's t interval, component by component
+        sem = stats.sem(values)
+        expected = stats.t.interval(0.95, 4, loc=values.mean(), scale=sem) if sem > 0 else (values[0],) * 2
+        assert (table.ci_low[i], table.ci_high[i]) == pytest.approx(expected, abs=1e-9)
     assert table.dla.sum() == pytest.approx(float(hf_logit_diff(tiny_model, dataset).mean()), abs=1e-4)
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+from scipy import stats
 
 from headscope.capture import Capture, capture
 from headscope.scores.evaluate import EVALUATE_NEEDS, evaluate
@@ -28,6 +30,14 @@ def test_evaluate_matches_hf_logits(tiny_model, task):
     assert result["accuracy"] == pytest.approx(sum(hits) / len(hits))
     assert result["logit_diff"] == pytest.approx(sum(diffs) / len(diffs), abs=1e-5)
     assert result["answer_prob"] == pytest.approx(sum(probs) / len(probs), abs=1e-6)
+    accuracy = stats.binomtest(sum(hits), len(hits)).proportion_ci(method="wilson")
+    assert (result["accuracy_ci_low"], result["accuracy_ci_high"]) == pytest.approx(
+        tuple(accuracy), abs=1e-12
+    )
+    for name, values in (("logit_diff", diffs), ("answer_prob", probs)):
+        mean, sem = np.mean(values), stats.sem(values)
+        expected = stats.t.interval(0.95, len(values) - 1, loc=mean, scale=sem)
+        assert (result[f"{name}_ci_low"], result[f"{name}_ci_high"]) == pytest.approx(expected, abs=1e-5)
 
 
 def test_evaluate_on_hand_made_logits():

@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from scipy import stats
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from headscope.embedding import effective_embeddings
@@ -294,3 +296,33 @@ def test_the_kernel_runs_where_the_model_runs(tiny_model):
     from headscope.scores.ov import kernel_device
 
     assert kernel_device(tiny_model) == torch.device("cpu") == tiny_model.device
+
+
+def test_score_intervals_resample_prompts(tiny_dir):
+    """Each score's interval: scipy's percentile bootstrap of hits / rows over the prompts (paired,
+    the same seeded draws), or Wilson over the rows where every row agrees."""
+    model, dataset = _digits(tiny_dir, n=24)
+    result = ov_scores(model, dataset, OVOptions(relations=("copy",), k=5, negative=True))
+    table, per_token = result.table, result.per_token
+    prompt = dataset.keywords.batch.numpy()
+    assert (table.n == len(prompt)).all()  # every digit copies to a one-token target
+    assert set(table.ci_kind) == {"cluster-bootstrap", "wilson"}
+    cells = per_token.groupby(["layer", "head", "sign"], sort=False)
+    for (layer, head, sign), rows in cells:
+        row = table[(table.layer == layer) & (table["head"] == head) & (table.sign == sign)].iloc[0]
+        hits = np.bincount(prompt, weights=rows.hit.to_numpy(float), minlength=dataset.n)
+        counts = np.bincount(prompt, minlength=dataset.n).astype(float)
+        if row.ci_kind == "wilson":
+            assert row.score in (0.0, 1.0)
+            theirs = stats.binomtest(int(row.hits), int(row.n)).proportion_ci(method="wilson")
+        else:
+            theirs = stats.bootstrap(
+                (hits, counts),
+                lambda h, c, axis=-1: h.sum(axis) / c.sum(axis),
+                paired=True,
+                n_resamples=1000,
+                method="percentile",
+                rng=np.random.default_rng(0),
+            ).confidence_interval
+        assert (row.ci_low, row.ci_high) == pytest.approx((theirs.low, theirs.high), abs=1e-12)
+        assert row.ci_low <= row.score <= row.ci_high

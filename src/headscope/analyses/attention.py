@@ -27,7 +27,8 @@ ROLE_ATTENTION = PerTask(
         n, seed: prompts to build and the generator's seed.
 
     Returns:
-        `layer, head, query_role, key_role, attention, n`; a group key (IOI's S) sums its members,
+        `layer, head, query_role, key_role, attention, n, ci_low, ci_high, ci_kind` (the t
+        interval over the `n` prompts); a group key (IOI's S) sums its members,
         and the mean runs over the `n` prompts holding both roles.
 
     Example:
@@ -75,7 +76,8 @@ ATTENTION_ENTROPY = PerTask(
         n, seed: prompts to build and the generator's seed.
 
     Returns:
-        `layer, head, entropy, n`: the mean over the `n` prompts of -sum_k A[end, k] log A[end, k]
+        `layer, head, entropy, n, ci_low, ci_high, ci_kind` (its t interval):
+        the mean over the `n` prompts of -sum_k A[end, k] log A[end, k]
         in nats (0 for a head on one token; log(end + 1) for a head spread evenly).
 
     Example:

@@ -38,8 +38,8 @@ def ablation_options(
 
 
 def ablate(model: Model, dataset: Dataset, options: _ablation.AblationOptions) -> pd.DataFrame:
-    """One row per component: `component, layer, head, method, metric, pct_of_clean, exact`; the
-    clean metric in `.attrs["clean"]`."""
+    """One row per component: `component, layer, head, method, metric, pct_of_clean, exact, effect,
+    n, ci_low, ci_high, ci_kind`; the clean metric in `.attrs["clean"]`."""
     return _ablation.ablate(model, dataset, options)
 
 

@@ -34,7 +34,8 @@ EVALUATION = PerTask(
 
     Returns:
         One row: `accuracy` (the answer is the top-1 token at `end`), `logit_diff` (mean answer -
-        contrast logit), `answer_prob` (mean probability of the answer), `n`, `dropped`.
+        contrast logit), `answer_prob` (mean probability of the answer), `n`, each one's 95%
+        interval (`accuracy_ci_low`, `accuracy_ci_high`, ...: docs/methods.md §C), `dropped`.
 
     Example:
         >>> hs.evaluate(model, "ioi", n=50)
@@ -51,7 +52,8 @@ def dla_refusal(model: Model) -> str | None:
 
 def direct_logit_attribution(model: Model, dataset: Dataset, taken: Capture | None = None) -> pd.DataFrame:
     """Each component's mean direct contribution to the logit difference: `component, kind, layer,
-    head, dla` (a HeadscopeError where the architecture has no such sum: `dla_refusal`)."""
+    head, dla, convention, n, ci_low, ci_high, ci_kind` (a HeadscopeError where the
+    architecture has no such sum: `dla_refusal`)."""
     taken = captured(model, dataset, DLA_NEEDS, taken)
     return _direct_logit.direct_logit_attribution(model.weights, dataset, taken)
 

@@ -111,6 +111,32 @@ def _save(fig, path: Path) -> Path:
     return save_png(fig, path)
 
 
+INTERVAL_OF = ("score", "dla", "attention", "entropy")  # the values whose tables' ci_low/ci_high are theirs
+
+
+def interval_notes(
+    table: pd.DataFrame, label: str = "", value: str = "", bounds: tuple[str, str] = ("ci_low", "ci_high")
+) -> dict[tuple[int, int], str]:
+    """Per head, its 95% interval as a hover note, '(95% CI low to high, n N, kind)' from the table's
+    `bounds` columns and, where present, `n` and `ci_kind` (docs/methods.md §C); with `label`,
+    '(label value, 95% CI ...)' for an interval of another quantity than the one drawn. Empty
+    for a table without intervals (a run saved before them); a head without one (NaN) has none."""
+    if not set(bounds) <= set(table.columns):
+        return {}
+    notes = {}
+    for row, low, high in zip(table.itertuples(index=False), table[bounds[0]], table[bounds[1]], strict=True):
+        low, high = float(low), float(high)
+        if low != low or high != high:
+            continue
+        said = [f"n {int(row.n)}"] if "n" in table.columns and row.n == row.n else []
+        said += [str(row.ci_kind)] if "ci_kind" in table.columns and isinstance(row.ci_kind, str) else []
+        what = f"{label} {float(getattr(row, value)):.3f}, " if label else ""
+        notes[(int(row.layer), int(row.head))] = (
+            f"({what}95% CI {low:.3f} to {high:.3f}{''.join(', ' + s for s in said)})"
+        )
+    return notes
+
+
 def head_heatmap(
     name: str,
     title: str,
@@ -120,20 +146,23 @@ def head_heatmap(
     diverging: bool = False,
     context: str = "",
     marks: dict[tuple[int, int], tuple[str, str]] | None = None,
+    notes: dict[tuple[int, int], str] | None = None,
 ) -> Heatmap:
     """Layer x head grid of `table[value]` (a table with layer and head columns); gaps stay empty.
-    `marks`: per head, a short text drawn on its cell and a note added to its hover label."""
+    `marks`: per head, a short text drawn on its cell and a note added to its hover label.
+    `notes`: per head, a note added to its hover label; by default, where `value` is one of
+    `INTERVAL_OF`, the table's intervals (`interval_notes`)."""
     n_layers, n_heads = shape
     lookup = {(int(r.layer), int(r.head)): float(getattr(r, value)) for r in table.itertuples(index=False)}
     z = [[lookup.get((layer, head)) for head in range(n_heads)] for layer in range(n_layers)]
     marks = marks or {}
-    cells = [
-        [
-            " ".join(["head", head_name((layer, head)), marks.get((layer, head), ("", ""))[1]]).strip()
-            for head in range(n_heads)
-        ]
-        for layer in range(n_layers)
-    ]
+    notes = notes if notes is not None else interval_notes(table) if value in INTERVAL_OF else {}
+
+    def label(head: tuple[int, int]) -> str:
+        parts = ["head", head_name(head), marks.get(head, ("", ""))[1], notes.get(head, "")]
+        return " ".join(part for part in parts if part)
+
+    cells = [[label((layer, head)) for head in range(n_heads)] for layer in range(n_layers)]
     drawn = [[marks.get((layer, head), ("", ""))[0] for head in range(n_heads)] for layer in range(n_layers)]
     x, y = [str(h) for h in range(n_heads)], [str(layer) for layer in range(n_layers)]
     return Heatmap(name, title, z, x, y, "head", "layer", cells, diverging, context, drawn if marks else None)

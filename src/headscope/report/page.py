@@ -11,7 +11,7 @@ import pandas as pd
 from headscope.heads import head_names
 from headscope.report.atlas_section import atlas_section
 from headscope.report.circuit_views import circuit_section, circuits_view
-from headscope.report.figures import Heatmap, head_heatmap, head_task_heatmap
+from headscope.report.figures import Heatmap, head_heatmap, head_task_heatmap, interval_notes
 from headscope.report.head_views import (
     category_view,
     head_card_view,
@@ -107,7 +107,12 @@ def task_heatmaps(run: Run, task: str, info: dict) -> list[Heatmap]:
     detectors = run.for_task("detectors", task)
     for column in ("previous_token", "duplicate_token", "induction") if not detectors.empty else ():
         title = f"{column.replace('_', '-')} score"
-        maps.append(head_heatmap(f"{prefix}-{slug(column)}", title, detectors, column, shape, context=task))
+        notes = interval_notes(detectors, bounds=(f"{column}_ci_low", f"{column}_ci_high"))
+        maps.append(
+            head_heatmap(
+                f"{prefix}-{slug(column)}", title, detectors, column, shape, context=task, notes=notes
+            )
+        )
     attention = run.for_task("role_attention", task)
     roles = [r for r in str(info.get("attention_roles", "")).split(",") if r] if detectors.empty else []
     for role in roles:
@@ -138,13 +143,17 @@ def _signed_maps(run: Run, task: str, prefix: str, shape: tuple[int, int]) -> li
     if not knockout.empty:
         heads = knockout[knockout["head"].notna()]
         method = str(heads["method"].iloc[0]) if not heads.empty else ""
-        heads = heads[heads["method"] == method].assign(effect=lambda t: t["pct_of_clean"] - 100.0)
+        heads = heads[heads["method"] == method]
+        notes = interval_notes(heads, "logit difference change", "effect") if "effect" in heads else {}
+        heads = heads.assign(effect=lambda t: t["pct_of_clean"] - 100.0)
         prompts = run.options.get("knockout_n", "")
         title = f"knockout ({method}, n={prompts}): % of clean - 100"
         marks = estimated_marks(heads)
         if marks:
             title += f"\n≈: {len(marks)} of {len(heads)} estimated, rest exact"  # fits a narrow figure
-        maps.append(head_heatmap(f"{prefix}-knockout", title, heads, "effect", shape, True, task, marks))
+        maps.append(
+            head_heatmap(f"{prefix}-knockout", title, heads, "effect", shape, True, task, marks, notes)
+        )
     return maps
 
 

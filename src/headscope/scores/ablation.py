@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import pandas as pd
 import torch
 from jaxtyping import Bool, Float
@@ -24,6 +25,7 @@ from headscope.heads import Component as HeadOrMlp
 from headscope.models.loading import Model
 from headscope.options import names
 from headscope.scores import interventions
+from headscope.scores.intervals import paired_t_interval
 from headscope.scores.interventions import Batch, DonorFn, Site, Values
 from headscope.tasks.dataset import Dataset, require_corrupted
 
@@ -174,26 +176,48 @@ def knockout_sweep(
     return sites, metrics, clean
 
 
+@dataclass(frozen=True)
+class Knockouts:
+    """A knockout sweep: the mean metric per site and clean, which sites are exact, and the metric of
+    each prompt (NaN for a site that only has the first-order estimate)."""
+
+    sites: list[Site]
+    metrics: Float[Tensor, "site"]
+    clean: float
+    exact: Bool[Tensor, "site"]
+    per_prompt: Float[Tensor, "site prompt"]
+    clean_per_prompt: Float[Tensor, "prompt"]
+
+
 def screened_sweep(
     model: Model, dataset: Dataset, options: AblationOptions
 ) -> tuple[list[Site], Tensor, float, Tensor]:
     """`knockout_sweep` where `options.exact_top` is None or covers every head; else every site
     estimated to first order, then the chosen ones (`exact_choice`) knocked out exactly.
     Returns (sites, metric per site, clean metric, which sites are exact)."""
+    found = screened_knockouts(model, dataset, options)
+    return found.sites, found.metrics, found.clean, found.exact
+
+
+def screened_knockouts(model: Model, dataset: Dataset, options: AblationOptions) -> Knockouts:
+    """`screened_sweep`, with each prompt's metric kept where a site is knocked out exactly."""
     sites = sites_for(model, options.components)
     n_heads = sum(s.head is not None for s in sites)
-    if options.exact_top is None or options.exact_top >= n_heads:
-        sites, metrics, clean = knockout_sweep(model, dataset, options)
-        return sites, metrics, clean, torch.ones(len(sites), dtype=torch.bool)
     batches = batch_list(dataset, position_mask(dataset, options.positions), options.batch_size)
     donor = donor_for(model, dataset, options)
+    if options.exact_top is None or options.exact_top >= n_heads:
+        swept = interventions.sweep_sites_per_prompt(model.bridge, batches, donor, sites)
+        every = torch.ones(len(sites), dtype=torch.bool)
+        return Knockouts(sites, swept.metrics, swept.clean, every, swept.per_prompt, swept.clean_per_prompt)
     estimate, linear_clean = interventions.linear_sweep(model.bridge, batches, donor, sites)
     exact = exact_choice(sites, estimate - linear_clean, options)
     chosen = [sites[i] for i in torch.nonzero(exact).flatten().tolist()]
-    measured, clean = interventions.sweep_sites(model.bridge, batches, donor, chosen)
+    measured = interventions.sweep_sites_per_prompt(model.bridge, batches, donor, chosen)
     metrics = estimate.clone()
-    metrics[exact] = measured
-    return sites, metrics, clean, exact
+    metrics[exact] = measured.metrics
+    per_prompt = torch.full((len(sites), dataset.n), float("nan"))  # [site, prompt]
+    per_prompt[exact] = measured.per_prompt
+    return Knockouts(sites, metrics, measured.clean, exact, per_prompt, measured.clean_per_prompt)
 
 
 def exact_choice(sites: list[Site], effect: Float[Tensor, "site"], options: AblationOptions) -> Tensor:
@@ -209,23 +233,34 @@ def exact_choice(sites: list[Site], effect: Float[Tensor, "site"], options: Abla
 
 def ablate(model: Model, dataset: Dataset, options: AblationOptions = AblationOptions()) -> pd.DataFrame:
     """One row per component knocked out: metric and percent of the clean metric, and whether
-    the value is exact (`exact`; False: the first-order estimate of a screened head).
+    the value is exact (`exact`; False: the first-order estimate of a screened head); then the
+    effect `metric - clean` with its 95% interval over the `n` prompts (docs/methods.md §C):
+    `ci_low`, `ci_high` the paired t interval of the per-prompt differences knocked out - clean
+    (`ci_kind` "t"; "none", with NaN, for an estimated head, which has no per-prompt values).
 
     The clean metric is in `df.attrs['clean']`; the options in `df.attrs['options']`.
     """
-    sites, metrics, clean, exact = screened_sweep(model, dataset, options)
+    found = screened_knockouts(model, dataset, options)
+    metrics = found.metrics.double().numpy()
+    low, high = paired_t_interval(found.per_prompt.double().numpy(), found.clean_per_prompt.double().numpy())
     table = pd.DataFrame(
         {
-            "component": [s.name for s in sites],
-            "layer": [s.layer for s in sites],
-            "head": pd.array([s.head for s in sites], dtype="Int64"),
+            "component": [s.name for s in found.sites],
+            "layer": [s.layer for s in found.sites],
+            "head": pd.array([s.head for s in found.sites], dtype="Int64"),
             "method": options.method,
-            "metric": metrics.double().numpy(),
-            "pct_of_clean": 100 * metrics.double().numpy() / clean,
-            "exact": exact.numpy(),
+            "metric": metrics,
+            "pct_of_clean": 100 * metrics / found.clean,
+            "exact": found.exact.numpy(),
+            "effect": metrics - found.clean,
+            "n": dataset.n,
+            "ci_low": low,
+            "ci_high": high,
+            "ci_kind": np.where(found.exact.numpy(), "t", "none"),
         }
     )
-    table.attrs["clean"] = clean
+    table.attrs["clean"] = found.clean
+    table.attrs["ci_of"] = "effect"
     table.attrs["options"] = options.__dict__ | {
         "positions": list(options.positions),
         "exact_heads": [list(h) for h in options.exact_heads],

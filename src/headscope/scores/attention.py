@@ -12,6 +12,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from headscope.capture import Capture, Needs
+from headscope.scores.intervals import cluster_bootstrap_share, t_interval
 from headscope.tasks.dataset import Dataset
 
 ROLE_ATTENTION_NEEDS = Needs(pattern_roles=True, logits_end=False)
@@ -21,14 +22,18 @@ ENTROPY_NEEDS = Needs(pattern_end=True, logits_end=False)
 
 
 def end_entropy(dataset: Dataset, capture: Capture) -> pd.DataFrame:
-    """Mean entropy (nats) of each head's attention row at `end`: `layer, head, entropy, n`."""
+    """Mean entropy (nats) of each head's attention row at `end`: `layer, head, entropy, n`, and
+    `ci_low`, `ci_high` its 95% t interval over the n prompts (docs/methods.md §C)."""
     rows = capture.require("pattern_end", "end_entropy").double()  # [batch, layer, head, pos], 0 past end
-    entropy = -torch.xlogy(rows, rows).sum(-1).mean(0)  # [layer, head]; 0 log 0 = 0
+    per_prompt = -torch.xlogy(rows, rows).sum(-1)  # [batch, layer, head]; 0 log 0 = 0
+    entropy = per_prompt.mean(0)  # [layer, head]
     layer, head = torch.meshgrid(
         torch.arange(entropy.shape[0]), torch.arange(entropy.shape[1]), indexing="ij"
     )
     table = {"layer": layer.flatten().numpy(), "head": head.flatten().numpy()}
-    return pd.DataFrame(table | {"entropy": entropy.flatten().numpy(), "n": dataset.n})
+    low, high = t_interval(per_prompt.flatten(1).numpy(), axis=0)  # [layer * head]
+    intervals = {"ci_low": low, "ci_high": high, "ci_kind": "t"}
+    return pd.DataFrame(table | {"entropy": entropy.flatten().numpy(), "n": dataset.n} | intervals)
 
 
 def key_roles(dataset: Dataset) -> dict[str, tuple[str, ...]]:
@@ -60,9 +65,10 @@ def _key_attention(
 def role_attention(dataset: Dataset, capture: Capture) -> pd.DataFrame:
     """Mean attention from each query role to each key role (groups summed), every head.
 
-    Columns `layer, head, query_role, key_role, attention, n`; the mean runs over the
-    prompts where both roles are present (`n` of them). A group is present where any of
-    its members is, and its attention sums the members present in the prompt.
+    Columns `layer, head, query_role, key_role, attention, n, ci_low, ci_high, ci_kind`; the mean
+    runs over the prompts where both roles are present (`n` of them), `ci_low`, `ci_high` its 95%
+    t interval over them (docs/methods.md §C). A group is present where any of its members is,
+    and its attention sums the members present in the prompt.
     """
     patterns = capture.require("pattern_roles", "role_attention")  # [batch, layer, head, role, pos]
     n_layers, n_heads = patterns.shape[1], patterns.shape[2]
@@ -74,7 +80,9 @@ def role_attention(dataset: Dataset, capture: Capture) -> pd.DataFrame:
             attention, key_present = _key_attention(rows, dataset, members)
             both = dataset.roles[query].present & key_present
             mean = attention[both].mean(0) if both.any() else torch.full((n_layers, n_heads), float("nan"))
-            frames.append(_role_frame(layer, head, query, key, mean, int(both.sum())))
+            frame = _role_frame(layer, head, query, key, mean, int(both.sum()))
+            low, high = t_interval(attention[both].flatten(1).double().numpy(), axis=0)  # [layer * head]
+            frames.append(frame.assign(ci_low=low, ci_high=high, ci_kind="t"))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -132,6 +140,8 @@ def head_detectors(dataset: Dataset, capture: Capture) -> pd.DataFrame:
 
     Each score is the share of attention mass on the ideal pattern, counted over the query
     rows where that pattern has a key (so an ideal head scores 1.0); NaN when no row has one.
+    Then `n` (prompts) and each score's 95% interval, `<detector>_ci_low`, `<detector>_ci_high`:
+    the cluster bootstrap over prompts of the ratio of the sums (`ci_kind`; docs/methods.md §C).
     """
     pattern = capture.require("pattern_full", "head_detectors")  # [batch, layer, head, q, k], zero-padded
     width = pattern.shape[-1]
@@ -141,7 +151,22 @@ def head_detectors(dataset: Dataset, capture: Capture) -> pd.DataFrame:
     table = {"layer": layer.flatten().numpy(), "head": head.flatten().numpy()}
     for name in DETECTORS:
         table[name] = detector_scores(pattern, ideals[name]).flatten().double().numpy()
-    return pd.DataFrame(table)
+    table["n"] = pattern.shape[0]  # prompts
+    for name in DETECTORS:
+        on_ideal, mass = detector_parts(pattern, ideals[name])  # [batch, layer * head] each
+        low, high = cluster_bootstrap_share(on_ideal.T.double().numpy(), mass.T.double().numpy())
+        table |= {f"{name}_ci_low": low, f"{name}_ci_high": high}
+    return pd.DataFrame(table | {"ci_kind": "cluster-bootstrap"})
+
+
+def detector_parts(
+    pattern: Float[Tensor, "batch layer head pos pos"], ideal: Bool[Tensor, "batch pos pos"]
+) -> tuple[Float[Tensor, "batch cell"], Float[Tensor, "batch cell"]]:
+    """Per prompt, `detector_scores`' two sums (mass on the ideal pattern, all mass over the rows
+    it scores), each head a cell (layer-major): the score is their sums' ratio over prompts."""
+    mass = pattern * ideal.any(-1)[:, None, None, :, None]  # [batch, layer, head, q, k]
+    on_ideal = (mass * ideal[:, None, None]).sum((3, 4))  # [batch, layer, head]
+    return on_ideal.flatten(1), mass.sum((3, 4)).flatten(1)
 
 
 def pattern_frame(pattern: Float[Tensor, "pos pos"], tokens: list[str]) -> pd.DataFrame:

@@ -29,6 +29,7 @@ from torch import Tensor
 from headscope.capture import Capture, Needs
 from headscope.heads import Component
 from headscope.models.weights import Weights
+from headscope.scores.intervals import t_interval
 from headscope.tasks.dataset import Dataset
 
 READER = "direct_logit_attribution"
@@ -99,14 +100,18 @@ def _through_attn_norm(
 
 
 def direct_logit_attribution(weights: Weights, dataset: Dataset, capture: Capture) -> pd.DataFrame:
-    """Mean direct logit attribution per component: component, kind, layer, head, dla, convention.
+    """Mean direct logit attribution per component: component, kind, layer, head, dla, convention,
+    n, ci_low, ci_high, ci_kind.
 
     `kind` is embed, head, mlp or bias; `layer` is NA for embed and bias, `head` is NA
-    for everything but heads; `convention` is the architecture's ("linear" or "frozen-norm").
+    for everything but heads; `convention` is the architecture's ("linear" or "frozen-norm");
+    `ci_low`, `ci_high` the 95% t interval of `dla` over the `n` prompts (docs/methods.md §C).
     """
     names = component_names(weights.n_layers, weights.n_heads)
     parts = [Component.named(name) for name in names]  # None for embed and bias
-    mean = attribution_per_prompt(weights, dataset, capture).double().mean(0)
+    per_prompt = attribution_per_prompt(weights, dataset, capture).double()  # [batch, component]
+    mean = per_prompt.mean(0)
+    low, high = t_interval(per_prompt.numpy(), axis=0)
     return pd.DataFrame(
         {
             "component": names,
@@ -115,6 +120,10 @@ def direct_logit_attribution(weights: Weights, dataset: Dataset, capture: Captur
             "head": pd.array([None if c is None else c.head for c in parts], dtype="Int64"),
             "dla": mean.numpy(),
             "convention": convention_of(weights),
+            "n": per_prompt.shape[0],
+            "ci_low": low,
+            "ci_high": high,
+            "ci_kind": "t",
         }
     )
 

@@ -152,25 +152,54 @@ def batches(
 # ---- the straightforward way ---------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class SweepResult:
+    """A sweep's mean metric per site and clean, and the same per prompt (for their intervals)."""
+
+    metrics: Float[Tensor, "site"]
+    clean: float
+    per_prompt: Float[Tensor, "site prompt"]
+    clean_per_prompt: Float[Tensor, "prompt"]
+
+
+def _per_prompt(sites: list[Site], batch_list: list[Batch]) -> tuple[Tensor, Tensor]:
+    """Empty per-prompt tables: [site, prompt] and [prompt], float32 as the metric is computed."""
+    n = sum(batch.tokens.shape[0] for batch in batch_list)
+    return torch.zeros(len(sites), n), torch.zeros(n)
+
+
 def reference_sweep(
     bridge, batch_list: list[Batch], donor: DonorFn, sites: list[Site], progress: bool = True
 ) -> tuple[Float[Tensor, "site"], float]:
     """Mean metric per site, one complete hooked forward pass per site and batch; and clean."""
+    result = reference_sweep_per_prompt(bridge, batch_list, donor, sites, progress)
+    return result.metrics, result.clean
+
+
+def reference_sweep_per_prompt(
+    bridge, batch_list: list[Batch], donor: DonorFn, sites: list[Site], progress: bool = True
+) -> SweepResult:
+    """`reference_sweep`, with the metric of every prompt kept."""
     sums = torch.zeros(len(sites), dtype=torch.float64)
+    per_prompt, clean_per_prompt = _per_prompt(sites, batch_list)
     clean, n = 0.0, 0
     device = bridge.cfg.device
     for batch in batch_list:
         values = donor(batch)
         with torch.no_grad():
-            clean += float(end_metric(rows_at(bridge(batch.tokens.to(device)), batch.end), batch).sum())
+            base = end_metric(rows_at(bridge(batch.tokens.to(device)), batch.end), batch)  # [batch]
+            clean += float(base.sum())
+            clean_per_prompt[batch.start : batch.stop] = base
             for i, site in enumerate(
                 tqdm(sites, desc="knockouts", leave=False, disable=not progress or None)
             ):
                 hook = site_hook(site, values, site_mask(site, batch))
                 logits = bridge.run_with_hooks(batch.tokens.to(device), fwd_hooks=[hook])
-                sums[i] += float(end_metric(rows_at(logits, batch.end), batch).sum())
+                metric = end_metric(rows_at(logits, batch.end), batch)  # [batch]
+                sums[i] += float(metric.sum())
+                per_prompt[i, batch.start : batch.stop] = metric
         n += batch.tokens.shape[0]
-    return (sums / n).float(), clean / n
+    return SweepResult((sums / n).float(), clean / n, per_prompt, clean_per_prompt)
 
 
 # ---- the fast way ----------------------------------------------------------------------
@@ -294,39 +323,57 @@ def _head_pass(runner: InterventionRunner, pre: Tensor, group, values: Values, b
     )
     logits = runner.run(resid, layer, batch.end.repeat(copies), [hook])
     metric = logit_diff(logits.float().cpu(), batch.answers.repeat(copies), batch.contrasts.repeat(copies))
-    return metric.reshape(copies, -1).sum(1)  # [copy]
+    return metric.reshape(copies, -1)  # [copy, batch]
 
 
 def sweep_sites(
     bridge, batch_list: list[Batch], donor: DonorFn, sites: list[Site], progress: bool = True
 ) -> tuple[Float[Tensor, "site"], float]:
     """The same numbers as `reference_sweep`, resuming from cached residuals in stacked passes."""
+    result = sweep_sites_per_prompt(bridge, batch_list, donor, sites, progress)
+    return result.metrics, result.clean
+
+
+def sweep_sites_per_prompt(
+    bridge, batch_list: list[Batch], donor: DonorFn, sites: list[Site], progress: bool = True
+) -> SweepResult:
+    """`sweep_sites`, with the metric of every prompt kept (the means are the same numbers)."""
     runner = InterventionRunner(bridge)
     sums = torch.zeros(len(sites), dtype=torch.float64)
+    per_prompt, clean_per_prompt = _per_prompt(sites, batch_list)
     clean, n = 0.0, 0
     work = sum(blocks_run(s, runner) for s in sites) * len(batch_list)  # an ETA that holds
     bar = tqdm(total=work, desc="knockouts", unit="block", leave=False, disable=not progress or None)
     for batch in batch_list:
         cached = runner.clean_pass(batch.tokens, batch.end)
-        clean += float(end_metric(cached.logits, batch).sum())
-        sums += _batch_sums(runner, cached, donor(batch), batch, sites, bar)
+        base = end_metric(cached.logits, batch)  # [batch]
+        clean += float(base.sum())
+        clean_per_prompt[batch.start : batch.stop] = base
+        batch_sums, metrics = _batch_sums(runner, cached, donor(batch), batch, sites, bar)
+        sums += batch_sums
+        per_prompt[:, batch.start : batch.stop] = metrics
         n += batch.tokens.shape[0]
     bar.close()
-    return (sums / n).float(), clean / n
+    return SweepResult((sums / n).float(), clean / n, per_prompt, clean_per_prompt)
 
 
 def _batch_sums(
     runner: InterventionRunner, cached: Cached, values: Values, batch: Batch, sites, bar
-) -> Tensor:
+) -> tuple[Float[Tensor, "site"], Float[Tensor, "site batch"]]:
+    """Each site's metric summed over the batch (float32 sums, to float64), and per prompt."""
     sums = torch.zeros(len(sites), dtype=torch.float64)
+    metrics = torch.zeros(len(sites), batch.tokens.shape[0])
     heads = [(i, s) for i, s in enumerate(sites) if s.head is not None]
     for group in _head_groups(heads, batch.tokens.shape[0]):
-        sums[[i for i, _ in group]] = _head_pass(runner, cached.pre, group, values, batch).double()
+        rows = [i for i, _ in group]
+        passed = _head_pass(runner, cached.pre, group, values, batch)  # [copy, batch]
+        metrics[rows], sums[rows] = passed, passed.sum(1).double()
         bar.update(sum(blocks_run(s, runner) for _, s in group))
     for i, site in ((i, s) for i, s in enumerate(sites) if s.head is None):
-        sums[i] = float(mlp_site_metric(runner, cached, site, values, batch).sum())
+        metric = mlp_site_metric(runner, cached, site, values, batch)  # [batch]
+        metrics[i], sums[i] = metric, float(metric.sum())
         bar.update(blocks_run(site, runner))
-    return sums
+    return sums, metrics
 
 
 def blocks_run(site: Site, runner: InterventionRunner) -> int:

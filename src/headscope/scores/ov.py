@@ -20,7 +20,8 @@ from headscope.errors import HeadscopeError
 from headscope.heads import all_heads, check_head
 from headscope.models.loading import Model
 from headscope.options import names
-from headscope.scores.keywords import keyword_dataset
+from headscope.scores.intervals import cluster_bootstrap_share, wilson
+from headscope.scores.keywords import KEYWORD_TASK, keyword_dataset
 from headscope.scores.ov_kernel import HeadRanks, Targets, ov_ranks
 from headscope.scores.ov_shared import KernelCall, KernelSettings
 from headscope.scores.ov_within import within_table
@@ -40,6 +41,20 @@ __all__ = [
 
 OTHER = "other"
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+SCORE = (
+    "layer",
+    "head",
+    "relation",
+    "sign",
+    "k",
+    "embedding",
+    "score",
+    "hits",
+    "n",
+    "ci_low",
+    "ci_high",
+    "ci_kind",
+)
 PER_TOKEN = ("layer", "head", "relation", "sign", "keyword", "target", "rank", "hit", "topk")
 CATEGORY = ("layer", "head", "relation", "sign", "category", "share")
 
@@ -70,7 +85,9 @@ class OVOptions:
 class OVResult:
     """Scores per head x relation x sign, the per-token detail and the top-k categories."""
 
-    table: pd.DataFrame  # layer, head, relation, sign, k, embedding, score (0-1), hits, n
+    table: (
+        pd.DataFrame
+    )  # layer, head, relation, sign, k, embedding, score (0-1), hits, n, ci_low, ci_high, ci_kind
     per_token: pd.DataFrame  # layer, head, relation, sign, keyword, target, rank, hit, topk
     categories: pd.DataFrame  # layer, head, relation, sign, category, share
 
@@ -87,6 +104,9 @@ class _Scored:
     ranks: np.ndarray  # [head, sign, instance, relation]
     topk: np.ndarray  # [head, sign, row, k]
     row: np.ndarray  # [instance] -> row of topk
+    prompt: np.ndarray  # [instance] -> its prompt
+    n_prompts: int
+    clustered: bool  # rows drawn in prompts by a task's generator (not a given keyword list)
 
 
 def check_options(model: Model, dataset: Dataset, options: OVOptions) -> list[tuple[int, int]]:
@@ -227,6 +247,9 @@ def _scored(heads, options, dataset, targets, embeddings: Embeddings, table: Tar
         ranks=ranks.rank[:, :, row].numpy(),
         topk=ranks.topk.numpy(),
         row=row.numpy(),
+        prompt=dataset.keywords.batch.numpy(),
+        n_prompts=dataset.n,
+        clustered=dataset.task.name != KEYWORD_TASK and dataset.n >= 2,
     )
 
 
@@ -254,13 +277,43 @@ def score_table(scored: _Scored) -> pd.DataFrame:
         block = pd.DataFrame(_head_columns(scored, 1))
         block.insert(2, "relation", relation)
         block = block.assign(k=o.k, embedding=o.embedding, score=hits / n, hits=hits, n=n)
-        blocks.append(block)
+        low, high, kind = _score_interval(scored, (scored.ranks[..., r] < o.k) & valid, valid)
+        blocks.append(block.assign(ci_low=low, ci_high=high, ci_kind=kind))
     table = pd.concat(blocks, ignore_index=True)
     order = {relation: i for i, relation in enumerate(o.relations)}
     table = table.sort_values(["layer", "head", "relation", "sign"], key=_relation_key(order, table))
-    return table.reset_index(drop=True)[
-        ["layer", "head", "relation", "sign", "k", "embedding", "score", "hits", "n"]
-    ]
+    return table.reset_index(drop=True)[list(SCORE)]
+
+
+def _score_interval(scored: _Scored, hit: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, ...]:
+    """95% interval of each head x sign's score from its hits [head, sign, instance] (docs/methods.md §C).
+
+    A task's rows come in prompts, which its generator draws independently, while the rows of one
+    prompt do not (they share a context; their words are drawn together): the cluster bootstrap
+    over prompts. Where every row is a hit, or none is, every resample agrees, so such a score,
+    a given keyword list (its words given once each, not drawn) and a single prompt get Wilson
+    over the rows."""
+    hit = hit.reshape(-1, hit.shape[-1])  # [head * sign, instance]
+    hits, n = hit.sum(-1), int(valid.sum())
+    low, high = wilson(hits, n)
+    kind = np.full(hits.shape, "wilson", dtype=object)
+    if not scored.clustered:
+        return low, high, kind
+    rows = np.bincount(scored.prompt, weights=valid.astype(float), minlength=scored.n_prompts)  # [prompt]
+    boot_low, boot_high = cluster_bootstrap_share(_per_prompt(hit, scored.prompt, scored.n_prompts), rows)
+    mixed = (hits > 0) & (hits < n)
+    kind[mixed] = "cluster-bootstrap"
+    return np.where(mixed, boot_low, low), np.where(mixed, boot_high, high), kind
+
+
+def _per_prompt(hit: np.ndarray, prompt: np.ndarray, n_prompts: int) -> np.ndarray:
+    """Each cell's hits summed per prompt: hit [cell, instance], prompt [instance] -> [cell, prompt]."""
+    order = np.argsort(prompt, kind="stable")
+    ids, starts = np.unique(prompt[order], return_index=True)
+    sums = np.zeros((hit.shape[0], n_prompts))
+    if len(ids):
+        sums[:, ids] = np.add.reduceat(hit[:, order].astype(np.float64), starts, axis=1)
+    return sums
 
 
 def _relation_key(order: dict[str, int], table: pd.DataFrame):
