@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 from scipy import stats
 
-CiKind = Literal["wilson", "exact", "t", "cluster-bootstrap", "none"]
+CiKind = Literal["wilson", "cluster-wilson", "exact", "t", "cluster-bootstrap", "none"]
 LEVEL = 0.95
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
@@ -129,3 +129,25 @@ def cluster_bootstrap_share(
     low, high = percentile(shares, [100 * alpha / 2, 100 * (1 - alpha / 2)], axis=-1)
     empty = rows.sum(-1) <= 0
     return np.where(empty, np.nan, low), np.where(empty, np.nan, high)
+
+
+def cluster_wilson(hits, rows, level: float = LEVEL) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson's interval of the share sum(hits) / sum(rows) at the effective number of rows of
+    clustered data (Kish's design effect): `hits` [..., cluster], `rows` [cluster] or like `hits`.
+
+    The share's variance over clusters (the ratio estimator's, `m / (m - 1) · Σ (h_c − p r_c)² /
+    R²` for m clusters of r_c rows and h_c hits, R = Σ r_c) against the binomial variance
+    `p (1 − p) / R` is the design effect `d` (at least 1); Wilson's interval is taken for `p · R / d`
+    hits of `R / d` rows. It keeps Wilson's coverage near 0 and 1, where a percentile bootstrap of a
+    few hits covers too little, and widens it where the rows of a cluster agree; with one row per
+    cluster and independent rows `d` is 1, about."""
+    hits = np.asarray(hits, dtype=np.float64)
+    rows = np.broadcast_to(np.asarray(rows, dtype=np.float64), hits.shape)
+    total, m = rows.sum(-1), np.count_nonzero(rows, axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = hits.sum(-1) / total
+        spread = ((hits - p[..., None] * rows) ** 2).sum(-1) * m / np.maximum(m - 1, 1) / total**2
+        design = np.where((p > 0) & (p < 1), spread / (p * (1 - p) / total), 1.0)
+    effective = total / np.maximum(np.nan_to_num(design, nan=1.0), 1.0)
+    low, high = wilson(p * effective, effective, level)
+    return np.where(total > 0, low, np.nan), np.where(total > 0, high, np.nan)

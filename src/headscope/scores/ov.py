@@ -20,7 +20,7 @@ from headscope.errors import HeadscopeError
 from headscope.heads import all_heads, check_head
 from headscope.models.loading import Model
 from headscope.options import names
-from headscope.scores.intervals import cluster_bootstrap_share, wilson
+from headscope.scores.intervals import cluster_wilson, wilson
 from headscope.scores.keywords import KEYWORD_TASK, keyword_dataset
 from headscope.scores.ov_kernel import HeadRanks, Targets, ov_ranks
 from headscope.scores.ov_shared import KernelCall, KernelSettings
@@ -289,10 +289,10 @@ def _score_interval(scored: _Scored, hit: np.ndarray, valid: np.ndarray) -> tupl
     """95% interval of each head x sign's score from its hits [head, sign, instance] (docs/methods.md §C).
 
     A task's rows come in prompts, which its generator draws independently, while the rows of one
-    prompt do not (they share a context; their words are drawn together): the cluster bootstrap
-    over prompts. Where every row is a hit, or none is, every resample agrees, so such a score,
-    a given keyword list (its words given once each, not drawn) and a single prompt get Wilson
-    over the rows."""
+    prompt do not (they share a context; their words are drawn together): Wilson's interval at the
+    effective number of rows over prompts (`intervals.cluster_wilson`; a percentile bootstrap of
+    prompts covered too little for a few hits). A score of 0 or 1, a given keyword list (its words
+    given once each, not drawn) and a single prompt get Wilson over the rows."""
     hit = hit.reshape(-1, hit.shape[-1])  # [head * sign, instance]
     hits, n = hit.sum(-1), int(valid.sum())
     low, high = wilson(hits, n)
@@ -300,9 +300,9 @@ def _score_interval(scored: _Scored, hit: np.ndarray, valid: np.ndarray) -> tupl
     if not scored.clustered:
         return low, high, kind
     rows = np.bincount(scored.prompt, weights=valid.astype(float), minlength=scored.n_prompts)  # [prompt]
-    boot_low, boot_high = cluster_bootstrap_share(_per_prompt(hit, scored.prompt, scored.n_prompts), rows)
+    boot_low, boot_high = cluster_wilson(_per_prompt(hit, scored.prompt, scored.n_prompts), rows)
     mixed = (hits > 0) & (hits < n)
-    kind[mixed] = "cluster-bootstrap"
+    kind[mixed] = "cluster-wilson"
     return np.where(mixed, boot_low, low), np.where(mixed, boot_high, high), kind
 
 
