@@ -132,7 +132,7 @@ def test_the_circuit_diagram_draws_edges_and_shows_their_values_on_hover(organis
         width = float(line.get_attribute("stroke-width"))
         colour = line.get_attribute("stroke")
     assert errors == []
-    assert drawn == 30 and in_circuit == summary["circuit_edges"] == 10
+    assert drawn == 30 and in_circuit == summary["circuit_edges"] <= drawn  # MIB's smallest at f >= 0.8
     assert nodes == ["embed"] + [
         n for layer in range(4) for n in (f"{layer}.0", f"{layer}.1", f"mlp{layer}")
     ] + ["logits"]

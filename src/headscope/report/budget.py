@@ -21,10 +21,7 @@ from headscope.tasks.dataset import Dataset
 DEFAULT_BUDGET = 300.0  # seconds: a few minutes on a laptop for a 100M-300M model
 KNOCKOUT_LADDER = (32, 24, 16)  # prompts: 16 keeps a t interval over prompts meaningful
 CIRCUIT_LADDER = (32, 16, 8, 4)
-PROMPT_LADDER = (
-    200,
-    100,
-)  # 50 flipped a label near its threshold on the organism (tests/report/test_calibration.py)
+PROMPT_LADDER = (200, 100)  # at 50 a label near its threshold flipped on the organism (test_calibration)
 
 
 def fit(

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from headscope.analyses.fdr import run_fdr
 from headscope.errors import HeadscopeError
 from headscope.report.selection import compare_tasks, head_card
 from headscope.run import Run, plain_record
@@ -51,7 +52,7 @@ def merge_runs(runs: Sequence[Run], names: Sequence[str] | None = None) -> Run:
     for name, run in zip(names[1:], runs[1:], strict=True):
         check_same_numbers(first, run, names[0], name)
     check_distinct_tasks(runs, names)
-    tables = _joined_tables(runs)
+    tables = run_fdr(_joined_tables(runs))  # the false discovery rate over every test of the union
     tables |= {"comparison": compare_tasks(tables, _all(runs, "tasks")), "head_card": head_card(tables)}
     return Run(
         tables=tables,
@@ -107,7 +108,8 @@ def _joined_tables(runs: Sequence[Run]) -> dict[str, pd.DataFrame]:
     for name in names:
         parts = [run.table(name) for run in runs if not run.table(name).empty]
         parts = parts[:1] if name in ONCE_PER_MODEL else parts
-        joined[name] = pd.concat(parts, ignore_index=True) if parts else runs[0].table(name)
+        # a column one run holds only NaN in (a task with no such score) may be stored as objects
+        joined[name] = pd.concat(parts, ignore_index=True).infer_objects() if parts else runs[0].table(name)
     return joined
 
 
