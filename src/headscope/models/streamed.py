@@ -113,14 +113,15 @@ class Checkpoint:
     def has(self, name: str) -> bool:
         return self._key(name) in self._where
 
-    def read(self, name: str) -> Float[Tensor, "..."]:
-        """Tensor `name` in float32, converted a block of rows at a time from the file's precision."""
+    def read(self, name: str, dtype: torch.dtype = torch.float32) -> Float[Tensor, "..."]:
+        """Tensor `name` in `dtype`, converted a block of rows at a time from the file's precision
+        (never the whole tensor in two precisions at once)."""
         part = self._slice(name)
         shape = tuple(part.get_shape())
         if len(shape) < 2:
-            return part[:].float()
-        out = torch.empty(shape, dtype=torch.float32)
-        step = max(1, CHUNK_BYTES // (4 * out[0].numel()))
+            return part[:].to(dtype)
+        out = torch.empty(shape, dtype=dtype)
+        step = max(1, CHUNK_BYTES // (out.element_size() * out[0].numel()))
         for start in range(0, shape[0], step):
             out[start : start + step] = part[start : start + step]
         return out
@@ -290,16 +291,16 @@ def read_layer(ckpt: Checkpoint, plan: Plan, layer: int) -> dict[str, Tensor | N
     }
 
 
-def _unembedding(ckpt: Checkpoint, plan: Plan) -> Float[Tensor, "d_vocab d_model"]:
-    """The unembedding's rows: lm_head's own, or the embedding's where the model ties them."""
+def _unembedding(ckpt: Checkpoint, plan: Plan, dtype: torch.dtype) -> Float[Tensor, "d_vocab d_model"]:
+    """The unembedding's rows in `dtype`: lm_head's own, or the embedding's where the model ties them."""
     own = f"{plan.names.unembed}.weight"
     if plan.arch.tied_unembedding:
-        return ckpt.read(f"{plan.names.embed}.weight")
+        return ckpt.read(f"{plan.names.embed}.weight", dtype)
     if not ckpt.has(own):
         raise ModelError(
             f"the checkpoint has no {own}, the unembedding of this untied {plan.arch.family} model"
         )
-    return ckpt.read(own)
+    return ckpt.read(own, dtype)
 
 
 LAYER_NAMES = ("ln1_w", "ln1_b", "ln2_w", "ln2_b", "W_V", "b_V", "W_O", "b_O")
@@ -317,7 +318,7 @@ def read_weights(ckpt: Checkpoint, plan: Plan, dtype: torch.dtype = torch.float3
             stacked[name][layer] = read[name]
     d = int(plan.cfg.d_model)
     final_w, final_b = _norm(ckpt, plan.names.ln_final)
-    W_U = _unembedding(ckpt, plan).to(dtype).T  # [d_model, d_vocab], a view of the rows
+    W_U = _unembedding(ckpt, plan, dtype).T  # [d_model, d_vocab], a view of the rows
     b_U = ckpt.optional(f"{plan.names.unembed}.bias")
     return Weights(
         **{name: stacked[name] for name in LAYER_NAMES},
