@@ -51,6 +51,7 @@ from headscope.models.checks import (
     expected_shapes,
     weight_files,
 )
+from headscope.models.devices import check_threads, choose_threads
 from headscope.models.loading import ModelIdentity, _sha256, resolve
 from headscope.models.weights import Weights
 from headscope.tasks.dataset import Tokenization
@@ -480,11 +481,13 @@ def _folder(spec: str) -> Path:
     return path
 
 
-def stream_model(spec: str, dtype: Precision = "float32") -> StreamedModel:
+def stream_model(spec: str, dtype: Precision = "float32", threads: int | None = None) -> StreamedModel:
     """The weights-only view of a local Hugging Face folder, read from its safetensors files one
-    tensor at a time in `dtype` ("float32" or "bfloat16"), never booting the model."""
+    tensor at a time in `dtype` ("float32" or "bfloat16"), never booting the model; `threads`:
+    CPU threads torch uses from here on (None: chosen by the model's width, as `load_model` does)."""
     from transformers import AutoConfig
 
+    check_threads(threads)
     if dtype not in DTYPES:
         raise ModelError(f"dtype={dtype!r}: streaming reads float32 or bfloat16")
     folder = _folder(spec)
@@ -507,4 +510,5 @@ def stream_model(spec: str, dtype: Precision = "float32") -> StreamedModel:
         n_ctx=int(cfg.n_ctx),
     )
     tokens = Tokenization(tokenizer, int(cfg.n_ctx))
+    torch.set_num_threads(threads or choose_threads(int(cfg.d_model), torch.device("cpu")))
     return StreamedModel(folder, weights, tokens, identity, plan, hf, DTYPES[dtype])
