@@ -18,6 +18,7 @@ import pytest
 import torch
 import transformers as T
 
+import headscope as hs
 from headscope.embedding import block0_vectors, token_vectors
 from headscope.models.checks import ModelError
 from headscope.models.streamed import StreamedModel, plan_of, stream_model
@@ -178,3 +179,20 @@ def test_the_streamed_atlas_equals_the_booted_models(family_dir, name):
     for column in ("score", "within"):
         worst = np.abs(a[column].to_numpy() - b[column].to_numpy())[untouched].max()
         assert worst <= SCORE_TOLERANCE, f"{name} {column} differs by {worst}"
+
+
+def test_hs_atlas_streams_a_folder(family_dir):
+    folder = family_dir("gpt2")
+    table = hs.atlas(folder, relations="algorithmic", stream=True)
+    want = hs.atlas(headscope_model(folder), relations="algorithmic")
+    assert table.attrs["model"] == str(folder)
+    exact = [c for c in want.columns if c not in ("score", "within")]
+    assert table[exact].equals(want[exact])
+    assert (
+        float((table[["score", "within"]] - want[["score", "within"]]).abs().max().max()) <= SCORE_TOLERANCE
+    )
+
+
+def test_stream_needs_a_folder(family_dir):
+    with pytest.raises(ModelError, match="give the folder's path"):
+        hs.atlas(headscope_model(family_dir("gpt2")), stream=True)

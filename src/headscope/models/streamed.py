@@ -27,6 +27,7 @@ family's test model.
 from __future__ import annotations
 
 import copy
+import os
 import re
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -481,12 +482,19 @@ def _folder(spec: str) -> Path:
     return path
 
 
-def stream_model(spec: str, dtype: Precision = "float32", threads: int | None = None) -> StreamedModel:
+def stream_model(
+    spec: str | os.PathLike, dtype: Precision = "float32", threads: int | None = None
+) -> StreamedModel:
     """The weights-only view of a local Hugging Face folder, read from its safetensors files one
     tensor at a time in `dtype` ("float32" or "bfloat16"), never booting the model; `threads`:
     CPU threads torch uses from here on (None: chosen by the model's width, as `load_model` does)."""
     from transformers import AutoConfig
 
+    if not isinstance(spec, str | os.PathLike):
+        raise ModelError(
+            f"model={type(spec).__name__}: streaming reads a local folder's files; give the folder's path"
+        )
+    spec = os.fspath(spec)
     check_threads(threads)
     if dtype not in DTYPES:
         raise ModelError(f"dtype={dtype!r}: streaming reads float32 or bfloat16")

@@ -351,6 +351,7 @@ def atlas(
     k: int = 5,
     embedding: Literal["token", "block0"] = "token",
     per_source: bool = False,
+    stream: bool = False,
 ) -> pd.DataFrame:
     """The head atlas (docs/methods.md §11): every head x relation x sign, from the weights alone.
 
@@ -363,6 +364,8 @@ def atlas(
         k: top-k score: a hit when the target is among the head's top-k logits.
         embedding: "token" (the token through MLP0) or "block0".
         per_source: also the per-source table (every head, sign and kept pair, with its top-k tokens).
+        stream: `model` is a local folder whose weights are read from its safetensors files layer
+            by layer (models/streamed.py), never loading the model whole.
 
     Returns:
         One row per head x relation x sign: `layer, head, relation, group, sign, score, within,
@@ -375,8 +378,9 @@ def atlas(
     """
     from headscope.api import AttachedTable  # the notebook API's tables in .attrs
     from headscope.models.loading import as_model
+    from headscope.models.streamed import stream_model
 
-    model = as_model(model)
+    model = stream_model(model) if stream else as_model(model)
     chosen = None if relations is None else choose_relations(names(relations, "relations"))
     if isinstance(k, bool) or not isinstance(k, int):
         raise HeadscopeError(f"k={k!r}: give a whole number")
