@@ -22,7 +22,7 @@ import headscope as hs
 from headscope.embedding import block0_vectors, token_vectors
 from headscope.models.checks import ModelError
 from headscope.models.streamed import StreamedModel, plan_of, stream_model
-from headscope.models.weights import Weights, normalize
+from headscope.models.weights import ArchitectureError, Weights, normalize
 from headscope.scores.atlas import SIGNS, AtlasOptions, AtlasPass, atlas_inputs, atlas_scores, kernel_call
 from headscope.scores.ov_kernel import ov_ranks
 from tests.models import families as fam
@@ -100,6 +100,24 @@ def test_a_sharded_checkpoint_streams_the_same_weights(family_dir, tmp_path):
     want = _tensors(streamed(family_dir("qwen2")).weights)
     for field, tensor in _tensors(stream_model(str(tmp_path)).weights).items():
         assert torch.equal(tensor, want[field]), field
+
+
+def test_a_gain_read_wrongly_is_refused_at_load(family_dir, monkeypatch):
+    """Gemma's `1 + w` gain forgotten: the check against block 0's own norm refuses the reading."""
+    from headscope.models import architecture
+
+    monkeypatch.setitem(architecture.FAMILY_FACTS, "gemma", architecture.FamilyFacts())
+    with pytest.raises(ArchitectureError, match="gemma models wrongly.*input norm"):
+        stream_model(str(family_dir("gemma")))
+
+
+def test_heads_read_in_the_wrong_order_are_refused_at_load(family_dir, monkeypatch):
+    from headscope.models import streamed as module
+
+    reversed_heads = lambda *args, read=module._output: read(*args).flip(0)  # noqa: E731
+    monkeypatch.setattr(module, "_output", reversed_heads)
+    with pytest.raises(ArchitectureError, match="output projection"):
+        stream_model(str(family_dir("gpt2")))
 
 
 def test_a_family_without_a_layout_is_refused_in_one_line():

@@ -29,7 +29,7 @@ from __future__ import annotations
 import copy
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +54,7 @@ from headscope.models.checks import (
 )
 from headscope.models.devices import check_threads, choose_threads
 from headscope.models.loading import ModelIdentity, _sha256, resolve
-from headscope.models.weights import Weights
+from headscope.models.weights import Weights, _agree, normalize
 from headscope.tasks.dataset import Tokenization
 
 AttentionLayout = Literal["linear", "conv1d_joint", "grouped_joint"]
@@ -401,6 +401,63 @@ def _first(output) -> Tensor:
     return output[0] if isinstance(output, tuple) else output
 
 
+# ---- checking the reading against the family's own modules ----------------------------------
+
+CHECK_ROWS = 6  # embedding rows block 0 is run on to check the reading
+
+
+def _run_keeping(model: nn.Module, paths: dict[str, str], n: int) -> dict[str, tuple[Tensor, Tensor]]:
+    """(input, output) of each module `paths[key]` on a forward of vocabulary rows 0..n-1 alone."""
+    seen: dict[str, tuple[Tensor, Tensor]] = {}
+
+    def keep(key: str) -> Callable:
+        def hook(module, args, out) -> None:  # returns None: the output is left as it is
+            seen[key] = (args[0], _first(out))
+
+        return hook
+
+    handles = [model.get_submodule(path).register_forward_hook(keep(key)) for key, path in paths.items()]
+    try:
+        with torch.no_grad():
+            model(torch.arange(n)[:, None])  # [row, pos=1]: attention weight 1 on the row itself
+    finally:
+        for handle in handles:
+            handle.remove()
+    return seen
+
+
+def check_streamed(model: nn.Module, plan: Plan, weights: Weights) -> None:
+    """Block 0's input norm, its heads' values and output projection, the attention output norm
+    and the final norm computed from `weights`, against the family's own modules in `model`
+    (`block0_model` of CHECK_ROWS rows): an ArchitectureError names any difference, as
+    `models.weights.check_weights` does for a booted model."""
+    n, arch, eps, kind = plan.names, plan.arch, weights.eps, weights.normalization
+    f = lambda t: t.detach().float()  # noqa: E731
+    seen = _run_keeping(model, {"ln1": n.block(0, n.ln1), "o": n.block(0, n.attn, n.o)}, CHECK_ROWS)
+    (x, normed), (z, out) = seen["ln1"], seen["o"]  # x, normed: [row, 1, d]; z: [row, 1, head * d_head]
+    ours = normalize(f(x), f(weights.ln1_w[0]), f(weights.ln1_b[0]), eps, kind)
+    _agree("the attention's input norm", ours, normed, arch)
+    v = torch.einsum("bpd,hde->bphe", f(normed), f(weights.W_V[0])) + f(weights.b_V[0])  # [row, 1, head, e]
+    _agree("the heads' values", v.flatten(2), z, arch)
+    heads = f(z).view(*z.shape[:2], weights.n_heads, weights.d_head)  # [row, 1, head, d_head]
+    o = torch.einsum("bphe,hed->bpd", heads, f(weights.W_O[0])) + f(weights.b_O[0])
+    _agree("the attention output projection", o, out, arch)
+    probe = x[:, 0]  # [row, d_model]
+    with torch.no_grad():
+        theirs = model.get_submodule(n.ln_final)(probe)
+        _agree(
+            "the final norm", normalize(f(probe), f(weights.lnf_w), f(weights.lnf_b), eps, kind), theirs, arch
+        )
+        if weights.attn_out_w is not None:
+            theirs = model.get_submodule(n.block(0, n.ln1_post))(probe)
+            _agree(
+                "the attention output norm",
+                normalize(f(probe), f(weights.attn_out_w[0]), None, eps, kind),
+                theirs,
+                arch,
+            )
+
+
 # ---- the streamed model -----------------------------------------------------------------------
 
 
@@ -503,6 +560,8 @@ def stream_model(
     plan = plan_of(hf)
     with opened(folder) as ckpt:
         weights = read_weights(ckpt, plan, DTYPES[dtype])
+        rows = torch.randperm(int(plan.cfg.d_vocab), generator=torch.Generator().manual_seed(0))[:CHECK_ROWS]
+        check_streamed(block0_model(ckpt, plan, hf, rows, DTYPES[dtype]), plan, weights)
     cfg, files = plan.cfg, weight_files(folder)
     tokenizer = _tokenizer(folder, cfg)
     check_tokenizer(tokenizer, int(cfg.d_vocab), str(folder))
