@@ -214,3 +214,10 @@ def test_hs_atlas_streams_a_folder(family_dir):
 def test_stream_needs_a_folder(family_dir):
     with pytest.raises(ModelError, match="give the folder's path"):
         hs.atlas(headscope_model(family_dir("gpt2")), stream=True)
+
+
+def test_no_tokens_no_rows(family_dir):
+    assert streamed(family_dir("llama")).token_vectors(torch.zeros(0, dtype=torch.long)).shape == (
+        0,
+        fam.HIDDEN,
+    )

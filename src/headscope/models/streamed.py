@@ -1,11 +1,12 @@
 """Weights streamed from a checkpoint's safetensors files, without booting the model.
 
-The weights-only analyses (the head atlas, the OV scores with the `token` or `block0` embedding)
-read each layer's value and output matrices, the norms' gains, the unembedding, and the embedding
-rows of their source tokens run through block 0. `stream_model` reads exactly that from a Hugging
+The head atlas reads the weights only: each layer's value and output matrices, the norms' gains,
+the unembedding, and the embedding rows of its source tokens run through block 0 (the `token` or
+`block0` embedding). `stream_model` reads exactly that from a Hugging
 Face folder through `safetensors.safe_open` (memory-mapped), one tensor at a time, converting each
-to the requested precision as it is read: the peak is the `Weights` kept plus one layer in flight,
-never the model in float32.
+to the requested precision as it is read: the peak is the `Weights` kept (the unembedding among
+them) plus one layer in flight, never the model in float32. The atlas takes the `StreamedModel` in
+place of a booted `Model` (`headscope atlas --stream`, `hs.atlas(folder, stream=True)`).
 
 What it reads and where is not new code per family:
 - TransformerLens's adapter for the config (built from the config alone, no weights) names the
@@ -373,8 +374,8 @@ def block0_model(
     return model.to(dtype).eval()
 
 
-def _zero(module, args, output):
-    return torch.zeros_like(output[0] if isinstance(output, tuple) else output)
+def _zero(module, args, output) -> Tensor:
+    return torch.zeros_like(output)  # a projection's or a position embedding's output
 
 
 def _rows_through_block0(model: nn.Module, plan: Plan, n: int, token_only: bool) -> Tensor:
@@ -492,6 +493,8 @@ class StreamedModel:
         return self.weights.W_U.device
 
     def _block0(self, tokens: Int[Tensor, "token"], token_only: bool) -> Float[Tensor, "token d_model"]:
+        if len(tokens) == 0:
+            return torch.zeros(0, self.identity.d_model)
         with opened(self.folder) as ckpt:
             model = block0_model(ckpt, self.plan, self.hf_config, tokens, self.dtype)
         return _rows_through_block0(model, self.plan, len(tokens), token_only)
