@@ -22,6 +22,7 @@ BENCHMARKS: tuple[str, ...] = (
     "sweep",
     "flops",
     "budget",
+    "streamed",
 )
 
 

@@ -52,7 +52,8 @@ from headscope.api_common import (
     take_models_in_memory,
 )
 from headscope.errors import HeadscopeError
-from headscope.models.loading import Model
+from headscope.models.loading import Model, as_model
+from headscope.models.streamed import stream_model
 from headscope.options import names
 from headscope.scores import composition as _composition
 from headscope.scores.atlas import AtlasOptions
@@ -297,17 +298,20 @@ def atlas(
     k: int = 5,
     embedding: Literal["token", "block0"] = "token",
     per_source: bool = False,
+    stream: bool = False,
 ) -> pd.DataFrame:
     """The head atlas (docs/methods.md §11): every head x relation x sign, from the weights alone.
 
     Args:
-        model: from `hs.load_model`.
+        model: from `hs.load_model`, a model held in memory, or with `stream` a local folder.
         relations: relation names, groups ("algorithmic", "linguistic", "knowledge",
             "translation") or TOML files of `[mappings.NAME]` tables; one string (comma-separated)
             or a list (default: the whole library).
         k: top-k score: a hit when the target is among the head's top-k logits.
         embedding: "token" (the token through MLP0) or "block0".
         per_source: also the per-source table (every head, sign and kept pair, with its top-k tokens).
+        stream: `model` is a local folder whose weights are read from its safetensors files one
+            tensor at a time (models/streamed.py), never loading the model whole.
 
     Returns:
         One row per head x relation x sign: `layer, head, relation, group, sign, score, within,
@@ -318,6 +322,7 @@ def atlas(
         >>> table = hs.atlas(model, relations="algorithmic")
         >>> table.attrs["cards"].head()
     """
+    model = stream_model(model) if stream else as_model(model)  # its own: a folder when streamed
     chosen = None if relations is None else names(relations, "relations")
     options = AtlasOptions(integer(k, "k"), embedding, per_source=bool(per_source))
     tables = _atlas.atlas_tables(model, chosen, options)
@@ -356,4 +361,4 @@ __all__ = [
 ]
 
 
-take_models_in_memory(globals(), __all__)
+take_models_in_memory(globals(), [name for name in __all__ if name != "atlas"])  # atlas: above

@@ -12,6 +12,9 @@ Three kinds (docs/methods.md §2), each run through the model's own forward code
 - `block0`: block 0 applied to the token alone: the one-token sequence `[t]` at
   position 0, with no BOS in front (so block 0's attention can only attend to `t`
   itself and no other token leaks in), `W_pos[0]` included. Once per distinct token.
+
+A model streamed from its checkpoint (models/streamed.py) runs the same two on its block 0 alone,
+with the same hooks set on the family's own Hugging Face layer.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from torch import Tensor
 
 from headscope.capture import Capture, Needs, capture
 from headscope.models.loading import Model
+from headscope.models.streamed import StreamedModel
 from headscope.tasks.dataset import Dataset
 
 EmbeddingKind = Literal["context", "token", "block0"]
@@ -63,8 +67,12 @@ def context_vectors(model: Model, dataset: Dataset, taken: Capture | None = None
     return taken.resid0_keywords
 
 
-def token_vectors(model: Model, tokens: Int[Tensor, "token"]) -> Float[Tensor, "token d_model"]:
+def token_vectors(
+    model: Model | StreamedModel, tokens: Int[Tensor, "token"]
+) -> Float[Tensor, "token d_model"]:
     """`W_E[t] + MLP_0(LN2_0(W_E[t]))` for each token (no position, no attention)."""
+    if isinstance(model, StreamedModel):
+        return model.token_vectors(tokens)
     zero = lambda act, hook: torch.zeros_like(act)  # noqa: E731
     hooks = [("blocks.0.hook_attn_out", zero)]
     if model.arch.positional == "learned":
@@ -72,8 +80,12 @@ def token_vectors(model: Model, tokens: Int[Tensor, "token"]) -> Float[Tensor, "
     return _block0_alone(model, tokens, hooks)
 
 
-def block0_vectors(model: Model, tokens: Int[Tensor, "token"]) -> Float[Tensor, "token d_model"]:
+def block0_vectors(
+    model: Model | StreamedModel, tokens: Int[Tensor, "token"]
+) -> Float[Tensor, "token d_model"]:
     """Block 0's output for each token run alone at position 0 (no BOS)."""
+    if isinstance(model, StreamedModel):
+        return model.block0_vectors(tokens)
     return _block0_alone(model, tokens, [])
 
 

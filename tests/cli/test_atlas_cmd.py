@@ -69,3 +69,36 @@ def test_an_out_folder_of_other_files_is_refused(tmp_path):
     result = run_cli("atlas", "--model", "organism", "--out", str(tmp_path))
     assert result.returncode == 2 and "holds files but no atlas.csv" in result.stderr
     assert (tmp_path / "mine.txt").read_text() == "keep me"
+
+
+def test_stream_writes_the_same_atlas_as_the_loaded_model(planted_dir, tmp_path):
+    """--stream reads the weights from the files layer by layer: the same table and cards."""
+    runs = {}
+    for name, extra in (("loaded", ()), ("streamed", ("--stream",))):
+        out = tmp_path / name
+        result = run_cli(
+            "atlas", "--model", str(planted_dir), "--relations", "algorithmic", "--out", str(out), *extra
+        )
+        assert result.returncode == 0, result.stderr
+        runs[name] = (pd.read_csv(out / "atlas.csv"), pd.read_csv(out / "cards.csv"))
+    (table, cards), (streamed_table, streamed_cards) = runs["loaded"], runs["streamed"]
+    exact = [c for c in table.columns if c not in ("score", "within")]
+    pd.testing.assert_frame_equal(table[exact], streamed_table[exact])
+    for column in ("score", "within"):
+        assert (table[column] - streamed_table[column]).abs().max() <= 1e-6
+    assert list(cards["relation"]) == list(streamed_cards["relation"])
+    assert "streamed from the checkpoint" in (tmp_path / "streamed" / "index.html").read_text()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--device-map", "auto"), "--device-map with --stream"),
+        (("--dtype", "float16"), "streaming reads float32 or bfloat16"),
+    ],
+)
+def test_stream_errors_are_one_line(planted_dir, args, message, tmp_path):
+    result = run_cli("atlas", "--model", str(planted_dir), "--stream", "--out", str(tmp_path / "a"), *args)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr

@@ -3,6 +3,8 @@
 Writes a folder: index.html (the heads x relations heatmaps, the function cards, the relation
 table), atlas.csv (every head x relation x sign), cards.csv, relations.csv, and with --per-source
 per_source.csv (every head x sign x kept pair, with its top-k tokens). `--list` prints the library.
+`--stream` reads the weights from the checkpoint's files layer by layer (models/streamed.py) instead
+of loading the model whole.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import typer
 
 from headscope.analyses.atlas import atlas_tables
 from headscope.cli.app import Shared, command, print_table, results, working, wrote
-from headscope.cli.common import load
+from headscope.cli.common import load, load_streamed
 from headscope.errors import HeadscopeError
 from headscope.files import check_folder_replaceable, write_folder_atomic, write_table
 from headscope.report.atlas_section import section
@@ -70,6 +72,14 @@ def atlas(
         bool, typer.Option("--per-source", help="Also write per_source.csv (every head, sign and pair).")
     ] = False,
     list_: Annotated[bool, typer.Option("--list", help="Print the relation library and stop.")] = False,
+    stream: Annotated[
+        bool,
+        typer.Option(
+            "--stream",
+            help="Read the weights from the folder's safetensors files layer by layer instead of loading "
+            "the model whole (a local folder; --dtype float32 or bfloat16).",
+        ),
+    ] = False,
 ) -> None:
     """Every head x every relation x both signs: top-k and within-set scores, from the weights alone."""
     if list_:
@@ -77,13 +87,14 @@ def atlas(
         return
     names = relation_names(relations)
     check_folder_replaceable(out, TABLE)
-    loaded = load(shared.model)
+    loaded = load_streamed(shared.model) if stream else load(shared.model)
     chosen = choose_relations(names)
     with working(f"scoring {loaded.n_layers * loaded.n_heads} heads on {len(chosen)} relations ..."):
         tables = atlas_tables(loaded, names, AtlasOptions(k=k, embedding=embedding, per_source=per_source))
     table, cards, relations_kept = tables["atlas"], tables["atlas_cards"], tables["atlas_relations"]
     part = section(table, cards, relations_kept, None, "atlas")
     facts = {"model": shared.model, "k": k, "embedding": embedding, "relations": ",".join(names or ("all",))}
+    facts |= {"weights": "streamed from the checkpoint's files"} if stream else {}
 
     def write(folder: Path) -> None:
         write_table(folder / TABLE, table)

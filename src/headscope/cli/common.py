@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from headscope.cli.app import Shared, note, state, working
+from headscope.errors import HeadscopeError
 from headscope.models.loading import Model, load_model
+from headscope.models.streamed import StreamedModel, stream_model
 from headscope.tasks.dataset import Dataset, build_dataset
 from headscope.tasks.registry import get_task
 
@@ -22,6 +24,25 @@ def load(model: str, allow_pickle: bool = False) -> Model:
             max_memory=shared.max_memory,
             offload_folder=shared.offload_folder,
         )
+
+
+def load_streamed(model: str) -> StreamedModel:
+    """The model's weights streamed from its folder (--stream), in its --dtype, with its --threads;
+    the placement options, which place a booted model, are refused."""
+    shared = state.shared or Shared()
+    placed = {"--device": shared.device not in ("auto", "cpu"), "--device-map": shared.device_map is not None}
+    placed |= {
+        "--max-memory": shared.max_memory is not None,
+        "--offload-folder": shared.offload_folder is not None,
+    }
+    named = [flag for flag, given in placed.items() if given]
+    if named:
+        raise HeadscopeError(
+            f"{named[0]} with --stream: a streamed model's weights are read to the CPU layer by layer; "
+            f"drop {named[0]}, or drop --stream to load the model whole"
+        )
+    with working(f"streaming the weights of {model} ..."):
+        return stream_model(model, shared.dtype, shared.threads)
 
 
 def dataset_for(model: Model, task: str, n: int, seed: int) -> Dataset:

@@ -2,7 +2,9 @@
 
 Every stage that needs to know how a family differs from GPT-2 reads an `Architecture`
 record; none of them tests a family's name. The record is derived once, at load, from the
-Hugging Face config and the TransformerLens bridge built on it:
+Hugging Face config and TransformerLens's config and components for it (`architecture_from`:
+the components of a booted bridge, or of TransformerLens's adapter for the config where the
+weights are streamed from the checkpoint without a bridge, models/streamed.py):
 
 | field | what it says | GPT-2 | Llama | Gemma 2 | Pythia | BLOOM |
 |---|---|---|---|---|---|---|
@@ -32,6 +34,7 @@ scale fixed at its clean-run value, logits before the cap; docs/methods.md).
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Literal
 
@@ -130,26 +133,42 @@ def _softcap(value) -> float | None:
     return float(value) if value is not None and float(value) > 0 else None
 
 
-def architecture_of(bridge) -> Architecture:
-    """The record of a TransformerLens bridge, from its config, its modules and its HF config."""
-    cfg = bridge.cfg
-    hf = bridge.original_model.config
+# Components a family may have beyond GPT-2's, by TransformerLens's component names: a norm on the
+# attention output, one on the MLP output (blocks), a norm right after the token embedding (model).
+OPTIONAL_BLOCK_PARTS = ("ln1_post", "ln2_post")
+OPTIONAL_MODEL_PARTS = ("embed_ln",)
+
+
+def architecture_from(cfg, hf, block_parts: Collection[str], model_parts: Collection[str]) -> Architecture:
+    """The record of a model from its TransformerLens config `cfg`, its Hugging Face config `hf`
+    and the names of the optional components it has (OPTIONAL_BLOCK_PARTS, OPTIONAL_MODEL_PARTS):
+    the one derivation shared by a booted bridge and a checkpoint read without one."""
     family = str(getattr(hf, "model_type", "unknown"))
     facts = FAMILY_FACTS.get(family, FamilyFacts())
-    block = bridge.blocks[0]
     n_kv = getattr(cfg, "n_key_value_heads", None) or cfg.n_heads
     return Architecture(
         family=family,
         positional=_POSITIONAL.get(str(cfg.positional_embedding_type), "none"),
         norm="RMS" if str(cfg.normalization_type).startswith("RMS") else "LN",
         gain_offset=facts.gain_offset,
-        attn_out_norm=hasattr(block, "ln1_post"),
-        mlp_out_norm=hasattr(block, "ln2_post"),
+        attn_out_norm="ln1_post" in block_parts,
+        mlp_out_norm="ln2_post" in block_parts,
         parallel=bool(getattr(cfg, "parallel_attn_mlp", False)),
-        embedding_norm=hasattr(bridge, "embed_ln"),
+        embedding_norm="embed_ln" in model_parts,
         embedding_scale=math.sqrt(cfg.d_model) if facts.embedding_scale == "sqrt_d_model" else 1.0,
         n_heads=int(cfg.n_heads),
         n_kv_heads=int(n_kv),
         logit_softcap=_softcap(getattr(cfg, "output_logits_soft_cap", None)),
         tied_unembedding=bool(getattr(hf, "tie_word_embeddings", False)),
+    )
+
+
+def architecture_of(bridge) -> Architecture:
+    """The record of a TransformerLens bridge, from its config, its modules and its HF config."""
+    block = bridge.blocks[0]
+    return architecture_from(
+        bridge.cfg,
+        bridge.original_model.config,
+        [name for name in OPTIONAL_BLOCK_PARTS if hasattr(block, name)],
+        [name for name in OPTIONAL_MODEL_PARTS if hasattr(bridge, name)],
     )

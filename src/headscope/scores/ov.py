@@ -19,6 +19,7 @@ from headscope.embedding import EMBEDDING_KINDS, Embeddings, effective_embedding
 from headscope.errors import HeadscopeError
 from headscope.heads import all_heads, check_head
 from headscope.models.loading import Model
+from headscope.models.streamed import StreamedModel
 from headscope.options import names
 from headscope.scores.intervals import cluster_wilson, wilson
 from headscope.scores.keywords import KEYWORD_TASK, keyword_dataset
@@ -126,11 +127,13 @@ def check_options(model: Model, dataset: Dataset, options: OVOptions) -> list[tu
     return [check_head(head, model.n_layers, model.n_heads) for head in options.heads]
 
 
-def kernel_device(model: Model) -> torch.device:
+def kernel_device(model: Model | StreamedModel) -> torch.device:
     """Where the OV kernel runs: on the model's accelerator when the whole model is on one (each
     block of heads moved there as it is scored, float32), else on the CPU (a split model's
-    weights are read to the CPU)."""
+    weights are read to the CPU, as are a streamed model's)."""
     device = model.device
+    if isinstance(model, StreamedModel):
+        return device
     split = getattr(model.bridge.original_model, "hf_device_map", None)
     if device.type == "meta" or (split and len(set(split.values())) > 1):
         return model.weights.W_U.device
