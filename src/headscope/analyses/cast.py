@@ -73,16 +73,21 @@ def head_attention(tables: dict, task) -> pd.DataFrame:
 def backups(
     model: Model, dataset: Dataset, tables: dict, movers: list[Head], t: _labels.LabelThresholds
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(the backup candidates' wide scores, the pair knockouts' rows)."""
+    """(the backup candidates' wide scores, the pair knockouts' rows). A candidate copies (copy at
+    least `copy`) and sits after a mover: a backup changes what it does when the mover is out, so it
+    reads the mover's output; a head of the mover's layer or an earlier one computes the same
+    whatever the mover does (its effect can still grow through later heads: not a backup)."""
     scores = head_attention(tables, dataset.task)
     if "copy" not in scores.columns:
         return pd.DataFrame(columns=["layer", "head"]), pd.DataFrame()
-    copying = scores[scores["copy"] >= t.copy]
+    first = min(layer for layer, _ in movers)
+    copying = scores[(scores["copy"] >= t.copy) & (scores["layer"] > first)]
     candidates = [h for h in zip(copying["layer"], copying["head"], strict=True) if h not in movers]
     if not candidates:
         return pd.DataFrame(columns=["layer", "head"]), pd.DataFrame()
     answer = dataset.task.answer_role
     pairs = cast_runs.pair_knockouts(model, dataset, movers, candidates, answer, AblationOptions())
+    pairs = pairs[pairs["layer"] > pairs["mover_layer"]].reset_index(drop=True)  # it reads the mover
     best = cast.largest_per_head(pairs, "backup_growth", ["backup_attention"])
     return _merged([best, scores]), pairs
 

@@ -8,8 +8,8 @@ into labelled heads), so any task with labelled movers gets its cast by the same
   copy suppression) carries at least `inhibition_edge` of the task's largest |edge|, and whose output,
   patched with its twin's, moves the movers' attention from the answer to the contrast group by at
   least `attention_shift` (`cast_runs.attention_shift`);
-- **backup name mover**: a head with a copy score of at least `copy` (the bound on the candidates)
-  whose knockout costs at least `backup` of the clean metric more once a mover is knocked out
+- **backup name mover**: a head after a mover with a copy score of at least `copy` (the bound on the
+  candidates) whose knockout costs at least `backup` of the clean metric more once a mover is knocked out
   (`cast_runs.pair_knockouts`);
 - **feeders**: a duplicate-token or induction head with a k- or v-edge into an S-inhibition head of at
   least `feed_edge` of the largest; its label becomes "duplicate-token (feeds S-inhibition 1.0)".
