@@ -177,7 +177,8 @@ def with_feeds(
         texts = _texts(label, feed, t, roles)
         kinds = set(_labels.support_kinds(row["support"]))
         kinds |= {k for k in _labels.KINDS if _kind_holds(label, k, feed, t)}
-        joined = {k: "; ".join(filter(None, (row.get(k), texts[k]))) for k in _labels.KINDS}
+        mine = row | ({"behaviour": ""} if row.get("behaviour") == "not measured" else {})
+        joined = {k: "; ".join(filter(None, (mine.get(k), texts[k]))) for k in _labels.KINDS}
         rows.append(
             row
             | joined
