@@ -12,6 +12,7 @@ import pytest
 from headscope.analyses.fdr import run_fdr
 from headscope.models.loading import load_model
 from headscope.report.compute import ReportOptions, analyse_task
+from headscope.report.page import labels_view
 from headscope.scores import cast, cast_runs
 from headscope.scores.ablation import AblationOptions, ablate
 from headscope.scores.labels import LABELS, LabelThresholds, support_kinds, support_of, threshold_failures
@@ -131,3 +132,11 @@ def test_feeders_are_renamed_only_where_their_edge_passes():
 def test_support_kinds_reads_back_support_of():
     for kinds in (["weights"], ["attention", "behaviour"], ["weights", "attention", "behaviour"], []):
         assert support_kinds(support_of(kinds)) == kinds
+
+
+def test_the_pages_label_section_shows_the_cast_with_its_support(tables):
+    view = labels_view("Labelled heads", tables["labels"], "")
+    rows = {row[1]: row for row in view.rows}
+    assert set(rows) == set(tables["labels"]["label"])
+    assert rows["S-inhibition"][0] == "1.0" and rows["S-inhibition"][2] == ALL
+    assert rows["backup name mover"][0] == "3.0" and rows["backup name mover"][2] == ALL
