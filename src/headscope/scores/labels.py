@@ -7,7 +7,9 @@ weights and attention (`label_heads`, before the knockouts run); a share of hits
 must also beat chance by a one-sided exact binomial test after Benjamini–Hochberg over every test
 the step makes (`significance`). `with_support` then reads the behaviour tables and writes which
 kinds agree: a label whose behaviour contradicts it shows as "weights only" (or the kinds that do
-agree), not as a finding.
+agree), not as a finding. The cast from the circuit (S-inhibition, backup name mover, the feeders of
+S-inhibition) is named later from the edges and knockouts, by the rows whose `step` is "circuit"
+(`scores.cast`).
 """
 
 from __future__ import annotations
