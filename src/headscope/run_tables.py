@@ -73,6 +73,7 @@ TABLES: dict[str, RunTable] = {
             "group_size",
         )  # fmt: skip
     ),
+    "cast": RunTable(),  # the cast's runs: attention_shift and pair_knockout rows (analyses.cast)
     "circuit_curve": RunTable(("method", "percent", "f", "cpr", "cmd", "m_empty", "m_full")),
     # across tasks
     "comparison": RunTable(HEAD),

@@ -12,7 +12,7 @@ import pytest
 import headscope as hs
 from headscope.analyses.fdr import run_fdr
 from headscope.models.loading import load_model
-from headscope.report import budget, compute, plan
+from headscope.report import budget, compute, phases, plan
 from headscope.report.task_choice import RULE
 from headscope.tasks.registry import get_task
 
@@ -54,11 +54,12 @@ def test_the_plan_lists_every_phase_of_every_task_with_its_sample(organism):
     found = plan.plan_report(organism, list(TASKS), _options(knockout_n=8, circuit_n=4), rate=RATE, **QUIET)
     table = found.table()
     for task in TASKS:
-        phases = set(table[table["task"] == task]["phase"])
-        assert phases == {"capture", "OV tables", "DLA", "knockouts", "circuit", "scatter"}
+        listed = set(table[table["task"] == task]["phase"])
+        assert listed == {"capture", "OV tables", "DLA", "knockouts", "circuit", "cast", "scatter"}
     units = table.set_index(["phase", "task"])["units"]
     assert units[("capture", "ioi")] == 16 and units[("circuit", "ioi")] == 4
     assert units[("knockouts", "ioi")] == organism.n_layers * (organism.n_heads + 1)  # every head and MLP
+    assert units[("cast", "ioi")] == phases.CAST_MOVERS * found.options.top_heads  # movers x candidates
     assert {"OV pass", "atlas", "page"} <= set(table[table["task"] == "(model)"]["phase"])
     assert found.seconds == pytest.approx(table["seconds"].sum(), rel=0.01)
     assert all(data.n == 16 for data in found.datasets)

@@ -15,6 +15,7 @@ from typing import Literal
 import pandas as pd
 
 from headscope.analyses import attention as _attention
+from headscope.analyses import cast as _cast
 from headscope.analyses import knockouts as _knockouts
 from headscope.analyses import logits as _logits
 from headscope.analyses import ov as _ov
@@ -123,6 +124,7 @@ def analyse_task(
     tables = _joined(tables, _step(_knockout_table, model, dataset, cap, options, say, named))
     tables = _joined(tables, _step(_circuit_tables, model, dataset, cap, options, say))
     tables["labels"] = _labels.with_support(tables["labels"], tables, options.thresholds)  # + behaviour
+    tables = _joined(tables, _step(_cast_tables, model, dataset, cap, options, say, tables))
     tables["top_heads"] = top_heads(tables, options.top_heads)
     tables["section_heads"] = section_heads(tables, options.top_heads)
     picked = pickable_heads(tables["section_heads"], model, options.every_head_up_to)
@@ -249,6 +251,14 @@ def _circuit_tables(model, dataset, cap, options: ReportOptions, say: Say) -> di
     shown = table.head(EDGE_ROWS).drop(columns=["method", "approximation"])
     shown = shown.assign(in_circuit=[i in set(found.chosen.index) for i in shown.index])
     return {"edges": shown, "circuit": found.summary, "circuit_curve": points}
+
+
+def _cast_tables(model, dataset, cap, options: ReportOptions, say: Say, tables: dict) -> dict:
+    """S-inhibition, backup movers and feeders from the labelled movers and the edges, on the
+    knockouts' prompts (`analyses.cast`); nothing without knockouts or edges."""
+    if options.knockout_n < 1 or "edges" not in tables:
+        return {}
+    return _cast.cast_tables(model, dataset.subset(options.knockout_n), tables, options.thresholds)
 
 
 def circuit_options(model: Model, options: ReportOptions):

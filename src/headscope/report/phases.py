@@ -2,7 +2,7 @@
 
 Model-wide: the OV pass (every task's keyword rows and the atlas's, one pass over the
 vocabulary), the atlas's tables, the page. Per task: the capture (one forward pass), the OV
-tables, DLA, knockouts, the circuit, the scatter. Each phase names its units (prompts, rows,
+tables, DLA, knockouts, the circuit, the cast, the scatter. Each phase names its units (prompts, rows,
 components) and how many; its seconds are FLOPs / (rate x efficiency) plus its calls' fixed time.
 """
 
@@ -24,6 +24,7 @@ from headscope.tasks.dataset import Dataset
 
 ATLAS_ROWS = 470  # the library's source tokens, about (the plan counts no spelling)
 SCATTERED = 4  # heads a task's scatter draws, about (the page's top heads)
+CAST_MOVERS = 2  # labelled movers a task's cast reads, about (the plan runs before any label)
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ def phases_of(
 def task_phases(
     model: Model, shape: cost.Shape, data: Dataset, options: ReportOptions, rate: float
 ) -> list[Phase]:
-    """The phases of one task: capture, OV tables, DLA, knockouts, circuit, scatter."""
+    """The phases of one task: capture, OV tables, DLA, knockouts, circuit, cast, scatter."""
     name, length = data.task.name, float(data.lengths.float().mean())
     batches = ceil(data.n / cost.BATCH)
     one = cost.forward_flops(shape, 1, length)  # one prompt's forward pass
@@ -76,6 +77,7 @@ def task_phases(
     ]
     found += _knockouts(model, name, min(options.knockout_n, data.n), one, options, rate)
     found += _circuit(model, name, data, one, options, rate)
+    found += _cast(model, name, data, one, options, rate)
     found.append(_phase("scatter", name, SCATTERED, "heads", 0.0, rate, SCATTERED))
     return found
 
@@ -103,6 +105,21 @@ def _circuit(model: Model, name: str, data: Dataset, one: float, options, rate: 
     passes = cost.circuit_passes(steps, exact)
     calls = passes * ceil(prompts / cost.BATCH)
     return [_phase("circuit", name, prompts, "prompts", passes * prompts * one, rate, calls)]
+
+
+def _cast(model: Model, name: str, data: Dataset, one: float, options, rate: float) -> list[Phase]:
+    """The cast's complete passes on the knockouts' prompts (analyses.cast), with CAST_MOVERS movers
+    and `top_heads` candidates of each kind: the S-inhibition patch (a clean pass, the twin's, one
+    per candidate) and the pair knockouts (1 + movers + candidates + movers x candidates)."""
+    prompts = min(options.knockout_n, data.n)
+    if prompts < 1 or min(circuit_prompts(model, options.circuit_n), data.n) < 1:
+        return []
+    if data.corrupted is None or data.task.contrast_role is None:
+        return []
+    movers, candidates = CAST_MOVERS, options.top_heads
+    passes = 2 + candidates + 1 + movers + candidates + movers * candidates
+    calls = passes * ceil(prompts / cost.BATCH)
+    return [_phase("cast", name, movers * candidates, "pairs", passes * prompts * one, rate, calls)]
 
 
 def _edges(model: Model) -> int:

@@ -67,7 +67,7 @@ OV_SECTIONS: tuple[Section, ...] = (
 )
 
 
-MOVER_LABELS = ("name mover", "negative name mover", "copy suppression", "successor")
+MOVER_LABELS = ("name mover", "negative name mover", "copy suppression", "backup name mover", "successor")
 
 
 def section_heads(tables: dict[str, pd.DataFrame], count: int) -> pd.DataFrame:

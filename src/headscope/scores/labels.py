@@ -7,7 +7,9 @@ weights and attention (`label_heads`, before the knockouts run); a share of hits
 must also beat chance by a one-sided exact binomial test after Benjamini–Hochberg over every test
 the step makes (`significance`). `with_support` then reads the behaviour tables and writes which
 kinds agree: a label whose behaviour contradicts it shows as "weights only" (or the kinds that do
-agree), not as a finding.
+agree), not as a finding. The cast from the circuit (S-inhibition, backup name mover, the feeders of
+S-inhibition) is named later from the edges and knockouts, by the rows whose `step` is "circuit"
+(`scores.cast`).
 """
 
 from __future__ import annotations
@@ -45,6 +47,13 @@ class LabelThresholds:
     knockout: float = 0.1  # behaviour: |1 - knocked out / clean| of the task's metric at least this
     dla: float = 0.2  # behaviour: |DLA| at least this share of the task's largest head |DLA|
     edge: float = 0.2  # behaviour: the head's largest |edge| at least this share of the task's largest
+    # the cast from the circuit (scores/cast.py): roles read from the edges into labelled heads
+    inhibition_edge: float = 0.2  # S-inhibition: its largest |q-edge| into a mover over the task's largest
+    attention_shift: float = 0.1  # S-inhibition: patched with its twin's output, the movers' attention
+    # end -> answer minus end -> contrast group falls by at least this
+    composition: float = 0.2  # Q- (into a mover) or K-/V-composition (into S-inhibition), beside
+    backup: float = 0.1  # backup mover: knockout effect with the movers knocked out, minus alone
+    feed_edge: float = 0.2  # feeders: the largest |k/v-edge| into an S-inhibition head over the largest
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -55,7 +64,9 @@ class Rule:
     """One condition of one label: `column` (of the head's wide score table) compared with a
     threshold (a LabelThresholds field) or with another column (`other`: skipped where missing).
     `chance`: the column of the binomial test's chance level (None: the score is a mean, no test).
-    `required` False: shown beside the label's evidence, not a condition."""
+    `required` False: shown beside the label's evidence, not a condition. `step`: "scores" (named by
+    `label_heads` from weights and attention) or "circuit" (the cast, named by `cast.cast_labels`
+    after the edges and knockouts: its required rows name it, the others add their kind to support)."""
 
     label: str
     kind: Kind
@@ -66,6 +77,7 @@ class Rule:
     other: str | None = None
     chance: str | None = None
     required: bool = True
+    step: Literal["scores", "circuit"] = "scores"
 
 
 def _behaviour(label: str, dla: bool = True) -> tuple[Rule, ...]:
@@ -110,9 +122,30 @@ RULES: tuple[Rule, ...] = (
     *_behaviour("previous-token", dla=False),
     Rule("duplicate-token", "attention", "duplicate_token", "duplicate-token", "detector"),
     *_behaviour("duplicate-token", dla=False),
+    # The cast from the circuit ({M}: the task's labelled movers; scores/cast.py measures each column).
+    Rule("S-inhibition", "behaviour", "inhibition_edge_share", "|q-edge| into {M} / largest",
+         "inhibition_edge", step="circuit"),
+    Rule("S-inhibition", "behaviour", "attention_shift", "patched, {M}'s end->{A} - end->{C} falls by",
+         "attention_shift", step="circuit"),
+    Rule("S-inhibition", "weights", "q_composition", "Q-composition into {M}", "composition",
+         required=False, step="circuit"),
+    Rule("S-inhibition", "attention", "contrast_attention", "attention end->{C}", "answer_attention",
+         required=False, step="circuit"),
+    Rule("S-inhibition", "attention", "contrast_attention", "end->{C} > end->{A}", None, ">",
+         "answer_attention", required=False, step="circuit"),
+    Rule("backup name mover", "weights", "copy", "copy", "copy", chance="copy_chance", step="circuit"),
+    Rule("backup name mover", "behaviour", "backup_growth", "knockout effect with {M} out, minus alone",
+         "backup", step="circuit"),
+    Rule("backup name mover", "attention", "backup_attention", "attention end->{A} with {M} out",
+         "answer_attention", required=False, step="circuit"),
+    Rule("feeds S-inhibition", "behaviour", "feed_edge_share", "|k/v-edge| into {S} / largest", "feed_edge",
+         step="circuit"),
+    Rule("feeds S-inhibition", "weights", "feed_composition", "K/V-composition into {S}", "composition",
+         required=False, step="circuit"),
 )
 # fmt: on
-LABELS: tuple[str, ...] = tuple(dict.fromkeys(r.label for r in RULES))
+LABELS: tuple[str, ...] = tuple(dict.fromkeys(r.label for r in RULES if r.step == "scores"))
+CAST_LABELS: tuple[str, ...] = tuple(dict.fromkeys(r.label for r in RULES if r.step == "circuit"))
 
 
 def rules_of(label: str, kind: Kind | None = None) -> list[Rule]:
@@ -186,40 +219,40 @@ def _end_attention(role_attention: pd.DataFrame, role: str | None, column: str) 
     return rows[["layer", "head", "attention"]].rename(columns={"attention": column})
 
 
-def _value(row, column: str) -> float | None:
+def value_of(row, column: str) -> float | None:
     value = row.get(column) if hasattr(row, "get") else None
     return None if value is None or pd.isna(value) else float(value)
 
 
-def _holds(rule: Rule, row, t: LabelThresholds) -> bool | None:
+def holds(rule: Rule, row, t: LabelThresholds) -> bool | None:
     """Whether the row meets the rule (None: its value, or a comparison's other side, is missing)."""
-    value = _value(row, rule.column)
-    bound = getattr(t, rule.threshold) if rule.threshold else _value(row, rule.other or "")
+    value = value_of(row, rule.column)
+    bound = getattr(t, rule.threshold) if rule.threshold else value_of(row, rule.other or "")
     if value is None or bound is None:
         return None
     return value >= bound if rule.comparison == ">=" else value > bound
 
 
-def _significant(rule: Rule, row) -> bool:
+def significant(rule: Rule, row) -> bool:
     """A tested rule's adjusted p below significance.ALPHA; a rule without a test passes (a mean,
     or a score table without the counts and chance level a test needs: its p shows as missing)."""
-    if rule.chance is None or _value(row, f"{rule.column}_n") is None:
+    if rule.chance is None or value_of(row, f"{rule.column}_n") is None:
         return True
-    p = _value(row, f"{rule.column}_p_adjusted")
+    p = value_of(row, f"{rule.column}_p_adjusted")
     return p is not None and p < significance.ALPHA
 
 
-def _text(rule: Rule, row, t: LabelThresholds, roles: dict[str, str]) -> str:
-    value, held = _value(row, rule.column), _holds(rule, row, t)
+def rule_text(rule: Rule, row, t: LabelThresholds, roles: dict[str, str], beside: bool = True) -> str:
+    value, held = value_of(row, rule.column), holds(rule, row, t)
     name = rule.text.format(**roles)
     if rule.threshold is None:
-        return f"{name} {_value(row, rule.other or ''):.2f}" if held is not None else ""
+        return f"{name} {value_of(row, rule.other or ''):.2f}" if held is not None else ""
     if value is None:
         return f"{name} missing"
     text = f"{name} {value:.2f} {rule.comparison if held else '<'} {getattr(t, rule.threshold):.2f}"
-    chance = _value(row, f"{rule.column}_chance") if rule.chance is not None else None
+    chance = value_of(row, f"{rule.column}_chance") if rule.chance is not None else None
     text += f" (chance {chance:.2f})" if chance is not None else ""
-    return text + ("" if rule.required else " (beside)")
+    return text + ("" if rule.required or not beside else " (beside)")
 
 
 def _naming_rules(label: str) -> list[Rule]:
@@ -228,12 +261,12 @@ def _naming_rules(label: str) -> list[Rule]:
 
 def _passes(label: str, row, t: LabelThresholds, tested: bool = True) -> bool:
     rules = [r for r in _naming_rules(label) if r.required]
-    held = [_holds(r, row, t) for r in rules]
+    held = [holds(r, row, t) for r in rules]
     compared = [h for r, h in zip(rules, held, strict=True) if r.threshold is not None]
     if not compared or not all(compared):  # every threshold met (a missing value fails)
         return False
     others = [h for r, h in zip(rules, held, strict=True) if r.threshold is None]
-    return all(h is not False for h in others) and (not tested or all(_significant(r, row) for r in rules))
+    return all(h is not False for h in others) and (not tested or all(significant(r, row) for r in rules))
 
 
 def support_of(kinds: list[str]) -> str:
@@ -241,15 +274,20 @@ def support_of(kinds: list[str]) -> str:
     return "+".join(kinds) + (" only" if len(kinds) == 1 else "")
 
 
+def support_kinds(support: str) -> list[str]:
+    """The kinds a `support` text lists: support_kinds(support_of(kinds)) == kinds."""
+    return [kind for kind in str(support).removesuffix(" only").split("+") if kind in KINDS]
+
+
 def _kind_text(label: str, kind: Kind, row, t: LabelThresholds, roles: dict[str, str]) -> str:
     """Every value of one kind of a label's rule with its threshold, '; '-joined."""
-    return "; ".join(filter(None, (_text(r, row, t, roles) for r in rules_of(label, kind))))
+    return "; ".join(filter(None, (rule_text(r, row, t, roles) for r in rules_of(label, kind))))
 
 
 def _label_row(label: str, row, t: LabelThresholds, roles: dict[str, str]) -> dict:
     texts = {kind: _kind_text(label, kind, row, t, roles) for kind in ("weights", "attention")}
     tested = [r for r in _naming_rules(label) if r.chance is not None and r.required]
-    stats = {s: _value(row, f"{tested[0].column}_{s}") if tested else None for s in STAT_COLUMNS}
+    stats = {s: value_of(row, f"{tested[0].column}_{s}") if tested else None for s in STAT_COLUMNS}
     kinds = [kind for kind in texts if texts[kind]]
     return {
         "layer": int(row["layer"]),
@@ -421,10 +459,10 @@ def with_support(
 def _behaviour_of(label: str, values: pd.Series, thresholds: LabelThresholds) -> tuple[str, str]:
     """('agrees' | 'contradicts' | 'not measured', the verdict with each value and threshold)."""
     rules = rules_of(label, "behaviour")
-    held = [_holds(r, values, thresholds) for r in rules]
+    held = [holds(r, values, thresholds) for r in rules]
     measured = [h for h in held if h is not None]
     if not measured:
         return "not measured", "not measured"
     verdict = "agrees" if any(measured) else "contradicts"
-    texts = [_text(r, values, thresholds, {}) for r, h in zip(rules, held, strict=True) if h is not None]
+    texts = [rule_text(r, values, thresholds, {}) for r, h in zip(rules, held, strict=True) if h is not None]
     return verdict, f"{verdict}: {'; '.join(texts)}"
