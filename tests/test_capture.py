@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from headscope.capture import CaptureError, Needs, capture
-from headscope.scores import attention, attribution, evaluate, scatter
+from headscope.scores import attention, direct_logit, evaluate, scatter
 from headscope.tasks.builtin import builtin_tasks
 from headscope.tasks.dataset import build_dataset
 from tests.numerics import float_tolerance
@@ -61,7 +61,7 @@ READERS = {
     "scatter_points reads capture.pattern_end": lambda m, d, c: scatter.scatter_points(
         m.weights, d, c, (0, 0), ["IO"]
     ),
-    "direct_logit_attribution reads capture.z_end": lambda m, d, c: attribution.direct_logit_attribution(
+    "direct_logit_attribution reads capture.z_end": lambda m, d, c: direct_logit.direct_logit_attribution(
         m.weights, d, c
     ),
     "evaluate reads capture.logits_end": lambda m, d, c: evaluate.evaluate(d, c),

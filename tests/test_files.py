@@ -12,7 +12,7 @@ import textwrap
 import pandas as pd
 import pytest
 
-from headscope import io
+from headscope import files
 from headscope.errors import HeadscopeError
 
 MARKER = "results.json"
@@ -42,40 +42,40 @@ def _tree(folder) -> dict[str, bytes]:
 
 def test_files_get_the_usual_mode_not_mkstemps_0600(tmp_path, umask_022):
     written = [
-        io.write_text(tmp_path / "a.txt", "x"),
-        io.write_json(tmp_path / "b.json", {"a": 1}),
-        io.write_table(tmp_path / "c.csv", pd.DataFrame({"a": [1]})),
+        files.write_text(tmp_path / "a.txt", "x"),
+        files.write_json(tmp_path / "b.json", {"a": 1}),
+        files.write_table(tmp_path / "c.csv", pd.DataFrame({"a": [1]})),
     ]
     assert [_mode(p) for p in written] == [0o644, 0o644, 0o644]
     os.umask(0o077)
-    assert _mode(io.write_text(tmp_path / "d.txt", "x")) == 0o600
+    assert _mode(files.write_text(tmp_path / "d.txt", "x")) == 0o600
 
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
-    path = io.write_text(tmp_path / "a.txt", "old")
+    path = files.write_text(tmp_path / "a.txt", "old")
 
     def half(tmp):
         tmp.write_text("half")
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError):
-        io.write_atomic(path, half)
+        files.write_atomic(path, half)
     assert path.read_text() == "old" and os.listdir(tmp_path) == ["a.txt"]
 
 
 def test_table_suffix_is_checked_before_anything_is_computed(tmp_path):
-    assert io.check_table_path(tmp_path / "a.csv") == tmp_path / "a.csv"
+    assert files.check_table_path(tmp_path / "a.csv") == tmp_path / "a.csv"
     with pytest.raises(HeadscopeError, match=r"a\.txt: use a \.csv or \.json file name"):
-        io.check_table_path(tmp_path / "a.txt")
+        files.check_table_path(tmp_path / "a.txt")
     with pytest.raises(HeadscopeError, match="does not exist"):
-        io.check_table_path(tmp_path / "missing" / "a.csv")
+        files.check_table_path(tmp_path / "missing" / "a.csv")
 
 
 def test_folder_appears_whole_and_replaces_an_earlier_report(tmp_path, umask_022):
     out = tmp_path / "deep" / "report"
-    io.write_folder_atomic(out, lambda tmp: _report(tmp, "one"), MARKER)
+    files.write_folder_atomic(out, lambda tmp: _report(tmp, "one"), MARKER)
     assert _tree(out) == {MARKER: b"one", "t.csv": b"one"} and _mode(out) == 0o755
-    io.write_folder_atomic(out, lambda tmp: (tmp / MARKER).write_text("two"), MARKER)
+    files.write_folder_atomic(out, lambda tmp: (tmp / MARKER).write_text("two"), MARKER)
     assert _tree(out) == {MARKER: b"two"}  # replaced whole: the old CSV is gone
     assert sorted(os.listdir(out.parent)) == ["report"]
 
@@ -89,16 +89,16 @@ def test_a_failed_folder_write_keeps_the_earlier_report(tmp_path):
         raise KeyboardInterrupt  # Ctrl-C part-way
 
     with pytest.raises(KeyboardInterrupt):
-        io.write_folder_atomic(out, half, MARKER)
+        files.write_folder_atomic(out, half, MARKER)
     assert _tree(out) == {MARKER: b"old", "t.csv": b"old"}
     assert os.listdir(tmp_path) == ["report"]
 
 
 def test_without_an_atomic_exchange_the_fallback_swap_still_replaces(tmp_path, monkeypatch):
-    monkeypatch.setattr(io, "_exchange", lambda a, b: False)
+    monkeypatch.setattr(files, "_exchange", lambda a, b: False)
     out = tmp_path / "report"
     _report(out, "old")
-    io.write_folder_atomic(out, lambda tmp: _report(tmp, "new"), MARKER)
+    files.write_folder_atomic(out, lambda tmp: _report(tmp, "new"), MARKER)
     assert _tree(out) == {MARKER: b"new", "t.csv": b"new"} and os.listdir(tmp_path) == ["report"]
 
 
@@ -106,13 +106,13 @@ def test_a_folder_of_other_files_or_a_file_is_refused(tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "thesis.tex").write_text("precious")
     with pytest.raises(HeadscopeError, match="holds files but no results.json"):
-        io.write_folder_atomic(tmp_path / "mine", lambda tmp: None, MARKER)
+        files.write_folder_atomic(tmp_path / "mine", lambda tmp: None, MARKER)
     (tmp_path / "file").write_text("x")
     with pytest.raises(HeadscopeError, match="it is a file"):
-        io.check_folder_replaceable(tmp_path / "file", MARKER)
+        files.check_folder_replaceable(tmp_path / "file", MARKER)
     assert (tmp_path / "mine" / "thesis.tex").read_text() == "precious"
     (tmp_path / "empty").mkdir()
-    assert io.check_folder_replaceable(tmp_path / "empty", MARKER) == tmp_path / "empty"
+    assert files.check_folder_replaceable(tmp_path / "empty", MARKER) == tmp_path / "empty"
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
@@ -122,7 +122,7 @@ def test_a_read_only_parent_is_refused_before_any_work(tmp_path):
     locked.chmod(0o555)
     try:
         with pytest.raises(HeadscopeError, match="read-only"):
-            io.check_folder_replaceable(locked / "a" / "report", MARKER)
+            files.check_folder_replaceable(locked / "a" / "report", MARKER)
     finally:
         locked.chmod(0o755)
 
@@ -153,7 +153,7 @@ def test_sigkill_part_way_leaves_the_earlier_folder_and_the_next_run_cleans_up(t
     assert _tree(out) == {MARKER: b"old", "t.csv": b"old"}
     (leftover,) = [p.name for p in tmp_path.iterdir() if p.name.startswith(".report.partial-")]
     assert leftover.startswith(f".report.partial-{child.pid}-")
-    io.write_folder_atomic(out, lambda tmp: _report(tmp, "next"), MARKER)
+    files.write_folder_atomic(out, lambda tmp: _report(tmp, "next"), MARKER)
     assert sorted(os.listdir(tmp_path)) == ["report", "writer.py"]
     assert _tree(out) == {MARKER: b"next", "t.csv": b"next"}
 
@@ -161,7 +161,7 @@ def test_sigkill_part_way_leaves_the_earlier_folder_and_the_next_run_cleans_up(t
 def test_a_live_runs_temporary_folder_is_left_alone(tmp_path):
     mine = tmp_path / f".report.partial-{os.getpid()}-abc"
     mine.mkdir()
-    io.write_folder_atomic(tmp_path / "report", lambda tmp: _report(tmp, "x"), MARKER)
+    files.write_folder_atomic(tmp_path / "report", lambda tmp: _report(tmp, "x"), MARKER)
     assert mine.is_dir()
 
 
@@ -170,6 +170,6 @@ def test_a_symlinked_out_folder_is_replaced_where_it_points(tmp_path):
     _report(real, "old")
     link = tmp_path / "report"
     link.symlink_to(real, target_is_directory=True)
-    assert io.write_folder_atomic(link, lambda tmp: _report(tmp, "new"), MARKER) == real
+    assert files.write_folder_atomic(link, lambda tmp: _report(tmp, "new"), MARKER) == real
     assert link.is_symlink() and _tree(link) == {MARKER: b"new", "t.csv": b"new"}
     assert sorted(os.listdir(real.parent)) == ["report"]
