@@ -23,15 +23,15 @@ from headscope.scores.circuit import mib
 EFFICIENCY = {"OV pass": 0.5, "capture": 0.6, "knockouts": 0.6, "circuit": 0.3, "scatter": 0.2}
 # Seconds of work besides the products, per call of the phase (fitted on the organism's report).
 CALL_SECONDS = {
-    "OV pass": 1.0,  # per score set: targets, tables
+    "OV pass": 0.1,  # per score set: targets, tables
     "capture": 0.02,  # per batch of 16 prompts
     "OV tables": 0.4,  # per task
     "DLA": 0.2,
     "knockouts": 0.012,  # per component knocked out, per batch
-    "circuit": 0.06,  # per pass (eap-ig step, exact edge, curve point), per batch of 16
-    "scatter": 0.6,  # per head scattered (its bootstrap)
+    "circuit": 0.02,  # per pass (eap-ig step, exact edge, curve point), per batch of 16
+    "scatter": 0.1,  # per head scattered (its bootstrap)
     "atlas": 1.0,
-    "page": 6.0,
+    "page": 5.0,
 }
 BATCH = 16
 

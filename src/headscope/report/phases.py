@@ -23,7 +23,7 @@ from headscope.report.compute import (
 from headscope.tasks.dataset import Dataset
 
 ATLAS_ROWS = 470  # the library's source tokens, about (the plan counts no spelling)
-SCATTERED = 4  # heads a task's scatter draws, about (the page's top heads)
+SECTIONS = 3  # sections whose leading heads a larger model's scatter draws, about
 CAST_MOVERS = 2  # labelled movers a task's cast reads, about (the plan runs before any label)
 
 
@@ -78,7 +78,8 @@ def task_phases(
     found += _knockouts(model, name, min(options.knockout_n, data.n), one, options, rate)
     found += _circuit(model, name, data, one, options, rate)
     found += _cast(model, name, data, one, options, rate)
-    found.append(_phase("scatter", name, SCATTERED, "heads", 0.0, rate, SCATTERED))
+    scattered = _scattered(model, options)
+    found.append(_phase("scatter", name, scattered, "heads", 0.0, rate, scattered))
     return found
 
 
@@ -120,6 +121,13 @@ def _cast(model: Model, name: str, data: Dataset, one: float, options, rate: flo
     passes = 2 + candidates + 1 + movers + candidates + movers * candidates
     calls = passes * ceil(prompts / cost.BATCH)
     return [_phase("cast", name, movers * candidates, "pairs", passes * prompts * one, rate, calls)]
+
+
+def _scattered(model: Model, options: ReportOptions) -> int:
+    """Heads a task's scatter draws: every head of a small model (`selection.pickable_heads`), else
+    the sections' leading heads, about."""
+    heads = model.n_layers * model.n_heads
+    return heads if heads <= options.every_head_up_to else SECTIONS * options.top_heads
 
 
 def _edges(model: Model) -> int:
