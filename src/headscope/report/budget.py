@@ -2,10 +2,11 @@
 
 `fit` tries the report's sample sizes from the largest (the options as given) down a fixed
 ladder and keeps the first whose predicted time fits the budget: fewer knockout prompts, fewer
-circuit prompts, fewer prompts per task, then the circuit left out, then the knockouts. What the
-budget leaves out is recorded (`ReportOptions.budget_notes`) and shown as a `not_computed` row,
-never silently. The sizes are a function of the budget, the shapes and the measured product
-rate alone, and are recorded in the run, so `--from`, merging and sweeps need no rerun.
+heads knocked out exactly (the others screened to first order), fewer circuit prompts, fewer
+prompts per task, then the circuit left out, then the knockouts. What the budget leaves out is
+recorded (`ReportOptions.budget_notes`) and shown as a `not_computed` row, never silently. The
+sizes are a function of the budget, the shapes and the product rate measured at the start, and
+are recorded in the run, so `--from`, merging and sweeps need no rerun.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 
 from headscope.models.loading import Model
-from headscope.report.compute import ReportOptions, circuit_prompts
+from headscope.report.compute import ReportOptions, circuit_prompts, knockout_exact
 from headscope.report.phases import phases_of
 from headscope.tasks.dataset import Dataset
 
 DEFAULT_BUDGET = 300.0  # seconds: a few minutes on a laptop for a 100M-300M model
 KNOCKOUT_LADDER = (32, 24, 16)  # prompts: 16 keeps a t interval over prompts meaningful
+EXACT_LADDER = (4,)  # heads knocked out exactly besides the named ones, the others screened
 CIRCUIT_LADDER = (32, 16, 8, 4)
 PROMPT_LADDER = (200, 100)  # at 50 a label near its threshold flipped on the organism (test_calibration)
 
@@ -41,13 +43,23 @@ def _ladder(model: Model, options: ReportOptions) -> Iterator[ReportOptions]:
     """The options as given, then each step that asks for less (a size already below a step's is
     kept, so an automatic size is replaced only by a smaller one)."""
     yield options
-    steps = [("knockout_n", k) for k in KNOCKOUT_LADDER] + [("circuit_n", c) for c in CIRCUIT_LADDER]
+    steps = [("knockout_n", k) for k in KNOCKOUT_LADDER] + [("knockout_exact", e) for e in EXACT_LADDER]
+    steps += [("circuit_n", c) for c in CIRCUIT_LADDER]
     steps += [("n", n) for n in PROMPT_LADDER] + [("circuit_n", 0), ("knockout_n", 0)]
     for name, size in steps:
-        now = circuit_prompts(model, options.circuit_n) if name == "circuit_n" else getattr(options, name)
-        if size < now:
+        if size < _now(model, options, name):
             options = replace(options, **{name: size})
             yield options
+
+
+def _now(model: Model, options: ReportOptions, name: str) -> int:
+    """The size `name` has under `options` (automatic sizes resolved as the report resolves them)."""
+    if name == "circuit_n":
+        return circuit_prompts(model, options.circuit_n)
+    if name == "knockout_exact":
+        top = knockout_exact(model, options.knockout_exact)
+        return model.n_layers * model.n_heads if top is None else top
+    return getattr(options, name)
 
 
 def _notes(asked: ReportOptions, chosen: ReportOptions, budget: float) -> tuple[tuple[str, str], ...]:
