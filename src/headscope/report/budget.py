@@ -56,9 +56,9 @@ def _now(model: Model, options: ReportOptions, name: str) -> int:
     """The size `name` has under `options` (automatic sizes resolved as the report resolves them)."""
     if name == "circuit_n":
         return circuit_prompts(model, options.circuit_n)
-    if name == "knockout_exact":
+    if name == "knockout_exact":  # a model knocked out whole (at most 48 heads) is cheap: never screened
         top = knockout_exact(model, options.knockout_exact)
-        return model.n_layers * model.n_heads if top is None else top
+        return 0 if top is None else top
     return getattr(options, name)
 
 
