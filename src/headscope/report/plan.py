@@ -36,6 +36,7 @@ from headscope.tasks.registry import get_task
 from headscope.tasks.task import Task
 
 OnPhase = Callable[[Phase], None]
+UNMEASURED_RATE = 1e11  # FLOP/s: prices a plan that no budget reads (build_run), without measuring
 
 
 @dataclass(frozen=True)
@@ -197,8 +198,9 @@ def _atlas(model: Model, options: ReportOptions, computed, say: Say) -> dict[str
 
 def build_run(model: Model, tasks: Sequence[Task], options: ReportOptions, say: Say = print) -> Run:
     """Every table of the report for `model` on `tasks` (named in `options.tasks`), at the counts
-    of `options` (no budget): `run_plan(plan_report(...))`."""
-    plan = plan_report(model, list(tasks), replace(options, tasks=options.tasks), say=say, rate=1e11)
+    of `options` (no budget): `run_plan(plan_report(...))`. With no budget the predicted costs
+    decide nothing, so no product rate is measured (`UNMEASURED_RATE` prices the phases)."""
+    plan = plan_report(model, list(tasks), options, say=say, rate=UNMEASURED_RATE)
     return run_plan(replace(plan, options=replace(plan.options, tasks=options.tasks)), say)
 
 
