@@ -28,6 +28,7 @@ from headscope.report.cost import product_rate
 from headscope.report.phases import Phase, phases_of
 from headscope.report.selection import compare_tasks, head_card
 from headscope.report.task_choice import RULE, default_tasks
+from headscope.report.workers import forked_map, in_order, task_workers
 from headscope.run import Run, plain_record
 from headscope.scores import atlas, ov
 from headscope.scores.ov_shared import shared_ranks
@@ -109,14 +110,9 @@ def run_plan(
     task_passes, atlas_pass = ov_pass(model, plan.datasets, options, say)
     done(_phase(plan, "OV pass"))
     per_task: dict[str, list[pd.DataFrame]] = {}
-    for dataset in plan.datasets:
-        say(f"task {dataset.task.name}: {dataset.n} prompts")
-        found = analyse_task(model, dataset, options, say, task_passes.get(dataset.task.name))
+    for dataset, found in zip(plan.datasets, _analysed(plan, task_passes, say, done), strict=True):
         for table_name, table in found.items():
             per_task.setdefault(table_name, []).append(table.assign(task=dataset.task.name))
-        for phase in plan.phases:
-            if phase.task == dataset.task.name:
-                done(phase)
     run = _run(model, plan, per_task, _atlas(model, options, atlas_pass, say))
     done(_phase(plan, "atlas"))
     if out is not None:
@@ -125,6 +121,28 @@ def run_plan(
         write_report(run, out, say, pngs=pngs)
         done(_phase(plan, "page"))
     return run
+
+
+def _analysed(plan: ReportPlan, passes: dict[str, ov.OVPass], say: Say, done: OnPhase) -> list[dict]:
+    """Each task's tables (`compute.analyse_task`), in the plan's order; side by side in forked
+    processes where the model runs on one thread and cores are idle (`workers`). Each task's
+    console lines are said, and its phases marked done, once it and every task before it are done."""
+    model, options = plan.model, plan.options
+
+    def job(dataset: Dataset) -> tuple[list[str], dict[str, pd.DataFrame]]:
+        lines: list[str] = [f"task {dataset.task.name}: {dataset.n} prompts"]
+        return lines, analyse_task(model, dataset, options, lines.append, passes.get(dataset.task.name))
+
+    def finished(index: int, result: tuple[list[str], dict]) -> None:
+        for line in result[0]:
+            say(line)
+        for phase in plan.phases:
+            if phase.task == plan.datasets[index].task.name:
+                done(phase)
+
+    costs = [sum(p.seconds for p in plan.phases if p.task == d.task.name) for d in plan.datasets]
+    count = task_workers(model.device, len(plan.datasets))
+    return [found for _, found in forked_map(job, plan.datasets, costs, count, in_order(finished))]
 
 
 def _phase(plan: ReportPlan, name: str) -> Phase:

@@ -1,0 +1,76 @@
+"""The report's tasks in forked processes: the same results as one after another, shared out by
+predicted cost, errors raised in the parent."""
+
+from __future__ import annotations
+
+import re
+
+import pandas.testing as pdt
+import pytest
+import torch
+
+from headscope.models.loading import load_model
+from headscope.report import compute, plan, workers
+
+RATE = 5e10
+QUIET = dict(say=lambda message: None)
+
+
+def test_shares_give_the_costliest_item_first_to_the_least_loaded_worker():
+    assert workers.shares([5.0, 1.0, 1.0, 4.0], 2) == [[0, 2], [1, 3]]  # 5 | 4, then 1 -> 4+1, 1 -> 5+1
+    assert workers.shares([1.0, 1.0, 1.0], 2) == [[0, 2], [1]]
+    assert workers.shares([1.0], 4) == [[0]]  # no empty worker
+
+
+def test_forked_map_equals_the_plain_map_and_reports_each_result_once():
+    offset = torch.arange(3)  # a closure over a tensor: fork copies it, nothing is pickled in
+    job = lambda i: (offset + i).tolist()  # noqa: E731
+    seen: list[int] = []
+    got = workers.forked_map(job, list(range(7)), [1.0] * 7, 2, lambda index, result: seen.append(index))
+    assert got == [job(i) for i in range(7)]
+    assert sorted(seen) == list(range(7))
+
+
+def test_an_error_in_a_worker_is_raised_here_with_its_traceback():
+    def job(i: int) -> int:
+        if i == 3:
+            raise ValueError("item 3 is bad")
+        return i
+
+    with pytest.raises(ValueError, match="item 3 is bad") as raised:
+        workers.forked_map(job, list(range(5)), [1.0] * 5, 2)
+    assert any("report worker" in note for note in getattr(raised.value, "__notes__", []))
+
+
+def test_one_worker_runs_here_in_order():
+    seen: list[int] = []
+    assert workers.forked_map(lambda i: i * i, [1, 2, 3], [1.0] * 3, 1, lambda i, r: seen.append(i)) == [
+        1,
+        4,
+        9,
+    ]
+    assert seen == [0, 1, 2]
+
+
+def test_tasks_side_by_side_give_the_tables_of_tasks_one_after_another(monkeypatch):
+    model = load_model("organism")
+    options = compute.ReportOptions(tasks=("ioi", "seq-digits", "induction"), n=12, n_boot=20, circuit_n=4)
+    found = plan.plan_report(model, None, options, rate=RATE, **QUIET)
+    monkeypatch.setattr(plan, "task_workers", lambda device, tasks: 1)
+    alone = plan.run_plan(found, **QUIET)
+    monkeypatch.setattr(plan, "task_workers", lambda device, tasks: 2)
+    said: list[str] = []
+    together = plan.run_plan(found, said.append)
+    assert sorted(together.tables) == sorted(alone.tables)
+    for name, table in alone.tables.items():  # the same computation on the same thread count
+        pdt.assert_frame_equal(together.tables[name], table, check_exact=True, obj=name)
+    starts = [line for line in said if re.fullmatch(r"task \S+: \d+ prompts", line)]
+    assert [line.split(":")[0] for line in starts] == ["task ioi", "task seq-digits", "task induction"]
+
+
+def test_in_order_holds_a_result_until_the_earlier_ones_arrive():
+    seen: list[tuple[int, str]] = []
+    arrived = workers.in_order(lambda index, result: seen.append((index, result)))
+    for index in (2, 0, 3, 1):
+        arrived(index, f"r{index}")
+    assert seen == [(0, "r0"), (1, "r1"), (2, "r2"), (3, "r3")]
