@@ -317,3 +317,23 @@ def test_with_support_without_behaviour_tables_says_not_measured_and_thresholds_
     found = with_support(label_heads(pd.DataFrame(), pd.DataFrame(), detectors, None), _behaviour_tables())
     # a previous-token head reads no DLA (it acts through other heads): knockout and edges only
     assert found["support"].tolist() == ["attention only"] and "DLA" not in found["behaviour"].iloc[0]
+
+
+def test_a_beside_row_adds_its_kind_to_support_only_where_it_holds():
+    # Two successors (within-set next 90 of 100); 0.0 reads x4 (the sequence tasks' contrast role)
+    # 0.80, 0.1 only 0.10: its failing attention row is shown but its kind does not agree.
+    within = {(0, 0, "next", 1): 90, (0, 1, "next", 1): 90}
+    ov = _ov([(0, h, "next", 1, 0.9) for h in range(2)], within=within)
+    attention = _attention([(0, 0, "end", "x4", 0.8), (0, 1, "end", "x4", 0.1)])
+    table = label_heads(ov, attention, pd.DataFrame(), None, contrast_role="x4")
+    rows = table.set_index("head")
+    assert rows.loc[0, "attention"] == "attention end->x4 0.80 >= 0.30 (beside)"
+    assert rows.loc[1, "attention"] == "attention end->x4 0.10 < 0.30 (beside)"
+    assert table["support"].tolist() == ["weights+attention", "weights only"]
+    assert rows.loc[1, "evidence"].endswith(rows.loc[1, "attention"])
+    # behaviour agrees for both (0.0: knockout 0.60; 0.1: its edge 0.9 of 2.0); 0.1's attention still not
+    supported = with_support(table, _behaviour_tables())
+    assert supported["support"].tolist() == ["weights+attention+behaviour", "weights+behaviour"]
+    # without a contrast role the beside row has no value: not shown, not counted
+    alone = label_heads(ov, attention, pd.DataFrame(), None)
+    assert alone["attention"].tolist() == ["", ""] and set(alone["support"]) == {"weights only"}

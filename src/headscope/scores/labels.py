@@ -64,9 +64,11 @@ class Rule:
     """One condition of one label: `column` (of the head's wide score table) compared with a
     threshold (a LabelThresholds field) or with another column (`other`: skipped where missing).
     `chance`: the column of the binomial test's chance level (None: the score is a mean, no test).
-    `required` False: shown beside the label's evidence, not a condition. `step`: "scores" (named by
-    `label_heads` from weights and attention) or "circuit" (the cast, named by `cast.cast_labels`
-    after the edges and knockouts: its required rows name it, the others add their kind to support)."""
+    `required` False: shown beside the label's evidence, not a condition; it adds its kind to
+    `support` where it holds and the kind has no required rows (`kind_agrees`). `step`: "scores"
+    (named by `label_heads` from weights and attention) or "circuit" (the cast, named by
+    `cast.cast_labels` after the edges and knockouts: its required rows name it, the others add
+    their kind to support where every row of the kind holds)."""
 
     label: str
     kind: Kind
@@ -112,9 +114,13 @@ RULES: tuple[Rule, ...] = (
     *_behaviour("copy suppression"),
     Rule("successor", "weights", "next_within", "within-set next", "within", chance="next_within_chance"),
     Rule("successor", "weights", "next", "top-k next", "next", required=False),
+    Rule("successor", "attention", "contrast_attention", "attention end->{C}", "answer_attention",
+         required=False),  # the sequence tasks' C is x4, the item whose successor is the answer
     *_behaviour("successor"),
     Rule("predecessor", "weights", "prev_within", "within-set prev", "within", chance="prev_within_chance"),
     Rule("predecessor", "weights", "prev", "top-k prev", "next", required=False),
+    Rule("predecessor", "attention", "contrast_attention", "attention end->{C}", "answer_attention",
+         required=False),
     *_behaviour("predecessor"),
     Rule("induction", "attention", "induction", "induction", "detector"),
     *_behaviour("induction", dla=False),
@@ -247,8 +253,8 @@ def rule_text(rule: Rule, row, t: LabelThresholds, roles: dict[str, str], beside
     name = rule.text.format(**roles)
     if rule.threshold is None:
         return f"{name} {value_of(row, rule.other or ''):.2f}" if held is not None else ""
-    if value is None:
-        return f"{name} missing"
+    if value is None:  # a required value missing says so; a missing beside value is not shown
+        return f"{name} missing" if rule.required else ""
     text = f"{name} {value:.2f} {rule.comparison if held else '<'} {getattr(t, rule.threshold):.2f}"
     chance = value_of(row, f"{rule.column}_chance") if rule.chance is not None else None
     text += f" (chance {chance:.2f})" if chance is not None else ""
@@ -284,11 +290,24 @@ def _kind_text(label: str, kind: Kind, row, t: LabelThresholds, roles: dict[str,
     return "; ".join(filter(None, (rule_text(r, row, t, roles) for r in rules_of(label, kind))))
 
 
+def kind_agrees(label: str, kind: Kind, row, t: LabelThresholds) -> bool:
+    """Whether one kind of a label's evidence agrees: its required rows hold (every threshold met,
+    no comparison False) where it has any; else at least one of its rows (all shown beside) holds.
+    A failing beside row stays in the kind's text but adds nothing; a kind without rows never agrees."""
+    rules = rules_of(label, kind)
+    required = [r for r in rules if r.required]
+    if not required:
+        return any(holds(r, row, t) for r in rules)
+    held = [holds(r, row, t) for r in required]
+    compared = [h for r, h in zip(required, held, strict=True) if r.threshold is not None]
+    return bool(compared) and all(compared) and all(h is not False for h in held)
+
+
 def _label_row(label: str, row, t: LabelThresholds, roles: dict[str, str]) -> dict:
     texts = {kind: _kind_text(label, kind, row, t, roles) for kind in ("weights", "attention")}
     tested = [r for r in _naming_rules(label) if r.chance is not None and r.required]
     stats = {s: value_of(row, f"{tested[0].column}_{s}") if tested else None for s in STAT_COLUMNS}
-    kinds = [kind for kind in texts if texts[kind]]
+    kinds = [kind for kind in texts if kind_agrees(label, kind, row, t)]
     return {
         "layer": int(row["layer"]),
         "head": int(row["head"]),
@@ -297,7 +316,7 @@ def _label_row(label: str, row, t: LabelThresholds, roles: dict[str, str]) -> di
         **texts,
         "behaviour": "not measured",
         **{s: np.nan if v is None else v for s, v in stats.items()},
-        "evidence": "; ".join(texts[kind] for kind in kinds),
+        "evidence": "; ".join(texts[kind] for kind in texts if texts[kind]),
     }
 
 
@@ -449,7 +468,8 @@ def with_support(
         head = (row["layer"], row["head"])
         values = scores.loc[head] if head in scores.index else pd.Series(dtype=float)
         verdict, behaviour = _behaviour_of(row["label"], values, thresholds)
-        kinds = [k for k in ("weights", "attention") if row.get(k)] + ["behaviour"] * (verdict == "agrees")
+        named = [k for k in support_kinds(row["support"]) if k != "behaviour"]  # `label_heads`'s
+        kinds = named + ["behaviour"] * (verdict == "agrees")
         measured = behaviour if verdict != "not measured" else ""
         evidence = "; ".join(filter(None, (row.get("weights"), row.get("attention"), measured)))
         rows.append(row | {"support": support_of(kinds), "behaviour": behaviour, "evidence": evidence})
