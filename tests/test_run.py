@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from headscope.run import RESULTS_FILE, Run, RunError, load_run
+from headscope.run import RESULTS_FILE, Run, RunError, _table_record, load_run
 from headscope.run_tables import TABLES
 
 
@@ -117,3 +117,10 @@ def test_an_empty_table_or_one_not_in_the_registry_is_not_checked(tmp_path):
     tables = {"evaluation": pd.DataFrame({"task": []}), "mine": pd.DataFrame({"x": [1]})}
     Run(tables, {}, {}, 0).save(tmp_path)
     assert set(load_run(tmp_path).tables) == {"evaluation", "mine"}
+
+
+def test_a_string_column_is_recorded_as_its_object_twin_is():
+    values = ["a", None, "b"]
+    arrow = pd.DataFrame({"name": pd.array(values, dtype="string")})
+    plain = pd.DataFrame({"name": pd.Series(values, dtype=object)})
+    assert _table_record(arrow)["rows"] == _table_record(plain)["rows"] == [["a"], [None], ["b"]]

@@ -212,7 +212,10 @@ def _table_from_record(record: dict) -> pd.DataFrame:
 
 def _plain_column(column: pd.Series) -> list:
     """`_plain` of every value of a column, in the order itertuples gives them: numpy numbers
-    converted a column at a time (non-finite floats as null), other types value by value."""
+    converted a column at a time (non-finite floats as null), strings likewise, other types value
+    by value."""
+    if isinstance(column.dtype, pd.StringDtype):  # str or missing: no value needs unwrapping
+        return column.to_numpy(dtype=object, na_value=None).tolist()
     values = column.to_numpy() if column.dtype.kind in "fiub" and isinstance(column.dtype, np.dtype) else None
     if values is None:
         return [_plain(value) for value in column]
