@@ -25,6 +25,7 @@ TABLES = {  # table: (key columns, value column)
     "role_attention": (["task", "layer", "head", "query_role", "key_role"], "attention"),
 }
 QUIET = dict(say=lambda message: None)
+PINNED = dict(rate=RATE, workers=1)  # the sizes depend on neither this machine's speed nor its load
 ORGANISM_TASKS = ["ioi", "recency", "seq-digits", "seq-numwords", "seq-months", "seq-days", "induction"]
 
 
@@ -32,9 +33,9 @@ def _runs(model, tasks: list[str], n: int):
     """The exhaustive run (`n` prompts, 32 for knockouts) and the run the plan fits to a budget: the
     predicted time of the ladder's 100 prompts and 16 knockout prompts, which it must then choose."""
     asked = ReportOptions(tasks=(), n=n, knockout_n=32, circuit_n=0, n_boot=50, example_prompts=2)
-    full = plan.plan_report(model, tasks, asked, rate=RATE, **QUIET)
-    floor = plan.plan_report(model, tasks, replace(asked, n=100, knockout_n=16), rate=RATE, **QUIET)
-    small = plan.plan_report(model, tasks, asked, floor.seconds + 1e-6, rate=RATE, **QUIET)
+    full = plan.plan_report(model, tasks, asked, **PINNED, **QUIET)
+    floor = plan.plan_report(model, tasks, replace(asked, n=100, knockout_n=16), **PINNED, **QUIET)
+    small = plan.plan_report(model, tasks, asked, floor.seconds + 1e-6, **PINNED, **QUIET)
     assert (small.options.n, small.options.knockout_n) == (100, 16)  # fewer of each, as budgeted
     return plan.run_plan(full, **QUIET), plan.run_plan(small, **QUIET), small.options
 

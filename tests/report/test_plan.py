@@ -20,6 +20,7 @@ TASKS = ("ioi", "seq-digits")
 OV_TABLES = ("ov_scores", "ov_per_token", "ov_categories", "ov_keywords", "atlas", "atlas_cards")
 RATE = 5e10  # FLOP/s: a fixed rate, so the sizes do not depend on this machine's speed
 QUIET = dict(say=lambda message: None)
+PINNED = dict(rate=RATE, workers=1)  # the sizes depend on neither this machine's speed nor its load
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def _options(**more) -> compute.ReportOptions:
 
 def test_the_one_ov_pass_gives_the_tables_each_step_computes_alone(organism):
     said: list[str] = []
-    found = plan.plan_report(organism, list(TASKS), _options(), say=said.append, rate=RATE)
+    found = plan.plan_report(organism, list(TASKS), _options(), say=said.append, **PINNED)
     together = plan.run_plan(found, said.append)
     assert any("one pass over the vocabulary for 3 score sets" in line for line in said)
     alone = {}  # each task's OV step and the atlas with no pass handed to them: each its own
@@ -51,7 +52,7 @@ def test_the_one_ov_pass_gives_the_tables_each_step_computes_alone(organism):
 
 
 def test_the_plan_lists_every_phase_of_every_task_with_its_sample(organism):
-    found = plan.plan_report(organism, list(TASKS), _options(knockout_n=8, circuit_n=4), rate=RATE, **QUIET)
+    found = plan.plan_report(organism, list(TASKS), _options(knockout_n=8, circuit_n=4), **PINNED, **QUIET)
     table = found.table()
     for task in TASKS:
         listed = set(table[table["task"] == task]["phase"])
@@ -69,7 +70,7 @@ def test_a_budget_shrinks_the_sizes_in_order_and_notes_what_it_leaves_out(organi
     asked = _options(n=64, knockout_n=32, circuit_n=32)
     sizes = []
     for seconds in (1e6, 60, 20, 1e-3):
-        found = plan.plan_report(organism, list(TASKS), asked, seconds, rate=RATE, **QUIET)
+        found = plan.plan_report(organism, list(TASKS), asked, seconds, **PINNED, **QUIET)
         o = found.options
         sizes.append((o.n, o.knockout_n, o.circuit_n))
         assert o.budget == seconds
@@ -80,12 +81,12 @@ def test_a_budget_shrinks_the_sizes_in_order_and_notes_what_it_leaves_out(organi
             assert [a for a, _ in o.budget_notes] == ["circuit", "knockouts"]
     for bigger, smaller in zip(sizes, sizes[1:], strict=False):  # a smaller budget never asks for more
         assert all(b >= s for b, s in zip(bigger, smaller, strict=True))
-    same = plan.plan_report(organism, list(TASKS), asked, 20, rate=RATE, **QUIET)
-    assert same.options == plan.plan_report(organism, list(TASKS), asked, 20, rate=RATE, **QUIET).options
+    same = plan.plan_report(organism, list(TASKS), asked, 20, **PINNED, **QUIET)
+    assert same.options == plan.plan_report(organism, list(TASKS), asked, 20, **PINNED, **QUIET).options
 
 
 def test_what_the_budget_leaves_out_is_a_not_computed_row_of_each_task(organism):
-    found = plan.plan_report(organism, ["ioi"], _options(knockout_n=8, circuit_n=4), 1e-3, rate=RATE, **QUIET)
+    found = plan.plan_report(organism, ["ioi"], _options(knockout_n=8, circuit_n=4), 1e-3, **PINNED, **QUIET)
     run = plan.run_plan(found, **QUIET)
     rows = run.table("not_computed")
     assert set(rows["analysis"]) == {"circuit", "knockouts"} and set(rows["task"]) == {"ioi"}
@@ -94,7 +95,7 @@ def test_what_the_budget_leaves_out_is_a_not_computed_row_of_each_task(organism)
 
 
 def test_the_default_tasks_record_the_rule_the_run_used(organism):
-    found = plan.plan_report(organism, None, compute.ReportOptions(tasks=(), n=8), rate=RATE, **QUIET)
+    found = plan.plan_report(organism, None, compute.ReportOptions(tasks=(), n=8), **PINNED, **QUIET)
     assert found.options.task_rule == RULE
     assert "seq-letters" in dict(found.options.left_out)  # the organism never learnt it
     assert [data.task.name for data in found.datasets] == list(found.options.tasks)

@@ -3,6 +3,7 @@ predicted cost, errors raised in the parent."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pandas.testing as pdt
@@ -52,15 +53,13 @@ def test_one_worker_runs_here_in_order():
     assert seen == [0, 1, 2]
 
 
-def test_tasks_side_by_side_give_the_tables_of_tasks_one_after_another(monkeypatch):
+def test_tasks_side_by_side_give_the_tables_of_tasks_one_after_another():
     model = load_model("organism")
     options = compute.ReportOptions(tasks=("ioi", "seq-digits", "induction"), n=12, n_boot=20, circuit_n=4)
-    found = plan.plan_report(model, None, options, rate=RATE, **QUIET)
-    monkeypatch.setattr(plan, "task_workers", lambda device, tasks: 1)
+    found = plan.plan_report(model, None, options, rate=RATE, workers=1, **QUIET)
     alone = plan.run_plan(found, **QUIET)
-    monkeypatch.setattr(plan, "task_workers", lambda device, tasks: 2)
     said: list[str] = []
-    together = plan.run_plan(found, said.append)
+    together = plan.run_plan(dataclasses.replace(found, workers=2), said.append)
     assert sorted(together.tables) == sorted(alone.tables)
     for name, table in alone.tables.items():  # the same computation on the same thread count
         pdt.assert_frame_equal(together.tables[name], table, check_exact=True, obj=name)
@@ -74,3 +73,17 @@ def test_in_order_holds_a_result_until_the_earlier_ones_arrive():
     for index in (2, 0, 3, 1):
         arrived(index, f"r{index}")
     assert seen == [(0, "r0"), (1, "r1"), (2, "r2"), (3, "r3")]
+
+
+def test_the_plans_wall_time_is_the_model_phases_and_the_longest_share():
+    from headscope.report.phases import Phase, wall_seconds
+
+    phases = [Phase("OV pass", "", 1, "rows", 0.0, 2.0)]
+    phases += [
+        Phase(name, task, 1, "prompts", 0.0, s)
+        for task, s in (("a", 5), ("b", 4), ("c", 1))
+        for name in ("x", "y")
+    ]
+    assert wall_seconds(phases, 1) == pytest.approx(2.0 + 20.0)
+    # shares: a (10) | b (8) + c (2): the longest is 10, over the efficiency of two processes
+    assert wall_seconds(phases, 2) == pytest.approx(2.0 + 10.0 / workers.PARALLEL_EFFICIENCY)

@@ -106,8 +106,9 @@ def _show_plan(found: ReportPlan, name: str) -> None:
     budget = found.options.budget
     say(
         f"model {name}: {model.n_layers} layers x {model.n_heads} heads, on {model.device.type} "
-        f"({threads} CPU thread{'s' if threads > 1 else ''}, {found.rate / 1e9:.0f} GFLOP/s measured); "
-        f"plan: {found.seconds:.0f} s predicted"
+        f"({threads} CPU thread{'s' if threads > 1 else ''}, {found.rate / 1e9:.0f} GFLOP/s measured)"
+        + (f", tasks in {found.workers} processes" if found.workers > 1 else "")
+        + f"; plan: {found.seconds:.0f} s predicted"
         + (f" for a budget of {budget:g} s" if budget is not None else " (exhaustive)")
     )
     print_table(found.table(), title="plan", limit=200)
@@ -115,6 +116,6 @@ def _show_plan(found: ReportPlan, name: str) -> None:
 
 def _run(found: ReportPlan, out: Path, png: bool) -> tuple[Run, Path]:
     """The plan run, with one progress bar over its predicted seconds on a terminal."""
-    with plan_progress(found.seconds) as advance:
+    with plan_progress(sum(phase.seconds for phase in found.phases)) as advance:  # the work, phase by phase
         run = run_plan(found, say, out=out, pngs=png, on_phase=lambda phase: advance(phase.seconds))
     return run, out / PAGE_FILE

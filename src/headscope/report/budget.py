@@ -16,7 +16,7 @@ from dataclasses import replace
 
 from headscope.models.loading import Model
 from headscope.report.compute import ReportOptions, circuit_prompts, knockout_exact
-from headscope.report.phases import phases_of
+from headscope.report.phases import phases_of, wall_seconds
 from headscope.tasks.dataset import Dataset
 
 DEFAULT_BUDGET = 300.0  # seconds: a few minutes on a laptop for a 100M-300M model
@@ -27,14 +27,19 @@ PROMPT_LADDER = (200, 100)  # at 50 a label near its threshold flipped on the or
 
 
 def fit(
-    model: Model, datasets: Sequence[Dataset], options: ReportOptions, budget: float, rate: float
+    model: Model,
+    datasets: Sequence[Dataset],
+    options: ReportOptions,
+    budget: float,
+    rate: float,
+    workers: int = 1,
 ) -> ReportOptions:
-    """The largest sample sizes on the ladder whose predicted time is within `budget` seconds
-    (the smallest, with a note, when none is)."""
+    """The largest sample sizes on the ladder whose predicted wall time (tasks shared out to
+    `workers` processes) is within `budget` seconds (the smallest, with a note, when none is)."""
     chosen = options
     for chosen in _ladder(model, options):
         sized = [data.subset(chosen.n) for data in datasets]
-        if sum(p.seconds for p in phases_of(model, sized, chosen, rate)) <= budget:
+        if wall_seconds(phases_of(model, sized, chosen, rate), workers) <= budget:
             break
     return replace(chosen, budget=float(budget), budget_notes=_notes(options, chosen, budget))
 

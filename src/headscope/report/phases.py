@@ -20,6 +20,7 @@ from headscope.report.compute import (
     circuit_prompts,
     knockout_exact,
 )
+from headscope.report.workers import PARALLEL_EFFICIENCY, shares
 from headscope.tasks.dataset import Dataset
 
 ATLAS_ROWS = 470  # the library's source tokens, about (the plan counts no spelling)
@@ -145,3 +146,16 @@ def _rows(data: Dataset, options: ReportOptions) -> int:
 def _phase(name: str, task: str, units: int, unit: str, flops: float, rate: float, calls: int) -> Phase:
     seconds = flops / (rate * cost.EFFICIENCY.get(name, 1.0)) + calls * cost.CALL_SECONDS.get(name, 0.0)
     return Phase(name, task, units, unit, flops, seconds)
+
+
+def wall_seconds(phases: Sequence[Phase], workers: int = 1) -> float:
+    """The predicted wall time: the model-wide phases one after another, the tasks' phases shared
+    out to `workers` processes as `workers.shares` shares them (the longest share, over
+    PARALLEL_EFFICIENCY where there is more than one)."""
+    tasks = list(dict.fromkeys(p.task for p in phases if p.task))
+    alone = sum(p.seconds for p in phases if not p.task)
+    costs = [sum(p.seconds for p in phases if p.task == task) for task in tasks]
+    if workers < 2 or len(tasks) < 2:
+        return alone + sum(costs)
+    longest = max(sum(costs[i] for i in part) for part in shares(costs, workers))
+    return alone + longest / PARALLEL_EFFICIENCY

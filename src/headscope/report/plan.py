@@ -25,7 +25,7 @@ from headscope.report import budget as _budget
 from headscope.report.budget import DEFAULT_BUDGET
 from headscope.report.compute import ReportOptions, Say, analyse_task
 from headscope.report.cost import product_rate
-from headscope.report.phases import Phase, phases_of
+from headscope.report.phases import Phase, phases_of, wall_seconds
 from headscope.report.selection import compare_tasks, head_card
 from headscope.report.task_choice import RULE, default_tasks
 from headscope.report.workers import forked_map, in_order, task_workers
@@ -50,11 +50,12 @@ class ReportPlan:
     options: ReportOptions
     phases: tuple[Phase, ...]
     rate: float
+    workers: int = 1  # processes the tasks are shared out to (`workers.task_workers`)
 
     @property
     def seconds(self) -> float:
-        """The predicted time of the whole run."""
-        return sum(phase.seconds for phase in self.phases)
+        """The predicted wall time of the whole run (`phases.wall_seconds`)."""
+        return wall_seconds(self.phases, self.workers)
 
     def table(self) -> pd.DataFrame:
         """One row per phase: phase, task, units, unit, GFLOP, predicted seconds."""
@@ -68,19 +69,22 @@ def plan_report(
     budget: float | None = None,
     say: Say = print,
     rate: float | None = None,
+    workers: int | None = None,
 ) -> ReportPlan:
     """The plan of a report on `tasks` (None: the built-in tasks the model does, by the inclusion
-    rule); `budget`: seconds the sample sizes are fitted to (None: the counts of `options`)."""
+    rule); `budget`: seconds the sample sizes are fitted to (None: the counts of `options`);
+    `rate` (FLOP/s) and `workers` (processes for the tasks): measured here where not given."""
     options = options or ReportOptions(tasks=())
     chosen, options = _tasks(model, tasks, options, say)
     if len({task.name for task in chosen}) < len(chosen):
         raise HeadscopeError("two of the report's tasks share a name; give each task once")
     full = tuple(build_dataset(task, model.tokens, options.n, options.seed) for task in chosen)
     rate = rate or product_rate()
+    workers = workers or task_workers(model.device, len(full))
     if budget is not None:
-        options = _budget.fit(model, full, options, budget, rate)
+        options = _budget.fit(model, full, options, budget, rate, workers)
     datasets = tuple(data.subset(options.n) for data in full)
-    return ReportPlan(model, datasets, options, phases_of(model, datasets, options, rate), rate)
+    return ReportPlan(model, datasets, options, phases_of(model, datasets, options, rate), rate, workers)
 
 
 def _tasks(
@@ -141,8 +145,7 @@ def _analysed(plan: ReportPlan, passes: dict[str, ov.OVPass], say: Say, done: On
                 done(phase)
 
     costs = [sum(p.seconds for p in plan.phases if p.task == d.task.name) for d in plan.datasets]
-    count = task_workers(model.device, len(plan.datasets))
-    return [found for _, found in forked_map(job, plan.datasets, costs, count, in_order(finished))]
+    return [found for _, found in forked_map(job, plan.datasets, costs, plan.workers, in_order(finished))]
 
 
 def _phase(plan: ReportPlan, name: str) -> Phase:

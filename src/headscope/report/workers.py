@@ -25,6 +25,9 @@ import torch
 
 from headscope.models.devices import idle_cores
 
+PARALLEL_EFFICIENCY = (
+    0.8  # a share's time alone / beside another on the other core (organism: see benchmarks)
+)
 T = TypeVar("T")
 R = TypeVar("R")
 
