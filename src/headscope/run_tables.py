@@ -75,6 +75,22 @@ TABLES: dict[str, RunTable] = {
     ),
     "cast": RunTable(),  # the cast's runs: attention_shift and pair_knockout rows (analyses.cast)
     "circuit_curve": RunTable(("method", "percent", "f", "cpr", "cmd", "m_empty", "m_full")),
+    # per task: each labelled head's score from end to its label's key, split over the components
+    "qk_attribution": RunTable(
+        (
+            "task",
+            *HEAD,
+            "label",
+            "query_role",
+            "key_role",
+            "side",
+            "component",
+            "exact",
+            "n",
+            "ci_low",
+            "ci_high",
+        )
+    ),  # fmt: skip
     # across tasks
     "comparison": RunTable(HEAD),
     "head_card": RunTable(("task", *HEAD), always=True),

@@ -54,13 +54,16 @@ def test_the_one_ov_pass_gives_the_tables_each_step_computes_alone(organism):
 def test_the_plan_lists_every_phase_of_every_task_with_its_sample(organism):
     found = plan.plan_report(organism, list(TASKS), _options(knockout_n=8, circuit_n=4), **PINNED, **QUIET)
     table = found.table()
-    for task in TASKS:
-        listed = set(table[table["task"] == task]["phase"])
-        assert listed == {"capture", "OV tables", "DLA", "knockouts", "circuit", "cast", "scatter"}
+    every = {"capture", "OV tables", "DLA", "knockouts", "circuit", "cast", "scatter"}
+    listed = {task: set(table[table["task"] == task]["phase"]) for task in TASKS}
+    assert listed == {"ioi": every | {"QK"}, "seq-digits": every}  # no label of seq-digits reads a key
     units = table.set_index(["phase", "task"])["units"]
     assert units[("capture", "ioi")] == 16 and units[("circuit", "ioi")] == 4
     assert units[("knockouts", "ioi")] == organism.n_layers * (organism.n_heads + 1)  # every head and MLP
     assert units[("cast", "ioi")] == phases.CAST_MOVERS * found.options.top_heads  # movers x candidates
+    qk = table.set_index(["phase", "task"]).loc[("QK", "ioi")]
+    assert qk["units"] == found.options.top_heads and qk["unit"] == "heads"  # the most the step reads
+    assert qk["gflop"] > 0 and qk["seconds"] > 0
     assert {"OV pass", "atlas", "page"} <= set(table[table["task"] == "(model)"]["phase"])
     assert found.seconds == pytest.approx(table["seconds"].sum(), rel=0.01)
     assert all(data.n == 16 for data in found.datasets)
@@ -78,7 +81,7 @@ def test_a_budget_shrinks_the_sizes_in_order_and_notes_what_it_leaves_out(organi
             assert (o.n, o.knockout_n, o.circuit_n) == (64, 32, 32) and not o.budget_notes
         if found.seconds > seconds:  # nothing fits: the smallest plan, with both analyses noted
             assert (o.knockout_n, o.circuit_n) == (0, 0)
-            assert [a for a, _ in o.budget_notes] == ["circuit", "knockouts"]
+            assert [a for a, _ in o.budget_notes] == ["QK attribution", "circuit", "knockouts"]
     for bigger, smaller in zip(sizes, sizes[1:], strict=False):  # a smaller budget never asks for more
         assert all(b >= s for b, s in zip(bigger, smaller, strict=True))
     same = plan.plan_report(organism, list(TASKS), asked, 20, **PINNED, **QUIET)
@@ -89,9 +92,26 @@ def test_what_the_budget_leaves_out_is_a_not_computed_row_of_each_task(organism)
     found = plan.plan_report(organism, ["ioi"], _options(knockout_n=8, circuit_n=4), 1e-3, **PINNED, **QUIET)
     run = plan.run_plan(found, **QUIET)
     rows = run.table("not_computed")
-    assert set(rows["analysis"]) == {"circuit", "knockouts"} and set(rows["task"]) == {"ioi"}
+    assert set(rows["analysis"]) == {"QK attribution", "circuit", "knockouts"} and set(rows["task"]) == {
+        "ioi"
+    }
     assert "budget of 0.001 s" in rows["why"].iloc[0]
     assert run.table("knockout").empty and run.options["budget"] == 0.001
+
+
+def test_the_budget_leaves_out_the_qk_attribution_before_the_circuit_with_a_not_computed_row(organism):
+    asked = _options(knockout_n=8)  # 16 prompts: under the prompt ladder's steps, QK's is the first
+    full = plan.plan_report(organism, ["ioi"], asked, rate=RATE, **QUIET)
+    qk = sum(p.seconds for p in full.phases if p.name == "QK")
+    assert qk > 0 and full.options.qk_n is None  # the knockouts' prompts, by default
+    found = plan.plan_report(organism, ["ioi"], asked, full.seconds - qk / 2, rate=RATE, **QUIET)
+    assert found.options.qk_n == 0 and found.options.knockout_n == 8 and found.options.n == 16
+    assert [a for a, _ in found.options.budget_notes] == ["QK attribution"]
+    assert "QK" not in set(found.table()["phase"])
+    run = plan.run_plan(found, **QUIET)
+    rows = run.table("not_computed")
+    assert list(rows["analysis"]) == ["QK attribution"] and "budget of" in rows["why"].iloc[0]
+    assert run.table("qk_attribution").empty and not run.table("knockout").empty
 
 
 def test_the_default_tasks_record_the_rule_the_run_used(organism):

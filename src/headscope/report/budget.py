@@ -3,10 +3,11 @@
 `fit` tries the report's sample sizes from the largest (the options as given) down a fixed
 ladder and keeps the first whose predicted time fits the budget: fewer knockout prompts, fewer
 heads knocked out exactly (the others screened to first order), fewer circuit prompts, fewer
-prompts per task, then the circuit left out, then the knockouts. What the budget leaves out is
-recorded (`ReportOptions.budget_notes`) and shown as a `not_computed` row, never silently. The
-sizes are a function of the budget, the shapes and the product rate measured at the start, and
-are recorded in the run, so `--from`, merging and sweeps need no rerun.
+prompts per task, then the labelled heads' QK attribution left out, the circuit, the knockouts.
+What the budget leaves out is recorded (`ReportOptions.budget_notes`) and shown as a
+`not_computed` row, never silently. The sizes are a function of the budget, the shapes and the
+product rate measured at the start, and are recorded in the run, so `--from`, merging and sweeps
+need no rerun.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 
 from headscope.models.loading import Model
-from headscope.report.compute import ReportOptions, circuit_prompts, knockout_exact
+from headscope.report.compute import ReportOptions, circuit_prompts, knockout_exact, qk_prompts
 from headscope.report.phases import phases_of, wall_seconds
 from headscope.tasks.dataset import Dataset
 
@@ -50,7 +51,7 @@ def _ladder(model: Model, options: ReportOptions) -> Iterator[ReportOptions]:
     yield options
     steps = [("knockout_n", k) for k in KNOCKOUT_LADDER] + [("knockout_exact", e) for e in EXACT_LADDER]
     steps += [("circuit_n", c) for c in CIRCUIT_LADDER]
-    steps += [("n", n) for n in PROMPT_LADDER] + [("circuit_n", 0), ("knockout_n", 0)]
+    steps += [("n", n) for n in PROMPT_LADDER] + [("qk_n", 0), ("circuit_n", 0), ("knockout_n", 0)]
     for name, size in steps:
         if size < _now(model, options, name):
             options = replace(options, **{name: size})
@@ -61,6 +62,8 @@ def _now(model: Model, options: ReportOptions, name: str) -> int:
     """The size `name` has under `options` (automatic sizes resolved as the report resolves them)."""
     if name == "circuit_n":
         return circuit_prompts(model, options.circuit_n)
+    if name == "qk_n":
+        return qk_prompts(options)
     if name == "knockout_exact":  # a model knocked out whole (at most 48 heads) is cheap: never screened
         top = knockout_exact(model, options.knockout_exact)
         return 0 if top is None else top
@@ -70,6 +73,8 @@ def _now(model: Model, options: ReportOptions, name: str) -> int:
 def _notes(asked: ReportOptions, chosen: ReportOptions, budget: float) -> tuple[tuple[str, str], ...]:
     why = f"left out to fit the budget of {budget:g} s (--budget SECONDS to raise it, --exhaustive for all)"
     notes = []
+    if qk_prompts(chosen) == 0 and qk_prompts(asked) != 0:
+        notes.append(("QK attribution", why))
     if chosen.circuit_n == 0 and asked.circuit_n != 0:
         notes.append(("circuit", why))
     if chosen.knockout_n == 0 and asked.knockout_n != 0:

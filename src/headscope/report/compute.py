@@ -19,6 +19,7 @@ from headscope.analyses import cast as _cast
 from headscope.analyses import knockouts as _knockouts
 from headscope.analyses import logits as _logits
 from headscope.analyses import ov as _ov
+from headscope.analyses import qk as _qk
 from headscope.analyses.circuit import LEVEL, find_circuit
 from headscope.analyses.record import PerTask, union
 from headscope.capture import Capture, Needs, capture
@@ -74,6 +75,8 @@ class ReportOptions:
     # (None: the smallest circuit of MIB's curve whose normalized faithfulness reaches circuit_level)
     circuit_level: float = LEVEL
     circuit_exact: int = 50  # edges eap-ig ranks highest, each patched exactly (every edge where cheaper)
+    qk_n: int | None = None  # QK attribution of the labelled heads (at most top_heads a task) on the
+    # first prompts (0: none; None: the knockouts' count, knockout_n)
     thresholds: LabelThresholds = field(default_factory=LabelThresholds)
     left_out: tuple[tuple[str, str], ...] = ()  # (task, why) of the default tasks left out
     task_rule: str = ""  # the rule that chose the default tasks, in words (the page states it)
@@ -125,6 +128,7 @@ def analyse_task(
     tables = _joined(tables, _step(_circuit_tables, model, dataset, cap, options, say))
     tables["labels"] = _labels.with_support(tables["labels"], tables, options.thresholds)  # + behaviour
     tables = _joined(tables, _step(_cast_tables, model, dataset, cap, options, say, tables))
+    tables = _joined(tables, _step(_qk_tables, model, dataset, cap, options, say, tables))
     tables["top_heads"] = top_heads(tables, options.top_heads)
     tables["section_heads"] = section_heads(tables, options.top_heads)
     picked = pickable_heads(tables["section_heads"], model, options.every_head_up_to)
@@ -259,6 +263,30 @@ def _cast_tables(model, dataset, cap, options: ReportOptions, say: Say, tables: 
     if options.knockout_n < 1 or "edges" not in tables:
         return {}
     return _cast.cast_tables(model, dataset.subset(options.knockout_n), tables, options.thresholds)
+
+
+def qk_prompts(options: ReportOptions) -> int:
+    """Prompts of the report's QK attribution: as asked, by default the knockouts' count."""
+    return options.knockout_n if options.qk_n is None else options.qk_n
+
+
+def _qk_tables(model, dataset, cap, options: ReportOptions, say: Say, tables: dict) -> dict:
+    """Each labelled head's score from `end` to the key its label reads, split over the components
+    upstream on each side (`analyses.qk.labelled_qk`), at most `top_heads` heads, on the first
+    `qk_prompts` prompts; a head the core refuses gives a `not_computed` row saying why."""
+    prompts = qk_prompts(options)
+    if prompts < 1:
+        return {}
+    first = dataset.subset(prompts)
+    table, refused = _qk.labelled_qk(model, first, tables, options.top_heads)
+    if not table.empty:
+        heads = table.groupby(["layer", "head"]).ngroups
+        say(f"  QK attribution of {heads} labelled heads, {first.n} prompts")
+    found = {"qk_attribution": table}
+    if refused:
+        why = [{"analysis": "QK attribution", "why": reason} for reason in refused]
+        found["not_computed"] = pd.DataFrame(why)
+    return found
 
 
 def circuit_options(model: Model, options: ReportOptions):

@@ -19,8 +19,9 @@ from headscope.models.loading import Model
 from headscope.scores.circuit import mib
 
 # Share of the product rate each phase reached (benchmarks/results/report.md: GPT-2, 135M, 270M
-# shapes, 2 threads: OV 0.38-0.80, forward 0.52-0.71, knockouts 0.55-0.72, circuit 0.25-0.44).
-EFFICIENCY = {"OV pass": 0.5, "capture": 0.6, "knockouts": 0.6, "circuit": 0.3, "scatter": 0.2}
+# shapes, 2 threads: OV 0.38-0.80, forward 0.52-0.71, knockouts 0.55-0.72, circuit 0.25-0.44; QK
+# attribution 0.76-0.79 of one GPT-2-small-shaped head at layers 5 and 11 on 8 prompts).
+EFFICIENCY = {"OV pass": 0.5, "capture": 0.6, "knockouts": 0.6, "circuit": 0.3, "QK": 0.7, "scatter": 0.2}
 # Seconds of work besides the products, per call of the phase (fitted on the organism's report).
 CALL_SECONDS = {
     "OV pass": 0.1,  # per score set: targets, tables
@@ -29,6 +30,7 @@ CALL_SECONDS = {
     "DLA": 0.2,
     "knockouts": 0.012,  # per component knocked out, per batch
     "circuit": 0.02,  # per pass (eap-ig step, exact edge, curve point), per batch of 16
+    "QK": 0.03,  # per head, per batch, per pass over the prompts (the means', the attribution's)
     "scatter": 0.1,  # per head scattered (its bootstrap)
     "atlas": 1.0,
     "page": 5.0,
@@ -79,6 +81,17 @@ def circuit_passes(steps: int, exact_edges: int) -> float:
     """Forward-pass equivalents of the circuit step: eap-ig's steps (forward and backward), the
     clean and corrupted runs, the exactly patched edges (stacked), MIB's curve points and the circuit."""
     return 3 * steps + 2 + exact_edges / EDGES_PER_PASS + len(mib.FRACTIONS) + 1
+
+
+def qk_flops(shape: Shape, sources: int, length: float) -> float:
+    """One head's QK attribution on one prompt, `sources` components upstream: two forward passes
+    (the components' means at the two roles, the clean run) and runs of the head's block up to its
+    scores (its q, k and v projections, without grouping, and q.k over the prompt), three per
+    copy (its queries, its keys, then its scores): the clean copy and one copy per component and
+    side (each patches one component), and the first-order estimate's forward and backward (9)."""
+    projections = 2 * 3 * shape.d_model * shape.n_heads * shape.d_head  # per token
+    block = length * (projections + 2 * shape.n_heads * shape.d_head * length)
+    return 2 * forward_flops(shape, 1, length) + (3 + 3 * 2 * sources + 9) * block
 
 
 def product_rate(seconds: float = 0.3) -> float:

@@ -9,6 +9,7 @@ import pandas as pd
 from headscope.heads import head_name, head_names
 from headscope.report.figures import Scatter
 from headscope.report.page_parts import PER_TOKEN_ROWS, Choice, PickBlock, TableView, slug
+from headscope.report.qk_views import card_rows
 from headscope.run import Run
 
 RANKED_BY = {"|DLA|": "|direct logit attribution|"}
@@ -163,6 +164,7 @@ def head_card_view(run: Run) -> TableView | None:
                 exact = [h not in values or _exact(values[h].knockout_exact) for h in heads]
                 texts = [t if sure or not t else f"≈{t}" for t, sure in zip(texts, exact, strict=True)]
             rows.append([task, CARD_MEASURES[measure], *texts])
+        rows += card_rows(run, task, heads)
     table = pd.DataFrame(rows, columns=["task", "measure", *heads])
     return TableView.of("Every head in every task", table, note=CARD_NOTE)
 
@@ -180,7 +182,9 @@ CARD_NOTE = (
     "copy / next / negative copy: OV scores (share of keyword instances whose target is in the top-k); "
     "DLA: mean direct logit attribution to answer - contrast; knockout: the logit difference left when "
     "the head is mean-ablated, in % of clean (100 = no effect); ≈: a first-order estimate, not an exact "
-    "knockout (large models: only the heads the screen ranks highest and those the page names are exact)."
+    "knockout (large models: only the heads the screen ranks highest and those the page names are exact). "
+    "QK query->key, key / query side: the components that make a labelled head attend to the key its "
+    "label reads, each with its share of that side's exact effect (the table below: intervals and n)."
 )
 
 

@@ -21,6 +21,7 @@ from headscope.report.head_views import (
     viewer_data,
 )
 from headscope.report.page_parts import Page, TableView, TaskSection, cell, model_shape, slug
+from headscope.report.qk_views import qk_view
 from headscope.run import Run
 
 
@@ -46,6 +47,7 @@ def build_page(run: Run) -> Page:
             "or carries a label there.",
         ),
         head_card=head_card_view(run),
+        qk=qk_view(run),
         left_out=_left_out_view(run),
         circuits=circuits_view(run),
         overview_figures=overview,

@@ -97,6 +97,7 @@ class Page:
     thresholds: TableView
     comparison: TableView
     head_card: TableView | None
+    qk: TableView | None  # the labelled heads' QK attribution, below the head card
     left_out: TableView | None
     circuits: TableView | None
     overview_figures: list[Heatmap]

@@ -2,8 +2,9 @@
 
 Model-wide: the OV pass (every task's keyword rows and the atlas's, one pass over the
 vocabulary), the atlas's tables, the page. Per task: the capture (one forward pass), the OV
-tables, DLA, knockouts, the circuit, the cast, the scatter. Each phase names its units (prompts, rows,
-components) and how many; its seconds are FLOPs / (rate x efficiency) plus its calls' fixed time.
+tables, DLA, knockouts, the circuit, the cast, the labelled heads' QK attribution, the scatter.
+Each phase names its units (prompts, rows, components, heads) and how many; its seconds are
+FLOPs / (rate x efficiency) plus its calls' fixed time.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from math import ceil
 
+from headscope.analyses.qk import may_have_keys
 from headscope.models.loading import Model
 from headscope.report import cost
 from headscope.report.compute import (
@@ -19,8 +21,10 @@ from headscope.report.compute import (
     circuit_options,
     circuit_prompts,
     knockout_exact,
+    qk_prompts,
 )
 from headscope.report.workers import PARALLEL_EFFICIENCY, shares
+from headscope.scores.qk_attribution import upstream
 from headscope.tasks.dataset import Dataset
 
 ATLAS_ROWS = 470  # the library's source tokens, about (the plan counts no spelling)
@@ -67,7 +71,7 @@ def phases_of(
 def task_phases(
     model: Model, shape: cost.Shape, data: Dataset, options: ReportOptions, rate: float
 ) -> list[Phase]:
-    """The phases of one task: capture, OV tables, DLA, knockouts, circuit, cast, scatter."""
+    """The phases of one task: capture, OV tables, DLA, knockouts, circuit, cast, QK, scatter."""
     name, length = data.task.name, float(data.lengths.float().mean())
     batches = ceil(data.n / cost.BATCH)
     one = cost.forward_flops(shape, 1, length)  # one prompt's forward pass
@@ -79,6 +83,7 @@ def task_phases(
     found += _knockouts(model, name, min(options.knockout_n, data.n), one, options, rate)
     found += _circuit(model, name, data, one, options, rate)
     found += _cast(model, name, data, one, options, rate)
+    found += _qk(model, shape, data, options, rate)
     scattered = _scattered(model, options)
     found.append(_phase("scatter", name, scattered, "heads", 0.0, rate, scattered))
     return found
@@ -122,6 +127,20 @@ def _cast(model: Model, name: str, data: Dataset, one: float, options, rate: flo
     passes = 2 + candidates + 1 + movers + candidates + movers * candidates
     calls = passes * ceil(prompts / cost.BATCH)
     return [_phase("cast", name, movers * candidates, "pairs", passes * prompts * one, rate, calls)]
+
+
+def _qk(model: Model, shape: cost.Shape, data: Dataset, options: ReportOptions, rate: float) -> list[Phase]:
+    """The QK attribution of `top_heads` labelled heads (the most the report reads; the plan runs
+    before any label), each priced at the last layer (the most components upstream), on the first
+    `qk_prompts` prompts; none where no label with a key role can name a head on the task."""
+    prompts = min(qk_prompts(options), data.n)
+    if prompts < 1 or not may_have_keys(data):
+        return []
+    heads, length = options.top_heads, float(data.lengths.float().mean())
+    sources = len(upstream(model, model.n_layers - 1))
+    flops = heads * prompts * cost.qk_flops(shape, sources, length)
+    calls = heads * 2 * ceil(prompts / cost.BATCH)
+    return [_phase("QK", data.task.name, heads, "heads", flops, rate, calls)]
 
 
 def _scattered(model: Model, options: ReportOptions) -> int:
