@@ -263,7 +263,7 @@ def circuit(
     """
     data = dataset(model, task, n, seed)
     options = _causal.edge_options(method, 5, exact_top, donor)
-    found = find_circuit(model, data, options, edges, float(level))
+    found = find_circuit(model, data, options, edges, float(level), seed=seed)
     table = found.edges.assign(in_circuit=found.edges.index.isin(found.chosen.index))
     return attach(found.summary, model, data, edges=table, curve=found.curve.points)
 
