@@ -10,9 +10,12 @@ chose the circuit), and its Jaccard overlap with the circuit is |C & C_b| / |C |
 - stability_low: the 5th percentile of the B values (numpy's linear interpolation);
 - stable: stability >= STABLE, Méloux et al.'s line (their IOI circuits on GPT-2 small: 0.67).
 
-The size E is held at the circuit's; the values are not recomputed (each prompt's value is the
-same on every resample that draws it: a bootstrap of the edge ranking, not of the model's runs).
-With fewer than 2 prompts nothing can be resampled: NaN.
+An edge's score is the mean over the prompts of its per-prompt value, so a resample's mean is the
+score the method gives on the resampled prompts (with the per-position mean donor, that donor held
+at the full sample's); the size E is held at the circuit's, not re-chosen from a resample's own
+curve (that would cost MIB's curve runs per resample). Méloux et al. compare circuits found on
+bootstrap resamples by their Jaccard overlap; here each resample's circuit is compared with the one
+found on every prompt. With fewer than 2 prompts nothing can be resampled: NaN.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 
 STABLE = 0.8  # Méloux et al. 2025: a circuit is stable only above a mean Jaccard of 0.8
 RESAMPLES = 200  # bootstrap resamples of the prompts
@@ -68,9 +71,14 @@ def resample_indices(n: int, resamples: int, seed: int) -> Int[np.ndarray, "resa
     return np.random.default_rng(seed).integers(0, n, size=(resamples, n))
 
 
-def top_rows(means: Float[np.ndarray, "edge resample"], size: int) -> Int[np.ndarray, "size resample"]:
-    """Per column, the rows of the `size` largest |mean|; ties in row order, NaN last."""
-    return np.argsort(-np.abs(means), axis=0, kind="stable")[:size]
+def in_top(means: Float[np.ndarray, "edge resample"], size: int) -> Bool[np.ndarray, "resample edge"]:
+    """Per resample, whether each edge is among the `size` largest |mean|: ties in row order and NaN
+    last, as a stable sort by -|mean| takes them (one partition per resample, not a sort)."""
+    key = np.nan_to_num(-np.abs(means.T), nan=np.inf)  # [resample, edge]; ascending = best first
+    kth = np.partition(key, size - 1, axis=1)[:, size - 1 : size]  # [resample, 1]: the size-th key
+    ahead, tied = key < kth, key == kth
+    room = size - ahead.sum(axis=1, keepdims=True)  # places left for the ties, first rows first
+    return ahead | (tied & (np.cumsum(tied, axis=1) <= room))
 
 
 def resampled_means(
@@ -95,9 +103,7 @@ def stability(
     size, n = len(chosen), values.shape[1]
     if n < 2 or size == 0:
         return Stability(float("nan"), float("nan"), 0)
-    top = top_rows(resampled_means(values, resample_indices(n, resamples, seed)), size)  # [size, resample]
-    in_circuit = np.zeros(len(values), dtype=bool)
-    in_circuit[chosen] = True
-    shared = in_circuit[top].sum(axis=0)  # [resample]
+    top = in_top(resampled_means(values, resample_indices(n, resamples, seed)), size)  # [resample, edge]
+    shared = top[:, chosen].sum(axis=1)  # [resample]
     overlap = shared / (2 * size - shared)  # both sets hold `size` edges
     return Stability(float(overlap.mean()), float(np.percentile(overlap, LOW_PERCENTILE)), resamples)
