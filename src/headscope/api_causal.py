@@ -255,7 +255,10 @@ def circuit(
 
     Returns:
         One row: `method, n, edges_total, circuit_edges, nodes, clean, no_edges, circuit,
-        faithfulness` (% of clean), `normalized, chosen_by, cpr, cmd, spearman`. `.attrs`: `edges`
+        faithfulness` (% of clean), `normalized, chosen_by, cpr, cmd, spearman`, and the circuit's
+        stability under 200 bootstrap resamples of the prompts (seeded by `seed`): `stability`
+        (mean Jaccard overlap), `stability_low` (5th percentile), `stability_resamples`, `stable`
+        (>= 0.8, Méloux et al. 2025). `.attrs`: `edges`
         (every edge's score, `in_circuit` marked) and `curve` (MIB's points: fraction, edges, metric, f).
 
     Example:
@@ -263,7 +266,7 @@ def circuit(
     """
     data = dataset(model, task, n, seed)
     options = _causal.edge_options(method, 5, exact_top, donor)
-    found = find_circuit(model, data, options, edges, float(level))
+    found = find_circuit(model, data, options, edges, float(level), seed=seed)
     table = found.edges.assign(in_circuit=found.edges.index.isin(found.chosen.index))
     return attach(found.summary, model, data, edges=table, curve=found.curve.points)
 

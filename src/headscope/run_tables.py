@@ -5,8 +5,8 @@ that has rows but lacks one of its columns here (a run written by an older heads
 table and the column, instead of the page failing part-way. The columns are the ones the page
 (report/page.py, head_views.py, circuit_views.py, atlas_section.py, the figures), the console
 summary and the merging of runs (`report --from A B`) read without checking; a column read only
-where present (`exact`, `convention`, `cpr`, `note`, `word`, ...) is not listed, nor is `task` where
-the page only filters by it (`Run.for_task`).
+where present (`exact`, `convention`, `cpr`, `stability`, `note`, `word`, ...) is not listed, nor is
+`task` where the page only filters by it (`Run.for_task`).
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from headscope.models.loading import load_model
 from headscope.scores.circuit import edges as circuit_edges
 from headscope.scores.circuit import mib
 from headscope.scores.circuit.faithfulness import Evaluator
+from headscope.scores.circuit.stability import RESAMPLES, STABLE
 from headscope.tasks.dataset import build_dataset
 from headscope.tasks.registry import get_task
 
@@ -59,6 +60,18 @@ def test_find_circuit_measures_the_chosen_circuit(organism_ioi):
     normalized = (row["circuit"] - row["no_edges"]) / (row["clean"] - row["no_edges"])
     assert row["normalized"] == pytest.approx(normalized) and row["normalized"] >= 0.8
     assert row["circuit_edges"] == len(found.chosen) and row["cpr"] == found.curve.cpr
+    assert row["stability_resamples"] == RESAMPLES and 0 <= row["stability_low"] <= row["stability"] <= 1
+    assert row["stable"] == (row["stability"] >= STABLE)
+
+
+def test_the_circuits_stability_is_seeded(organism_ioi):
+    """The same seed gives the same stability (its resamples as asked)."""
+    model, dataset = organism_ioi
+    options = edge_options("eap", exact_top=10)
+    first = find_circuit(model, dataset, options, edges=5, curve=False, seed=4, resamples=50).summary
+    again = find_circuit(model, dataset, options, edges=5, curve=False, seed=4, resamples=50).summary
+    columns = ["stability", "stability_low", "stability_resamples", "stable"]
+    assert first[columns].equals(again[columns]) and first["stability_resamples"].iloc[0] == 50
 
 
 def test_a_circuit_of_a_given_size_needs_no_curve(organism_ioi):

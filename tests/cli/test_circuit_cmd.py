@@ -20,6 +20,8 @@ def test_circuit_writes_the_edge_table_with_exact_values(tmp_path):
     assert table["exact"].notna().sum() == 20
     assert "APPROXIMATION: eap" in done.stdout and "Spearman" in done.stdout
     assert "circuit of the top 5 edges" in done.stdout and "% of the clean" in done.stdout
+    assert "stability: mean Jaccard" in done.stdout and "bootstrap resamples of the 8 prompts" in done.stdout
+    assert "Méloux et al." in done.stdout
     assert "wrote" in done.stderr and "wrote" not in done.stdout
 
 

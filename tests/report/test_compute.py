@@ -301,6 +301,9 @@ def test_the_circuit_is_the_smallest_of_the_curve_reaching_the_level_and_is_meas
     assert abs(summary["circuit"] - evaluator.metric(kept)) < 1e-6
     assert summary["faithfulness"] == pytest.approx(100 * summary["circuit"] / summary["clean"])
     assert summary["spearman"] == 1.0
+    assert summary["stability_resamples"] == 200
+    assert 0 <= summary["stability_low"] <= summary["stability"] <= 1
+    assert summary["stable"] == (summary["stability"] >= 0.8)
 
 
 def test_the_report_draws_mibs_curve_of_its_ranking(report_run):

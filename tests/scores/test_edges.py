@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 
@@ -222,6 +223,30 @@ def test_eap_ig_averages_other_points_and_patches_its_top_edges_exactly(model, d
     assert not torch.allclose(
         torch.tensor(eap["score"].values), torch.tensor(ig.set_index(eap.index)["score"].values)
     )
+
+
+@pytest.mark.parametrize(
+    "options",
+    [E.EdgeOptions("eap-ig", steps=3, exact_top=12, batch_size=2), E.EdgeOptions("exact", exact_top=None)],
+    ids=["eap-ig", "exact"],
+)
+def test_the_scores_per_prompt_average_to_the_table_and_are_each_prompts_own(model, data, options):
+    """`scored_edges` keeps each edge's value per prompt (the circuit's stability resamples them):
+    their mean over the prompts is the table's `score` and `exact` (a sum in another order: float
+    tolerance), NaN where not patched; the first two prompts' columns average to the table of a
+    dataset of those two prompts alone (another run)."""
+    scored = E.scored_edges(model, data, options, progress=False)
+    table = scored.table
+    assert table.equals(E.edge_scores(model, data, options, progress=False))  # the same computation
+    assert scored.score_rows.shape == scored.exact_rows.shape == (len(table), data.n)
+    assert np.allclose(scored.score_rows.mean(1), table["score"], rtol=1e-5, atol=1e-6)
+    patched = table["exact"].notna().to_numpy()
+    assert (~np.isnan(scored.exact_rows).any(1) == patched).all()
+    assert np.allclose(scored.exact_rows[patched].mean(1), table["exact"][patched], rtol=1e-5, atol=1e-6)
+    two = E.edge_scores(model, data.subset(2), dataclasses.replace(options, exact_top=None), progress=False)
+    key = ["source", "target", "input"]
+    alone = table[key].merge(two, on=key, how="left")  # the two-prompt table in this table's row order
+    assert np.allclose(scored.score_rows[:, :2].mean(1), alone["score"], rtol=1e-5, atol=1e-6)
 
 
 def test_edge_counts(model):

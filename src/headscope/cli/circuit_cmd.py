@@ -19,6 +19,7 @@ from headscope.files import check_table_path, write_json, write_table
 from headscope.scores.circuit import edges as _edges
 from headscope.scores.circuit import faithfulness as _faith
 from headscope.scores.circuit import mib as _mib
+from headscope.scores.circuit import stability as _stability
 
 Method = Literal["eap", "eap-ig", "exact"]
 Donor = Literal["corrupted", "mean"]
@@ -66,12 +67,13 @@ def circuit_command(
     options = causal.edge_options(method, steps, exact_top, donor)
     what = " and the faithfulness curve" if curve else ""
     with working(f"{method} on every edge, {dataset.n} prompts{what} ..."):
-        findings = find_circuit(model, dataset, options, edges, curve=curve)
+        findings = find_circuit(model, dataset, options, edges, curve=curve, seed=shared.seed)
     table = findings.edges
     with working(f"completeness and minimality of the top {edges} edges ..."):
         chosen = _edges.edges_of(findings.chosen, model)
         circuit = _faith.evaluate_circuit(model, dataset, chosen, donor)
     _show(table, circuit, shared, edges)
+    show_stability(findings.summary.iloc[0])
     found = findings.curve
     if found is not None:
         show_curve(found, table.attrs["method"])
@@ -104,6 +106,15 @@ def show_curve(found: _mib.Curve, method: str) -> None:
     results.print(
         f"m(empty) {found.empty:.3f} (every edge patched), m(M) {found.full:.3f} (the model); "
         f"CPR {found.cpr:.3f} (area under f), CMD {found.cmd:.3f} (area under |1 - f|); x: {_mib.X_AXIS}"
+    )
+
+
+def show_stability(row: pd.Series) -> None:
+    value, stable = float(row["stability"]), bool(row["stable"])
+    results.print(
+        f"stability: mean Jaccard {value:.2f} (5th percentile {float(row['stability_low']):.2f}) of the "
+        f"circuit with the top {int(row['circuit_edges'])} edges of {int(row['stability_resamples'])} "
+        f"bootstrap resamples of the {int(row['n'])} prompts: {_stability.verdict(value, stable)}"
     )
 
 

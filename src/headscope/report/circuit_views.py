@@ -10,6 +10,7 @@ from headscope.report.curve_plot import CurvePlot
 from headscope.report.page_parts import CircuitSection, TableView, model_shape, slug
 from headscope.run import Run
 from headscope.scores.circuit import mib
+from headscope.scores.circuit.stability import STABLE, verdict
 
 DIAGRAM_EDGES = 30  # the diagram draws the circuit's edges and the strongest others, this many in all
 EDGE_TABLE_ROWS = 30
@@ -72,7 +73,7 @@ def circuit_section(run: Run, task: str) -> CircuitSection | None:
         "its value on the corrupted prompt (exact, no approximation): its mean logit difference, as % of "
         "the clean one; normalized: (circuit - no edge) / (clean - no edge). On the first "
         f"{int(summary['n'])} prompts. Completeness and minimality: `headscope circuit`."
-    )
+    ) + stability_sentence(summary)
     edges = run.for_task("edges", task).head(EDGE_TABLE_ROWS)
     table = pd.DataFrame(
         {
@@ -179,4 +180,43 @@ def circuits_view(run: Run) -> TableView | None:
         "(circuit - no edge) / (clean - no edge), 1 = the model, 0 = no edge (read this one); "
         "spearman: the approximation's agreement with exact patching on the edges it ranks highest."
     )
+    if "stability" in summary.columns:  # runs written before stability have none
+        table = table.assign(**stability_columns(summary))
+        note += " " + STABILITY_NOTE
     return TableView.of("Circuits per task", table.rename(columns={"circuit_edges": "edges"}), note=note)
+
+
+STABILITY_NOTE = (
+    "stability: the circuit's mean Jaccard overlap with the top edges of the same count on bootstrap "
+    "resamples of its prompts (the ranking that chose it, recomputed on each resample), with the 5th "
+    f"percentile of the resamples; stable at {STABLE:g} or above (Méloux et al. 2025, arXiv 2510.00845, "
+    "whose IOI circuits on GPT-2 small reach 0.67); below it, which edges the circuit holds depends on "
+    "which prompts were sampled."
+)
+
+
+def stability_columns(summary: pd.DataFrame) -> dict[str, list]:
+    """The stability, its 5th percentile and the verdict at Méloux et al.'s line, per task."""
+    return {
+        "stability": list(summary["stability"].astype(float)),
+        "stability 5th pct": list(summary["stability_low"].astype(float)),
+        "resamples": [int(b) if b == b else 0 for b in summary["stability_resamples"]],  # NaN: merged runs
+        "stable?": [
+            verdict(float(v), bool(s)) for v, s in zip(summary["stability"], summary["stable"], strict=True)
+        ],
+    }
+
+
+def stability_sentence(summary: pd.Series) -> str:
+    """The circuit's stability in one sentence for its faithfulness note ('' for older runs)."""
+    if "stability" not in summary.index:
+        return ""
+    value, low = float(summary["stability"]), float(summary["stability_low"])
+    said = verdict(value, bool(summary["stable"]))
+    if value != value:
+        return f" Stability: {said}."
+    return (
+        f" Stability: mean Jaccard {value:.2f} with the top {int(summary['circuit_edges'])} edges of "
+        f"{int(summary['stability_resamples'])} bootstrap resamples of the prompts (5th percentile "
+        f"{low:.2f}): {said}."
+    )

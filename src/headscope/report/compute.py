@@ -245,7 +245,9 @@ def _circuit_tables(model, dataset, cap, options: ReportOptions, say: Say) -> di
     else:
         say(f"  eap-ig on every edge, {first.n} prompts; the top {edge_options.exact_top} patched exactly")
     started = time.perf_counter()
-    found = find_circuit(model, first, edge_options, options.circuit_edges, options.circuit_level)
+    found = find_circuit(
+        model, first, edge_options, options.circuit_edges, options.circuit_level, seed=options.seed
+    )
     table, curve = found.edges, found.curve
     if table.attrs["convention"] == "frozen-norm":
         say(f"  {edges.FROZEN_NORM_NOTE}")

@@ -5,5 +5,7 @@
 - `exact`: each edge patched on its own (path patching), batched, and the plain reference loop;
 - `attribution`: EAP and EAP-IG, approximations with one backward pass (per IG step);
 - `edges`: the table of a task's edges by one method, with exact values beside the approximation;
-- `faithfulness`: a chosen circuit run with every other edge patched, completeness and minimality.
+- `faithfulness`: a chosen circuit run with every other edge patched, completeness and minimality;
+- `mib`: MIB's faithfulness curve of a ranking, CPR and CMD, and its export;
+- `stability`: a circuit's mean Jaccard overlap with those of bootstrap resamples of its prompts.
 """

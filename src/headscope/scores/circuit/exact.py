@@ -33,8 +33,9 @@ def _chunks(items: list, size: int) -> list[list]:
 
 
 def _metric_per_copy(logits: Tensor, batch: Batch, copies: int) -> Tensor:
+    """The metric of each copy on each prompt of the batch: [copy, batch] (float32)."""
     metric = logit_diff(logits.float().cpu(), batch.answers.repeat(copies), batch.contrasts.repeat(copies))
-    return metric.reshape(copies, -1).sum(1).double()  # [copy]
+    return metric.reshape(copies, -1)  # [copy * batch] -> [copy, batch]
 
 
 def _block_values(
@@ -66,31 +67,31 @@ def _replacement(edge: Edge, clean: Acts, deltas, values, sequential: bool) -> R
     return Replacement(name, target.index if target.kind != "mlp" else None, values[edge.source][name])
 
 
-def _layer_sums(runner, clean: Acts, deltas, edges: list[Edge], batch: Batch, capped: bool) -> Tensor:
+def _layer_rows(runner, clean: Acts, deltas, edges: list[Edge], batch: Batch, capped: bool) -> Tensor:
     layer, sequential = edges[0].target.layer, runner.sequential
     run_edges = [e for e in edges if blocks.needs_block_run(e.target, sequential)]
     names = list(dict.fromkeys(blocks.hook_name(e.target, sequential) for e in run_edges))
     needed = list(dict.fromkeys(e.source for e in run_edges))
     values = _block_values(runner, clean, deltas, layer, needed, names, batch) if needed else {}
-    sums = []
+    rows = []
     for chunk in _chunks(edges, _per_pass(batch)):
         replacements = [_replacement(e, clean, deltas, values, sequential) for e in chunk]
         hooks = blocks.stacked_hooks(replacements, batch.tokens.shape[0])
         resid = clean.pre[layer].repeat(len(chunk), 1, 1)  # [copy * batch, pos, d_model]
         logits = runner.run(resid, layer, batch.end.repeat(len(chunk)), hooks, capped)
-        sums.append(_metric_per_copy(logits, batch, len(chunk)))
-    return torch.cat(sums)
+        rows.append(_metric_per_copy(logits, batch, len(chunk)))
+    return torch.cat(rows)  # [edge, batch]
 
 
-def _logit_sums(runner, clean: Acts, deltas, edges: list[Edge], batch: Batch, capped: bool) -> Tensor:
+def _logit_rows(runner, clean: Acts, deltas, edges: list[Edge], batch: Batch, capped: bool) -> Tensor:
     final = interventions.rows_at(clean.post, batch.end)  # [batch, d_model]
-    sums = []
+    rows = []
     for chunk in _chunks(edges, _per_pass(batch)):
         patched = torch.cat([final + interventions.rows_at(deltas[e.source], batch.end) for e in chunk])
         with torch.no_grad():
             logits = blocks.readout(runner, patched, capped)  # [copy * batch, d_vocab]
-        sums.append(_metric_per_copy(logits, batch, len(chunk)))
-    return torch.cat(sums)
+        rows.append(_metric_per_copy(logits, batch, len(chunk)))
+    return torch.cat(rows)  # [edge, batch]
 
 
 def exact_sums(
@@ -104,13 +105,26 @@ def exact_sums(
     """Sum over the batch's prompts of the metric with each edge patched: [edge] (float64); with
     `capped` False, of the logits before soft-capping (frozen-scale patching: the caller holds
     the norms' scales, `norms.frozen`, and passes the frozen-norm deltas)."""
-    out = torch.zeros(len(edges), dtype=torch.float64)
+    return exact_per_prompt(runner, clean, deltas, edges, batch, capped).sum(1).double()
+
+
+def exact_per_prompt(
+    runner: InterventionRunner,
+    clean: Acts,
+    deltas: dict[Source, Tensor],
+    edges: list[Edge],
+    batch: Batch,
+    capped: bool = True,
+) -> Tensor:
+    """The metric with each edge patched on each prompt of the batch: [edge, batch] (float32);
+    `exact_sums` is its sum over the batch."""
+    out = torch.zeros(len(edges), batch.tokens.shape[0], dtype=torch.float32)
     by_layer: dict[int, list[int]] = {}
     for i, edge in enumerate(edges):
         by_layer.setdefault(edge.target.layer, []).append(i)
     for _, index in sorted(by_layer.items()):
         chosen = [edges[i] for i in index]
-        part = _logit_sums if chosen[0].target.kind == "logits" else _layer_sums
+        part = _logit_rows if chosen[0].target.kind == "logits" else _layer_rows
         out[index] = part(runner, clean, deltas, chosen, batch, capped)
     return out
 
