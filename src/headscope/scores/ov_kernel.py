@@ -33,6 +33,27 @@ top-k only in rows whose block maximum beats it. The thresholds (target logits) 
 separate small product; the block's own values at the target columns are swapped for those,
 so a target never ties with itself by rounding.
 
+**The exact early exit** (`RankCap`, for the tables that read only hits: the atlas without its
+per-source table, the score table without the per-token ones). A cell's rank is `count + own - 1`
+at the end (`own`: the row's distinct target tokens at or above the threshold, known from the
+small product before any block is read), and counts only grow, so the rank is k or more as soon
+as the count reaches `k + 1 - own`: the cell is decided, a miss, and reported as k ("k or more").
+After each block of columns, each head drops the rows whose every valid cell (each relation, each
+sign) is decided; the next blocks' products and scans are made for the rows still in doubt only
+(`HeadScan`: its accumulator, thresholds and left operand indexed down to them). The rows are
+dropped per head, not per group of heads: each head's logits are a product of their own, so a row
+one head has decided costs that head nothing more, whatever the others still need. With few rows
+left the direct form (`a W_Oc`, then the columns: `d_model` per row and column) replaces the
+factored one, whose `W_Oc W_gU` block costs `d_head x d_model` per column whatever the rows. A hit
+needs every column, so hits are read to the end and exact; rows a `RankCap` leaves out (those that
+need ranks beyond k or their top-k) are read to the end in the same pass, with their top-k. The
+columns are read in token-id order (a fixed order: the counts do not depend on it); on a trained
+checkpoint (SmolLM2-135M) 96% of the (head, row) pairs of the atlas's rows are decided in the
+first block of 1,024 (benchmarks/results/ov_exit.md). `HeadRanks.blocks` counts the blocks each
+head read for each row. The ranks are the full pass's capped at k, except that the products'
+rounding (other shapes, the direct form) may differ in the last bit, which moves a rank only where
+another token's logit ties the target's exactly (as between a shared pass and a pass of its own).
+
 Memory, per worker thread, whatever the model: the heads are taken `head_block` at a time, so
 their circuits (`heads x d_head x d_model`) and the factors of `ROW_BLOCK` rows (`heads x rows x
 d_head`) stay within `HEAD_BLOCK_BYTES` each; the unembedding is read a block of columns at a
