@@ -506,7 +506,7 @@ class HeadScan:
         )
         self.p, self.i = p, i
         self.acc = Accumulator(head, p.k, p.with_topk, p.signs, p.use_fused)
-        self.need = p.need[:, i : i + 1]  # [sign, 1, alive row, relation]
+        self.need = p.need[:, mine]  # [sign, 1, alive row, relation]
         self.alive = torch.arange(n_rows, device=p.a.device)  # rows of the block still read
         self.blocks = torch.zeros(n_rows, dtype=torch.int32, device=p.a.device)
         self._left: tuple[bool, Tensor] | None = None  # (factored, [alive row, d_head or d_model])
