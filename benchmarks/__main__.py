@@ -18,6 +18,7 @@ BENCHMARKS: tuple[str, ...] = (
     "report_gpt2",
     "report",
     "ov_vocab",
+    "ov_exit",
     "atlas",
     "sweep",
     "flops",

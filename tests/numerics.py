@@ -67,19 +67,28 @@ def report_ties(what: str, differ: int, total: int, kind: str) -> int:
 
 
 def check_ranks(
-    got: Tensor, logits: Tensor, targets: list[tuple[int, ...]], tol: float, what: str = "ranks"
+    got: Tensor,
+    logits: Tensor,
+    targets: list[tuple[int, ...]],
+    tol: float,
+    what: str = "ranks",
+    cap: int | None = None,
 ) -> int:
     """`got` [row] equals the exact rank of `logits` [row, vocab] except within a tie window;
-    returns how many rows differed (each inside its window)."""
+    returns how many rows differed (each inside its window). With `cap`, `got` is the rank capped
+    there (`min(rank, cap)`, the OV kernel's `RankCap`), and so are the window and the exact rank."""
     best = best_target_logit(logits, targets)
     low, high = rank_window(logits, best, tol)
+    exact = exact_ranks(logits, targets)
+    if cap is not None:
+        low, high, exact = low.clamp(max=cap), high.clamp(max=cap), exact.clamp(max=cap)
     got = got.long().cpu()
     outside = torch.nonzero((got < low) | (got > high)).flatten().tolist()
     assert not outside, (
         f"{what}: {len(outside)} ranks outside the float-tie window, e.g. row {outside[0]}: "
         f"{int(got[outside[0]])} not in [{int(low[outside[0]])}, {int(high[outside[0]])}]"
     )
-    return report_ties(what, int((got != exact_ranks(logits, targets)).sum()), len(got), "ranks")
+    return report_ties(what, int((got != exact).sum()), len(got), "ranks")
 
 
 def check_topk(got: Tensor, logits: Tensor, tol: float, what: str = "top-k") -> int:
@@ -117,10 +126,14 @@ def as_float64(weights):
 def check_ov_ranks(weights, x: Tensor, targets, heads, signs, ranks, n_upstream: int = 0, what="OV") -> int:
     """`ranks` (what `ov_ranks` gave for rows `x` [row, d_model] and `targets`) against float64
     logits computed head by head the plain way (benchmarks.ov.reference_logits), tie-aware;
-    returns how many ranks and top-k lists differed, each at a float tie."""
+    returns how many ranks and top-k lists differed, each at a float tie. On the rows of a
+    `RankCap` (`ranks.cap`) the ranks are checked against the reference's ranks capped, and there
+    is no top-k to check."""
     from benchmarks.ov import reference_logits
 
     wide, x = as_float64(weights), x.double()
+    n_rows = targets.valid.shape[0]
+    capped = torch.zeros(n_rows, dtype=torch.bool) if ranks.cap is None else ranks.cap.mask(n_rows)
     differed = 0
     for h, (layer, head) in enumerate(heads):
         for s, sign in enumerate(signs):
@@ -128,12 +141,16 @@ def check_ov_ranks(weights, x: Tensor, targets, heads, signs, ranks, n_upstream:
             tol = ov_logit_tolerance(weights.d_model, weights.d_head, logits, n_upstream)
             name = f"{what} head {layer}.{head} sign {sign}"
             for r in range(targets.valid.shape[1]):
-                rows = torch.nonzero(targets.valid[:, r]).flatten()
-                wanted = [tuple(targets.tokens[i, r].tolist()) for i in rows.tolist()]
-                got = ranks.rank[h, s, rows, r]
-                differed += check_ranks(got, logits[rows], wanted, tol, f"{name} relation {r}")
+                for part, cap in ((~capped, None), (capped, None if ranks.cap is None else ranks.cap.k)):
+                    rows = torch.nonzero(targets.valid[:, r] & part).flatten()
+                    if not len(rows):
+                        continue
+                    wanted = [tuple(targets.tokens[i, r].tolist()) for i in rows.tolist()]
+                    got = ranks.rank[h, s, rows, r]
+                    differed += check_ranks(got, logits[rows], wanted, tol, f"{name} relation {r}", cap)
             if ranks.topk.shape[-1]:
-                differed += check_topk(ranks.topk[h, s], logits, tol, f"{name} top-k")
+                exact = torch.nonzero(~capped).flatten()
+                differed += check_topk(ranks.topk[h, s, exact], logits[exact], tol, f"{name} top-k")
     return differed
 
 

@@ -20,11 +20,13 @@ import transformers as T
 
 import headscope as hs
 from headscope.embedding import block0_vectors, token_vectors
+from headscope.heads import all_heads
 from headscope.models.checks import ModelError
 from headscope.models.streamed import StreamedModel, plan_of, stream_model
 from headscope.models.weights import ArchitectureError, Weights, normalize
+from headscope.scores import ov_kernel
 from headscope.scores.atlas import SIGNS, AtlasOptions, AtlasPass, atlas_inputs, atlas_scores, kernel_call
-from headscope.scores.ov_kernel import ov_ranks
+from headscope.scores.ov_kernel import RankCap, Targets, ov_ranks
 from tests.models import families as fam
 from tests.models.families import NAMES, headscope_model
 from tests.numerics import assert_float_close, check_ranks, ov_logit_tolerance
@@ -158,9 +160,11 @@ def _head_logits(w: Weights, x: torch.Tensor, layer: int, head: int, sign: int) 
     return normalize(o, w.lnf_w, w.lnf_b, w.eps, w.normalization) @ w.W_U + w.b_U
 
 
-def _check_differing_ranks(weights: Weights, x, targets, heads, a, b) -> set[tuple[int, int, int]]:
+def _check_differing_ranks(
+    weights: Weights, x, targets, heads, a, b, cap: int | None = None
+) -> set[tuple[int, int, int]]:
     """Where the two passes' ranks differ, both lie in the float-tie window of plain float64
-    logits; returns the (head, sign, row) cells that differed."""
+    logits (capped at `cap`, for ranks capped there); returns the (head, sign, row) cells that differed."""
     wide = {k: v.double() for k, v in _tensors(weights).items()}
     w = dataclasses.replace(weights, **wide)
     cells = {tuple(i[:3]) for i in torch.nonzero((a != b) & targets.valid).tolist()}
@@ -172,7 +176,7 @@ def _check_differing_ranks(weights: Weights, x, targets, heads, a, b) -> set[tup
         for ranks in (a, b):
             for slot in slots:
                 wanted = [tuple(targets.tokens[row, slot].tolist())]
-                check_ranks(ranks[h, s, row : row + 1, slot], logits, wanted, tol, f"head {heads[h]}")
+                check_ranks(ranks[h, s, row : row + 1, slot], logits, wanted, tol, f"head {heads[h]}", cap)
     return cells
 
 
@@ -197,6 +201,26 @@ def test_the_streamed_atlas_equals_the_booted_models(family_dir, name):
     for column in ("score", "within"):
         worst = np.abs(a[column].to_numpy() - b[column].to_numpy())[untouched].max()
         assert worst <= SCORE_TOLERANCE, f"{name} {column} differs by {worst}"
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("name", NAMES)
+def test_capped_ranks_are_the_full_ranks_capped(family_dir, name, dtype, monkeypatch):
+    """The OV kernel's exact early exit on every family's weights, read in float32 and in bfloat16:
+    the ranks capped at k are the full pass's capped (where they differ, both lie in the float-tie
+    window), and a row is read to the end exactly where a head has a hit. The tiny vocabulary is
+    taken 64 columns at a time, so rows leave early."""
+    monkeypatch.setattr(ov_kernel, "COLUMNS", 64)
+    model, k = streamed(family_dir(name), dtype), 5
+    weights, heads = model.weights, all_heads(model.n_layers, model.n_heads)
+    tokens = torch.randperm(weights.d_vocab - 1, generator=torch.Generator().manual_seed(0))[:40]
+    x = model.token_vectors(tokens)  # copy and next of each token
+    targets = Targets(torch.stack([tokens, tokens + 1], 1)[:, :, None], torch.ones(40, 2, dtype=torch.bool))
+    full = ov_ranks(weights, x, targets, heads, k, SIGNS, with_topk=False)
+    capped = ov_ranks(weights, x, targets, heads, k, SIGNS, with_topk=False, cap=RankCap(k))
+    _check_differing_ranks(weights, x, targets, heads, full.rank.clamp(max=k), capped.rank, cap=k)
+    hit, whole = (full.rank < k).any(-1).any(1), ov_kernel.n_blocks(weights.d_vocab)  # [head, row]
+    assert (capped.blocks[hit] == whole).all() and (capped.blocks[~hit] < whole).any()
 
 
 def test_hs_atlas_streams_a_folder(family_dir):

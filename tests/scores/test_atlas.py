@@ -188,3 +188,35 @@ def test_a_card_maps_only_where_the_adjusted_p_is_below_five_percent():
     assert card_kind(0.9, 0.6, 1 / 9, 0.05) == "writes the set"
     assert card_kind(0.2, 0.6, 1 / 9, 0.2) == ""
     assert card_kind(0.9, 0.45, 1 / 9, 1e-9) == "writes the set"  # significant, but below the size
+
+
+def test_the_atlas_without_per_source_ranks_takes_the_exit(tmp_path, monkeypatch):
+    """Without the per-source table the kernel's ranks stop at k (`RankCap`: rows leave once
+    decided); with it every rank is read to the end. The planted heads' logits tie to the last bit
+    (orthogonal embeddings: most logits are 0 up to rounding), so the two passes' capped ranks are
+    each checked against float64 logits, tie-aware, and the columns no rank moves are equal. The
+    vocabulary is taken 16 columns at a time, so rows can leave early."""
+    from headscope.scores import atlas as atlas_module
+    from headscope.scores import ov_kernel
+    from tests.numerics import check_ov_ranks
+
+    monkeypatch.setattr(ov_kernel, "COLUMNS", 16)
+    found = []
+
+    def spy(*args, **kwargs):
+        found.append((args, ranks(*args, **kwargs)))
+        return found[-1][1]
+
+    ranks = atlas_module.ov_ranks
+    monkeypatch.setattr(atlas_module, "ov_ranks", spy)
+    model = hs.load_model(str(save_planted(tmp_path / "planted")))
+    capped = hs.atlas(model, relations="algorithmic", k=10)
+    whole = hs.atlas(model, relations="algorithmic", k=10, per_source=True)
+    settled = [c for c in capped.columns if c != "score"]  # the top-k score is the kernel's
+    pd.testing.assert_frame_equal(capped[settled], whole[settled])
+    (args, exit_ranks), (_, full_ranks) = found
+    assert exit_ranks.cap is not None and exit_ranks.cap.k == 10 and full_ranks.cap is None
+    weights, x, targets, heads, _, signs = args[:6]
+    check_ov_ranks(weights, x, targets, heads, signs, exit_ranks, n_upstream=4 * D_MODEL, what="capped")
+    blocks = ov_kernel.n_blocks(model.weights.d_vocab)
+    assert (exit_ranks.blocks < blocks).any() and (full_ranks.blocks == blocks).all()

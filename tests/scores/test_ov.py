@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from scipy import stats
@@ -106,6 +107,30 @@ def test_hand_built_heads_are_found(hand_model, embedding):
     assert _score(table, 1, RANDOM, "copy") <= 0.5 and _score(table, 1, RANDOM, "next") <= 0.5
     next_n = table[table.relation == "next"].n.unique().tolist()
     assert next_n == [len(MEMBERS) - 1]  # the last member has no successor: left out of n
+
+
+def test_the_score_table_alone_takes_the_exit_and_scores_the_same(hand_model, monkeypatch):
+    """`detail=False` caps the kernel's ranks at k (`RankCap`): the same score table as with every
+    rank and top-k read, and no per-token tables. The vocabulary is taken 8 columns at a time, so
+    rows can leave early."""
+    monkeypatch.setattr(ov_kernel, "COLUMNS", 8)
+    found, ranks = [], ov_kernel.ov_ranks
+
+    def spy(*args, **kwargs):
+        found.append(ranks(*args, **kwargs))
+        return found[-1]
+
+    monkeypatch.setattr("headscope.scores.ov.ov_ranks", spy)
+    dataset = keyword_dataset(MEMBERS, hand_model.tokens)
+    options = OVOptions(relations=("copy", "next"), k=3, negative=True)
+    whole, alone = (
+        ov_scores(hand_model, dataset, options),
+        ov_scores(hand_model, dataset, options, detail=False),
+    )
+    pd.testing.assert_frame_equal(alone.table, whole.table)
+    assert alone.per_token.empty and alone.categories.empty and not whole.per_token.empty
+    assert found[0].cap is None and found[1].cap.k == 3
+    assert (found[1].blocks < ov_kernel.n_blocks(hand_model.weights.d_vocab)).any()
 
 
 def test_per_token_and_categories(hand_model):

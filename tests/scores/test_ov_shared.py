@@ -10,6 +10,7 @@ import pytest
 import torch
 from benchmarks.ov import random_weights
 
+from headscope.scores import ov_kernel
 from headscope.scores.ov_kernel import FUSED_MIN_VOCAB, Targets, ov_ranks
 from headscope.scores.ov_shared import KernelCall, KernelSettings, shared_ranks, stacked_targets
 from tests.numerics import check_ov_ranks
@@ -48,3 +49,24 @@ def test_stacked_targets_pad_with_copies_that_are_not_valid():
         [[6, 7, 8], [6, 7, 8]],
     ]
     assert stacked.valid.tolist() == [[True, False], [True, False], [True, False]]
+
+
+@pytest.mark.parametrize("vocab", [300, FUSED_MIN_VOCAB + 100])
+def test_a_capped_call_takes_the_exit_and_the_others_keep_ranks_and_topk(vocab, monkeypatch):
+    """A call that reads only hits (the atlas without its per-source table) stacked with two that
+    need ranks and top-k: its ranks are its own pass's capped at k, with no top-k; theirs are whole."""
+    monkeypatch.setattr(ov_kernel, "COLUMNS", 64)  # several blocks of columns: rows can leave early
+    weights = random_weights(n_layers=2, n_heads=2, d_model=16, d_head=4, d_vocab=vocab, seed=3)
+    plain = [_call(10, 2, 1, vocab, 1), _call(7, 3, 2, vocab, 2), _call(5, 1, 3, vocab, 3)]
+    calls = [plain[0], KernelCall(plain[1].x, plain[1].targets, capped=True), plain[2]]
+    settings = KernelSettings(HEADS, 5, SIGNS, torch.float32, torch.device("cpu"))
+    together = shared_ranks(weights, calls, settings)
+    for call, share in zip(calls, together, strict=True):
+        assert (share.cap is not None) == call.capped
+        assert share.topk.shape[-1] == (0 if call.capped else 5)
+        assert share.blocks.shape == (len(HEADS), call.x.shape[0])
+        check_ov_ranks(weights, call.x, call.targets, HEADS, SIGNS, share, what="shared pass")
+    assert together[1].rank.max() <= 5 and together[1].cap.k == 5
+    whole = ov_kernel.n_blocks(vocab)
+    assert (together[0].blocks == whole).all() and (together[2].blocks == whole).all()  # read to the end
+    assert (together[1].blocks < whole).any()

@@ -114,7 +114,7 @@ def label_tables(
     tables = {"ov_scores": pd.DataFrame()}
     if relations:
         options = _ov.OVOptions(relations, integer(k, "k"), embedding, negative=True, within=True)
-        tables["ov_scores"] = _ov.ov_scores(model, dataset, options, capture=taken).table
+        tables["ov_scores"] = _ov.ov_scores(model, dataset, options, capture=taken, detail=False).table
     tables |= attention_tables(model, dataset, taken)
     tables.setdefault("detectors", pd.DataFrame())
     return {"labels": labels_of(dataset.task, tables, thresholds), **tables}

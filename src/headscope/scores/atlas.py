@@ -25,7 +25,7 @@ from headscope.models.loading import Model
 from headscope.scores import significance
 from headscope.scores.atlas_within import candidate_sets, within_ranks
 from headscope.scores.ov import kernel_device
-from headscope.scores.ov_kernel import HeadRanks, Targets, ov_ranks
+from headscope.scores.ov_kernel import HeadRanks, RankCap, Targets, ov_ranks
 from headscope.scores.ov_shared import KernelCall, KernelSettings
 from headscope.tasks.relation_library import Relation, choose_relations
 from headscope.tasks.relation_tokens import SpelledRelation, spell_relation
@@ -142,6 +142,8 @@ def atlas_scores(
     """Top-k and within-set scores of every head, relation (default: the whole library) and sign;
     `computed`: these options' inputs and ranks already found by a shared pass."""
     found = computed or _run_kernel(model, atlas_inputs(model, relations, options), options)
+    if options.per_source and found.ranks.cap is not None:
+        raise HeadscopeError("the per-source table needs exact ranks and top-k: compute them uncapped")
     every, batch, x = found.inputs.every, found.inputs.batch, found.inputs.x
     heads = all_heads(model.n_layers, model.n_heads)
     device, dtype = kernel_device(model), DTYPES[options.precision]
@@ -156,18 +158,14 @@ def atlas_scores(
 
 
 def _run_kernel(model: Model, inputs: AtlasInputs, options: AtlasOptions) -> AtlasPass:
+    """The OV kernel on the atlas's rows; without the per-source table (its ranks and top-k tokens)
+    the ranks are capped at k, found with the kernel's exact early exit (`RankCap`)."""
     call, s = kernel_call(model, inputs, options)
+    cap = RankCap(s.k) if call.capped else None
     ranks = ov_ranks(
-        model.weights,
-        call.x,
-        call.targets,
-        list(s.heads),
-        s.k,
-        s.signs,
-        s.dtype,
-        options.per_source,
-        s.device,
-    )
+        model.weights, call.x, call.targets, list(s.heads), s.k, s.signs, s.dtype, options.per_source,
+        s.device, cap,
+    )  # fmt: skip
     return AtlasPass(inputs, ranks)
 
 
@@ -185,10 +183,11 @@ def atlas_inputs(
 def kernel_call(
     model: Model, inputs: AtlasInputs, options: AtlasOptions = AtlasOptions()
 ) -> tuple[KernelCall, KernelSettings]:
-    """What the OV kernel is handed for the atlas's rows, for a pass shared with other score sets."""
+    """What the OV kernel is handed for the atlas's rows, for a pass shared with other score sets:
+    capped (hits alone, the exact early exit) unless the per-source table asks for ranks and top-k."""
     heads = tuple(all_heads(model.n_layers, model.n_heads))
     settings = KernelSettings(heads, options.k, SIGNS, DTYPES[options.precision], kernel_device(model))
-    return KernelCall(inputs.x, _targets(inputs.batch)), settings
+    return KernelCall(inputs.x, _targets(inputs.batch), capped=not options.per_source), settings
 
 
 def _within_ranks(model: Model, batch: _Batch, x, heads, dtype, device) -> np.ndarray:

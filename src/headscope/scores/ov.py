@@ -23,7 +23,7 @@ from headscope.models.streamed import StreamedModel
 from headscope.options import names
 from headscope.scores.intervals import cluster_wilson, wilson
 from headscope.scores.keywords import KEYWORD_TASK, keyword_dataset
-from headscope.scores.ov_kernel import HeadRanks, Targets, ov_ranks
+from headscope.scores.ov_kernel import HeadRanks, RankCap, Targets, ov_ranks
 from headscope.scores.ov_shared import KernelCall, KernelSettings
 from headscope.scores.ov_within import within_table
 from headscope.scores.relations import check_relations, instance_targets, row_targets
@@ -170,10 +170,13 @@ def ov_scores(
     """OV relation scores of every chosen head: hits / keyword instances with a target.
 
     `detail=False` skips the top-k tokens and the two tables read from them (`per_token` and
-    `categories` come back empty): the same scores, for less work. `computed`: the inputs and
+    `categories` come back empty): the same scores, for less work (each head stops reading a row's
+    vocabulary once k tokens beat its targets: `ov_kernel.RankCap`). `computed`: the inputs and
     ranks of these options already found by a shared pass (`ov_shared.shared_ranks`).
     """
     found = computed or run_kernel(model, ov_inputs(model, dataset, options, capture), options, detail)
+    if detail and found.ranks.cap is not None:
+        raise HeadscopeError("the per-token table needs exact ranks and top-k: compute them uncapped")
     i = found.inputs
     scored = _scored(i.heads, options, dataset, i.targets, i.embeddings, i.table, found.ranks)
     scores = score_table(scored)
@@ -206,11 +209,13 @@ def _with_within(scores, model, dataset, options: OVOptions, heads, targets, emb
 
 
 def run_kernel(model: Model, inputs: OVInputs, options: OVOptions, detail: bool = True) -> OVPass:
-    """The OV kernel on one score set's rows alone."""
+    """The OV kernel on one score set's rows alone. Without `detail` only the score table is made,
+    which reads hits alone: the ranks are capped at k (the kernel's exact early exit, `RankCap`)."""
     call, settings = kernel_call(model, inputs, options)
     s = settings
+    cap = None if detail else RankCap(s.k)
     ranks = ov_ranks(
-        model.weights, call.x, call.targets, inputs.heads, s.k, s.signs, s.dtype, detail, s.device
+        model.weights, call.x, call.targets, inputs.heads, s.k, s.signs, s.dtype, detail, s.device, cap
     )
     return OVPass(inputs, ranks)
 

@@ -33,6 +33,27 @@ top-k only in rows whose block maximum beats it. The thresholds (target logits) 
 separate small product; the block's own values at the target columns are swapped for those,
 so a target never ties with itself by rounding.
 
+**The exact early exit** (`RankCap`, for the tables that read only hits: the atlas without its
+per-source table, the score table without the per-token ones). A cell's rank is `count + own - 1`
+at the end (`own`: the row's distinct target tokens at or above the threshold, known from the
+small product before any block is read), and counts only grow, so the rank is k or more as soon
+as the count reaches `k + 1 - own`: the cell is decided, a miss, and reported as k ("k or more").
+After each block of columns, each head drops the rows whose every valid cell (each relation, each
+sign) is decided; the next blocks' products and scans are made for the rows still in doubt only
+(`HeadScan`: its accumulator, thresholds and left operand indexed down to them). The rows are
+dropped per head, not per group of heads: each head's logits are a product of their own, so a row
+one head has decided costs that head nothing more, whatever the others still need. With few rows
+left the direct form (`a W_Oc`, then the columns: `d_model` per row and column) replaces the
+factored one, whose `W_Oc W_gU` block costs `d_head x d_model` per column whatever the rows. A hit
+needs every column, so hits are read to the end and exact; rows a `RankCap` leaves out (those that
+need ranks beyond k or their top-k) are read to the end in the same pass, with their top-k. The
+columns are read in token-id order (a fixed order: the counts do not depend on it); on a trained
+checkpoint (SmolLM2-135M) 96% of the (head, row) pairs of the atlas's rows are decided in the
+first block of 1,024 (benchmarks/results/ov_exit.md). `HeadRanks.blocks` counts the blocks each
+head read for each row. The ranks are the full pass's capped at k, except that the products'
+rounding (other shapes, the direct form) may differ in the last bit, which moves a rank only where
+another token's logit ties the target's exactly (as between a shared pass and a pass of its own).
+
 Memory, per worker thread, whatever the model: the heads are taken `head_block` at a time, so
 their circuits (`heads x d_head x d_model`) and the factors of `ROW_BLOCK` rows (`heads x rows x
 d_head`) stay within `HEAD_BLOCK_BYTES` each; the unembedding is read a block of columns at a
@@ -55,6 +76,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from headscope.errors import HeadscopeError
 from headscope.models.weights import Weights, centred, head_output_map, normalize
 from headscope.scores.ov_fused import fused
 
@@ -77,14 +99,35 @@ class Targets:
 
 
 @dataclass(frozen=True)
+class RankCap:
+    """Ranks wanted only up to `k` (a top-k hit or miss), on `rows` (None: every row).
+
+    On those rows a rank of `k` or more is reported as `k` ("k or more", not a rank), and a head
+    stops reading a row's columns once every valid cell of the row (each relation, each sign) has
+    `k` tokens at or above its target: the exact early exit. Those rows get no top-k tokens.
+    """
+
+    k: int
+    rows: Bool[Tensor, "row"] | None = None
+
+    def mask(self, n_rows: int) -> Bool[Tensor, "row"]:
+        return torch.ones(n_rows, dtype=torch.bool) if self.rows is None else self.rows.bool()
+
+
+@dataclass(frozen=True)
 class HeadRanks:
     """Per head, sign and row: the rank of each relation's best target, and the top-k tokens.
 
-    `topk` has a last dimension of 0 when top-k was not asked for.
+    `topk` has a last dimension of 0 when top-k was not asked for; with a `cap`, the capped rows'
+    top-k entries are -1 and their ranks are capped: `min(rank, cap.k)`, `cap.k` meaning "cap.k
+    or more". `blocks`: how many blocks of `COLUMNS` vocabulary columns each head read for each
+    row (all of them, `ceil(V / COLUMNS)`, unless the row was capped and decided early).
     """
 
     rank: Int[Tensor, "head sign row relation"]
     topk: Int[Tensor, "head sign row k"]
+    cap: RankCap | None = None
+    blocks: Int[Tensor, "head row"] | None = None
 
 
 @dataclass(frozen=True)
@@ -231,10 +274,10 @@ class Accumulator:
     def __init__(
         self, targets: RowTargets, k: int, with_topk: bool, signs: tuple[int, ...], use_fused: bool = True
     ):
-        n_signs, heads, rows, relations = targets.threshold.shape
+        n_signs, heads, rows, _ = targets.threshold.shape
         self.t, self.signs = targets, signs
         on = dict(dtype=targets.logits.dtype, device=targets.logits.device)
-        self.count = torch.zeros(n_signs, heads, rows, relations, **on)
+        self.count = torch.zeros_like(targets.threshold)  # [sign, head, row, relation]: the same strides
         self.k = k if with_topk else 0
         self.top_v = torch.full((n_signs, heads, rows, self.k), -torch.inf, **on)
         self.top_i = torch.zeros(n_signs, heads, rows, self.k, dtype=torch.long, device=on["device"])
@@ -297,11 +340,27 @@ class Accumulator:
 
     def ranks(self) -> tuple[Tensor, Tensor]:
         """Ranks [sign, head, row, relation]: swapped-in target counts added, the target itself off."""
-        t, count = self.t, self.count.clone()
-        for h in range(count.shape[1]):  # a head at a time: [sign, row, relation, slot] stays small
-            own = (t.logits[:, h, :, None, :] >= t.threshold[:, h, ..., None]) & t.first[None, :, None, :]
-            count[:, h] += own.sum(-1)
-        return (count - 1).to(torch.int32), self.top_i.to(torch.int32)
+        return (self.count + own_counts(self.t) - 1).to(torch.int32), self.top_i.to(torch.int32)
+
+    def kept(self, keep: Bool[Tensor, "row"]) -> Accumulator:
+        """The same accumulator on the rows `keep` alone: their targets, counts and top-k so far."""
+        t = self.t
+        sub = RowTargets(t.tokens[keep], t.first[keep], t.logits[:, :, keep], t.threshold[:, :, keep])
+        acc = Accumulator(sub, self.k, self.k > 0, self.signs, self._fused is not None)
+        acc.count.copy_(self.count[:, :, keep])
+        acc.top_v.copy_(self.top_v[:, :, keep])
+        acc.top_i.copy_(self.top_i[:, :, keep])
+        return acc
+
+
+def own_counts(t: RowTargets) -> Float[Tensor, "sign head row relation"]:
+    """Per relation, the row's distinct target tokens whose logit (the small product's) is at least
+    the relation's threshold: the best target itself and any other at or above it."""
+    own = torch.zeros_like(t.threshold)
+    for h in range(own.shape[1]):  # a head at a time: [sign, row, relation, slot] stays small
+        at_least = (t.logits[:, h, :, None, :] >= t.threshold[:, h, ..., None]) & t.first[None, :, None, :]
+        own[:, h] = at_least.sum(-1)
+    return own
 
 
 @dataclass(frozen=True)
@@ -331,17 +390,21 @@ class Pass:
     signs: tuple[int, ...]
 
 
+def _work(heads: int, rows: int, relations: int, plain: bool, on: dict) -> Work:
+    """Scratch for logits blocks of `heads x rows x COLUMNS`; the negation and the mask only for the
+    plain torch count (the fused scan negates and compares on the fly)."""
+    logits = torch.empty(heads, rows, COLUMNS, **on)
+    mask = torch.empty(heads, rows, relations, COLUMNS if plain else 0, **on)
+    return Work(logits, torch.empty(heads, rows, COLUMNS if plain else 0, **on), mask)
+
+
 def _column_pass(p: Pass, head_groups: list[slice]) -> None:
     """Every vocabulary block for the given groups of heads."""
     n_rows, vocab = p.left.shape[1], p.out.c.shape[0]
     step = _block_shape(1, n_rows)[1]
     group = max(hs.stop - hs.start for hs in head_groups)
     on = dict(dtype=p.circ.dtype, device=p.left.device)
-    logits = torch.empty(group, step, COLUMNS, **on)
-    plain = p.acc.uses_torch_count  # the mask is needed only by the plain torch count
-    mask = torch.empty(group, step, p.acc.count.shape[-1], COLUMNS if plain else 0, **on)
-    negated = torch.empty(group, step, COLUMNS if plain else 0, **on)  # the fused scan negates on the fly
-    work = Work(logits, negated, mask)
+    work = _work(group, step, p.acc.count.shape[-1], p.acc.uses_torch_count, on)
     twice_c = 2 * p.out.c
     for start in range(0, vocab, COLUMNS):
         cols = slice(start, min(start + COLUMNS, vocab))
@@ -350,7 +413,7 @@ def _column_pass(p: Pass, head_groups: list[slice]) -> None:
             right = (p.circ.W_Oc[heads] @ W) if p.factored else W  # [head, d_head, col] or [d_model, col]
             for r0 in range(0, n_rows, step):
                 rows = slice(r0, min(r0 + step, n_rows))
-                block = logits[: heads.stop - heads.start, : rows.stop - r0, : cols.stop - start]
+                block = work.logits[: heads.stop - heads.start, : rows.stop - r0, : cols.stop - start]
                 if p.factored:  # [head, row, d_head] @ [head, d_head, col] + c
                     torch.baddbmm(p.out.c[cols], p.left[heads, rows], right, out=block)
                 else:  # [head, row, d_model] @ [d_model, col] + c
@@ -358,20 +421,163 @@ def _column_pass(p: Pass, head_groups: list[slice]) -> None:
                 p.acc.add(block, twice_c[cols], heads, rows, start, work)
 
 
+def n_blocks(vocab: int) -> int:
+    """Blocks of `COLUMNS` vocabulary columns: what a head reads for a row without an exit."""
+    return -(-vocab // COLUMNS)
+
+
+@dataclass(frozen=True)
+class RowBlock:
+    """One block of rows handed to the kernel: their residual rows, targets, and which are capped."""
+
+    x: Float[Tensor, "row d_model"]
+    tokens: Int[Tensor, "row relation target"]
+    valid: Bool[Tensor, "row relation"]
+    capped: Bool[Tensor, "row"]
+
+
 def _row_block(
-    weights: Weights, circ: Circuits, out: Readout, x: Tensor, tokens: Tensor, k: int, signs, with_topk: bool
-) -> tuple[Tensor, Tensor]:
-    """Ranks and top-k of one block of rows, every head of `circ`."""
-    a = head_factors(weights, circ, x)  # [head, row, d_head]
-    targets = row_targets_logits(a, circ, out, tokens, signs)
-    use_fused = weights.d_vocab >= FUSED_MIN_VOCAB and x.device.type == "cpu"  # the C++ counter: CPU only
+    weights: Weights, circ: Circuits, out: Readout, rb: RowBlock, k: int, signs, with_topk: bool, cap: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Ranks [sign, head, row, relation], top-k and blocks read [head, row] of one block of rows,
+    every head of `circ`; with capped rows among them, by the exit pass."""
+    a = head_factors(weights, circ, rb.x)  # [head, row, d_head]
+    targets = row_targets_logits(a, circ, out, rb.tokens, signs)
+    use_fused = weights.d_vocab >= FUSED_MIN_VOCAB and rb.x.device.type == "cpu"  # the C++ counter: CPU only
+    if rb.capped.any():
+        need = decided_at(targets, cap, rb.valid, rb.capped)
+        p = ExitPass(
+            weights, circ, out, a, targets, need, rb.capped, cap, k, with_topk, tuple(signs), use_fused
+        )
+        return _exit_pass(p)
     acc = Accumulator(targets, k, with_topk, tuple(signs), use_fused)
-    factored = factored_is_cheaper(weights, x.shape[0])
+    factored = factored_is_cheaper(weights, rb.x.shape[0])
     left = a if factored else a @ circ.W_Oc  # [head, row, d_head or d_model]
     group = _block_shape(a.shape[0], a.shape[1])[0]
     groups = [slice(h, min(h + group, a.shape[0])) for h in range(0, a.shape[0], group)]
     _column_pass(Pass(acc, left, circ, out, factored, tuple(signs)), groups)
-    return acc.ranks()
+    blocks = torch.full(a.shape[:2], n_blocks(weights.d_vocab), dtype=torch.int32, device=a.device)
+    return *acc.ranks(), blocks
+
+
+# ---- the exact early exit -----------------------------------------------------------------------
+
+
+def decided_at(
+    t: RowTargets, cap: int, valid: Bool[Tensor, "row relation"], capped: Bool[Tensor, "row"]
+) -> Float[Tensor, "sign head row relation"]:
+    """The running count at which a cell is decided a miss. Its rank is `count + own - 1` at the end
+    (`Accumulator.ranks`) and counts only grow, so the rank is at least `cap` as soon as the count
+    reaches `cap + 1 - own`. A cell not valid decides nothing (0: decided from the start); a row
+    not capped is read to the end (infinity)."""
+    need = (cap + 1 - own_counts(t)).masked_fill(~valid[None, None], 0.0)
+    return need.masked_fill(~capped[None, None, :, None], torch.inf)
+
+
+@dataclass(frozen=True)
+class ExitPass:
+    """What the exit pass over one block of rows reads: `need` from `decided_at`, `cap` the rank
+    cap, `k` and `with_topk` the top-k of the rows not capped."""
+
+    weights: Weights
+    circ: Circuits
+    out: Readout
+    a: Float[Tensor, "head row d_head"]
+    targets: RowTargets
+    need: Float[Tensor, "sign head row relation"]
+    capped: Bool[Tensor, "row"]
+    cap: int
+    k: int
+    with_topk: bool
+    signs: tuple[int, ...]
+    use_fused: bool
+
+
+class HeadScan:
+    """One head's reading of a row block's columns, with the exit: the rows still in doubt
+    (`alive`), their accumulator, the left operand of their products, and how many column blocks
+    each row of the block was read in."""
+
+    def __init__(self, p: ExitPass, i: int):
+        t, n_rows = p.targets, p.a.shape[1]
+        mine = slice(i, i + 1)  # this head's
+        head = RowTargets(
+            t.tokens, t.first, t.logits[:, mine].contiguous(), t.threshold[:, mine].contiguous()
+        )
+        self.p, self.i = p, i
+        self.acc = Accumulator(head, p.k, p.with_topk, p.signs, p.use_fused)
+        self.need = p.need[:, mine]  # [sign, 1, alive row, relation]
+        self.alive = torch.arange(n_rows, device=p.a.device)  # rows of the block still read
+        self.blocks = torch.zeros(n_rows, dtype=torch.int32, device=p.a.device)
+        self._left: tuple[bool, Tensor] | None = None  # (factored, [alive row, d_head or d_model])
+
+    def _operand(self, factored: bool) -> Tensor:
+        """`a` of the alive rows (factored), or `a W_Oc` (direct: cheaper once few rows are left)."""
+        if self._left is None or self._left[0] != factored:
+            a = self.p.a[self.i, self.alive]  # [row, d_head]
+            self._left = (factored, a if factored else a @ self.p.circ.W_Oc[self.i])
+        return self._left[1]
+
+    def read(self, W: Float[Tensor, "d_model col"], cols: slice, twice_c: Tensor, work: Work) -> None:
+        """One block of columns for the alive rows, then the rows it decided dropped."""
+        n, c = self.alive.shape[0], self.p.out.c[cols]
+        factored = factored_is_cheaper(self.p.weights, n)
+        left = self._operand(factored)[None]  # [1, row, d_head or d_model]
+        right = (self.p.circ.W_Oc[self.i] @ W)[None] if factored else W  # [1, d_head, col] or [d_model, col]
+        step = work.logits.shape[1]
+        for r0 in range(0, n, step):
+            rows = slice(r0, min(r0 + step, n))
+            block = work.logits[:1, : rows.stop - r0, : cols.stop - cols.start]  # [1, row, col]
+            if factored:
+                torch.baddbmm(c, left[:, rows], right, out=block)
+            else:
+                torch.matmul(left[:, rows], right, out=block).add_(c)
+            self.acc.add(block, twice_c[cols], slice(0, 1), rows, cols.start, work)
+        self.blocks[self.alive] += 1
+        self._drop_decided()
+
+    def _drop_decided(self) -> None:
+        """Rows whose every cell (each sign and relation) has reached its count leave the scan."""
+        keep = ~(self.acc.count >= self.need).all(-1).all(0)[0]  # [alive row]
+        if keep.all():
+            return
+        self.alive, self.need, self.acc = self.alive[keep], self.need[:, :, keep], self.acc.kept(keep)
+        self._left = (self._left[0], self._left[1][keep]) if self._left is not None else None
+
+    def result(self) -> tuple[Int[Tensor, "sign row relation"], Int[Tensor, "sign row k"]]:
+        """Ranks of the block's rows (dropped ones: the cap; capped ones capped) and the top-k of
+        the rows not capped (-1 on capped rows)."""
+        p, (n_signs, _, n_rows, relations) = self.p, self.p.need.shape
+        rank = torch.full((n_signs, n_rows, relations), p.cap, dtype=torch.int32, device=p.a.device)
+        top = torch.full((n_signs, n_rows, self.acc.k), -1, dtype=torch.int32, device=p.a.device)
+        alive_rank, alive_top = self.acc.ranks()  # [sign, 1, alive row, relation or k]
+        rank[:, self.alive], top[:, self.alive] = alive_rank[:, 0], alive_top[:, 0]
+        rank[:, p.capped] = rank[:, p.capped].clamp(max=p.cap)
+        top[:, p.capped] = -1
+        return rank, top
+
+
+def _exit_pass(p: ExitPass) -> tuple[Tensor, Tensor, Tensor]:
+    """Ranks [sign, head, row, relation], top-k and blocks read [head, row], column block by column
+    block, each head reading only its rows still in doubt (a row needs a head's products and scan
+    until every one of its cells is decided, whatever the other heads found)."""
+    scans = [HeadScan(p, i) for i in range(p.a.shape[0])]
+    on = dict(dtype=p.circ.dtype, device=p.a.device)
+    step = _block_shape(1, p.a.shape[1])[1]
+    work = _work(1, step, p.need.shape[-1], scans[0].acc.uses_torch_count, on)
+    twice_c, vocab = 2 * p.out.c, p.out.c.shape[0]
+    for start in range(0, vocab, COLUMNS):
+        reading = [scan for scan in scans if scan.alive.shape[0]]
+        if not reading:
+            break
+        cols = slice(start, min(start + COLUMNS, vocab))
+        W = p.out.columns(cols)  # [d_model, col]
+        for scan in reading:
+            scan.read(W, cols, twice_c, work)
+    found = [scan.result() for scan in scans]
+    rank = torch.stack([r for r, _ in found], 1)  # [sign, head, row, relation]
+    top = torch.stack([t for _, t in found], 1)  # [sign, head, row, k]
+    return rank, top, torch.stack([scan.blocks for scan in scans])
 
 
 def head_block(weights: Weights, rows: int = ROW_BLOCK) -> int:
@@ -381,31 +587,49 @@ def head_block(weights: Weights, rows: int = ROW_BLOCK) -> int:
     return max(1, HEAD_BLOCK_BYTES // per_head)
 
 
-def _heads_ranks(weights, heads, out: Readout, x: Tensor, tokens: Tensor, k, signs, dtype, with_topk):
-    """Ranks [head, sign, row, relation] and top-k of one block of heads, rows `ROW_BLOCK` at a time."""
-    circ = circuits(weights, heads, dtype, x.device)
-    ranks, tops = [], []
-    for start in range(0, x.shape[0], ROW_BLOCK):
-        rows = slice(start, start + ROW_BLOCK)
-        rank, top = _row_block(weights, circ, out, x[rows], tokens[rows], k, signs, with_topk)
+def _heads_ranks(weights, heads, out: Readout, rows: RowBlock, k, signs, dtype, with_topk, cap: int):
+    """Ranks [head, sign, row, relation], top-k and blocks read [head, row] of one block of heads,
+    rows `ROW_BLOCK` at a time."""
+    circ = circuits(weights, heads, dtype, rows.x.device)
+    ranks, tops, blocks = [], [], []
+    for start in range(0, rows.x.shape[0], ROW_BLOCK):
+        part = slice(start, start + ROW_BLOCK)
+        rb = RowBlock(rows.x[part], rows.tokens[part], rows.valid[part], rows.capped[part])
+        rank, top, read = _row_block(weights, circ, out, rb, k, signs, with_topk, cap)
         ranks.append(rank.transpose(0, 1).cpu())  # [sign, head, ...] -> [head, sign, ...]
         tops.append(top.transpose(0, 1).cpu())
-    return torch.cat(ranks, 2), torch.cat(tops, 2)
+        blocks.append(read.cpu())
+    return torch.cat(ranks, 2), torch.cat(tops, 2), torch.cat(blocks, 1)
 
 
-def _worker(weights: Weights, heads, out: Readout, x: Tensor, targets: Targets, k, signs, dtype, with_topk):
-    """Ranks [head, sign, row, relation] and top-k of some heads, `head_block` heads at a time, in
-    one thread with no intra-op threads on the CPU: no per-operation barrier waits on a sibling
-    thread that a busy machine has paused."""
-    if x.device.type == "cpu":
+def _worker(weights: Weights, heads, out: Readout, rows: RowBlock, k, signs, dtype, with_topk, cap: int):
+    """Ranks [head, sign, row, relation], top-k and blocks read of some heads, `head_block` heads at a
+    time, in one thread with no intra-op threads on the CPU: no per-operation barrier waits on a
+    sibling thread that a busy machine has paused."""
+    if rows.x.device.type == "cpu":
         torch.set_num_threads(1)
-    tokens = targets.tokens.to(x.device)
-    step = head_block(weights, x.shape[0])
+    step = head_block(weights, rows.x.shape[0])
     parts = [
-        _heads_ranks(weights, heads[i : i + step], out, x, tokens, k, signs, dtype, with_topk)
+        _heads_ranks(weights, heads[i : i + step], out, rows, k, signs, dtype, with_topk, cap)
         for i in range(0, len(heads), step)
     ]
-    return torch.cat([r for r, _ in parts]), torch.cat([t for _, t in parts])
+    return tuple(torch.cat([part[j] for part in parts]) for j in range(3))
+
+
+def _check_cap(cap: RankCap | None, n_rows: int, with_topk: bool) -> None:
+    if cap is None:
+        return
+    if cap.k < 1:
+        raise HeadscopeError(f"RankCap(k={cap.k}): the cap must be at least 1 (ranks below it are exact)")
+    if cap.rows is not None and cap.rows.shape != (n_rows,):
+        raise HeadscopeError(
+            f"RankCap.rows has shape {tuple(cap.rows.shape)}: give one flag per row ({n_rows})"
+        )
+    if cap.rows is None and with_topk:
+        raise HeadscopeError(
+            "a rank cap on every row leaves no top-k to compute: pass with_topk=False, or name the rows "
+            "that need their top-k tokens (RankCap.rows False there)"
+        )
 
 
 def ov_ranks(
@@ -418,17 +642,24 @@ def ov_ranks(
     dtype: torch.dtype = torch.float32,
     with_topk: bool = True,
     device: torch.device | None = None,
+    cap: RankCap | None = None,
 ) -> HeadRanks:
     """Ranks (and top-k) of every head, sign and row: the heads split among one worker thread per
-    intra-op thread (torch.get_num_threads()), rows taken `ROW_BLOCK` at a time."""
+    intra-op thread (torch.get_num_threads()), rows taken `ROW_BLOCK` at a time. With `cap`, the
+    capped rows' ranks are `min(rank, cap.k)`, found with the exact early exit (`RankCap`)."""
+    _check_cap(cap, x.shape[0], with_topk)
+    n_rows, relations = targets.valid.shape
     if x.shape[0] == 0 or not heads:
-        n_rows, relations = targets.valid.shape
         shape = (len(heads), len(signs), n_rows)
         return HeadRanks(
-            torch.zeros(*shape, relations, dtype=torch.int32), torch.zeros(*shape, 0, dtype=torch.int32)
-        )
+            torch.zeros(*shape, relations, dtype=torch.int32), torch.zeros(*shape, 0, dtype=torch.int32),
+            cap, torch.zeros(len(heads), n_rows, dtype=torch.int32),
+        )  # fmt: skip
     device = weights.W_U.device if device is None else device  # each head block is moved there
     out, x = readout(weights, dtype, device), x.to(device)
+    capped = torch.zeros(n_rows, dtype=torch.bool) if cap is None else cap.mask(n_rows)
+    rows = RowBlock(x, targets.tokens.to(device), targets.valid.to(device), capped.to(device))
+    at = 0 if cap is None else cap.k
     threads = torch.get_num_threads()
     workers = min(threads, len(heads)) if device.type == "cpu" else 1  # one stream on an accelerator
     parts = [list(p) for p in np.array_split(np.arange(len(heads)), workers) if len(p)]
@@ -436,11 +667,12 @@ def ov_ranks(
         with ThreadPoolExecutor(len(parts)) as pool:
             done = [
                 pool.submit(
-                    _worker, weights, [heads[i] for i in p], out, x, targets, k, signs, dtype, with_topk
+                    _worker, weights, [heads[i] for i in p], out, rows, k, signs, dtype, with_topk, at
                 )
                 for p in parts
             ]
             results = [f.result() for f in tqdm(done, desc="OV scores", leave=False, disable=None)]
     finally:
         torch.set_num_threads(threads)
-    return HeadRanks(torch.cat([r for r, _ in results]), torch.cat([t for _, t in results]))
+    rank, topk, blocks = (torch.cat([r[j] for r in results]) for j in range(3))
+    return HeadRanks(rank, topk, cap, blocks)

@@ -14,9 +14,13 @@ token as a slot before it, so it changes no count (`ov_kernel`: each distinct ta
 row is counted once), and its own ranks are dropped. Each row's ranks and top-k are computed as
 in a call of its own (same thresholds, exact counts); the float rounding of a product may differ
 with the number of rows stacked, which moves a rank only where another token's logit ties the
-target's to the last bit. Memory: the pass is bounded as any `ov_ranks` call (rows are taken
-`ROW_BLOCK` at a time); its ranks and top-k (heads x signs x rows x (relations + k), int32) are
-held by the shares.
+target's to the last bit. A call that reads only hits (`KernelCall.capped`: the atlas without its
+per-source table) takes the kernel's exact early exit on its own rows (`ov_kernel.RankCap`): its
+ranks of k or more come back as k, while the other calls' rows, stacked in the same pass, are
+read to the end for their exact ranks and top-k.
+
+Memory: the pass is bounded as any `ov_ranks` call (rows are taken `ROW_BLOCK` at a time); its
+ranks and top-k (heads x signs x rows x (relations + k), int32) are held by the shares.
 """
 
 from __future__ import annotations
@@ -28,15 +32,19 @@ from jaxtyping import Float
 from torch import Tensor
 
 from headscope.models.weights import Weights
-from headscope.scores.ov_kernel import HeadRanks, Targets, ov_ranks
+from headscope.scores.ov_kernel import HeadRanks, RankCap, Targets, ov_ranks
 
 
 @dataclass(frozen=True)
 class KernelCall:
-    """The inputs of one `ov_ranks` call that vary between score sets: its rows and their targets."""
+    """The inputs of one `ov_ranks` call that vary between score sets: its rows and their targets.
+
+    `capped`: the score set reads only hits (rank < k), so its rows take the kernel's exact early
+    exit (`RankCap`): ranks of k or more come back as k, and the rows get no top-k tokens."""
 
     x: Float[Tensor, "row d_model"]
     targets: Targets
+    capped: bool = False
 
 
 @dataclass(frozen=True)
@@ -54,20 +62,30 @@ def shared_ranks(
     weights: Weights, calls: list[KernelCall], settings: KernelSettings, with_topk: bool = True
 ) -> list[HeadRanks]:
     """The ranks (and top-k) of each call, in order, from one `ov_ranks` pass over their stacked
-    rows: each the ranks of a call of its own (see the module's note on float ties)."""
+    rows: each the ranks of a call of its own (see the module's note on float ties); a capped
+    call's rows take the early exit at `settings.k` while the others are read to the end."""
     s = settings
     x = torch.cat([c.x for c in calls])  # [row, d_model]: the calls' rows, stacked
+    capped = torch.cat([torch.full((c.x.shape[0],), c.capped) for c in calls])  # [row]
+    cap = RankCap(s.k, capped) if capped.any() else None
+    with_topk = with_topk and not capped.all()  # capped rows get no top-k
     ranks = ov_ranks(
         weights, x, stacked_targets([c.targets for c in calls]), list(s.heads), s.k, s.signs, s.dtype,
-        with_topk, s.device,
+        with_topk, s.device, cap,
     )  # fmt: skip
     starts = torch.tensor([0, *[c.x.shape[0] for c in calls]]).cumsum(0).tolist()
-    return [_share(ranks, starts[i], starts[i + 1], c.targets.valid.shape[1]) for i, c in enumerate(calls)]
+    return [_share(ranks, starts[i], starts[i + 1], c) for i, c in enumerate(calls)]
 
 
-def _share(ranks: HeadRanks, start: int, stop: int, relations: int) -> HeadRanks:
-    rank = ranks.rank[:, :, start:stop, :relations]  # [head, sign, row, relation]
-    return HeadRanks(rank.contiguous(), ranks.topk[:, :, start:stop].contiguous())
+def _share(ranks: HeadRanks, start: int, stop: int, call: KernelCall) -> HeadRanks:
+    """One call's rows of the pass: its relations' ranks, its top-k (none where it was capped), its
+    cap and the column blocks read for its rows."""
+    rank = ranks.rank[:, :, start:stop, : call.targets.valid.shape[1]]  # [head, sign, row, relation]
+    width = 0 if call.capped else ranks.topk.shape[-1]
+    topk = ranks.topk[:, :, start:stop, :width]  # [head, sign, row, k]
+    cap = RankCap(ranks.cap.k) if call.capped else None
+    blocks = None if ranks.blocks is None else ranks.blocks[:, start:stop].contiguous()
+    return HeadRanks(rank.contiguous(), topk.contiguous(), cap, blocks)
 
 
 def stacked_targets(parts: list[Targets]) -> Targets:
