@@ -163,6 +163,7 @@ def test_a_budgeted_reports_knockouts_run_in_looks_and_say_where_they_stopped(tm
     from headscope.report import plan
     from headscope.report.compute import ReportOptions
     from headscope.report.html import write_report
+    from headscope.run import load_run
 
     organism = load_model("organism")
     options = ReportOptions(tasks=(), n=32, n_boot=50, circuit_n=0, qk_n=0, example_prompts=2)
@@ -178,8 +179,9 @@ def test_a_budgeted_reports_knockouts_run_in_looks_and_say_where_they_stopped(tm
     knockout = run.table("knockout")
     assert (knockout.loc[knockout.task == "seq-days", "n"] == 8).all()
     assert (knockout["ci_kind"] == "t, sequential (4 looks)").all()
-    write_report(run, tmp_path, say=lambda message: None)
-    page = (tmp_path / "index.html").read_text()
+    run.save(tmp_path / "run")
+    write_report(load_run(tmp_path / "run"), tmp_path / "page", say=lambda message: None)
+    page = (tmp_path / "page" / "index.html").read_text()
     assert "knockout (mean, n=8)" in page and "knockout (mean, n=32)" in page
     assert "settled at 8 prompts; each look&#39;s intervals are at 98.75%" in page
 
