@@ -44,6 +44,7 @@ TABLES: dict[str, RunTable] = {
     # per task: attribution, knockouts, labels, the heads each section shows
     "dla": RunTable(("task", *HEAD, "dla")),
     "knockout": RunTable(("task", *HEAD, "method", "pct_of_clean")),
+    "knockout_stops": RunTable(("prompts", "looks", "level", "top", "why")),  # a budgeted run's, in looks
     "labels": RunTable(("task", *HEAD, "label"), always=True),
     "top_heads": RunTable(("task", *HEAD), always=True),
     "section_heads": RunTable(("section", *HEAD, "why"), always=True),

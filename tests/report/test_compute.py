@@ -145,6 +145,47 @@ def test_knockout_runs_on_the_first_prompts(report_run):
     assert report_run.options["knockout_n"] == 32
 
 
+def test_the_exhaustive_reports_knockout_table_is_the_fixed_count_path(report_run, report_model):
+    """No budget: one fixed count of prompts (here all 12), the plain `ablate` table, to the bit."""
+    from headscope.scores.ablation import AblationOptions, ablate
+
+    dataset = build_dataset(get_task("ioi"), report_model.tokens, 12, 0)
+    expected = ablate(report_model, dataset.subset(32), AblationOptions())
+    got = report_run.for_task("knockout", "ioi").drop(columns="task").reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, expected, check_exact=True)
+    assert "knockout_stops" not in report_run.tables
+
+
+def test_a_budgeted_reports_knockouts_run_in_looks_and_say_where_they_stopped(tmp_path):
+    """On the organism the successor head 2.1 stands far above the rest on seq-days (the order of
+    the top 4 settles at the first look); on ioi the 4th and 5th heads stay within each other's
+    intervals up to the cap. The table, the console and the page say so."""
+    from headscope.report import plan
+    from headscope.report.compute import ReportOptions
+    from headscope.report.html import write_report
+    from headscope.run import load_run
+
+    organism = load_model("organism")
+    options = ReportOptions(tasks=(), n=32, n_boot=50, circuit_n=0, qk_n=0, example_prompts=2)
+    said: list[str] = []
+    found = plan.plan_report(organism, ["seq-days", "ioi"], options, 1e6, said.append, rate=5e10, workers=1)
+    run = plan.run_plan(found, said.append)
+    stops = run.table("knockout_stops").set_index("task")
+    assert stops.loc["seq-days", "prompts"] == 8 and stops.loc["seq-days", "outcome"] == "order settled"
+    assert stops.loc["ioi", "prompts"] == 32 and stops.loc["ioi", "outcome"] == "cap reached"
+    assert (stops["looks"] == "8,16,24,32").all() and (stops["level"] == 1 - 0.05 / 4).all()
+    line = "  knockouts: order of the top 4 heads settled at 8 prompts (each look's intervals at 98.75%)"
+    assert line in said
+    knockout = run.table("knockout")
+    assert (knockout.loc[knockout.task == "seq-days", "n"] == 8).all()
+    assert (knockout["ci_kind"] == "t, sequential (4 looks)").all()
+    run.save(tmp_path / "run")
+    write_report(load_run(tmp_path / "run"), tmp_path / "page", say=lambda message: None)
+    page = (tmp_path / "page" / "index.html").read_text()
+    assert "knockout (mean, n=8)" in page and "knockout (mean, n=32)" in page
+    assert "settled at 8 prompts; each look&#39;s intervals are at 98.75%" in page
+
+
 def _ov(rows):
     return pd.DataFrame(
         [{"layer": lay, "head": h, "relation": r, "sign": sign, "score": v} for lay, h, r, sign, v in rows]

@@ -69,6 +69,20 @@ def test_the_plan_lists_every_phase_of_every_task_with_its_sample(organism):
     assert all(data.n == 16 for data in found.datasets)
 
 
+def test_a_budgeted_plan_prices_the_knockouts_at_the_cap_and_says_they_may_stop_earlier(organism):
+    asked = _options(knockout_n=32)
+    fixed = plan.plan_report(organism, ["ioi"], asked, **PINNED, **QUIET).table().set_index("phase")
+    looked = plan.plan_report(organism, ["ioi"], asked, 1e6, **PINNED, **QUIET).table().set_index("phase")
+    units = (fixed.loc["knockouts", "unit"], looked.loc["knockouts", "unit"])
+    assert units == ("components", "prompts, up to")
+    assert looked.loc["knockouts", "units"] == 16  # the cap: knockout_n, at most the task's prompts
+    assert looked.loc["knockouts", "gflop"] == fixed.loc["knockouts", "gflop"]  # the same passes at the cap,
+    assert looked.loc["knockouts", "seconds"] > fixed.loc["knockouts", "seconds"]  # in more, smaller batches
+    assert compute.knockout_looks(compute.ReportOptions(tasks=(), budget=300.0), 24).sizes == (8, 16, 24)
+    assert compute.knockout_looks(compute.ReportOptions(tasks=(), budget=300.0), 6).sizes == (6,)
+    assert compute.knockout_looks(compute.ReportOptions(tasks=()), 32) is None  # no budget: a fixed count
+
+
 def test_a_budget_shrinks_the_sizes_in_order_and_notes_what_it_leaves_out(organism):
     asked = _options(n=64, knockout_n=32, circuit_n=32)
     sizes = []

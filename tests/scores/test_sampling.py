@@ -14,6 +14,7 @@ from headscope.scores.intervals import t_interval
 from headscope.scores.sampling import (
     Looks,
     intervals_at,
+    magnitudes,
     mean_bounds,
     order_rule,
     order_settled,
@@ -70,6 +71,16 @@ def test_the_rules_on_hand_made_intervals():
     assert not width_met(np.array([np.nan]), np.array([np.nan]), 1.0)
     with pytest.raises(HeadscopeError, match="top=3"):
         order_settled(estimate, low, high, top=3)
+
+
+def test_ranked_by_size_a_large_negative_mean_comes_first_and_its_interval_holds_the_size():
+    values = np.array([[-3.0, 1.0, 0.1], [-3.2, 1.2, -0.1], [-2.8, 0.8, 0.0]])  # [unit, component]
+    at = seen(values)
+    sized = magnitudes(at)
+    assert sized.mean.tolist() == pytest.approx([3.0, 1.0, 0.0]) and (sized.sd == at.sd).all()
+    assert order_rule(1, Looks(2, 1, 3))(sized) and not order_rule(1, Looks(2, 1, 3))(at)
+    low, high = mean_bounds(sized)
+    assert low[0] <= 3.0 <= high[0] and low[2] < 0 < high[2]  # |μ| of a mean near 0: the interval spans 0
 
 
 def test_width_rule_keeps_its_coverage_for_means():

@@ -11,7 +11,9 @@ from headscope.errors import HeadscopeError
 from headscope.models.loading import Model
 from headscope.options import names
 from headscope.scores import ablation as _ablation
+from headscope.scores import ablation_looks as _looks
 from headscope.scores.interventions import DEFAULT_BATCH
+from headscope.scores.sampling import Looks
 from headscope.tasks.dataset import Dataset
 
 
@@ -41,6 +43,18 @@ def ablate(model: Model, dataset: Dataset, options: _ablation.AblationOptions) -
     """One row per component: `component, layer, head, method, metric, pct_of_clean, exact, effect,
     n, ci_low, ci_high, ci_kind`; the clean metric in `.attrs["clean"]`."""
     return _ablation.ablate(model, dataset, options)
+
+
+def ablate_in_looks(
+    model: Model, dataset: Dataset, options: _ablation.AblationOptions, looks: Looks, top: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`ablate` on the first prompts of `dataset` (the cap, `looks.most` of them), look by look
+    until the order of the `top` heads by |effect| is settled (docs/methods.md §C): the table as
+    `ablate`'s, each row's `n` its prompts and its interval at the looks' Bonferroni level
+    (`ci_kind` "t, sequential (K looks)"); and one row saying where it stopped: `prompts, cap,
+    looks, level, top, outcome, why`."""
+    table, stop = _looks.ablate_in_looks(model, dataset, options, looks, top)
+    return table, pd.DataFrame([stop.row()])
 
 
 def keep_circuit(

@@ -37,7 +37,7 @@ def fit(
 ) -> ReportOptions:
     """The largest sample sizes on the ladder whose predicted wall time (tasks shared out to
     `workers` processes) is within `budget` seconds (the smallest, with a note, when none is)."""
-    chosen = options
+    chosen = options = replace(options, budget=float(budget))  # priced as run: knockouts in looks
     for chosen in _ladder(model, options):
         sized = [data.subset(chosen.n) for data in datasets]
         if wall_seconds(phases_of(model, sized, chosen, rate), workers) <= budget:

@@ -37,6 +37,7 @@ from headscope.scores import labels as _labels
 from headscope.scores.ablation import AblationOptions
 from headscope.scores.labels import LabelThresholds
 from headscope.scores.ov import OVPass
+from headscope.scores.sampling import Looks
 from headscope.tasks.dataset import Dataset, missing_corrupted
 from headscope.tasks.task import Task
 
@@ -50,6 +51,8 @@ LARGE_CIRCUIT_PROMPTS = 4  # the bounded default above AUTO_CIRCUIT_EDGES edges:
 LARGE_EXACT_TOP = 20  # its top 20 edges patched exactly
 AUTO_EXACT_HEADS = 48  # models with at most this many heads: every knockout exact by default
 KNOCKOUT_EXACT = 16  # on larger models: heads knocked out exactly besides those the page names
+KNOCKOUT_FIRST_LOOK = 8  # a budgeted report's knockouts: prompts of the first look, and those each
+KNOCKOUT_LOOK_BATCH = 8  # later look adds, up to knockout_n (`knockout_looks`; docs/methods.md §C)
 
 
 @dataclass(frozen=True)
@@ -184,20 +187,37 @@ def _knockout_table(
     model, dataset, cap, options: ReportOptions, say: Say, named: tuple[tuple[int, int], ...] = ()
 ) -> dict[str, pd.DataFrame]:
     """Every head and MLP mean-ablated on the first prompts; on a large model (`knockout_exact`)
-    every head screened to first order and exact knockouts of the top ones and of `named`."""
+    every head screened to first order and exact knockouts of the top ones and of `named`. In a
+    budgeted report the exact knockouts run in looks (`knockout_looks`) until the order of the
+    page's `top_heads` heads by |effect| is settled, and `knockout_stops` says where they stopped."""
     if options.knockout_n < 1:
         return {}
     first = dataset.subset(options.knockout_n)
     top = knockout_exact(model, options.knockout_exact)
+    looks = knockout_looks(options, first.n)
+    prompts = f"{first.n} prompts" if looks is None else f"up to {first.n} prompts, {looks.batch} at a time"
     if top is None:
-        say(f"  mean-ablating each head and MLP on {first.n} prompts")
+        say(f"  mean-ablating each head and MLP on {prompts}")
     else:
         say(
-            f"  mean-ablating on {first.n} prompts: every head estimated to first order, then exactly "
+            f"  mean-ablating on {prompts}: every head estimated to first order, then exactly "
             f"the top {top} by the estimate, the {len(named)} heads the page names and every MLP"
         )
     chosen = AblationOptions(exact_top=top, exact_heads=named if top is not None else ())
-    return {"knockout": _knockouts.ablate(model, first, chosen)}
+    if looks is None:
+        return {"knockout": _knockouts.ablate(model, first, chosen)}
+    table, stop = _knockouts.ablate_in_looks(model, first, chosen, looks, options.top_heads)
+    say(f"  knockouts: {stop['why'].iloc[0]} (each look's intervals at {looks.level():.2%})")
+    return {"knockout": table, "knockout_stops": stop}
+
+
+def knockout_looks(options: ReportOptions, prompts: int) -> Looks | None:
+    """The looks of a budgeted report's knockouts on `prompts` (the cap, `knockout_n` at most):
+    KNOCKOUT_FIRST_LOOK prompts, then KNOCKOUT_LOOK_BATCH more at a time; None (one fixed count, as
+    asked) without a budget (`--exhaustive`) or below 2 prompts."""
+    if options.budget is None or prompts < 2:
+        return None
+    return Looks(min(KNOCKOUT_FIRST_LOOK, prompts), KNOCKOUT_LOOK_BATCH, prompts)
 
 
 def knockout_exact(model: Model, asked: int | None) -> int | None:

@@ -148,7 +148,8 @@ def _signed_maps(run: Run, task: str, prefix: str, shape: tuple[int, int]) -> li
         heads = heads[heads["method"] == method]
         notes = interval_notes(heads, "logit difference change", "effect") if "effect" in heads else {}
         heads = heads.assign(effect=lambda t: t["pct_of_clean"] - 100.0)
-        prompts = run.options.get("knockout_n", "")
+        stops = run.for_task("knockout_stops", task)  # a budgeted run's knockouts, in looks
+        prompts = int(stops["prompts"].iloc[0]) if not stops.empty else run.options.get("knockout_n", "")
         title = f"knockout ({method}, n={prompts}): % of clean - 100"
         marks = estimated_marks(heads)
         if marks:
@@ -160,6 +161,21 @@ def _signed_maps(run: Run, task: str, prefix: str, shape: tuple[int, int]) -> li
 
 
 ESTIMATE_NOTE = "(≈ first-order estimate, not an exact knockout)"
+
+
+def knockout_note(run: Run, task: str) -> str:
+    """Where a budgeted run's knockouts stopped, in one sentence ("" for a fixed count)."""
+    stops = run.for_task("knockout_stops", task)
+    if stops.empty:
+        return ""
+    stop = stops.iloc[0]
+    looks = str(stop["looks"]).split(",")
+    return (
+        f"Knockouts: prompts added a batch at a time (looks at {', '.join(looks)}) until the order of the "
+        f"top {int(stop['top'])} heads by |effect| was settled: {stop['why']}; each look's intervals are at "
+        f"{float(stop['level']):.2%} (Bonferroni over the {len(looks)} looks), so the intervals shown hold "
+        "95% wherever the run stopped."
+    )
 
 
 def estimated_marks(heads: pd.DataFrame) -> dict[tuple[int, int], tuple[str, str]]:
@@ -180,6 +196,7 @@ def task_section(run: Run, task: str) -> TaskSection:
         description=str(info.get("description", "")),
         evaluation=TableView.of("How well the model does the task", run.for_task("evaluation", task)),
         heatmaps=task_heatmaps(run, task, info),
+        knockout_note=knockout_note(run, task),
         labels=labels_view("Labelled heads", labels, _threshold_note(run)),
         keywords=keyword_blocks(run, task),
         scatter=scatter_block(run, task),

@@ -86,6 +86,7 @@ class TaskSection:
     not_computed: list[str] = field(default_factory=list)  # "DLA: why" per analysis left out
     circuit: CircuitSection | None = None
     ranked_by: str = "|direct logit attribution|"  # what the scatter's and viewer's other heads follow
+    knockout_note: str = ""  # where a budgeted run's knockouts stopped (in looks), one sentence
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from headscope.report.compute import (
     circuit_options,
     circuit_prompts,
     knockout_exact,
+    knockout_looks,
     qk_prompts,
 )
 from headscope.report.workers import PARALLEL_EFFICIENCY, shares
@@ -91,15 +92,22 @@ def task_phases(
 
 def _knockouts(model: Model, name: str, prompts: int, one: float, options, rate: float) -> list[Phase]:
     """Each component knocked out exactly (a pass from its layer on: half the model, about), and
-    on a large model every head screened first (a forward and backward pass)."""
+    on a large model every head screened first (a forward and backward pass). A budgeted report's
+    knockouts run in looks (`compute.knockout_looks`) and may stop before the cap: priced at the
+    cap (an upper bound), each look's prompts in batches of their own, in units "prompts, up to"."""
     if prompts < 1:
         return []
     heads, mlps = model.n_layers * model.n_heads, model.n_layers
     top = knockout_exact(model, options.knockout_exact)
     exact = heads + mlps if top is None else top + options.top_heads + mlps
     passes = 0.6 * exact + 2 + (0 if top is None else 3)  # + the clean and mean passes (+ the screen)
-    calls = exact * ceil(prompts / cost.BATCH)
-    return [_phase("knockouts", name, exact, "components", passes * prompts * one, rate, calls)]
+    looks = knockout_looks(options, prompts)
+    if looks is None:
+        calls = exact * ceil(prompts / cost.BATCH)
+        return [_phase("knockouts", name, exact, "components", passes * prompts * one, rate, calls)]
+    added = [stop - start for start, stop in zip((0, *looks.sizes), looks.sizes, strict=False)]
+    calls = exact * sum(ceil(size / cost.BATCH) for size in added)
+    return [_phase("knockouts", name, prompts, "prompts, up to", passes * prompts * one, rate, calls)]
 
 
 def _circuit(model: Model, name: str, data: Dataset, one: float, options, rate: float) -> list[Phase]:

@@ -205,12 +205,11 @@ def screened_knockouts(model: Model, dataset: Dataset, options: AblationOptions)
     n_heads = sum(s.head is not None for s in sites)
     batches = batch_list(dataset, position_mask(dataset, options.positions), options.batch_size)
     donor = donor_for(model, dataset, options)
-    if options.exact_top is None or options.exact_top >= n_heads:
+    if not screens(options, n_heads):
         swept = interventions.sweep_sites_per_prompt(model.bridge, batches, donor, sites)
         every = torch.ones(len(sites), dtype=torch.bool)
         return Knockouts(sites, swept.metrics, swept.clean, every, swept.per_prompt, swept.clean_per_prompt)
-    estimate, linear_clean = interventions.linear_sweep(model.bridge, batches, donor, sites)
-    exact = exact_choice(sites, estimate - linear_clean, options)
+    exact, estimate, _ = screen(model, batches, donor, sites, options)
     chosen = [sites[i] for i in torch.nonzero(exact).flatten().tolist()]
     measured = interventions.sweep_sites_per_prompt(model.bridge, batches, donor, chosen)
     metrics = estimate.clone()
@@ -218,6 +217,20 @@ def screened_knockouts(model: Model, dataset: Dataset, options: AblationOptions)
     per_prompt = torch.full((len(sites), dataset.n), float("nan"))  # [site, prompt]
     per_prompt[exact] = measured.per_prompt
     return Knockouts(sites, metrics, measured.clean, exact, per_prompt, measured.clean_per_prompt)
+
+
+def screens(options: AblationOptions, n_heads: int) -> bool:
+    """Whether the heads are screened first (`exact_top` leaves some of the `n_heads` estimated)."""
+    return options.exact_top is not None and options.exact_top < n_heads
+
+
+def screen(
+    model: Model, batches: list[Batch], donor: DonorFn, sites: list[Site], options: AblationOptions
+) -> tuple[Bool[Tensor, "site"], Float[Tensor, "site"], float]:
+    """The first-order screen (one forward and backward pass per batch): which sites are knocked
+    out exactly (`exact_choice`), every site's estimated metric and the clean metric it saw."""
+    estimate, linear_clean = interventions.linear_sweep(model.bridge, batches, donor, sites)
+    return exact_choice(sites, estimate - linear_clean, options), estimate, linear_clean
 
 
 def exact_choice(sites: list[Site], effect: Float[Tensor, "site"], options: AblationOptions) -> Tensor:
@@ -241,8 +254,15 @@ def ablate(model: Model, dataset: Dataset, options: AblationOptions = AblationOp
     The clean metric is in `df.attrs['clean']`; the options in `df.attrs['options']`.
     """
     found = screened_knockouts(model, dataset, options)
-    metrics = found.metrics.double().numpy()
     low, high = paired_t_interval(found.per_prompt.double().numpy(), found.clean_per_prompt.double().numpy())
+    return knockout_table(found, options, dataset.n, (low, high), np.where(found.exact.numpy(), "t", "none"))
+
+
+def knockout_table(found: Knockouts, options: AblationOptions, n, bounds: tuple, kind) -> pd.DataFrame:
+    """`ablate`'s table from a sweep: `n` the prompts of each row (one count, or one per site),
+    `bounds` the effect's (low, high) per site and `kind` their `ci_kind` (one, or one per site)."""
+    metrics = found.metrics.double().numpy()
+    low, high = bounds
     table = pd.DataFrame(
         {
             "component": [s.name for s in found.sites],
@@ -253,10 +273,10 @@ def ablate(model: Model, dataset: Dataset, options: AblationOptions = AblationOp
             "pct_of_clean": 100 * metrics / found.clean,
             "exact": found.exact.numpy(),
             "effect": metrics - found.clean,
-            "n": dataset.n,
+            "n": n,
             "ci_low": low,
             "ci_high": high,
-            "ci_kind": np.where(found.exact.numpy(), "t", "none"),
+            "ci_kind": kind,
         }
     )
     table.attrs["clean"] = found.clean

@@ -72,6 +72,13 @@ def seen(values: np.ndarray) -> Seen:
     return Seen(n, mean, values.std(-2, ddof=1) if n > 1 else np.full_like(mean, np.nan))
 
 
+def magnitudes(at: Seen) -> Seen:
+    """The look with each mean's sign dropped, for a rule that ranks components by size (a
+    knockout's effect, whichever way it goes): the t interval |mean| ± h it gives holds |μ|
+    wherever mean ± h holds μ (||μ| − |mean|| ≤ |μ − mean|), so a rule's validity carries over."""
+    return Seen(at.n, np.abs(at.mean), at.sd)
+
+
 def mean_bounds(at: Seen, level: float = LEVEL) -> tuple[np.ndarray, np.ndarray]:
     """t interval of each component's mean."""
     return t_from_summary(at.mean, at.sd, at.n, level)
@@ -93,7 +100,7 @@ def order_settled(estimate: np.ndarray, low: np.ndarray, high: np.ndarray, top: 
     """Whether the `top` largest estimates are told apart from the rest: with the components
     ranked by `estimate` (largest first; ties by position), the `top`-th's interval lies wholly
     above the (`top` + 1)-th's ([..., component] -> [...]). Rank what should come first largest
-    (e.g. the size of a knockout's effect, with the sign that makes it positive)."""
+    (e.g. the size of a knockout's effect: `magnitudes`)."""
     if not 1 <= top < estimate.shape[-1]:
         raise HeadscopeError(
             f"top={top}: choose 1 to {estimate.shape[-1] - 1} (one less than the components)"
