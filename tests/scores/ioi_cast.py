@@ -138,24 +138,31 @@ def _plant_heads(model: GPT2LMHeadModel, s: _Space) -> None:
 
 
 def save_cast_model(folder: Path) -> Path:
-    tokenizer = word_level_tokenizer(NAMES + OTHERS + UNUSED)
-    vocab = tokenizer.get_vocab()
-    vocab = {("<bos>" if i == 0 else w): i for w, i in vocab.items()}
+    words = NAMES + OTHERS + UNUSED
+    return save_planted(folder, words, POSITIONS, N_LAYER, N_HEAD, _Space(), _embedding, _plant_heads)
+
+
+def save_planted(
+    folder: Path, words: list[str], positions: int, n_layer: int, n_head: int, space, embedding, plant
+) -> Path:
+    """A GPT-2 of `words` with every weight zero but the norms' gains, the embedding
+    (`embedding(space, vocab)`), the positions' directions and what `plant(model, space)` sets."""
+    tokenizer = word_level_tokenizer(words)
+    vocab = {("<bos>" if i == 0 else w): i for w, i in tokenizer.get_vocab().items()}
     config = GPT2Config(
-        vocab_size=len(tokenizer), n_positions=POSITIONS + 2, n_embd=D_MODEL, n_layer=N_LAYER,
-        n_head=N_HEAD, bos_token_id=0, eos_token_id=0, layer_norm_epsilon=EPS,
+        vocab_size=len(tokenizer), n_positions=positions + 2, n_embd=D_MODEL, n_layer=n_layer,
+        n_head=n_head, bos_token_id=0, eos_token_id=0, layer_norm_epsilon=EPS,
     )  # fmt: skip
     torch.manual_seed(0)
     model = GPT2LMHeadModel(config)
-    s = _Space()
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.zero_()
         for norm in [model.transformer.ln_f, *(n for b in model.transformer.h for n in (b.ln_1, b.ln_2))]:
             norm.weight.fill_(GAIN)
-        model.transformer.wte.weight.copy_(_embedding(s, vocab))
-        model.transformer.wpe.weight[:POSITIONS] = torch.stack([s(f"p:{i}") for i in range(POSITIONS)])
-        _plant_heads(model, s)
+        model.transformer.wte.weight.copy_(embedding(space, vocab))
+        model.transformer.wpe.weight[:positions] = torch.stack([space(f"p:{i}") for i in range(positions)])
+        plant(model, space)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder

@@ -34,12 +34,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel
+from transformers import GPT2LMHeadModel
 
-from headscope.models.organism.tokenizer import word_level_tokenizer
 from headscope.tasks.registry import get_task
 from headscope.tasks.task import Task
-from tests.scores.ioi_cast import D_MODEL, EPS, GAIN, _directions, _ov, _qk
+from tests.scores.ioi_cast import D_MODEL, _directions, _ov, _qk, save_planted
 
 NAMES = ["Mary", "John"]  # of the task's names: the filler checks refuse the others (not in the vocabulary)
 VERBS = ["arrived", "left"]
@@ -99,23 +98,5 @@ def _plant_heads(model: GPT2LMHeadModel, s: _Space) -> None:
 
 
 def save_successor_model(folder: Path) -> Path:
-    tokenizer = word_level_tokenizer(NAMES + VERBS + FRAME + DIGITS + UNUSED)
-    vocab = {("<bos>" if i == 0 else w): i for w, i in tokenizer.get_vocab().items()}
-    config = GPT2Config(
-        vocab_size=len(tokenizer), n_positions=POSITIONS + 2, n_embd=D_MODEL, n_layer=N_LAYER,
-        n_head=N_HEAD, bos_token_id=0, eos_token_id=0, layer_norm_epsilon=EPS,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    model = GPT2LMHeadModel(config)
-    s = _Space()
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.zero_()
-        for norm in [model.transformer.ln_f, *(n for b in model.transformer.h for n in (b.ln_1, b.ln_2))]:
-            norm.weight.fill_(GAIN)
-        model.transformer.wte.weight.copy_(_embedding(s, vocab))
-        model.transformer.wpe.weight[:POSITIONS] = torch.stack([s(f"p:{i}") for i in range(POSITIONS)])
-        _plant_heads(model, s)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    words = NAMES + VERBS + FRAME + DIGITS + UNUSED
+    return save_planted(folder, words, POSITIONS, N_LAYER, N_HEAD, _Space(), _embedding, _plant_heads)
