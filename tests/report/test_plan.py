@@ -171,6 +171,13 @@ def test_a_detail_sample_keeps_every_score_and_details_the_first_prompts(organis
     assert keywords["n"].sum() < categories["n"].sum()
     shares, all_shares = sampled.table("ov_categories"), whole.table("ov_categories")
     assert (shares["n"] < all_shares["n"]).all() and (shares["n"] > 0).all()
+    from headscope.report import head_views  # the page says which instances these tables read
+
+    said = "the keyword instances of the first 4 prompts"
+    assert said in head_views.category_view(sampled, "ioi").note
+    blocks = head_views.keyword_blocks(sampled, "ioi")
+    assert blocks and all(said in block.note for block in blocks)
+    assert said not in head_views.category_view(whole, "ioi").note
 
 
 def test_a_budgeted_plan_records_its_ov_detail_sample_and_prices_the_capped_rows_less(organism, monkeypatch):
@@ -204,7 +211,7 @@ def test_the_ov_pass_cost_prices_capped_rows_at_the_first_block_and_the_doubt_sh
     factors = heads * 2 * rows * 640 * 256
     whole = cost.ov_flops(shape, rows)
     assert whole == pytest.approx(heads * 2 * 256 * (640 + rows) * 262144 + factors)
-    capped = cost.ov_flops(shape, rows, rows)  # every row capped: 120 rows in doubt, direct form
+    capped = cost.ov_flops(shape, rows, rows)  # every row capped: 180 rows in doubt, direct form
     first = 2 * 256 * (640 + rows) * 1024
     doubt = 2 * cost.OV_DOUBT * rows * 640 * (262144 - 1024)
     assert capped == pytest.approx(heads * (first + doubt) + factors)

@@ -433,3 +433,5 @@ def test_a_capped_pass_handed_to_the_detail_tables_is_refused(organism):
     capped = run_kernel(organism, inputs_of(organism, dataset, options), options, detail=False)
     with pytest.raises(HeadscopeError, match="exact ranks and top-k"):
         ov_scores(organism, dataset, options, computed=capped, detail_prompts=2)
+    with pytest.raises(HeadscopeError, match="detail_prompts=-1: give 0 or more"):
+        ov_scores(organism, dataset, options, detail_prompts=-1)

@@ -183,6 +183,8 @@ def ov_scores(
     being exact. `computed`: the inputs and ranks of these options already found by a shared pass
     (`ov_shared.shared_ranks`), with the same `detail_prompts`.
     """
+    if detail_prompts is not None and detail_prompts < 0:
+        raise HeadscopeError(f"detail_prompts={detail_prompts}: give 0 or more prompts (None: every prompt)")
     if computed is None:
         inputs = ov_inputs(model, dataset, options, capture)
         exact = detail_rows(dataset, inputs.embeddings, detail_prompts) if detail else None
@@ -439,7 +441,8 @@ def category_table(scored: _Scored, model: Model, dataset: Dataset) -> pd.DataFr
         keep = torch.from_numpy(scored.row[np.flatnonzero(scored.valid[:, r])])
         chosen = per_slot[:, :, keep]  # [head, sign, instance, k]
         counts = torch.nn.functional.one_hot(chosen, len(names)).sum((2, 3))  # [head, sign, category]
-        share = (counts / max(chosen.shape[2] * chosen.shape[3], 1)).reshape(-1).numpy()
+        slots = chosen.shape[2] * chosen.shape[3]  # no instance (an empty detail sample): no share
+        share = (counts / slots).reshape(-1).numpy() if slots else np.full(counts.numel(), np.nan)
         columns = _head_columns(scored, len(names))
         columns |= {
             "relation": relation,
