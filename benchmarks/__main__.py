@@ -19,6 +19,7 @@ BENCHMARKS: tuple[str, ...] = (
     "report",
     "ov_vocab",
     "ov_exit",
+    "ov_detail",
     "atlas",
     "sweep",
     "flops",

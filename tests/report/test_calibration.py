@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from headscope.models.loading import load_model
-from headscope.report import plan
+from headscope.report import budget, plan
 from headscope.report.compute import ReportOptions
 
 RATE = 5e10  # FLOP/s: fixed, so the sizes the budget picks do not depend on this machine
@@ -34,7 +34,8 @@ def _runs(model, tasks: list[str], n: int):
     predicted time of the ladder's 100 prompts and 16 knockout prompts, which it must then choose."""
     asked = ReportOptions(tasks=(), n=n, knockout_n=32, circuit_n=0, n_boot=50, example_prompts=2)
     full = plan.plan_report(model, tasks, asked, **PINNED, **QUIET)
-    floor = plan.plan_report(model, tasks, replace(asked, n=100, knockout_n=16), **PINNED, **QUIET)
+    smaller = replace(asked, n=100, knockout_n=16, ov_detail_n=budget.OV_DETAIL_PROMPTS)  # as budgeted
+    floor = plan.plan_report(model, tasks, smaller, **PINNED, **QUIET)
     small = plan.plan_report(model, tasks, asked, floor.seconds + 1e-6, **PINNED, **QUIET)
     assert (small.options.n, small.options.knockout_n) == (100, 16)  # fewer of each, as budgeted
     return plan.run_plan(full, **QUIET), plan.run_plan(small, **QUIET), small.options

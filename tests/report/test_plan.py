@@ -162,3 +162,71 @@ def test_build_run_is_the_plan_without_a_budget(organism):
     run = plan.build_run(organism, [get_task(name) for name in TASKS], options, **QUIET)
     assert run.options["budget"] is None and run.options["tasks"] == list(TASKS)
     assert dataclasses.asdict(options)["n"] == run.options["n"]
+
+
+def test_a_detail_sample_keeps_every_score_and_details_the_first_prompts(organism):
+    """`ov_detail_n`: the task rows of later prompts are capped at k in the one pass, so every
+    score table is the full run's to the bit, while the per-token, per-keyword and category tables
+    read the first prompts' instances alone (a subset of the full run's rows, with their n)."""
+    said: list[str] = []
+    whole = plan.run_plan(plan.plan_report(organism, list(TASKS), _options(), **PINNED, **QUIET), **QUIET)
+    found = plan.plan_report(organism, list(TASKS), _options(ov_detail_n=4), **PINNED, **QUIET)
+    sampled = plan.run_plan(found, said.append)
+    assert sampled.options["ov_detail_n"] == 4 and whole.options["ov_detail_n"] is None
+    capped = next(line for line in said if "one pass over the vocabulary" in line)
+    assert "0 of them capped" not in capped  # the later prompts' rows and the atlas's
+    for name in ("ov_scores", "labels", "atlas", "atlas_cards", "section_heads", "top_heads"):
+        pdt.assert_frame_equal(sampled.table(name), whole.table(name), check_exact=True, obj=name)
+    per_token, every = sampled.table("ov_per_token"), whole.table("ov_per_token")
+    assert 0 < len(per_token) < len(every)
+    inside = per_token.merge(every.drop_duplicates(), how="left", indicator=True)["_merge"]
+    assert (inside == "both").all()  # each detail row is a row of the full table
+    keywords, categories = sampled.table("ov_keywords"), whole.table("ov_keywords")
+    assert keywords["n"].sum() < categories["n"].sum()
+    shares, all_shares = sampled.table("ov_categories"), whole.table("ov_categories")
+    assert (shares["n"] < all_shares["n"]).all() and (shares["n"] > 0).all()
+    from headscope.report import head_views  # the page says which instances these tables read
+
+    said = "the keyword instances of the first 4 prompts"
+    assert said in head_views.category_view(sampled, "ioi").note
+    blocks = head_views.keyword_blocks(sampled, "ioi")
+    assert blocks and all(said in block.note for block in blocks)
+    assert said not in head_views.category_view(whole, "ioi").note
+
+
+def test_a_budgeted_plan_records_its_ov_detail_sample_and_prices_the_capped_rows_less(organism, monkeypatch):
+    """A budget takes the OV detail sample (`budget.OV_DETAIL_PROMPTS` unless the options name one)
+    and the OV pass is priced for the capped rows (blocks of 32 columns: the organism's 204-token
+    vocabulary would be one block of the kernel's 1,024, where the exit saves nothing)."""
+    from headscope.report import cost
+
+    monkeypatch.setattr(cost, "OV_COLUMNS", 32)
+    asked = _options(n=64)
+    full = plan.plan_report(organism, list(TASKS), asked, **PINNED, **QUIET)
+    found = plan.plan_report(organism, list(TASKS), asked, 1e6, **PINNED, **QUIET)
+    assert full.options.ov_detail_n is None and found.options.ov_detail_n == budget.OV_DETAIL_PROMPTS
+    named = plan.plan_report(organism, list(TASKS), _options(n=64, ov_detail_n=64), 1e6, **PINNED, **QUIET)
+    assert named.options.ov_detail_n == 64  # a sample the options name is kept
+
+    def ov(p):
+        return next(phase for phase in p.phases if phase.name == "OV pass")
+
+    assert ov(found).flops < ov(full).flops and ov(found).units == ov(full).units
+    assert ov(named).flops == ov(full).flops  # every prompt in the sample: nothing capped but the atlas
+
+
+def test_the_ov_pass_cost_prices_capped_rows_at_the_first_block_and_the_doubt_share():
+    """`cost.ov_flops`: a row read whole costs its logits over the whole vocabulary; a capped row
+    the first block's, and `OV_DOUBT` of the rest; each block in the cheaper of the two forms."""
+    from headscope.report import cost
+
+    shape = cost.Shape(18, 4, 640, 256, 262144, 0)  # the 270M class
+    rows, heads = 3000, 72
+    factors = heads * 2 * rows * 640 * 256
+    whole = cost.ov_flops(shape, rows)
+    assert whole == pytest.approx(heads * 2 * 256 * (640 + rows) * 262144 + factors)
+    capped = cost.ov_flops(shape, rows, rows)  # every row capped: 180 rows in doubt, direct form
+    first = 2 * 256 * (640 + rows) * 1024
+    doubt = 2 * cost.OV_DOUBT * rows * 640 * (262144 - 1024)
+    assert capped == pytest.approx(heads * (first + doubt) + factors)
+    assert cost.ov_flops(shape, rows, 2000) < whole and cost.ov_flops(shape, rows, 2000) > capped

@@ -351,3 +351,87 @@ def test_score_intervals_count_rows_at_their_effective_number_over_prompts(tiny_
             expected = (centre - half, centre + half)
         assert (row.ci_low, row.ci_high) == pytest.approx(expected, abs=1e-9)
         assert row.ci_low <= row.score <= row.ci_high
+
+
+@pytest.fixture(scope="module")
+def organism():
+    return load_model("organism")
+
+
+def _detail_mask(model, dataset, options: OVOptions, heads: int, prompts: int) -> np.ndarray:
+    """Which rows of the whole per-token table are the first `prompts` prompts' instances: the table
+    is relation by relation, head by head, sign by sign, each keyword instance with a target."""
+    batch = dataset.keywords.batch.numpy()
+    parts = []
+    for relation in options.relations:
+        _, tokens = instance_targets(dataset, model.tokens, relation)
+        valid = np.array([bool(t) for t in tokens])
+        parts.append(np.tile(batch[valid] < prompts, heads * len(options.signs)))
+    return np.concatenate(parts)
+
+
+@pytest.mark.parametrize("which", ["organism", "tiny"])
+@pytest.mark.parametrize("embedding", ["context", "token"])
+def test_a_detail_sample_gives_the_same_scores_and_the_first_prompts_detail(
+    which, embedding, organism, tiny_model, monkeypatch
+):
+    """`detail_prompts`: the rows of the later prompts are capped at k (the exact early exit), so
+    the score table (hits) is the full pass's to the bit; the per-token table is the full one's rows
+    of the first prompts, and the categories are those of the first prompts scored alone. The
+    vocabulary is taken 16 columns at a time, so capped rows can leave early."""
+    monkeypatch.setattr(ov_kernel, "COLUMNS", 16)
+    found, ranks = [], ov_kernel.ov_ranks
+
+    def spy(*args, **kwargs):
+        found.append(ranks(*args, **kwargs))
+        return found[-1]
+
+    monkeypatch.setattr("headscope.scores.ov.ov_ranks", spy)
+    model = organism if which == "organism" else tiny_model
+    prompts = 5
+    for task in ("ioi", "seq-digits"):
+        dataset = build_dataset(get_task(task), model.tokens, 16, seed=2)
+        options = OVOptions(tuple(dataset.task.relations), k=5, embedding=embedding, negative=True)
+        whole = ov_scores(model, dataset, options)
+        sampled = ov_scores(model, dataset, options, detail_prompts=prompts)
+        alone = ov_scores(model, dataset.subset(prompts), options)
+        pd.testing.assert_frame_equal(sampled.table, whole.table, check_exact=True)
+        heads = model.n_layers * model.n_heads
+        mask = _detail_mask(model, dataset, options, heads, prompts)
+        expected = whole.per_token[mask].reset_index(drop=True)
+        pd.testing.assert_frame_equal(sampled.per_token, expected, check_exact=True)
+        pd.testing.assert_frame_equal(sampled.per_token, alone.per_token, check_exact=True)
+        pd.testing.assert_frame_equal(sampled.categories, alone.categories, check_exact=True)
+        assert (sampled.categories.n < whole.categories.n).all()
+        cap = found[-2].cap  # the sampled pass: the later prompts' rows capped, and some left early
+        assert found[-2].topk.shape[-1] == 5 and cap is not None and cap.rows is not None
+        assert bool(cap.rows.any()) and not bool(cap.rows.all())
+        assert (found[-2].blocks[:, cap.rows] < ov_kernel.n_blocks(model.weights.d_vocab)).any()
+        assert found[-3].cap is None and found[-1].cap is None
+
+
+def test_every_prompt_in_the_detail_sample_is_the_full_pass(organism):
+    """`detail_prompts` of every prompt or more (or None) caps nothing: the same three tables."""
+    dataset = build_dataset(get_task("ioi"), organism.tokens, 8, seed=1)
+    options = OVOptions(("copy",), k=5, negative=True)
+    whole = ov_scores(organism, dataset, options)
+    for prompts in (None, 8, 50):
+        again = ov_scores(organism, dataset, options, detail_prompts=prompts)
+        pd.testing.assert_frame_equal(again.table, whole.table, check_exact=True)
+        pd.testing.assert_frame_equal(again.per_token, whole.per_token, check_exact=True)
+        pd.testing.assert_frame_equal(again.categories, whole.categories, check_exact=True)
+    assert (whole.categories.n == whole.table.n.iloc[0]).all()  # every instance with a target
+
+
+def test_a_capped_pass_handed_to_the_detail_tables_is_refused(organism):
+    """Ranks capped on rows the per-token table reads: one clear error, not wrong ranks."""
+    from headscope.scores.ov import ov_inputs as inputs_of
+    from headscope.scores.ov import run_kernel
+
+    dataset = build_dataset(get_task("ioi"), organism.tokens, 8, seed=1)
+    options = OVOptions(("copy",), k=5)
+    capped = run_kernel(organism, inputs_of(organism, dataset, options), options, detail=False)
+    with pytest.raises(HeadscopeError, match="exact ranks and top-k"):
+        ov_scores(organism, dataset, options, computed=capped, detail_prompts=2)
+    with pytest.raises(HeadscopeError, match="detail_prompts=-1: give 0 or more"):
+        ov_scores(organism, dataset, options, detail_prompts=-1)

@@ -70,3 +70,31 @@ def test_a_capped_call_takes_the_exit_and_the_others_keep_ranks_and_topk(vocab, 
     whole = ov_kernel.n_blocks(vocab)
     assert (together[0].blocks == whole).all() and (together[2].blocks == whole).all()  # read to the end
     assert (together[1].blocks < whole).any()
+
+
+@pytest.mark.parametrize("vocab", [300, FUSED_MIN_VOCAB + 100])
+def test_a_call_capped_but_for_some_rows_reads_those_whole_in_the_same_pass(vocab, monkeypatch):
+    """A report task's rows with a detail sample (`KernelCall.exact`) beside a call read whole and
+    one capped whole (the atlas): the sample's rows get the ranks and top-k of the call read whole,
+    the call's other rows those ranks capped at k and no top-k (-1), in one pass (each share checked
+    against float64 logits computed the plain way, tie-aware, capped where its cap says)."""
+    monkeypatch.setattr(ov_kernel, "COLUMNS", 64)
+    weights = random_weights(n_layers=2, n_heads=2, d_model=16, d_head=4, d_vocab=vocab, seed=3)
+    plain = [_call(10, 2, 1, vocab, 1), _call(9, 3, 2, vocab, 2), _call(5, 1, 3, vocab, 3)]
+    exact = torch.tensor([True, False, False, True, False, False, True, False, False])
+    calls = [
+        plain[0],
+        KernelCall(plain[1].x, plain[1].targets, capped=True, exact=exact),
+        KernelCall(plain[2].x, plain[2].targets, capped=True),
+    ]
+    settings = KernelSettings(HEADS, 5, SIGNS, torch.float32, torch.device("cpu"))
+    together = shared_ranks(weights, calls, settings)
+    for call, share in zip(calls, together, strict=True):
+        check_ov_ranks(weights, call.x, call.targets, HEADS, SIGNS, share, what="shared pass")
+    mixed, whole = together[1], ov_kernel.n_blocks(vocab)
+    assert mixed.cap.rows.tolist() == (~exact).tolist() and mixed.topk.shape[-1] == 5
+    assert (mixed.topk[:, :, exact] >= 0).all() and (mixed.topk[:, :, ~exact] == -1).all()
+    assert mixed.rank[:, :, ~exact].max() <= 5 and mixed.rank[:, :, exact].max() > 5
+    assert (mixed.blocks[:, exact] == whole).all() and (mixed.blocks[:, ~exact] < whole).any()
+    assert together[0].cap is None and (together[0].blocks == whole).all()
+    assert together[2].cap.rows is None and together[2].topk.shape[-1] == 0

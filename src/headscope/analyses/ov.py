@@ -48,11 +48,15 @@ def ov_tables(
     embedding: str,
     taken: Capture | None = None,
     computed: _ov.OVPass | None = None,
+    detail_prompts: int | None = None,
 ) -> dict[str, pd.DataFrame]:
-    """The task's own relations with both signs: `ov_scores`, `ov_per_token`, `ov_categories`;
-    `computed`: their inputs and ranks from a pass shared with other score sets."""
+    """The task's own relations with both signs: `ov_scores` (every prompt), `ov_per_token` and
+    `ov_categories` (the first `detail_prompts` prompts; None: every prompt); `computed`: their
+    inputs and ranks from a pass shared with other score sets."""
     options = task_options(dataset.task, k, embedding)
-    result = _ov.ov_scores(model, dataset, options, capture=taken, computed=computed)
+    result = _ov.ov_scores(
+        model, dataset, options, capture=taken, computed=computed, detail_prompts=detail_prompts
+    )
     return {"ov_scores": result.table, "ov_per_token": result.per_token, "ov_categories": result.categories}
 
 

@@ -5,9 +5,10 @@ ladder and keeps the first whose predicted time fits the budget: fewer knockout 
 heads knocked out exactly (the others screened to first order), fewer circuit prompts, fewer
 prompts per task, then the labelled heads' QK attribution left out, the circuit, the knockouts.
 What the budget leaves out is recorded (`ReportOptions.budget_notes`) and shown as a
-`not_computed` row, never silently. The sizes are a function of the budget, the shapes and the
-product rate measured at the start, and are recorded in the run, so `--from`, merging and sweeps
-need no rerun.
+`not_computed` row, never silently. The OV pass reads its ranks and top-k tokens on a detail
+sample of `OV_DETAIL_PROMPTS` prompts (the scores on every prompt, exact). The sizes are a
+function of the budget, the shapes and the product rate measured at the start, and are recorded in
+the run, so `--from`, merging and sweeps need no rerun.
 """
 
 from __future__ import annotations
@@ -25,6 +26,12 @@ KNOCKOUT_LADDER = (32, 24, 16)  # prompts: 16 keeps a t interval over prompts me
 EXACT_LADDER = (4,)  # heads knocked out exactly besides the named ones, the others screened
 CIRCUIT_LADDER = (32, 16, 8, 4)
 PROMPT_LADDER = (200, 100)  # at 50 a label near its threshold flipped on the organism (test_calibration)
+# Prompts whose OV rows a budgeted report reads whole (ranks and top-k tokens: the per-token,
+# per-keyword and category tables), the other rows capped at k; the scores read every prompt. 32:
+# the knockouts' first prompts, a sample of every keyword for the examples, and 100+ instances per
+# relation for a category share; on the 270M shape (vocabulary 262k) the OV pass then reads about
+# a third of its task rows whole at 100 prompts (benchmarks/results/ov_exit.md).
+OV_DETAIL_PROMPTS = 32
 
 
 def fit(
@@ -36,7 +43,10 @@ def fit(
     workers: int = 1,
 ) -> ReportOptions:
     """The largest sample sizes on the ladder whose predicted wall time (tasks shared out to
-    `workers` processes) is within `budget` seconds (the smallest, with a note, when none is)."""
+    `workers` processes) is within `budget` seconds (the smallest, with a note, when none is).
+    The OV detail sample is `OV_DETAIL_PROMPTS` unless the options name one."""
+    if options.ov_detail_n is None:
+        options = replace(options, ov_detail_n=OV_DETAIL_PROMPTS)
     chosen = options = replace(options, budget=float(budget))  # priced as run: knockouts in looks
     for chosen in _ladder(model, options):
         sized = [data.subset(chosen.n) for data in datasets]

@@ -85,6 +85,9 @@ class ReportOptions:
     task_rule: str = ""  # the rule that chose the default tasks, in words (the page states it)
     budget: float | None = None  # seconds the plan fitted the sample sizes to (None: the counts as given)
     budget_notes: tuple[tuple[str, str], ...] = ()  # (analysis, why) left out by the budget
+    ov_detail_n: int | None = None  # prompts (the first) whose OV rows get every rank and top-k token:
+    # the per-token, per-keyword and category tables' sample; the other rows' ranks are capped at k
+    # (the scores, which read hits, are exact on every prompt). None: every prompt
 
     def as_dict(self) -> dict:
         return {
@@ -169,7 +172,7 @@ def task_info(task: Task) -> pd.DataFrame:
 def _ov_tables(
     model, dataset, cap, options: ReportOptions, say: Say, computed=None
 ) -> dict[str, pd.DataFrame]:
-    return _ov.ov_tables(model, dataset, options.k, options.embedding, cap, computed)
+    return _ov.ov_tables(model, dataset, options.k, options.embedding, cap, computed, options.ov_detail_n)
 
 
 def _dla_table(model, dataset, cap, options, say: Say) -> dict[str, pd.DataFrame]:

@@ -67,11 +67,31 @@ def forward_flops(shape: Shape, prompts: int, length: float) -> float:
     return prompts * length * (per_token + attention)
 
 
-def ov_flops(shape: Shape, rows: int) -> float:
-    """The OV pass over `rows`: each head's W_Oc W_gU over the vocabulary, then every row's logits."""
+OV_COLUMNS = 1024  # vocabulary columns per block of the OV kernel (ov_kernel.COLUMNS)
+# Share of the capped (head, row) pairs still in doubt after the first block, priced as read to the
+# end: 5.6% of a report's capped rows on SmolLM2-135M-Instruct (6 tasks x 100 prompts, detail 32,
+# and the atlas; 3.9% of the atlas's alone; benchmarks/results/ov_exit.md). Random weights put every
+# target far from the top and leave fewer (2.9% on the 270M-class shape).
+OV_DOUBT = 0.06
+
+
+def ov_flops(shape: Shape, rows: int, capped: int = 0) -> float:
+    """The OV pass over `rows`, `capped` of them with the exact early exit: per head, every row's
+    logits over the first block of columns, then the rows read to the end (those not capped and
+    the capped ones still in doubt, `OV_DOUBT`) over the rest, each block in the cheaper of the
+    kernel's two forms (`_columns_flops`); and every row's factors."""
     heads = shape.n_layers * shape.n_heads
-    per_head = 2 * shape.d_head * shape.d_model * shape.d_vocab + 2 * rows * shape.d_head * shape.d_vocab
+    first = min(OV_COLUMNS, shape.d_vocab)
+    alive = rows - capped + OV_DOUBT * capped
+    per_head = _columns_flops(shape, rows, first) + _columns_flops(shape, alive, shape.d_vocab - first)
     return heads * (per_head + 2 * rows * shape.d_model * shape.d_head)
+
+
+def _columns_flops(shape: Shape, rows: float, columns: int) -> float:
+    """One head's logits of `rows` over `columns`: factored (W_Oc W_gU, then d_head per row and
+    column) or direct (d_model per row and column), whichever is cheaper, as the kernel chooses."""
+    factored = 2 * shape.d_head * (shape.d_model + rows) * columns
+    return min(factored, 2 * rows * shape.d_model * columns)
 
 
 EDGES_PER_PASS = 4  # exactly patched edges per layered pass, about (copies stacked in one pass)

@@ -58,6 +58,8 @@ def keyword_blocks(run: Run, task: str) -> list[PickBlock]:
             f"The heads listed first are this section's: heads labelled for it, then the largest "
             f"{section} scores. Pick any head; keywords are in the task's order."
         )
+        if detail_sample(run):
+            note += f" Over {detail_sample(run)} (the OV scores read every prompt)."
         choices = _choices(run, task, section, _heads_of(mine))
         blocks.append(PickBlock(f"{slug(task)}-{slug(section)}", title, note, choices, tables))
     return blocks
@@ -76,6 +78,13 @@ def _keyword_view(task: str, head: str, section: str, rows: pd.DataFrame) -> Tab
     )
     title = f"head {head}: {section} score per keyword ({task})"
     return TableView.of(title, view, limit=PER_TOKEN_ROWS)
+
+
+def detail_sample(run: Run) -> str | None:
+    """The keyword instances the per-keyword and category tables read where the report took an OV
+    detail sample (`ov_detail_n`; the scores read every prompt); None where they read every one."""
+    prompts = run.options.get("ov_detail_n")
+    return None if prompts is None else f"the keyword instances of the first {prompts} prompts"
 
 
 def scatter_block(run: Run, task: str) -> PickBlock | None:
@@ -134,8 +143,9 @@ def category_view(run: Run, task: str) -> TableView | None:
     wide = wide.reset_index().sort_values(["layer", "head"], kind="stable")
     wide.insert(0, "head", head_names(wide.pop("layer"), wide.pop("head")))
     families = [c for c in wide.columns[1:] if c not in ("other",)]
+    instances = detail_sample(run) or "every keyword instance"
     note = (
-        "Which kinds of token each head's output promotes: over every keyword instance, the share of "
+        f"Which kinds of token each head's output promotes: over {instances}, the share of "
         f"its top-k slots that are {', '.join(families)} or other. On a sequence task it answers "
         "questions such as: do number words take part in the digit task? (one row per head: the "
         "slots do not depend on the relation scored)."

@@ -61,7 +61,9 @@ def phases_of(
     """Every phase of a report on `datasets` (at their sizes) with these options."""
     shape = cost.Shape.of(model)
     rows = sum(_rows(data, options) for data in datasets) + ATLAS_ROWS
-    found = [_phase("OV pass", "", rows, "rows", cost.ov_flops(shape, rows), rate, len(datasets) + 1)]
+    capped = rows - sum(_detail_rows(data, options) for data in datasets)  # the atlas's: all capped
+    flops = cost.ov_flops(shape, rows, capped)
+    found = [_phase("OV pass", "", rows, "rows", flops, rate, len(datasets) + 1)]
     for data in datasets:
         found += task_phases(model, shape, data, options, rate)
     found.append(_phase("atlas", "", ATLAS_ROWS, "rows", 0.0, rate, 1))
@@ -167,6 +169,15 @@ def _edges(model: Model) -> int:
 def _rows(data: Dataset, options: ReportOptions) -> int:
     """The task's OV rows: every keyword instance (context embedding) or distinct keyword token."""
     tokens = data.keywords.token
+    return int(tokens.shape[0]) if options.embedding == "context" else int(tokens.unique().numel())
+
+
+def _detail_rows(data: Dataset, options: ReportOptions) -> int:
+    """The task's OV rows read whole: those of its first `ov_detail_n` prompts (every row where None)."""
+    if options.ov_detail_n is None:
+        return _rows(data, options)
+    keywords = data.keywords
+    tokens = keywords.token[keywords.batch < options.ov_detail_n]
     return int(tokens.shape[0]) if options.embedding == "context" else int(tokens.unique().numel())
 
 

@@ -173,7 +173,8 @@ def ov_pass(
 ) -> tuple[dict[str, ov.OVPass], atlas.AtlasPass | None]:
     """Every task's OV inputs and the atlas's, and their ranks from one pass over the vocabulary
     where their settings agree (a task whose inputs cannot be built is left to its own step,
-    which says why; the atlas likewise)."""
+    which says why; the atlas likewise). A task's rows outside its detail sample (the first
+    `ov_detail_n` prompts) and the atlas's are capped at k (the kernel's exact early exit)."""
     sets: dict[str, tuple] = {}
     for dataset in datasets:
         chosen = task_options(dataset.task, options.k, options.embedding)
@@ -181,7 +182,8 @@ def ov_pass(
             inputs = ov.ov_inputs(model, dataset, chosen)
         except (HeadscopeError, ValueError):
             continue
-        sets[dataset.task.name] = (inputs, *ov.kernel_call(model, inputs, chosen))
+        exact = ov.detail_rows(dataset, inputs.embeddings, options.ov_detail_n)
+        sets[dataset.task.name] = (inputs, *ov.kernel_call(model, inputs, chosen, exact))
     try:
         found = atlas.atlas_inputs(model, None, atlas.AtlasOptions(k=options.k))
         sets[""] = (found, *atlas.kernel_call(model, found, atlas.AtlasOptions(k=options.k)))
@@ -198,7 +200,11 @@ def _shared(model: Model, sets: dict[str, tuple], say: Say):
     settings = next(iter(sets.values()))[2]
     kept = {name: found for name, found in sets.items() if found[2] == settings}
     rows = sum(found[1].x.shape[0] for found in kept.values())
-    say(f"OV kernel: one pass over the vocabulary for {len(kept)} score sets ({rows} rows)")
+    capped = sum(int(found[1].capped_rows().sum()) for found in kept.values())
+    say(
+        f"OV kernel: one pass over the vocabulary for {len(kept)} score sets ({rows} rows, "
+        f"{capped} of them capped at k)"
+    )
     ranks = shared_ranks(model.weights, [found[1] for found in kept.values()], settings)
     passes = {name: (found[0], r) for (name, found), r in zip(kept.items(), ranks, strict=True)}
     atlas_found = passes.pop("", None)

@@ -2,17 +2,22 @@
 
 `ov_scores` scores every head (or the chosen ones) at once for every relation and sign,
 and returns three tables: the scores, the per-token detail (each keyword, its target, hit, rank, top-k)
-and the category breakdown of the top-k slots. The numerical core is in `ov_kernel`.
+and the category breakdown of the top-k slots. The scores read only hits (rank < k); the detail
+tables read ranks and top-k tokens, on every prompt or on the first `detail_prompts` (the other
+rows then take the kernel's exact early exit, `ov_kernel.RankCap`). The numerical core is in
+`ov_kernel`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
 import pandas as pd
 import torch
+from jaxtyping import Bool
+from torch import Tensor
 
 from headscope.capture import Capture
 from headscope.embedding import EMBEDDING_KINDS, Embeddings, effective_embeddings
@@ -57,7 +62,7 @@ SCORE = (
     "ci_kind",
 )
 PER_TOKEN = ("layer", "head", "relation", "sign", "keyword", "target", "rank", "hit", "topk")
-CATEGORY = ("layer", "head", "relation", "sign", "category", "share")
+CATEGORY = ("layer", "head", "relation", "sign", "category", "share", "n")
 
 
 @dataclass(frozen=True)
@@ -90,7 +95,7 @@ class OVResult:
         pd.DataFrame
     )  # layer, head, relation, sign, k, embedding, score (0-1), hits, n, ci_low, ci_high, ci_kind
     per_token: pd.DataFrame  # layer, head, relation, sign, keyword, target, rank, hit, topk
-    categories: pd.DataFrame  # layer, head, relation, sign, category, share
+    categories: pd.DataFrame  # layer, head, relation, sign, category, share, n (instances)
 
 
 @dataclass(frozen=True)
@@ -166,25 +171,64 @@ def ov_scores(
     capture: Capture | None = None,
     detail: bool = True,
     computed: OVPass | None = None,
+    detail_prompts: int | None = None,
 ) -> OVResult:
     """OV relation scores of every chosen head: hits / keyword instances with a target.
 
     `detail=False` skips the top-k tokens and the two tables read from them (`per_token` and
     `categories` come back empty): the same scores, for less work (each head stops reading a row's
-    vocabulary once k tokens beat its targets: `ov_kernel.RankCap`). `computed`: the inputs and
-    ranks of these options already found by a shared pass (`ov_shared.shared_ranks`).
+    vocabulary once k tokens beat its targets: `ov_kernel.RankCap`). `detail_prompts`: those two
+    tables over the instances of the dataset's first `detail_prompts` prompts alone (None: every
+    prompt), the other rows capped as without `detail`; the scores are the same, every row's hit
+    being exact. `computed`: the inputs and ranks of these options already found by a shared pass
+    (`ov_shared.shared_ranks`), with the same `detail_prompts`.
     """
-    found = computed or run_kernel(model, ov_inputs(model, dataset, options, capture), options, detail)
-    if detail and found.ranks.cap is not None:
-        raise HeadscopeError("the per-token table needs exact ranks and top-k: compute them uncapped")
-    i = found.inputs
-    scored = _scored(i.heads, options, dataset, i.targets, i.embeddings, i.table, found.ranks)
+    if detail_prompts is not None and detail_prompts < 0:
+        raise HeadscopeError(f"detail_prompts={detail_prompts}: give 0 or more prompts (None: every prompt)")
+    if computed is None:
+        inputs = ov_inputs(model, dataset, options, capture)
+        exact = detail_rows(dataset, inputs.embeddings, detail_prompts) if detail else None
+        computed = run_kernel(model, inputs, options, detail, exact)
+    i = computed.inputs
+    scored = _scored(i.heads, options, dataset, i.targets, i.embeddings, i.table, computed.ranks)
     scores = score_table(scored)
     if options.within:
         scores = _with_within(scores, model, dataset, options, i.heads, i.targets, i.embeddings)
     if not detail:
         return OVResult(scores, pd.DataFrame(columns=PER_TOKEN), pd.DataFrame(columns=CATEGORY))
-    return OVResult(scores, per_token_table(scored, model.tokens), category_table(scored, model, dataset))
+    sample = _detail(scored, computed.ranks, detail_prompts)
+    return OVResult(scores, per_token_table(sample, model.tokens), category_table(sample, model, dataset))
+
+
+def detail_rows(dataset: Dataset, embeddings: Embeddings, prompts: int | None) -> Bool[Tensor, "row"] | None:
+    """The rows of the instances of the dataset's first `prompts` prompts: those the per-token and
+    category tables read (None: every row)."""
+    if prompts is None:
+        return None
+    rows = torch.zeros(embeddings.vectors.shape[0], dtype=torch.bool)
+    rows[embeddings.row[dataset.keywords.batch < prompts]] = True
+    return rows
+
+
+def _detail(scored: _Scored, ranks: HeadRanks, prompts: int | None) -> _Scored:
+    """The instances of the first `prompts` prompts (every one where None), and the top-k of their
+    rows alone; each must have been read whole (not capped)."""
+    keep = np.flatnonzero(scored.prompt < (scored.n_prompts if prompts is None else prompts))
+    if ranks.cap is not None and ranks.cap.mask(ranks.rank.shape[2]).numpy()[scored.row[keep]].any():
+        raise HeadscopeError("the per-token table needs exact ranks and top-k: compute them uncapped")
+    if len(keep) == len(scored.prompt):
+        return scored
+    used, row = np.unique(scored.row[keep], return_inverse=True)
+    return replace(
+        scored,
+        words=tuple(scored.words[i] for i in keep),
+        targets=[[targets[i] for i in keep] for targets in scored.targets],
+        valid=scored.valid[keep],
+        ranks=scored.ranks[:, :, keep],
+        topk=scored.topk[:, :, used],
+        row=row.reshape(-1),
+        prompt=scored.prompt[keep],
+    )
 
 
 def topk_chance(model: Model, k: int, targets: list[tuple[int, ...]]) -> float:
@@ -208,12 +252,18 @@ def _with_within(scores, model, dataset, options: OVOptions, heads, targets, emb
     return scores.merge(within, on=["layer", "head", "relation", "sign"], how="left")
 
 
-def run_kernel(model: Model, inputs: OVInputs, options: OVOptions, detail: bool = True) -> OVPass:
+def run_kernel(
+    model: Model,
+    inputs: OVInputs,
+    options: OVOptions,
+    detail: bool = True,
+    exact: Bool[Tensor, "row"] | None = None,
+) -> OVPass:
     """The OV kernel on one score set's rows alone. Without `detail` only the score table is made,
-    which reads hits alone: the ranks are capped at k (the kernel's exact early exit, `RankCap`)."""
-    call, settings = kernel_call(model, inputs, options)
-    s = settings
-    cap = None if detail else RankCap(s.k)
+    which reads hits alone: the ranks are capped at k (the kernel's exact early exit, `RankCap`);
+    with `exact`, only the rows it marks are read whole (ranks and top-k), the others capped."""
+    call, s = kernel_call(model, inputs, options, exact)
+    cap = RankCap(s.k) if not detail else RankCap(s.k, call.capped_rows()) if call.capped else None
     ranks = ov_ranks(
         model.weights, call.x, call.targets, inputs.heads, s.k, s.signs, s.dtype, detail, s.device, cap
     )
@@ -236,12 +286,17 @@ def ov_inputs(model: Model, dataset: Dataset, options: OVOptions, capture: Captu
     return OVInputs(heads, targets, embeddings, table)
 
 
-def kernel_call(model: Model, inputs: OVInputs, options: OVOptions) -> tuple[KernelCall, KernelSettings]:
-    """What the OV kernel is handed for `inputs`, for a pass shared with other score sets."""
+def kernel_call(
+    model: Model, inputs: OVInputs, options: OVOptions, exact: Bool[Tensor, "row"] | None = None
+) -> tuple[KernelCall, KernelSettings]:
+    """What the OV kernel is handed for `inputs`, for a pass shared with other score sets: every
+    row read whole, or with `exact` (`detail_rows`) those rows alone, the others capped at k."""
     settings = KernelSettings(
         tuple(inputs.heads), options.k, options.signs, DTYPES[options.precision], kernel_device(model)
     )
-    return KernelCall(inputs.embeddings.vectors, inputs.table), settings
+    capped = exact is not None and not bool(exact.all())
+    x = inputs.embeddings.vectors
+    return KernelCall(x, inputs.table, capped, exact if capped else None), settings
 
 
 def _scored(heads, options, dataset, targets, embeddings: Embeddings, table: Targets, ranks: HeadRanks):
@@ -377,7 +432,8 @@ def category_ids(dataset: Dataset, model: Model) -> tuple[list[str], torch.Tenso
 
 
 def category_table(scored: _Scored, model: Model, dataset: Dataset) -> pd.DataFrame:
-    """Share of the top-k slots per category, over the instances each relation counts."""
+    """Share of the top-k slots per category, over the `n` instances each relation counts (each
+    gives its k slots)."""
     names, lookup = category_ids(dataset, model)
     per_slot = lookup[torch.from_numpy(scored.topk).long()]  # [head, sign, row, k]
     blocks = []
@@ -385,12 +441,14 @@ def category_table(scored: _Scored, model: Model, dataset: Dataset) -> pd.DataFr
         keep = torch.from_numpy(scored.row[np.flatnonzero(scored.valid[:, r])])
         chosen = per_slot[:, :, keep]  # [head, sign, instance, k]
         counts = torch.nn.functional.one_hot(chosen, len(names)).sum((2, 3))  # [head, sign, category]
-        share = (counts / max(chosen.shape[2] * chosen.shape[3], 1)).reshape(-1).numpy()
+        slots = chosen.shape[2] * chosen.shape[3]  # no instance (an empty detail sample): no share
+        share = (counts / slots).reshape(-1).numpy() if slots else np.full(counts.numel(), np.nan)
         columns = _head_columns(scored, len(names))
         columns |= {
             "relation": relation,
             "category": np.tile(names, share.size // len(names)),
             "share": share,
+            "n": len(keep),
         }
         blocks.append(pd.DataFrame(columns))
     return pd.concat(blocks, ignore_index=True)[list(CATEGORY)]

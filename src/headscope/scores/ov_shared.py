@@ -17,7 +17,9 @@ with the number of rows stacked, which moves a rank only where another token's l
 target's to the last bit. A call that reads only hits (`KernelCall.capped`: the atlas without its
 per-source table) takes the kernel's exact early exit on its own rows (`ov_kernel.RankCap`): its
 ranks of k or more come back as k, while the other calls' rows, stacked in the same pass, are
-read to the end for their exact ranks and top-k.
+read to the end for their exact ranks and top-k. A call may cap all its rows but some
+(`KernelCall.exact`: a report task's rows outside its detail sample, `ReportOptions.ov_detail_n`):
+those are read to the end with their top-k, the rest take the exit.
 
 Memory: the pass is bounded as any `ov_ranks` call (rows are taken `ROW_BLOCK` at a time); its
 ranks and top-k (heads x signs x rows x (relations + k), int32) are held by the shares.
@@ -28,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from torch import Tensor
 
 from headscope.models.weights import Weights
@@ -40,11 +42,18 @@ class KernelCall:
     """The inputs of one `ov_ranks` call that vary between score sets: its rows and their targets.
 
     `capped`: the score set reads only hits (rank < k), so its rows take the kernel's exact early
-    exit (`RankCap`): ranks of k or more come back as k, and the rows get no top-k tokens."""
+    exit (`RankCap`): ranks of k or more come back as k, and the rows get no top-k tokens; with
+    `exact`, the rows it marks are left out of the cap (read to the end: exact ranks and top-k)."""
 
     x: Float[Tensor, "row d_model"]
     targets: Targets
     capped: bool = False
+    exact: Bool[Tensor, "row"] | None = None  # with `capped`: the rows not capped (None: none)
+
+    def capped_rows(self) -> Bool[Tensor, "row"]:
+        """Which of the call's rows take the exit."""
+        rows = torch.full((self.x.shape[0],), self.capped)
+        return rows if self.exact is None else rows & ~self.exact.bool()
 
 
 @dataclass(frozen=True)
@@ -66,7 +75,7 @@ def shared_ranks(
     call's rows take the early exit at `settings.k` while the others are read to the end."""
     s = settings
     x = torch.cat([c.x for c in calls])  # [row, d_model]: the calls' rows, stacked
-    capped = torch.cat([torch.full((c.x.shape[0],), c.capped) for c in calls])  # [row]
+    capped = torch.cat([c.capped_rows() for c in calls])  # [row]
     cap = RankCap(s.k, capped) if capped.any() else None
     with_topk = with_topk and not capped.all()  # capped rows get no top-k
     ranks = ov_ranks(
@@ -78,12 +87,17 @@ def shared_ranks(
 
 
 def _share(ranks: HeadRanks, start: int, stop: int, call: KernelCall) -> HeadRanks:
-    """One call's rows of the pass: its relations' ranks, its top-k (none where it was capped), its
-    cap and the column blocks read for its rows."""
+    """One call's rows of the pass: its relations' ranks, its top-k (none where every row was
+    capped, -1 on the capped rows of a call capped in part), its cap and the column blocks read
+    for its rows."""
     rank = ranks.rank[:, :, start:stop, : call.targets.valid.shape[1]]  # [head, sign, row, relation]
-    width = 0 if call.capped else ranks.topk.shape[-1]
+    capped = call.capped_rows()
+    whole = call.exact is None or bool(capped.all())  # every row capped (or none)
+    width = 0 if call.capped and whole else ranks.topk.shape[-1]
     topk = ranks.topk[:, :, start:stop, :width]  # [head, sign, row, k]
-    cap = RankCap(ranks.cap.k) if call.capped else None
+    cap = None
+    if bool(capped.any()):
+        cap = RankCap(ranks.cap.k) if whole else RankCap(ranks.cap.k, capped)
     blocks = None if ranks.blocks is None else ranks.blocks[:, start:stop].contiguous()
     return HeadRanks(rank.contiguous(), topk.contiguous(), cap, blocks)
 
