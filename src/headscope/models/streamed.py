@@ -29,19 +29,21 @@ for (2 for bfloat16), `V` the vocabulary, `L x H` heads of `d_head`, `d` = d_mod
 
     P + b (V d + 2 L H d_head d) + max(R, S)
 
-- P, the process (Python, torch, transformers, the tokenizer): about 0.5 GB;
+- P, the process (Python, torch, transformers, the tokenizer): about 0.6 GB;
 - b V d, the unembedding (the embedding's rows where tied), kept in `dtype`: the OV kernel converts
   it `COLUMNS` columns at a time (`ov_kernel.Readout`), never a float32 copy of it;
 - b 2 L H d_head d, every layer's W_V (per query head: a key/value head's repeated for its group)
   and W_O;
 - R, while reading: at most 2 x CHUNK_BYTES of the files' pages (`Checkpoint`: each read maps its
-  file anew and drops the mapping: a mapped page once read counts in the resident set) and block 0
-  built in float32 beside its tensors read in float32 (8 bytes per parameter of block 0);
-- S, while scoring: per worker thread (`--threads`), its block of heads' circuits in float32 and
-  their centred W_O, each at most `ov_kernel.HEAD_BLOCK_BYTES` (256 MB).
+  file anew and drops the mapping, as a mapped page once read counts in the resident set), or
+  block 0 built in float32 beside its tensors read in float32 (8 bytes a parameter of block 0);
+- S, while scoring: per worker thread (`--threads`), its block of heads' circuits in float32
+  (`ov_kernel.HEAD_BLOCK_BYTES`, 256 MB) and their temporaries: 0.55 to 0.8 GB a thread measured.
 
-On the Gemma-2-2B shape in bfloat16 with 2 threads: 0.5 + 1.18 + 0.49 + max(0.62, 1.0) = 3.2 GB;
-measured 3.3 GB (benchmarks/results/field_shapes.md).
+Measured (GB = 2^30 bytes; benchmarks/results/field_shapes.md), bfloat16, 2 threads: Gemma-2-2B's
+shape 0.6 + 1.10 + 0.46 + max(0.58, 1.1) = 3.3 GB, 3.32 GB at peak (before the reads dropped their
+mappings and the kernel its float32 copy of the unembedding: 5.46 GB); Llama-3.1-8B's 0.6 + 0.98 +
+2.0 + max(1.63, 1.6) = 5.2 GB, 5.23 GB at peak.
 """
 
 from __future__ import annotations
