@@ -23,6 +23,27 @@ What it reads and where is not new code per family:
 The reading is the same layout as `models.weights.weights_from_bridge` (per query head, effective
 gains, zeros for absent biases); tests/models/test_streamed.py checks it against that on every
 family's test model.
+
+Memory: the atlas's resident peak, whole process, with `b` bytes per number of the precision asked
+for (2 for bfloat16), `V` the vocabulary, `L x H` heads of `d_head`, `d` = d_model, is about
+
+    P + b (V d + 2 L H d_head d) + max(R, S)
+
+- P, the process (Python, torch, transformers, the tokenizer): about 0.6 GB;
+- b V d, the unembedding (the embedding's rows where tied), kept in `dtype`: the OV kernel converts
+  it `COLUMNS` columns at a time (`ov_kernel.Readout`), never a float32 copy of it;
+- b 2 L H d_head d, every layer's W_V (per query head: a key/value head's repeated for its group)
+  and W_O;
+- R, while reading: at most 2 x CHUNK_BYTES of the files' pages (`Checkpoint`: each read maps its
+  file anew and drops the mapping, as a mapped page once read counts in the resident set), or
+  block 0 built in float32 beside its tensors read in float32 (8 bytes a parameter of block 0);
+- S, while scoring: per worker thread (`--threads`), its block of heads' circuits in float32
+  (`ov_kernel.HEAD_BLOCK_BYTES`, 256 MB) and their temporaries: 0.55 to 0.8 GB a thread measured.
+
+Measured (GB = 2^30 bytes; benchmarks/results/field_shapes.md), bfloat16, 2 threads: Gemma-2-2B's
+shape 0.6 + 1.10 + 0.46 + max(0.58, 1.1) = 3.3 GB, 3.32 GB at peak (before the reads dropped their
+mappings and the kernel its float32 copy of the unembedding: 5.46 GB); Llama-3.1-8B's 0.6 + 0.98 +
+2.0 + max(1.63, 1.6) = 5.2 GB, 5.23 GB at peak.
 """
 
 from __future__ import annotations
@@ -94,39 +115,56 @@ TOKEN_BATCH = 4096
 class Checkpoint:
     """The tensors of a folder's safetensors files, memory-mapped, read one at a time as float32,
     by the names Hugging Face's loader gives them (its renamings applied, the base model's prefix
-    optional: `model.layers.0...` finds `layers.0...` in a base model's files)."""
+    optional: `model.layers.0...` finds `layers.0...` in a base model's files).
+
+    The handles open in `stack` give the names and shapes (the files' headers); each read maps its
+    file anew, copies the tensor out and drops that mapping (safetensors' tensors are views of it),
+    so the pages it touched leave the process: a mapped page once read counts in the resident set
+    while the file stays mapped, and reading through the long-lived handles kept every tensor read
+    (the unembedding among them) resident twice, as its copy and as file pages."""
 
     def __init__(self, files: list[Path], stack: ExitStack, renames: list[tuple[str, str]], prefix: str):
         from safetensors import safe_open
 
         self._prefix = f"{prefix}."
-        self._where: dict[str, tuple[object, str]] = {}
+        self._where: dict[str, tuple[object, str, Path]] = {}
         for path in files:
             handle = stack.enter_context(safe_open(str(path), framework="pt"))
             for stored in handle.keys():  # noqa: SIM118  (a safe_open handle is no dict)
-                self._where[self._key(_renamed(stored, renames))] = (handle, stored)
+                self._where[self._key(_renamed(stored, renames))] = (handle, stored, path)
 
     def _key(self, name: str) -> str:
         return name.removeprefix(self._prefix) if self._prefix != "." else name
 
     def _slice(self, name: str):
-        handle, stored = self._where[self._key(name)]
+        handle, stored, _ = self._where[self._key(name)]
         return handle.get_slice(stored)
+
+    @contextmanager
+    def _reading(self, name: str) -> Iterator:
+        """Tensor `name`'s slice through a mapping of its file of its own, unmapped after the block."""
+        from safetensors import safe_open
+
+        _, stored, path = self._where[self._key(name)]
+        with safe_open(str(path), framework="pt") as handle:
+            yield handle.get_slice(stored)
 
     def has(self, name: str) -> bool:
         return self._key(name) in self._where
 
     def read(self, name: str, dtype: torch.dtype = torch.float32) -> Float[Tensor, "..."]:
-        """Tensor `name` in `dtype`, converted a block of rows at a time from the file's precision
-        (never the whole tensor in two precisions at once)."""
-        part = self._slice(name)
-        shape = tuple(part.get_shape())
+        """Tensor `name` in `dtype`, converted CHUNK_BYTES of its rows at a time from the file's
+        precision (never the whole tensor in two precisions at once), each chunk through a mapping
+        of its own, dropped after: the file pages resident while it reads are a chunk's or two."""
+        shape = tuple(self._slice(name).get_shape())
         if len(shape) < 2:
-            return part[:].to(dtype)
+            with self._reading(name) as part:  # a copy: safetensors' tensors are views of the mapping
+                return part[:].to(dtype, copy=True)
         out = torch.empty(shape, dtype=dtype)
         step = max(1, CHUNK_BYTES // (out.element_size() * out[0].numel()))
         for start in range(0, shape[0], step):
-            out[start : start + step] = part[start : start + step]
+            with self._reading(name) as part:
+                out[start : start + step] = part[start : start + step]
         return out
 
     def optional(self, name: str) -> Tensor | None:
@@ -134,9 +172,9 @@ class Checkpoint:
 
     def rows(self, name: str, tokens: Int[Tensor, "token"]) -> Float[Tensor, "token d_model"]:
         """Rows `tokens` of matrix `name` (the embedding rows of some tokens), float32."""
-        part = self._slice(name)
-        rows = [part[int(t) : int(t) + 1] for t in tokens.tolist()]
-        width = int(part.get_shape()[1])
+        width = int(self._slice(name).get_shape()[1])
+        with self._reading(name) as part:
+            rows = [part[int(t) : int(t) + 1] for t in tokens.tolist()]
         return torch.cat(rows).float() if rows else torch.zeros(0, width)
 
 

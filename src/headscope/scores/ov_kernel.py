@@ -57,12 +57,12 @@ another token's logit ties the target's exactly (as between a shared pass and a 
 Memory, per worker thread, whatever the model: the heads are taken `head_block` at a time, so
 their circuits (`heads x d_head x d_model`) and the factors of `ROW_BLOCK` rows (`heads x rows x
 d_head`) stay within `HEAD_BLOCK_BYTES` each; the unembedding is read a block of columns at a
-time (`d_model x COLUMNS`, scaled by the final norm's gain on the fly: no second `d_model x V`
-matrix); one logits block is `BLOCK_FLOATS`; the unembedding's target columns are read
-`TARGET_ROWS` rows at a time (`TARGET_ROWS x targets x d_model`). Outputs grow as heads x
-rows. Everything runs on `device` (default: that of `weights.W_U`; an accelerator too, where
-the exact torch count replaces the C++ counter): the weights go there a block of heads at a
-time, never copied whole.
+time (`d_model x COLUMNS`, converted from W_U's own precision and scaled by the final norm's gain
+on the fly: no second `d_model x V` matrix, no float32 copy of a bfloat16 W_U); one logits block
+is `BLOCK_FLOATS`; the unembedding's target columns are read `TARGET_ROWS` rows at a time
+(`TARGET_ROWS x targets x d_model`). Outputs grow as heads x rows. Everything runs on `device`
+(default: that of `weights.W_U`; an accelerator too, where the exact torch count replaces the C++
+counter): the weights go there a block of heads at a time, never copied whole.
 """
 
 from __future__ import annotations
@@ -133,26 +133,43 @@ class HeadRanks:
 @dataclass(frozen=True)
 class Readout:
     """The final norm and unembedding folded: logits = (co / sigma) @ W_gU + c, with
-    W_gU = diag(g_f) W_U formed a block of columns at a time (never a second d x V matrix)."""
+    W_gU = diag(g_f) W_U formed a block of columns at a time (never a second d x V matrix).
+    `W_U` stays in its own precision (a streamed model's bfloat16); each block is converted to the
+    kernel's (`gain`'s) as it is read, which is exact, so the products are those of a whole copy."""
 
     W_U: Float[Tensor, "d_model d_vocab"]
     gain: Float[Tensor, "d_model"]
     c: Float[Tensor, "d_vocab"]
 
     def columns(self, cols: slice) -> Float[Tensor, "d_model col"]:
-        return self.gain[:, None] * self.W_U[:, cols]
+        return self.gain[:, None] * self.W_U[:, cols].to(self.gain.dtype)
 
     def rows_of(self, tokens: Int[Tensor, "..."]) -> Float[Tensor, "... d_model"]:
         """W_gU's columns of `tokens`, as rows (contiguous): the same products as `columns`, read
         from W_U's transpose, which is the unembedding's own row-major layout."""
-        picked = self.W_U.T[tokens.reshape(-1)].mul_(self.gain)  # [token, d_model]
+        picked = self.W_U.T[tokens.reshape(-1)].to(self.gain.dtype).mul_(self.gain)  # [token, d_model]
         return picked.reshape(*tokens.shape, -1)  # [..., d_model]
 
 
 def readout(weights: Weights, dtype: torch.dtype, device: torch.device) -> Readout:
-    W_U = weights.W_U.to(device, dtype)
-    gain = weights.lnf_w.to(device, dtype)
-    return Readout(W_U, gain, weights.lnf_b.to(device, dtype) @ W_U + weights.b_U.to(device, dtype))
+    """The readout in `dtype` on `device`; W_U moved there in its own precision, not copied in `dtype`."""
+    W_U, on = weights.W_U.to(device), dict(device=device, dtype=dtype)
+    c = bias_logits(weights.lnf_b.to(**on), W_U, weights.b_U.to(**on))
+    return Readout(W_U, weights.lnf_w.to(**on), c)
+
+
+def bias_logits(
+    b_f: Float[Tensor, "d_model"], W_U: Float[Tensor, "d_model d_vocab"], b_U: Float[Tensor, "d_vocab"]
+) -> Float[Tensor, "d_vocab"]:
+    """`c = b_f W_U + b_U` in `b_f`'s precision: one product where W_U is in it already, else W_U's
+    columns converted `COLUMNS` at a time (never W_U whole in two precisions)."""
+    if W_U.dtype == b_f.dtype:
+        return b_f @ W_U + b_U
+    c = torch.empty_like(b_U)
+    for start in range(0, W_U.shape[1], COLUMNS):
+        cols = slice(start, start + COLUMNS)
+        c[cols] = b_f @ W_U[:, cols].to(b_f.dtype) + b_U[cols]
+    return c
 
 
 @dataclass(frozen=True)
