@@ -24,6 +24,7 @@ BENCHMARKS: tuple[str, ...] = (
     "flops",
     "budget",
     "streamed",
+    "streamed_gguf",
 )
 
 
