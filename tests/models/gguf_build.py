@@ -48,6 +48,7 @@ GGUF_FAMILIES: dict[str, GGUFFamily] = {
     "qwen3": GGUFFamily("qwen3", "gpt2", "qwen2", "qwen3"),
     "gemma2": GGUFFamily("gemma2", "llama", "default", "gemma2"),
     "gemma3": GGUFFamily("gemma3", "llama", "default", "gemma3"),
+    "bloom": GGUFFamily("bloom", "gpt2", "bloom", "bloom"),
 }
 GEMMA = ("gemma2", "gemma3")  # norms written as 1 + w (convert_hf_to_gguf.py, `Gemma2Model`, `Gemma3Model`)
 
@@ -109,7 +110,18 @@ def _file_tensor(arch: str, name: str, value: np.ndarray, config, permute: bool 
         return value.T.copy()  # Conv1D [in, out] -> [out, in]
     if arch in GEMMA and name.endswith("norm.weight"):
         return value + 1
+    if arch == "bloom" and name.endswith("query_key_value.weight"):
+        return _bloom_qkv(value, config.n_head)
+    if arch == "bloom" and name.endswith("query_key_value.bias"):
+        return _bloom_qkv(value[:, None], config.n_head)[:, 0]
     return value
+
+
+def _bloom_qkv(value: np.ndarray, n_head: int) -> np.ndarray:
+    """llama.cpp's `BloomModel.modify_tensors`: BLOOM's rows (per head: its q, k, v) as all the
+    heads' q, then k, then v."""
+    split = value.reshape(n_head, 3, value.shape[0] // n_head // 3, -1)  # [head, qkv, d_head, in]
+    return split.swapaxes(0, 1).reshape(value.shape)
 
 
 def _encoded(value: np.ndarray, qtype: Q) -> tuple[np.ndarray, Q]:
@@ -156,6 +168,15 @@ def _write_tokenizer(writer: gguf.GGUFWriter, spec: GGUFFamily, tokenizer) -> No
 
 
 def _write_config(writer: gguf.GGUFWriter, arch: str, config) -> None:
+    if arch == "bloom":  # convert_hf_to_gguf.py, `BloomModel.set_gguf_parameters`
+        writer.add_context_length(config.hidden_size)
+        writer.add_embedding_length(config.hidden_size)
+        writer.add_feed_forward_length(4 * config.hidden_size)
+        writer.add_block_count(config.n_layer)
+        writer.add_head_count(config.n_head)
+        writer.add_head_count_kv(config.n_head)
+        writer.add_layer_norm_eps(config.layer_norm_epsilon)
+        return
     if arch == "gpt2":
         writer.add_context_length(config.n_positions)
         writer.add_embedding_length(config.n_embd)
@@ -210,7 +231,7 @@ def write_gguf(
     tied = config.tie_word_embeddings
     for name, tensor in state.items():
         base, suffix = name.rsplit(".", 1)
-        target = names.get_name(base)
+        target = names.get_name(base) or names.get_name(base.split(".", 1)[-1])  # or the base model's
         if target is None or (tied and target == "output"):
             continue  # buffers (GPT-2's causal mask), and the tied unembedding llama.cpp leaves out
         value = _file_tensor(spec.arch, name, tensor.numpy(), config, permute)

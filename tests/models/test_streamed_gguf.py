@@ -44,7 +44,7 @@ BF16_HALF_ULP = torch.finfo(torch.bfloat16).eps / 2
 SCORE_TOLERANCE = 1e-6
 FILES = [(name, Q.F32) for name in sorted(GGUF_FAMILIES)]
 FILES += [("llama", Q.Q8_0), ("gpt2", Q.Q8_0), ("qwen2", Q.F16), ("gemma2", Q.BF16), ("gemma3", Q.Q4_0)]
-FILES += [("qwen3", Q.Q5_1)]
+FILES += [("qwen3", Q.Q5_1), ("bloom", Q.Q8_0)]
 IDS = [f"{name}-{qtype.name}" for name, qtype in FILES]
 
 

@@ -7,16 +7,19 @@ anything is read the file is checked: the `gguf` package is installed, the heade
 header, transformers knows the architecture, and every tensor type can be dequantised.
 
 `GGUFCheckpoint` reads the file's tensors one at a time instead, for the streamed model
-(models/streamed.py): memory-mapped by `gguf.GGUFReader`, each dequantised by
-`gguf.quants.dequantize` and put in Hugging Face's layout by transformers' own tables, as its
-GGUF loader (`modeling_gguf_pytorch_utils.load_gguf_checkpoint`) does: the GGUF -> Hugging Face
-name map (`get_gguf_hf_weights_map`, on the config's model built on the meta device) and the
-architecture's `TensorProcessor` (Llama's q/k rows un-permuted, GPT-2's Conv1D weights
-transposed back, Gemma 2/3's norms less their stored 1).
+(models/streamed.py): memory-mapped (the tensor table read by transformers' own GGUF header
+reader, which skips the vocabulary that `gguf.GGUFReader` parses: 6 s and 160 MB on GPT-2's
+50k tokens), each dequantised by `gguf.quants.dequantize` and put in Hugging Face's layout by
+transformers' own tables, as its GGUF loader (`modeling_gguf_pytorch_utils.load_gguf_checkpoint`)
+does: the GGUF -> Hugging Face name map (`get_gguf_hf_weights_map`, on the config's model built
+on the meta device) and the architecture's `TensorProcessor` (Llama's q/k rows un-permuted,
+GPT-2's Conv1D weights transposed back, Gemma 2/3's norms less their stored 1).
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +36,7 @@ GGUF_EXTRA = "pip install 'headscope[gguf]'"
 CONFIG_FIXES: dict[str, dict[str, str]] = {"gpt2": {"n_positions": "n_ctx"}}
 # The GGUF architectures (general.architecture) whose files stream, each checked against
 # transformers' loading of the same file (tests/models/test_streamed_gguf.py).
-STREAMED_ARCHITECTURES = ("llama", "qwen2", "qwen3", "gpt2", "gemma2", "gemma3")
+STREAMED_ARCHITECTURES = ("llama", "qwen2", "qwen3", "gpt2", "gemma2", "gemma3", "bloom")
 # Tensors no TensorProcessor of transformers reorders (it renames GPT-2's output.weight, no more):
 # dequantised a block of rows at a time. Every other tensor is a layer's, dequantised whole.
 ROW_WISE = ("token_embd.weight", "output.weight")
@@ -197,32 +200,72 @@ def _name_map(path: Path, hf, processor) -> dict[str, str]:
         raise ModelError(f"cannot map the tensors of the GGUF file {path}: {first_line(error)}") from error
 
 
+@dataclass(frozen=True)
+class StoredTensor:
+    """One tensor as the file holds it: its shape (torch order), ggml type and bytes."""
+
+    shape: tuple[int, ...]
+    qtype: int
+    data: np.ndarray  # uint8 [rows, bytes a row], memory-mapped: nothing read until sliced
+
+
+def _as_rows(data: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    rows = math.prod(shape[:-1])
+    return data.reshape(-1).view(np.uint8).reshape(rows, -1)  # [rows, bytes a row]
+
+
+def stored_tensors(path: Path) -> dict[str, StoredTensor]:
+    """The file's tensors by GGUF name, memory-mapped, from its header and tensor table alone
+    (transformers' own GGUF header reader: the vocabulary is skipped, not parsed)."""
+    gguf = _gguf_package()
+    try:
+        from transformers.integrations.gguf.reader import _mapped, _read_metadata, _read_tensor_table
+    except ImportError:  # another transformers: gguf's own reader (slower: it parses the vocabulary)
+        return {
+            t.name: StoredTensor(shape, int(t.tensor_type), _as_rows(t.data, shape))
+            for t in gguf.GGUFReader(path).tensors
+            for shape in [tuple(int(d) for d in reversed(t.shape))]
+        }
+    blob = _mapped(str(path))
+    metadata, count, start = _read_metadata(blob, str(path))
+    entries, end = _read_tensor_table(blob, count, start)
+    alignment = int(metadata.get("general.alignment", 32))
+    data_start = (end + alignment - 1) // alignment * alignment  # the data section, aligned
+    found = {}
+    for name, shape, qtype, offset in entries:
+        block, size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(qtype)]
+        begin, n_bytes = data_start + offset, math.prod(shape) // block * size
+        found[name] = StoredTensor(shape, qtype, _as_rows(blob[begin : begin + n_bytes], shape))
+    return found
+
+
 class GGUFCheckpoint:
     """The tensors of a GGUF file, memory-mapped, read one at a time as float32 by the names
-    transformers' GGUF loader gives them; the interface of `models.streamed.Checkpoint`."""
+    transformers' GGUF loader gives them; the interface of `models.streamed.Checkpoint`.
+
+    Each tensor is dequantised by `gguf.quants.dequantize` and put in Hugging Face's layout by the
+    architecture's `TensorProcessor`, as `load_gguf_checkpoint` does (its processor reads the
+    config's head counts: the Hugging Face config's, read from the same metadata)."""
 
     def __init__(self, path: Path, hf):
-        from transformers.modeling_gguf_pytorch_utils import (
-            TENSOR_PROCESSORS,
-            TensorProcessor,
-            load_gguf_checkpoint,
-        )
+        from transformers.modeling_gguf_pytorch_utils import TENSOR_PROCESSORS, TensorProcessor
 
-        reader = _gguf_package().GGUFReader(path)  # memory-mapped: no tensor data read yet
-        arch = str(_architecture(path, str(path)))
-        parsed = load_gguf_checkpoint(str(path), return_tensors=False)["config"]  # what the processor reads
-        self._processor = TENSOR_PROCESSORS.get(arch, TensorProcessor)(config=parsed)
+        arch = _architecture(path, str(path))
+        self._processor = TENSOR_PROCESSORS.get(arch, TensorProcessor)(config=hf.to_dict())
         self._to_hf = _name_map(path, hf, self._processor)
-        self._tensors = {tensor.name: tensor for tensor in reader.tensors}
+        self._tensors = stored_tensors(path)
         self._where = {hf_name: name for name, hf_name in self._to_hf.items() if name in self._tensors}
 
     def has(self, name: str) -> bool:
         return name in self._where
 
-    def _values(self, name: str, data: np.ndarray) -> Float[Tensor, "..."]:
-        """`data` (some of tensor `name`'s rows as the file stores them) dequantised, float32, in
-        Hugging Face's layout (the architecture's TensorProcessor applied)."""
-        values = _gguf_package().quants.dequantize(data, self._tensors[name].tensor_type)
+    def _values(self, name: str, rows: slice | np.ndarray) -> Float[Tensor, "row ..."]:
+        """Rows `rows` of tensor `name` (a layer's: all of them) dequantised, float32, in Hugging
+        Face's layout (the architecture's TensorProcessor applied)."""
+        stored = self._tensors[name]
+        values = _gguf_package().quants.dequantize(stored.data[rows], stored.qtype)  # [row, column]
+        if isinstance(rows, slice) and rows == slice(None):
+            values = values.reshape(stored.shape)  # [rows, column] -> the tensor's own shape
         kept: dict[str, dict] = {"tensors": {}}  # where GPT-2's processor puts output.weight
         result = self._processor.process(
             weights=values, name=name, tensor_key_mapping=self._to_hf, parsed_parameters=kept
@@ -236,14 +279,13 @@ class GGUFCheckpoint:
         """Tensor `name` in `dtype`: a layer's dequantised whole, the embedding and the unembedding
         a block of rows at a time (never the whole matrix in float32 and `dtype` at once)."""
         stored = self._where[name]
-        data = self._tensors[stored].data
         if stored not in ROW_WISE:
-            return self._values(stored, data).to(dtype)
-        width = int(self._tensors[stored].shape[0])  # ggml's first dimension: the columns
-        out = torch.empty((data.shape[0], width), dtype=dtype)
-        step = max(1, CHUNK_BYTES // (4 * width))
-        for start in range(0, data.shape[0], step):
-            out[start : start + step] = self._values(stored, data[start : start + step])
+            return self._values(stored, slice(None)).to(dtype)
+        shape = self._tensors[stored].shape  # [vocab, d_model]
+        out = torch.empty(shape, dtype=dtype)
+        step = max(1, CHUNK_BYTES // (4 * shape[-1]))
+        for start in range(0, shape[0], step):
+            out[start : start + step] = self._values(stored, slice(start, start + step))
         return out
 
     def optional(self, name: str) -> Tensor | None:
@@ -254,4 +296,4 @@ class GGUFCheckpoint:
         stored = self._where[name]
         if stored not in ROW_WISE:
             raise ValueError(f"{stored} is dequantised whole, not by rows")
-        return self._values(stored, self._tensors[stored].data[tokens.numpy()])
+        return self._values(stored, tokens.numpy())

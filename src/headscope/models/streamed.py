@@ -488,6 +488,9 @@ class StreamedModel:
     plan: Plan
     hf_config: object
     dtype: torch.dtype
+    # A GGUF file's tensor table and name map (memory-mapped, no tensor held), kept for block 0:
+    # transformers' name map takes seconds to build (6 s on a 20-layer Llama).
+    gguf: GGUFCheckpoint | None = None
 
     @property
     def arch(self) -> Architecture:
@@ -509,8 +512,11 @@ class StreamedModel:
     def _block0(self, tokens: Int[Tensor, "token"], token_only: bool) -> Float[Tensor, "token d_model"]:
         if len(tokens) == 0:
             return torch.zeros(0, self.identity.d_model)
-        with opened(self.source, self.hf_config) as ckpt:
-            model = block0_model(ckpt, self.plan, self.hf_config, tokens, self.dtype)
+        if self.gguf is not None:
+            model = block0_model(self.gguf, self.plan, self.hf_config, tokens, self.dtype)
+        else:
+            with opened(self.source, self.hf_config) as ckpt:
+                model = block0_model(ckpt, self.plan, self.hf_config, tokens, self.dtype)
         return _rows_through_block0(model, self.plan, len(tokens), token_only)
 
     def token_vectors(self, tokens: Int[Tensor, "token"]) -> Float[Tensor, "token d_model"]:
@@ -593,6 +599,7 @@ def stream_model(
         weights = read_weights(ckpt, plan, DTYPES[dtype])
         rows = torch.randperm(int(plan.cfg.d_vocab), generator=torch.Generator().manual_seed(0))[:CHECK_ROWS]
         check_streamed(block0_model(ckpt, plan, hf, rows, DTYPES[dtype]), plan, weights)
+        kept = ckpt if isinstance(ckpt, GGUFCheckpoint) else None
     cfg, files = plan.cfg, [source] if is_gguf(str(source)) else weight_files(source)
     tokenizer = _tokenizer(source, cfg)
     check_tokenizer(tokenizer, int(cfg.d_vocab), str(source))
@@ -609,4 +616,4 @@ def stream_model(
     )
     tokens = Tokenization(tokenizer, int(cfg.n_ctx))
     torch.set_num_threads(threads or choose_threads(int(cfg.d_model), torch.device("cpu")))
-    return StreamedModel(source, weights, tokens, identity, plan, hf, DTYPES[dtype])
+    return StreamedModel(source, weights, tokens, identity, plan, hf, DTYPES[dtype], kept)
