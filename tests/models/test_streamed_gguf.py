@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import sys
 from pathlib import Path
 
 import gguf
@@ -106,6 +107,34 @@ def test_a_gguf_file_streams_to_its_dequantised_twins_weights(built, name, qtype
         want = getattr(streamed(b.twin), rows)(tokens)
         n_terms = fam.INTERMEDIATE * 2 + fam.HIDDEN  # the widest sum on block 0's path
         assert_float_close(getattr(model, rows)(tokens), want, n_terms=n_terms, what=f"{name} {rows}")
+
+
+@pytest.mark.parametrize(("name", "qtype"), FILES, ids=IDS)
+def test_every_tensor_reads_as_transformers_loads_it(built, name, qtype):
+    """Every parameter, q/k projections and MLPs included (Llama's rows un-permuted with the
+    config's head counts), equals the one transformers loaded into the twin."""
+    from safetensors.torch import load_file
+
+    b = built(name, qtype)
+    twin = load_file(str(b.twin / "model.safetensors"))
+    checkpoint = gguf_files.GGUFCheckpoint(b.path, gguf_files.hf_config(b.path))
+    read = [key for key in twin if checkpoint.has(key)]
+    assert set(twin) - set(read) <= {"lm_head.weight"}  # tied: the file holds the embedding only
+    for key in read:
+        assert_float_close(checkpoint.read(key), twin[key], n_terms=1, what=f"{name} {key}")
+
+
+def test_the_tensor_table_is_gguf_readers_without_the_vocabulary(built, monkeypatch):
+    """The header read by transformers' reader gives the bytes `gguf.GGUFReader` gives (its
+    fallback, where transformers has no such reader)."""
+    path = built("gemma3", Q.Q4_0).path
+    fast = gguf_files.stored_tensors(path)
+    monkeypatch.setitem(sys.modules, "transformers.integrations.gguf.reader", None)
+    slow = gguf_files.stored_tensors(path)
+    assert fast.keys() == slow.keys()
+    for key, tensor in fast.items():
+        assert (tensor.shape, tensor.qtype) == (slow[key].shape, slow[key].qtype), key
+        assert np.array_equal(tensor.data, slow[key].data), key
 
 
 @pytest.mark.parametrize(("name", "qtype"), [("llama", Q.Q8_0), ("gemma2", Q.F32)], ids=["llama", "gemma2"])
