@@ -25,6 +25,7 @@ BENCHMARKS: tuple[str, ...] = (
     "flops",
     "budget",
     "streamed",
+    "streamed_gguf",
 )
 
 

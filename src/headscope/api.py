@@ -303,7 +303,8 @@ def atlas(
     """The head atlas (docs/methods.md §11): every head x relation x sign, from the weights alone.
 
     Args:
-        model: from `hs.load_model`, a model held in memory, or with `stream` a local folder.
+        model: from `hs.load_model`, a model held in memory, or with `stream` a local folder or a
+            `.gguf` file.
         relations: relation names, groups ("algorithmic", "linguistic", "knowledge",
             "translation") or TOML files of `[mappings.NAME]` tables; one string (comma-separated)
             or a list (default: the whole library).
@@ -311,7 +312,8 @@ def atlas(
         embedding: "token" (the token through MLP0) or "block0".
         per_source: also the per-source table (every head, sign and kept pair, with its top-k tokens).
         stream: `model` is a local folder whose weights are read from its safetensors files one
-            tensor at a time (models/streamed.py), never loading the model whole.
+            tensor at a time (models/streamed.py), never loading the model whole; or a GGUF file,
+            dequantised one tensor at a time.
 
     Returns:
         One row per head x relation x sign: `layer, head, relation, group, sign, score, within,

@@ -179,9 +179,10 @@ def build_config(family: Family, tokenizer):
     return family.config_class(**family.config_kwargs, vocab_size=len(tokenizer), **ids)
 
 
-def save_family(family: Family, directory: Path, seed: int = 0) -> Path:
-    """A tiny random model of `family` with its tokenizer, saved as a Hugging Face directory."""
-    tokenizer = family_tokenizer(family.tokenizer_kind)
+def save_family(family: Family, directory: Path, seed: int = 0, tokenizer=None) -> Path:
+    """A tiny random model of `family` with its tokenizer (or `tokenizer`), saved as a Hugging Face
+    directory."""
+    tokenizer = tokenizer or family_tokenizer(family.tokenizer_kind)
     torch.manual_seed(seed)
     model = T.AutoModelForCausalLM.from_config(build_config(family, tokenizer))
     _perturbed(model, seed)

@@ -15,6 +15,7 @@ twin holding exactly the numbers the file holds.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,9 @@ import gguf
 import numpy as np
 import torch
 import transformers as T
+
+from tests.models.families import BY_NAME, save_family
+from tests.tokenizer_kinds import ASCII_TEXT, _adds_bos, _texts, _train
 
 Q = gguf.GGMLQuantizationType
 
@@ -41,7 +45,48 @@ GGUF_FAMILIES: dict[str, GGUFFamily] = {
     "llama": GGUFFamily("llama", "llama", "default", "llama"),
     "gpt2": GGUFFamily("gpt2", "gpt2", "gpt-2", "gpt2"),
     "qwen2": GGUFFamily("qwen2", "gpt2", "qwen2", "qwen2"),
+    "qwen3": GGUFFamily("qwen3", "gpt2", "qwen2", "qwen3"),
+    "gemma2": GGUFFamily("gemma2", "llama", "default", "gemma2"),
+    "gemma3": GGUFFamily("gemma3", "llama", "default", "gemma3"),
+    "bloom": GGUFFamily("bloom", "gpt2", "bloom", "bloom"),
 }
+GEMMA = ("gemma2", "gemma3")  # norms written as 1 + w (convert_hf_to_gguf.py, `Gemma2Model`, `Gemma3Model`)
+
+
+def gemma_style(words: list[str]) -> T.PreTrainedTokenizerFast:
+    """Gemma's sentencepiece convention: `sentencepiece_style` with no `▁` put before a text's first
+    word (every word also trained bare) and Gemma's special tokens (<pad> <eos> <bos> <unk> <mask>,
+    ids 0-4), as transformers' Gemma tokenizer reads a GGUF file (it adds those tokens where the
+    vocabulary lacks them)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    core = Tokenizer(models.BPE(unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="never", split=True),
+            pre_tokenizers.Digits(individual_digits=True),
+        ]
+    )
+    core.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="never", split=True)
+    _train(core, _texts(words, None), ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"], ["▁", *ASCII_TEXT])
+    _adds_bos(core, "<bos>")
+    special = dict(
+        bos_token="<bos>", eos_token="<eos>", unk_token="<unk>", pad_token="<pad>", mask_token="<mask>"
+    )
+    return T.PreTrainedTokenizerFast(tokenizer_object=core, add_bos_token=True, **special)
+
+
+def save_gguf_family(name: str, directory: Path) -> Path:
+    """The tiny model of GGUF family `name` saved as a Hugging Face folder, with a tokenizer
+    transformers reads back from a GGUF file as it was (Gemma's special tokens for Gemma), and
+    Qwen3's head width 128 (a Qwen3 GGUF file holds no head width; transformers takes the default)."""
+    from headscope.tasks.vocabulary import task_vocabulary
+
+    family = BY_NAME[GGUF_FAMILIES[name].family]
+    if name == "qwen3":
+        family = dataclasses.replace(family, config_kwargs=family.config_kwargs | dict(head_dim=128))
+    tokenizer = gemma_style(task_vocabulary()) if name in GEMMA else None
+    return save_family(family, directory, tokenizer=tokenizer)
 
 
 def _permute(weights: np.ndarray, n_head: int, n_head_kv: int) -> np.ndarray:
@@ -63,7 +108,20 @@ def _file_tensor(arch: str, name: str, value: np.ndarray, config, permute: bool 
     conv1d = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
     if arch == "gpt2" and name.endswith(conv1d):
         return value.T.copy()  # Conv1D [in, out] -> [out, in]
+    if arch in GEMMA and name.endswith("norm.weight"):
+        return value + 1
+    if arch == "bloom" and name.endswith("query_key_value.weight"):
+        return _bloom_qkv(value, config.n_head)
+    if arch == "bloom" and name.endswith("query_key_value.bias"):
+        return _bloom_qkv(value[:, None], config.n_head)[:, 0]
     return value
+
+
+def _bloom_qkv(value: np.ndarray, n_head: int) -> np.ndarray:
+    """llama.cpp's `BloomModel.modify_tensors`: BLOOM's rows (per head: its q, k, v) as all the
+    heads' q, then k, then v."""
+    split = value.reshape(n_head, 3, value.shape[0] // n_head // 3, -1)  # [head, qkv, d_head, in]
+    return split.swapaxes(0, 1).reshape(value.shape)
 
 
 def _encoded(value: np.ndarray, qtype: Q) -> tuple[np.ndarray, Q]:
@@ -110,6 +168,15 @@ def _write_tokenizer(writer: gguf.GGUFWriter, spec: GGUFFamily, tokenizer) -> No
 
 
 def _write_config(writer: gguf.GGUFWriter, arch: str, config) -> None:
+    if arch == "bloom":  # convert_hf_to_gguf.py, `BloomModel.set_gguf_parameters`
+        writer.add_context_length(config.hidden_size)
+        writer.add_embedding_length(config.hidden_size)
+        writer.add_feed_forward_length(4 * config.hidden_size)
+        writer.add_block_count(config.n_layer)
+        writer.add_head_count(config.n_head)
+        writer.add_head_count_kv(config.n_head)
+        writer.add_layer_norm_eps(config.layer_norm_epsilon)
+        return
     if arch == "gpt2":
         writer.add_context_length(config.n_positions)
         writer.add_embedding_length(config.n_embd)
@@ -125,9 +192,18 @@ def _write_config(writer: gguf.GGUFWriter, arch: str, config) -> None:
     writer.add_head_count(config.num_attention_heads)
     writer.add_head_count_kv(config.num_key_value_heads)
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
-    writer.add_rope_freq_base(float(config.rope_parameters["rope_theta"]))
+    rope = config.rope_parameters
+    writer.add_rope_freq_base(float(rope.get("full_attention", rope)["rope_theta"]))
     if arch == "llama":
         writer.add_rope_dimension_count(config.hidden_size // config.num_attention_heads)
+    if arch in ("qwen3", *GEMMA):
+        writer.add_key_length(config.head_dim)
+        writer.add_value_length(config.head_dim)
+    if arch in GEMMA:
+        writer.add_sliding_window(config.sliding_window)
+    if arch == "gemma2":
+        writer.add_attn_logit_softcapping(config.attn_logit_softcapping)
+        writer.add_final_logit_softcapping(config.final_logit_softcapping)
     writer.add_vocab_size(config.vocab_size)
 
 
@@ -155,7 +231,7 @@ def write_gguf(
     tied = config.tie_word_embeddings
     for name, tensor in state.items():
         base, suffix = name.rsplit(".", 1)
-        target = names.get_name(base)
+        target = names.get_name(base) or names.get_name(base.split(".", 1)[-1])  # or the base model's
         if target is None or (tied and target == "output"):
             continue  # buffers (GPT-2's causal mask), and the tied unembedding llama.cpp leaves out
         value = _file_tensor(spec.arch, name, tensor.numpy(), config, permute)
@@ -225,7 +301,7 @@ def _dequantised(raw: np.ndarray, qtype: Q, shape: tuple[int, int]) -> np.ndarra
 
 
 def _hf_layout(arch: str, name: str, value: np.ndarray, config) -> np.ndarray:
-    """The inverse of `_file_tensor`."""
+    """The inverse of `_file_tensor` on a 2-D weight."""
     if arch == "llama" and name.endswith("q_proj.weight"):
         return _unpermute(value, config.num_attention_heads, config.num_attention_heads)
     if arch == "llama" and name.endswith("k_proj.weight"):
@@ -254,3 +330,21 @@ def kquant_pair(folder: Path, out: Path, spec: GGUFFamily, seed: int = 0) -> tup
     model.save_pretrained(out / "twin")
     T.AutoTokenizer.from_pretrained(folder).save_pretrained(out / "twin")
     return out / "twin", write_gguf(out / "twin", out / "kquant.gguf", spec, raw=raw)
+
+
+def transformers_twin(path: Path, out: Path) -> Path:
+    """The GGUF file as transformers loads it (headscope's in-memory path, `read_gguf`: every tensor
+    dequantised to float32), saved as a safetensors folder with the tokenizer read from the file."""
+    import copy
+
+    from headscope.models.gguf_files import read_gguf
+
+    model, tokenizer = read_gguf(path, torch.float32, {"device": "cpu"})
+    config = copy.deepcopy(model.config)
+    if hasattr(config, "quantization_config"):  # a GGUF-loaded model refuses save_pretrained
+        del config.quantization_config
+    plain = T.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(model.state_dict(), strict=True)
+    plain.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out

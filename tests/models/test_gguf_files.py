@@ -25,21 +25,28 @@ from headscope.models.gguf_files import dequantisable
 from headscope.models.loading import ModelError, load_model
 from tests.cli.runner import run_cli
 from tests.models.families import BY_NAME, save_family
-from tests.models.gguf_build import GGUF_FAMILIES, Q, kquant_pair, quantized_copy, write_gguf
+from tests.models.gguf_build import (
+    GGUF_FAMILIES,
+    Q,
+    kquant_pair,
+    quantized_copy,
+    save_gguf_family,
+    write_gguf,
+)
 
 TEXTS = ["When Mary and John went to the store, John gave a drink to", "1 2 3 4", " 12 13 14", "Monday"]
 N = 20
 
 
 @pytest.fixture(scope="session")
-def gguf_twin(tmp_path_factory, family_dir):
+def gguf_twin(tmp_path_factory):
     """(safetensors twin folder, GGUF file) of a family, in a quantisation type."""
 
     @functools.cache
     def build(name: str, qtype: Q = Q.F32, permute: bool = True) -> tuple[Path, Path]:
         spec = GGUF_FAMILIES[name]
-        folder = family_dir(spec.family)
         out = tmp_path_factory.mktemp(f"gguf-{name}-{qtype.name}")
+        folder = save_gguf_family(name, out / "original")
         twin = folder if qtype == Q.F32 else quantized_copy(folder, out / "twin", spec, qtype)
         return twin, write_gguf(folder, out / f"tiny-{name}.gguf", spec, qtype, permute)
 

@@ -76,8 +76,9 @@ def atlas(
         bool,
         typer.Option(
             "--stream",
-            help="Read the weights from the folder's safetensors files layer by layer instead of loading "
-            "the model whole (a local folder; --dtype float32 or bfloat16).",
+            help="Read the weights from the folder's safetensors files (or the .gguf file, a tensor "
+            "dequantised at a time) layer by layer instead of loading the model whole (a local folder "
+            "or a GGUF file; --dtype float32 or bfloat16).",
         ),
     ] = False,
 ) -> None:

@@ -1,4 +1,4 @@
-"""Weights streamed from a checkpoint's safetensors files, without booting the model.
+"""Weights streamed from a checkpoint's safetensors files or a GGUF file, without booting the model.
 
 The head atlas reads the weights only: each layer's value and output matrices, the norms' gains,
 the unembedding, and the embedding rows of its source tokens run through block 0 (the `token` or
@@ -7,6 +7,11 @@ Face folder through `safetensors.safe_open` (memory-mapped), one tensor at a tim
 to the requested precision as it is read: the peak is the `Weights` kept (the unembedding among
 them) plus one layer in flight, never the model in float32. The atlas takes the `StreamedModel` in
 place of a booted `Model` (`headscope atlas --stream`, `hs.atlas(folder, stream=True)`).
+
+A `.gguf` file streams the same way (`models.gguf_files.GGUFCheckpoint`): each tensor dequantised
+on its own, by the names and layouts transformers' GGUF loader gives it, so the file streams to
+the Weights of its dequantised safetensors twin. Its peak adds one layer tensor dequantised in
+float32 (block 0's largest, its MLP's, when block 0 is built) and CHUNK_BYTES of the unembedding's rows.
 
 What it reads and where is not new code per family:
 - TransformerLens's adapter for the config (built from the config alone, no weights) names the
@@ -75,6 +80,7 @@ from headscope.models.checks import (
     weight_files,
 )
 from headscope.models.devices import check_threads, choose_threads
+from headscope.models.gguf_files import GGUFCheckpoint, check_streamable, gguf_tokenizer, hf_config, is_gguf
 from headscope.models.loading import ModelIdentity, _sha256, resolve
 from headscope.models.weights import Weights, _agree, normalize
 from headscope.tasks.dataset import Tokenization
@@ -178,6 +184,9 @@ class Checkpoint:
         return torch.cat(rows).float() if rows else torch.zeros(0, width)
 
 
+Tensors = Checkpoint | GGUFCheckpoint  # a checkpoint's tensors by Hugging Face's names
+
+
 def _renamed(key: str, renames: list[tuple[str, str]]) -> str:
     for pattern, replacement in renames:
         key = re.sub(pattern, replacement, key)
@@ -185,11 +194,15 @@ def _renamed(key: str, renames: list[tuple[str, str]]) -> str:
 
 
 @contextmanager
-def opened(folder: Path) -> Iterator[Checkpoint]:
-    """The folder's checkpoint, its files open (memory-mapped) while the block runs."""
-    _, _, _, prefix, renames = expected_shapes(folder)  # the config's model on the meta device
+def opened(source: Path, hf) -> Iterator[Tensors]:
+    """The checkpoint of a folder or a GGUF file (`hf`: its config), its files open
+    (memory-mapped) while the block runs."""
+    if is_gguf(str(source)):
+        yield GGUFCheckpoint(source, hf)
+        return
+    _, _, _, prefix, renames = expected_shapes(source)  # the config's model on the meta device
     with ExitStack() as stack:
-        yield Checkpoint(weight_files(folder), stack, renames, prefix)
+        yield Checkpoint(weight_files(source), stack, renames, prefix)
 
 
 # ---- where a family keeps what the scores read ---------------------------------------------
@@ -294,7 +307,7 @@ def _output(w: Tensor, names: Names, arch: Architecture, d_head: int) -> Float[T
     return w.T.reshape(arch.n_heads, d_head, -1)  # Linear [d_model, head * d_head] -> [head, e, d]
 
 
-def _norm(ckpt: Checkpoint, path: str | None) -> tuple[Tensor | None, Tensor | None]:
+def _norm(ckpt: Tensors, path: str | None) -> tuple[Tensor | None, Tensor | None]:
     if path is None:
         return None, None
     return ckpt.optional(f"{path}.weight"), ckpt.optional(f"{path}.bias")
@@ -309,7 +322,7 @@ def _or_zeros(x: Tensor | None, size: int) -> Tensor:
     return torch.zeros(size) if x is None else x
 
 
-def read_layer(ckpt: Checkpoint, plan: Plan, layer: int) -> dict[str, Tensor | None]:
+def read_layer(ckpt: Tensors, plan: Plan, layer: int) -> dict[str, Tensor | None]:
     """Layer `layer`'s tensors in the Weights layout (per query head, effective gains), float32."""
     n, arch, d, e = plan.names, plan.arch, int(plan.cfg.d_model), int(plan.cfg.d_head)
     (ln1_w, ln1_b), (ln2_w, ln2_b) = _norm(ckpt, n.block(layer, n.ln1)), _norm(ckpt, n.block(layer, n.ln2))
@@ -332,7 +345,7 @@ def read_layer(ckpt: Checkpoint, plan: Plan, layer: int) -> dict[str, Tensor | N
     }
 
 
-def _unembedding(ckpt: Checkpoint, plan: Plan, dtype: torch.dtype) -> Float[Tensor, "d_vocab d_model"]:
+def _unembedding(ckpt: Tensors, plan: Plan, dtype: torch.dtype) -> Float[Tensor, "d_vocab d_model"]:
     """The unembedding's rows in `dtype`: lm_head's own, or the embedding's where the model ties them."""
     own = f"{plan.names.unembed}.weight"
     if plan.arch.tied_unembedding:
@@ -347,7 +360,7 @@ def _unembedding(ckpt: Checkpoint, plan: Plan, dtype: torch.dtype) -> Float[Tens
 LAYER_NAMES = ("ln1_w", "ln1_b", "ln2_w", "ln2_b", "W_V", "b_V", "W_O", "b_O")
 
 
-def read_weights(ckpt: Checkpoint, plan: Plan, dtype: torch.dtype = torch.float32) -> Weights:
+def read_weights(ckpt: Tensors, plan: Plan, dtype: torch.dtype = torch.float32) -> Weights:
     """The Weights of a checkpoint, each layer read, converted to `dtype` and dropped in turn."""
     stacked: dict[str, Tensor] = {}
     names = LAYER_NAMES + (("attn_out_w",) if plan.arch.attn_out_norm else ())
@@ -389,7 +402,7 @@ def _one_layer_config(hf, n_rows: int):
 
 
 def block0_model(
-    ckpt: Checkpoint, plan: Plan, hf, tokens: Int[Tensor, "token"], dtype: torch.dtype
+    ckpt: Tensors, plan: Plan, hf, tokens: Int[Tensor, "token"], dtype: torch.dtype
 ) -> nn.Module:
     """The family's own one-layer model holding the checkpoint's block 0 (and every small module
     before and after it) and, as its vocabulary, the embedding rows of `tokens`."""
@@ -502,16 +515,20 @@ def check_streamed(model: nn.Module, plan: Plan, weights: Weights) -> None:
 
 @dataclass(frozen=True)
 class StreamedModel:
-    """What the weights-only analyses read of a model, streamed from its folder: the Weights, the
-    tokenizer, the identity, and block 0 run on the embedding rows asked for."""
+    """What the weights-only analyses read of a model, streamed from its folder or GGUF file
+    (`source`): the Weights, the tokenizer, the identity, and block 0 run on the embedding rows
+    asked for."""
 
-    folder: Path
+    source: Path
     weights: Weights
     tokens: Tokenization
     identity: ModelIdentity
     plan: Plan
     hf_config: object
     dtype: torch.dtype
+    # A GGUF file's tensor table and name map (memory-mapped, no tensor held), kept for block 0:
+    # transformers' name map takes seconds to build (6 s on a 20-layer Llama).
+    gguf: GGUFCheckpoint | None = None
 
     @property
     def arch(self) -> Architecture:
@@ -533,8 +550,11 @@ class StreamedModel:
     def _block0(self, tokens: Int[Tensor, "token"], token_only: bool) -> Float[Tensor, "token d_model"]:
         if len(tokens) == 0:
             return torch.zeros(0, self.identity.d_model)
-        with opened(self.folder) as ckpt:
-            model = block0_model(ckpt, self.plan, self.hf_config, tokens, self.dtype)
+        if self.gguf is not None:
+            model = block0_model(self.gguf, self.plan, self.hf_config, tokens, self.dtype)
+        else:
+            with opened(self.source, self.hf_config) as ckpt:
+                model = block0_model(ckpt, self.plan, self.hf_config, tokens, self.dtype)
         return _rows_through_block0(model, self.plan, len(tokens), token_only)
 
     def token_vectors(self, tokens: Int[Tensor, "token"]) -> Float[Tensor, "token d_model"]:
@@ -550,27 +570,39 @@ class StreamedModel:
         return f"StreamedModel({i.name!r}, {i.n_layers} layers x {i.n_heads} heads, vocab {i.d_vocab})"
 
 
-def _tokenizer(folder: Path, cfg):
-    """The tokenizer as TransformerLens's bridge loads and configures it."""
-    from transformer_lens.model_bridge.sources._bridge_builder import configure_tokenizer
+def _base_tokenizer(source: Path):
+    """The tokenizer as TransformerLens's bridge loads it from a folder, or as `load_model` reads
+    a GGUF file's."""
     from transformer_lens.utilities.hf_utils import autotokenizer_with_special_token_compat
     from transformers import AutoTokenizer
 
+    if is_gguf(str(source)):
+        return gguf_tokenizer(source)
     try:
-        base = autotokenizer_with_special_token_compat(
-            str(folder), auto_tokenizer=AutoTokenizer, add_bos_token=True
+        return autotokenizer_with_special_token_compat(
+            str(source), auto_tokenizer=AutoTokenizer, add_bos_token=True
         )
     except ValueError:
-        base = AutoTokenizer.from_pretrained(str(folder))
-    return configure_tokenizer(base, cfg)
+        return AutoTokenizer.from_pretrained(str(source))
 
 
-def _folder(spec: str) -> Path:
+def _tokenizer(source: Path, cfg):
+    """The tokenizer as TransformerLens's bridge configures it."""
+    from transformer_lens.model_bridge.sources._bridge_builder import configure_tokenizer
+
+    return configure_tokenizer(_base_tokenizer(source), cfg)
+
+
+def _source(spec: str) -> Path:
+    """The folder, or the GGUF file, a spec streams from."""
     source, path = resolve(spec)
+    if source == "gguf":
+        check_streamable(path, spec)
+        return path
     if source not in ("local", "organism"):
         raise ModelError(
-            f"model={spec!r}: streaming reads a local Hugging Face folder's safetensors files; "
-            "give the folder, or load this model in memory (drop --stream)"
+            f"model={spec!r}: streaming reads a local Hugging Face folder's safetensors files or a "
+            ".gguf file; give the folder or the file, or load this model in memory (drop --stream)"
         )
     check_model_dir(path)
     if not weight_files(path):
@@ -583,29 +615,32 @@ def _folder(spec: str) -> Path:
 def stream_model(
     spec: str | os.PathLike, dtype: Precision = "float32", threads: int | None = None
 ) -> StreamedModel:
-    """The weights-only view of a local Hugging Face folder, read from its safetensors files one
-    tensor at a time in `dtype` ("float32" or "bfloat16"), never booting the model; `threads`:
-    CPU threads torch uses from here on (None: chosen by the model's width, as `load_model` does)."""
+    """The weights-only view of a local Hugging Face folder or a GGUF file, read from its
+    safetensors files (or the GGUF file) one tensor at a time in `dtype` ("float32" or "bfloat16"),
+    never booting the model; `threads`: CPU threads torch uses from here on (None: chosen by the
+    model's width, as `load_model` does)."""
     from transformers import AutoConfig
 
     if not isinstance(spec, str | os.PathLike):
         raise ModelError(
-            f"model={type(spec).__name__}: streaming reads a local folder's files; give the folder's path"
+            f"model={type(spec).__name__}: streaming reads a local folder's files or a GGUF file; "
+            "give the folder's path or the file's"
         )
     spec = os.fspath(spec)
     check_threads(threads)
     if dtype not in DTYPES:
         raise ModelError(f"dtype={dtype!r}: streaming reads float32 or bfloat16")
-    folder = _folder(spec)
-    hf = AutoConfig.from_pretrained(str(folder))
+    source = _source(spec)
+    hf = hf_config(source) if is_gguf(str(source)) else AutoConfig.from_pretrained(str(source))
     plan = plan_of(hf)
-    with opened(folder) as ckpt:
+    with opened(source, hf) as ckpt:
         weights = read_weights(ckpt, plan, DTYPES[dtype])
         rows = torch.randperm(int(plan.cfg.d_vocab), generator=torch.Generator().manual_seed(0))[:CHECK_ROWS]
         check_streamed(block0_model(ckpt, plan, hf, rows, DTYPES[dtype]), plan, weights)
-    cfg, files = plan.cfg, weight_files(folder)
-    tokenizer = _tokenizer(folder, cfg)
-    check_tokenizer(tokenizer, int(cfg.d_vocab), str(folder))
+        kept = ckpt if isinstance(ckpt, GGUFCheckpoint) else None
+    cfg, files = plan.cfg, [source] if is_gguf(str(source)) else weight_files(source)
+    tokenizer = _tokenizer(source, cfg)
+    check_tokenizer(tokenizer, int(cfg.d_vocab), str(source))
     identity = ModelIdentity(
         name=spec,
         source="streamed",
@@ -619,4 +654,4 @@ def stream_model(
     )
     tokens = Tokenization(tokenizer, int(cfg.n_ctx))
     torch.set_num_threads(threads or choose_threads(int(cfg.d_model), torch.device("cpu")))
-    return StreamedModel(folder, weights, tokens, identity, plan, hf, DTYPES[dtype])
+    return StreamedModel(source, weights, tokens, identity, plan, hf, DTYPES[dtype], kept)
