@@ -11,6 +11,7 @@ import pytest
 
 import headscope as hs
 from headscope.analyses.fdr import run_fdr
+from headscope.models import memory
 from headscope.models.loading import load_model
 from headscope.report import budget, compute, phases, plan
 from headscope.report.task_choice import RULE
@@ -162,3 +163,16 @@ def test_build_run_is_the_plan_without_a_budget(organism):
     run = plan.build_run(organism, [get_task(name) for name in TASKS], options, **QUIET)
     assert run.options["budget"] is None and run.options["tasks"] == list(TASKS)
     assert dataclasses.asdict(options)["n"] == run.options["n"]
+
+
+def test_the_plan_predicts_each_phase_s_peak_memory(organism):
+    found = plan.plan_report(organism, list(TASKS), _options(knockout_n=8, circuit_n=4), **PINNED, **QUIET)
+    table = found.table()
+    resident = memory.resident_bytes(organism)
+    assert "peak_gb" in table.columns and (table["peak_gb"] >= round(resident / 1e9, 2)).all()
+    assert found.peak == max(phase.peak for phase in found.phases)  # tasks one after another
+    assert found.peak == pytest.approx(table["peak_gb"].max() * 1e9, abs=0.005e9)
+    more = plan.plan_report(organism, ["ioi"], _options(n=64), **PINNED, **QUIET)
+    fewer = plan.plan_report(organism, ["ioi"], _options(n=16), **PINNED, **QUIET)
+    capture = {p.name: p.memory for p in more.phases}["capture"], {p.name: p.memory for p in fewer.phases}
+    assert capture[0] > capture[1]["capture"] > 0  # the capture keeps each prompt's rows
