@@ -179,16 +179,19 @@ class _Marks:
             self.begin(phase)
 
 
-def _phases_child(spec: str, task: str, n: str, threads: str) -> dict:
-    """The report on one task in this process, each phase's peak RSS beside the plan's."""
+def _phases_child(spec: str, tasks: str, sizes: str, threads: str) -> dict:
+    """The report on `tasks` in this process at `sizes` ("n,knockout_n,knockout_exact,circuit_n"),
+    each phase's measured peak RSS (the largest over the tasks) beside the plan's prediction."""
     from headscope.models.loading import load_model
     from headscope.report import plan
     from headscope.report.compute import ReportOptions, analyse_task
 
     model = load_model(spec, threads=int(threads))
-    count = int(n)
-    options = ReportOptions(tasks=(task,), n=count, knockout_n=min(count, 16), circuit_n=min(count, 4))
-    found = plan.plan_report(model, [task], options, budget=None, say=lambda m: None, rate=1e11, workers=1)
+    n, knockout_n, exact, circuit_n = (int(x) for x in sizes.split(","))
+    names = tasks.split(",")
+    options = ReportOptions(tasks=tuple(names), n=n, knockout_n=knockout_n, knockout_exact=exact,
+                            circuit_n=circuit_n)  # fmt: skip
+    found = plan.plan_report(model, names, options, budget=None, say=lambda m: None, rate=1e11, workers=1)
     marks = _Marks()
     # the task's lines are said as its steps start, not held until it is done
     plan.analyse_task = lambda model, data, options, say, passes=None: analyse_task(
@@ -198,8 +201,12 @@ def _phases_child(spec: str, task: str, n: str, threads: str) -> dict:
     with tempfile.TemporaryDirectory() as out:
         plan.run_plan(found, marks.say, out=Path(out))
     marks.begin("")
-    table = found.table()
-    return {"peaks": marks.peaks, "plan": table.to_dict("records")}
+    predicted = found.table().groupby("phase", sort=False)["peak_gb"].max()
+    return {
+        "measured": {phase: peak / 1e9 for phase, (peak, _) in marks.peaks.items()},
+        "predicted": predicted.to_dict(),
+        "plan_peak": found.peak / 1e9,
+    }
 
 
 # ---- the parent ---------------------------------------------------------------------------------
@@ -235,6 +242,22 @@ def load_rows(shapes: list[str], dtypes: list[str], folder: Path) -> pd.DataFram
     return pd.DataFrame(rows)
 
 
+def phase_rows(shape: str, folder: Path, args: argparse.Namespace) -> str:
+    """Each phase's predicted and measured peak on one shape, and the whole run's."""
+    found = child("phases", save_shape(shape, folder), args.tasks, args.sizes, str(args.threads))
+    rows = [
+        {"phase": phase, "predicted_gb": round(predicted, 2), "measured_gb": round(measured, 2),
+         "measured/predicted": round(measured / predicted, 2)}
+        for phase, predicted in found["predicted"].items()
+        if (measured := found["measured"].get(phase, 0.0)) > 0
+    ]  # fmt: skip
+    peak = max(found["measured"].values())
+    ratio = peak / found["plan_peak"]
+    whole = f"whole run: predicted {found['plan_peak']:.2f} GB, measured {peak:.2f} GB ({ratio:.2f})"
+    title = f"phases of {shape} (tasks {args.tasks}; n, knockout_n, knockout_exact, circuit_n {args.sizes}):"
+    return f"{title}\n\n{pd.DataFrame(rows).to_string(index=False)}\n{whole}"
+
+
 def main(argv: list[str] | None = None) -> None:
     from benchmarks.report import processor
 
@@ -242,8 +265,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shapes", default="organism,tiny-llama,tiny-gemma2,tiny-neox,gpt2,135m")
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--phases", default="", help="shapes whose report phases are measured")
-    parser.add_argument("--task", default="ioi")
-    parser.add_argument("--n", type=int, default=32)
+    parser.add_argument("--tasks", default="ioi")
+    parser.add_argument("--sizes", default="32,16,4,4", help="n,knockout_n,knockout_exact,circuit_n")
+    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--folder", type=Path, default=None, help="keep the saved shapes here")
     parser.add_argument("--record", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -254,8 +278,7 @@ def main(argv: list[str] | None = None) -> None:
         text = f"{processor()}\n\nload (the model loaded and run once):\n\n"
         text += load_rows(shapes, args.dtypes.split(","), folder).to_string(index=False) + "\n"
         for shape in (s for s in args.phases.split(",") if s):
-            found = child("phases", save_shape(shape, folder), args.task, str(args.n))
-            text += f"\nphases of {shape} ({args.task}, n {args.n}):\n{json.dumps(found)}\n"
+            text += "\n" + phase_rows(shape, folder, args) + "\n"
     print(text)
     if args.record is not None:
         given = " ".join(sys.argv[1:] if argv is None else argv)

@@ -21,8 +21,9 @@ def test_a_pass_with_gradients_holds_every_layer_of_one_batch():
     assert cost.forward_memory(SHAPE, 100, 5.0, 16, gradients=False) == one
     assert cost.forward_memory(SHAPE, 100, 5.0, 16, gradients=True) == 4 * one
     assert cost.forward_memory(SHAPE, 3, 5.0, 16, gradients=True) == 4 * cost.layer_bytes(SHAPE, 3, 5.0)
-    # the circuit: one copy per query head (2), key group (2), value group (2) and the MLP
-    assert cost.circuit_memory(SHAPE, 4, 5.0) == 7 * 4 * cost.layer_bytes(SHAPE, 4, 5.0)
+    # the circuit: every layer, one input per query head (2), key group (2), value group (2), the MLP
+    assert cost.circuit_memory(SHAPE, 4, 5.0) == 4 * 4 * 5 * 4 * (7 * 16 + 64 + 2 * 5)
+    assert cost.circuit_memory(SHAPE, 40, 5.0) == cost.circuit_memory(SHAPE, 16, 5.0)  # one batch
 
 
 def test_the_capture_keeps_each_prompt_s_rows():

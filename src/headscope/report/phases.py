@@ -100,11 +100,10 @@ def with_memory(
 
 def _model_memory(shape: cost.Shape, phase: Phase, threads: int, k: int) -> float:
     """The OV pass's blocks and outputs, the atlas's per-source rows, the page's figures."""
-    factor = cost.MEMORY_FACTOR.get(phase.name, 1.0)
     if phase.name == "OV pass":
-        return factor * cost.ov_memory(shape, phase.units, threads, k)
+        return cost.MEMORY_FACTOR["OV pass"] * cost.ov_memory(shape, phase.units, threads, k)
     if phase.name == "atlas":
-        return factor * shape.n_layers * shape.n_heads * phase.units * 2  # a head, a row, a sign
+        return cost.ATLAS_ROW_BYTES * shape.n_layers * shape.n_heads * phase.units * 2  # head, row, sign
     return cost.PAGE_BYTES * phase.units if phase.name == "page" else 0.0
 
 
@@ -120,9 +119,7 @@ def _task_memory(shape: cost.Shape, data: Dataset, options: ReportOptions, phase
         "cast": cost.forward_memory(shape, knocked, length, cost.KNOCKOUT_BATCH, gradients=False),
         "QK": cost.forward_memory(shape, min(qk_prompts(options), data.n), length, cost.GRADIENT_BATCH, True),
     }
-    if phase.name not in own:
-        return kept + cost.TABLES_BYTES  # the OV tables, DLA, the scatter
-    return kept + cost.MEMORY_FACTOR[phase.name] * own[phase.name]
+    return kept + cost.TASK_BYTES + cost.MEMORY_FACTOR.get(phase.name, 0.0) * own.get(phase.name, 0.0)
 
 
 def task_phases(
