@@ -11,6 +11,7 @@ import pytest
 
 import headscope as hs
 from headscope.analyses.fdr import run_fdr
+from headscope.models import memory
 from headscope.models.loading import load_model
 from headscope.report import budget, compute, phases, plan
 from headscope.report.task_choice import RULE
@@ -230,3 +231,16 @@ def test_the_ov_pass_cost_prices_capped_rows_at_the_first_block_and_the_doubt_sh
     doubt = 2 * cost.OV_DOUBT * rows * 640 * (262144 - 1024)
     assert capped == pytest.approx(heads * (first + doubt) + factors)
     assert cost.ov_flops(shape, rows, 2000) < whole and cost.ov_flops(shape, rows, 2000) > capped
+
+
+def test_the_plan_predicts_each_phase_s_peak_memory(organism):
+    found = plan.plan_report(organism, list(TASKS), _options(knockout_n=8, circuit_n=4), **PINNED, **QUIET)
+    table = found.table()
+    resident = memory.resident_bytes(organism)
+    assert "peak_gb" in table.columns and (table["peak_gb"] >= round(resident / 1e9, 2)).all()
+    assert found.peak == max(phase.peak for phase in found.phases)  # tasks one after another
+    assert found.peak == pytest.approx(table["peak_gb"].max() * 1e9, abs=0.005e9)
+    more = plan.plan_report(organism, ["ioi"], _options(n=64), **PINNED, **QUIET)
+    fewer = plan.plan_report(organism, ["ioi"], _options(n=16), **PINNED, **QUIET)
+    capture = {p.name: p.memory for p in more.phases}["capture"], {p.name: p.memory for p in fewer.phases}
+    assert capture[0] > capture[1]["capture"] > 0  # the capture keeps each prompt's rows

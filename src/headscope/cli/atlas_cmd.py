@@ -88,7 +88,7 @@ def atlas(
         return
     names = relation_names(relations)
     check_folder_replaceable(out, TABLE)
-    loaded = load_streamed(shared.model) if stream else load(shared.model)
+    loaded = load_streamed(shared.model) if stream else load(shared.model, streamable=True)
     chosen = choose_relations(names)
     with working(f"scoring {loaded.n_layers * loaded.n_heads} heads on {len(chosen)} relations ..."):
         tables = atlas_tables(loaded, names, AtlasOptions(k=k, embedding=embedding, per_source=per_source))

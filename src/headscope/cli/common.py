@@ -4,15 +4,20 @@ from __future__ import annotations
 
 from headscope.cli.app import Shared, note, state, working
 from headscope.errors import HeadscopeError
+from headscope.models.devices import resolve_device
 from headscope.models.loading import Model, load_model
+from headscope.models.memory import check_fits
 from headscope.models.streamed import StreamedModel, stream_model
 from headscope.tasks.dataset import Dataset, build_dataset
 from headscope.tasks.registry import get_task
 
 
-def load(model: str, allow_pickle: bool = False) -> Model:
-    """The model, on the running command's --device, in its --dtype, with its --threads."""
+def load(model: str, allow_pickle: bool = False, streamable: bool = False) -> Model:
+    """The model, on the running command's --device, in its --dtype, with its --threads; refused
+    before anything is read where it cannot fit in the memory available (`memory.check_fits`;
+    `streamable`: the command can read the weights streamed instead, --stream)."""
     shared = state.shared or Shared()
+    check_fits(model, shared.dtype, shared.device_map is not None, resolve_device(shared.device), streamable)
     with working(f"loading model {model} ..."):
         return load_model(
             model,

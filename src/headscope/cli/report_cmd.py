@@ -13,6 +13,7 @@ from headscope.cli.app import Shared, command, line, print_table, results
 from headscope.cli.common import load
 from headscope.cli.report_from import DEFAULT_OUT, results_folder, saved_run
 from headscope.errors import HeadscopeError
+from headscope.models.memory import available_bytes
 from headscope.report.budget import DEFAULT_BUDGET
 from headscope.report.compute import ReportOptions
 from headscope.report.console import not_computed_notes, plan_progress, summary_table
@@ -110,6 +111,7 @@ def _show_plan(found: ReportPlan, name: str) -> None:
         + (f", tasks in {found.workers} processes" if found.workers > 1 else "")
         + f"; plan: {found.seconds:.0f} s predicted"
         + (f" for a budget of {budget:g} s" if budget is not None else " (exhaustive)")
+        + f", peak {found.peak / 1e9:.1f} GB of {available_bytes() / 1e9:.1f} GB available"
     )
     print_table(found.table(), title="plan", limit=200)
 

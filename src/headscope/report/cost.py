@@ -6,6 +6,16 @@ machine's float32 product rate, measured at the start in a fraction of a second
 (`product_rate`), and the share of that rate each phase reached in the measured runs of
 `benchmarks/results/report.md` (`EFFICIENCY`). Work that is not products (Python per batch or per
 component, the page) is a fixed time per call (`CALL_SECONDS`), fitted on the organism's report.
+
+Memory, the same way: what each phase holds above the loaded model (`models.memory.resident_bytes`)
+is a multiple (`MEMORY_FACTOR`) of a size read off the shapes, fitted on the peaks measured in
+benchmarks/results/memory.md: a forward pass without gradients holds one layer's activations at
+a time (`layer_bytes`); one with gradients (the knockouts' screen, the circuit's attribution, the
+QK attribution's first-order estimate) holds every layer's, the circuit's one copy per target
+(each query head, key and value group, the MLP); the OV pass holds per worker thread a block of
+heads' circuits and row factors and one logits block (scores/ov_kernel.py), the atlas its
+per-source rows, the page its figures; a task's phases after the capture also hold what the
+capture kept (`kept_bytes`).
 """
 
 from __future__ import annotations
@@ -16,6 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from headscope.models.loading import Model
+from headscope.scores import ov_kernel
 from headscope.scores.circuit import mib
 
 # Share of the product rate each phase reached (benchmarks/results/report.md: GPT-2, 135M, 270M
@@ -48,15 +59,17 @@ class Shape:
     d_head: int
     d_vocab: int
     body_params: int  # parameters outside the embedding and unembedding
+    d_mlp: int = 0
+    n_kv_heads: int = 0
 
     @classmethod
     def of(cls, model: Model) -> Shape:
         i = model.identity
         every = sum(p.numel() for p in model.bridge.original_model.parameters())
         tied = 1 if model.arch.tied_unembedding else 2
-        return cls(
-            i.n_layers, i.n_heads, i.d_model, i.d_head, i.d_vocab, every - tied * i.d_vocab * i.d_model
-        )
+        body = every - tied * i.d_vocab * i.d_model
+        mlp = int(getattr(model.cfg, "d_mlp", None) or 4 * i.d_model)
+        return cls(i.n_layers, i.n_heads, i.d_model, i.d_head, i.d_vocab, body, mlp, model.arch.n_kv_heads)
 
 
 def forward_flops(shape: Shape, prompts: int, length: float) -> float:
@@ -124,3 +137,62 @@ def product_rate(seconds: float = 0.3) -> float:
         torch.mm(a, b)
         best = min(best, time.perf_counter() - started)
     return 2 * 512 * 768 * 2048 / best
+
+
+# ---- memory ------------------------------------------------------------------------------------
+
+# Multiples of each phase's size (below) its peak reached above the model and what the capture keeps,
+# fitted on the peaks of benchmarks/results/memory.md (ioi, 32 prompts: GPT-2 small's and
+# SmolLM-135M's shapes): OV pass 1.9-2.1, capture 0-2.3, knockouts 5.6-6.9, circuit 9.6-11.7. The
+# cast and the QK attribution ran on the organism only (random weights label no head): theirs are
+# the knockouts' (the cast's passes are no-gradient ones, the QK estimate's a gradient one).
+MEMORY_FACTOR = {"OV pass": 2.0, "capture": 2.0, "knockouts": 7.0, "circuit": 12.0, "cast": 7.0, "QK": 7.0}
+TASK_BYTES = 0.06e9  # every task phase besides its own: tables, Python (OV tables, DLA, scatter: 0.03-0.05)
+ATLAS_ROW_BYTES = 1000  # per per-source row of the atlas (a head, a source row, a sign): 500-1000 measured
+PAGE_BYTES = 0.12e9  # the page, per task (0.08-0.12 GB measured for one task)
+CAPTURE_BATCH = 64  # capture.DEFAULT_BATCH
+KNOCKOUT_BATCH = 32  # interventions.DEFAULT_BATCH
+GRADIENT_BATCH = 16  # the circuit's and the QK attribution's batches
+
+
+def layer_bytes(shape: Shape, prompts: int, length: float) -> float:
+    """One layer's float32 activations for `prompts` of `length` tokens: the residual, the MLP's
+    hidden layer and the attention pattern."""
+    return 4 * prompts * length * (shape.d_model + shape.d_mlp + shape.n_heads * length)
+
+
+def kept_bytes(shape: Shape, prompts: int, length: float, full_patterns: bool) -> float:
+    """What a task's capture keeps of `prompts` (capture.Capture): the end row's logits, every head's
+    z and every MLP's output at the end, the attention rows at the end and the roles (and the whole
+    patterns where the task reads them: induction)."""
+    heads = shape.n_layers * shape.n_heads
+    per_prompt = shape.d_vocab + heads * shape.d_head + shape.n_layers * shape.d_model + 2 * heads * length
+    return 4 * prompts * (per_prompt + (heads * length * length if full_patterns else 0))
+
+
+def forward_memory(shape: Shape, prompts: int, length: float, batch: int, gradients: bool) -> float:
+    """The activations of one batch of a forward pass: one layer at a time, or every layer where
+    a backward pass follows."""
+    held = layer_bytes(shape, min(prompts, batch), length)
+    return held * (shape.n_layers if gradients else 1)
+
+
+def circuit_memory(shape: Shape, prompts: int, length: float) -> float:
+    """Edge attribution's batch, kept for the backward pass: every layer's activations, with one
+    residual-width input per target of the layer (each query head, key and value group, the MLP)."""
+    targets = shape.n_heads + 2 * (shape.n_kv_heads or shape.n_heads) + 1
+    width = targets * shape.d_model + shape.d_mlp + shape.n_heads * length
+    return 4 * min(prompts, GRADIENT_BATCH) * length * shape.n_layers * width
+
+
+def ov_memory(shape: Shape, rows: int, threads: int, k: int) -> float:
+    """The OV pass (scores/ov_kernel.py): per worker thread, a block of heads' circuits and their
+    factors of the rows (each at most HEAD_BLOCK_BYTES), one logits block and a block of unembedding
+    columns; the rows' inputs, and the ranks and top-k of every head, sign and row."""
+    heads = shape.n_layers * shape.n_heads
+    share = -(-heads // max(threads, 1))  # heads per worker
+    circuits = min(ov_kernel.HEAD_BLOCK_BYTES, 4 * share * shape.d_head * shape.d_model)
+    factors = min(ov_kernel.HEAD_BLOCK_BYTES, 4 * share * rows * shape.d_head)
+    block = 4 * (ov_kernel.BLOCK_FLOATS + shape.d_model * ov_kernel.COLUMNS)
+    outputs = 4 * heads * 2 * rows * (2 + k) + 4 * rows * shape.d_model
+    return threads * (circuits + factors + block) + outputs

@@ -4,17 +4,21 @@ Model-wide: the OV pass (every task's keyword rows and the atlas's, one pass ove
 vocabulary), the atlas's tables, the page. Per task: the capture (one forward pass), the OV
 tables, DLA, knockouts, the circuit, the cast, the labelled heads' QK attribution, the scatter.
 Each phase names its units (prompts, rows, components, heads) and how many; its seconds are
-FLOPs / (rate x efficiency) plus its calls' fixed time.
+FLOPs / (rate x efficiency) plus its calls' fixed time; its peak memory is the loaded model's
+(`models.memory.resident_bytes`) plus what the phase holds (`cost`'s memory section).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from math import ceil
+
+import torch
 
 from headscope.analyses.qk import may_have_keys
 from headscope.models.loading import Model
+from headscope.models.memory import resident_bytes
 from headscope.report import cost
 from headscope.report.compute import (
     ReportOptions,
@@ -22,6 +26,7 @@ from headscope.report.compute import (
     circuit_prompts,
     knockout_exact,
     knockout_looks,
+    needs_for,
     qk_prompts,
 )
 from headscope.report.workers import PARALLEL_EFFICIENCY, shares
@@ -43,6 +48,13 @@ class Phase:
     unit: str
     flops: float
     seconds: float
+    memory: float = 0.0  # bytes the phase holds above the loaded model
+    resident: float = 0.0  # bytes of the loaded model (models.memory.resident_bytes)
+
+    @property
+    def peak(self) -> float:
+        """The predicted peak resident bytes of the process during this phase."""
+        return self.resident + self.memory
 
     def row(self) -> dict:
         return {
@@ -52,6 +64,7 @@ class Phase:
             "unit": self.unit,
             "gflop": round(self.flops / 1e9, 1),
             "seconds": round(self.seconds, 1),
+            "peak_gb": round(self.peak / 1e9, 2),
         }
 
 
@@ -68,7 +81,47 @@ def phases_of(
         found += task_phases(model, shape, data, options, rate)
     found.append(_phase("atlas", "", ATLAS_ROWS, "rows", 0.0, rate, 1))
     found.append(_phase("page", "", len(datasets), "tasks", 0.0, rate, 1))
-    return tuple(found)
+    return with_memory(model, shape, found, datasets, options)
+
+
+def with_memory(
+    model: Model, shape: cost.Shape, phases: Sequence[Phase], datasets: Sequence[Dataset], options
+) -> tuple[Phase, ...]:
+    """The phases with the model's resident bytes and what each holds above it (`cost`)."""
+    resident = resident_bytes(model)
+    by_task = {data.task.name: data for data in datasets}
+    threads = torch.get_num_threads()
+
+    def held(phase: Phase) -> float:
+        if phase.task:
+            return _task_memory(shape, by_task[phase.task], options, phase)
+        return _model_memory(shape, phase, threads, options.k)
+
+    return tuple(replace(phase, memory=held(phase), resident=resident) for phase in phases)
+
+
+def _model_memory(shape: cost.Shape, phase: Phase, threads: int, k: int) -> float:
+    """The OV pass's blocks and outputs, the atlas's per-source rows, the page's figures."""
+    if phase.name == "OV pass":
+        return cost.MEMORY_FACTOR["OV pass"] * cost.ov_memory(shape, phase.units, threads, k)
+    if phase.name == "atlas":
+        return cost.ATLAS_ROW_BYTES * shape.n_layers * shape.n_heads * phase.units * 2  # head, row, sign
+    return cost.PAGE_BYTES * phase.units if phase.name == "page" else 0.0
+
+
+def _task_memory(shape: cost.Shape, data: Dataset, options: ReportOptions, phase: Phase) -> float:
+    """What the capture keeps, and from the capture on, each phase's own batch (`cost`)."""
+    length = float(data.lengths.max())
+    kept = cost.kept_bytes(shape, data.n, length, needs_for(data.task).pattern_full)
+    knocked = min(options.knockout_n, data.n)
+    own = {
+        "capture": cost.forward_memory(shape, data.n, length, cost.CAPTURE_BATCH, gradients=False),
+        "knockouts": cost.forward_memory(shape, knocked, length, cost.KNOCKOUT_BATCH, gradients=True),
+        "circuit": cost.circuit_memory(shape, phase.units, length),
+        "cast": cost.forward_memory(shape, knocked, length, cost.KNOCKOUT_BATCH, gradients=False),
+        "QK": cost.forward_memory(shape, min(qk_prompts(options), data.n), length, cost.GRADIENT_BATCH, True),
+    }
+    return kept + cost.TASK_BYTES + cost.MEMORY_FACTOR.get(phase.name, 0.0) * own.get(phase.name, 0.0)
 
 
 def task_phases(
@@ -197,3 +250,17 @@ def wall_seconds(phases: Sequence[Phase], workers: int = 1) -> float:
         return alone + sum(costs)
     longest = max(sum(costs[i] for i in part) for part in shares(costs, workers))
     return alone + longest / PARALLEL_EFFICIENCY
+
+
+def peak_bytes(phases: Sequence[Phase], workers: int = 1) -> float:
+    """The predicted peak resident bytes of the run: the largest phase's; where the tasks run in
+    `workers` forked processes (sharing the model's pages), that many of the largest task phase
+    held at once above the model."""
+    if not phases:
+        return 0.0
+    alone = max(phase.peak for phase in phases)
+    tasks = {phase.task for phase in phases if phase.task}
+    if workers < 2 or len(tasks) < 2:
+        return alone
+    largest = max(phase.memory for phase in phases if phase.task)
+    return max(alone, phases[0].resident + min(workers, len(tasks)) * largest)

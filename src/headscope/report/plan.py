@@ -25,7 +25,7 @@ from headscope.report import budget as _budget
 from headscope.report.budget import DEFAULT_BUDGET
 from headscope.report.compute import ReportOptions, Say, analyse_task
 from headscope.report.cost import product_rate
-from headscope.report.phases import Phase, phases_of, wall_seconds
+from headscope.report.phases import Phase, peak_bytes, phases_of, wall_seconds
 from headscope.report.selection import compare_tasks, head_card
 from headscope.report.task_choice import RULE, default_tasks
 from headscope.report.workers import forked_map, in_order, task_workers
@@ -57,8 +57,14 @@ class ReportPlan:
         """The predicted wall time of the whole run (`phases.wall_seconds`)."""
         return wall_seconds(self.phases, self.workers)
 
+    @property
+    def peak(self) -> float:
+        """The predicted peak resident bytes of the whole run (`phases.peak_bytes`)."""
+        return peak_bytes(self.phases, self.workers)
+
     def table(self) -> pd.DataFrame:
-        """One row per phase: phase, task, units, unit, GFLOP, predicted seconds."""
+        """One row per phase: phase, task, units, unit, GFLOP, predicted seconds, predicted peak GB
+        (the model and the phase)."""
         return pd.DataFrame([phase.row() for phase in self.phases])
 
 
