@@ -135,13 +135,16 @@ def run_plan(
 
 def _analysed(plan: ReportPlan, passes: dict[str, ov.OVPass], say: Say, done: OnPhase) -> list[dict]:
     """Each task's tables (`compute.analyse_task`), in the plan's order; side by side in forked
-    processes where the model runs on one thread and cores are idle (`workers`). Each task's
-    console lines are said, and its phases marked done, once it and every task before it are done."""
+    processes where the model runs on one thread and cores are idle (`workers`). In one process
+    each line is said as it comes; side by side a task's lines are said, and its phases marked
+    done, once it and every task before it are done."""
     model, options = plan.model, plan.options
 
     def job(dataset: Dataset) -> tuple[list[str], dict[str, pd.DataFrame]]:
-        lines: list[str] = [f"task {dataset.task.name}: {dataset.n} prompts"]
-        return lines, analyse_task(model, dataset, options, lines.append, passes.get(dataset.task.name))
+        lines: list[str] = []
+        tell = lines.append if plan.workers > 1 else say
+        tell(f"task {dataset.task.name}: {dataset.n} prompts")
+        return lines, analyse_task(model, dataset, options, tell, passes.get(dataset.task.name))
 
     def finished(index: int, result: tuple[list[str], dict]) -> None:
         for line in result[0]:
