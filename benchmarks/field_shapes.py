@@ -57,6 +57,9 @@ SHAPES: dict[str, tuple[str, dict]] = {
     ),
 }  # fmt: skip
 LAYER = re.compile(r"\.layers\.(\d+)\.")
+# Qwen2's tokenizer class rebuilds a byte-level BPE from the file's vocabulary and merges (a
+# word-level file then splits every word into letters): its shape gets GPT-2's BPE, padded
+BYTE_LEVEL = frozenset({"qwen-0.5b"})
 
 
 def _config(shape: str, tokenizer_size: int):
@@ -67,7 +70,11 @@ def _config(shape: str, tokenizer_size: int):
     return getattr(transformers, name)(**(sizes | dict(vocab_size=vocab, bos_token_id=0, eos_token_id=0)))
 
 
-def _tokenizer(vocab: int):
+def _tokenizer(vocab: int, shape: str = ""):
+    if shape in BYTE_LEVEL:
+        from benchmarks.report import padded_gpt2_tokenizer
+
+        return padded_gpt2_tokenizer(vocab)
     from headscope.models.organism.tokenizer import word_level_tokenizer
     from headscope.tasks.vocabulary import task_vocabulary
 
@@ -89,7 +96,7 @@ def save_shape(shape: str, directory: Path) -> Path:
 
     if (directory / "model.safetensors.index.json").is_file():
         return directory
-    tokenizer = _tokenizer(SHAPES[shape][1]["vocab_size"])
+    tokenizer = _tokenizer(SHAPES[shape][1]["vocab_size"], shape)
     config = _config(shape, len(tokenizer))
     with torch.device("meta"):
         shapes = {k: v.shape for k, v in AutoModelForCausalLM.from_config(config).state_dict().items()}
