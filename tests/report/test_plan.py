@@ -20,6 +20,7 @@ from headscope.tasks.registry import get_task
 TASKS = ("ioi", "seq-digits")
 OV_TABLES = ("ov_scores", "ov_per_token", "ov_categories", "ov_keywords", "atlas", "atlas_cards")
 RATE = 5e10  # FLOP/s: a fixed rate, so the sizes do not depend on this machine's speed
+OV_DETAIL = "OV detail (per-token ranks, top-k tokens, categories)"
 QUIET = dict(say=lambda message: None)
 PINNED = dict(rate=RATE, workers=1)  # the sizes depend on neither this machine's speed nor its load
 
@@ -95,8 +96,8 @@ def test_a_budget_shrinks_the_sizes_in_order_and_notes_what_it_leaves_out(organi
         if seconds >= 1e6:
             assert (o.n, o.knockout_n, o.circuit_n) == (64, 32, 32) and not o.budget_notes
         if found.seconds > seconds:  # nothing fits: the smallest plan, with both analyses noted
-            assert (o.knockout_n, o.circuit_n) == (0, 0)
-            assert [a for a, _ in o.budget_notes] == ["QK attribution", "circuit", "knockouts"]
+            assert (o.knockout_n, o.circuit_n, o.ov_detail_n) == (0, 0, 0)
+            assert [a for a, _ in o.budget_notes] == ["QK attribution", "circuit", "knockouts", OV_DETAIL]
     for bigger, smaller in zip(sizes, sizes[1:], strict=False):  # a smaller budget never asks for more
         assert all(b >= s for b, s in zip(bigger, smaller, strict=True))
     same = plan.plan_report(organism, list(TASKS), asked, 20, **PINNED, **QUIET)
@@ -107,11 +108,11 @@ def test_what_the_budget_leaves_out_is_a_not_computed_row_of_each_task(organism)
     found = plan.plan_report(organism, ["ioi"], _options(knockout_n=8, circuit_n=4), 1e-3, **PINNED, **QUIET)
     run = plan.run_plan(found, **QUIET)
     rows = run.table("not_computed")
-    assert set(rows["analysis"]) == {"QK attribution", "circuit", "knockouts"} and set(rows["task"]) == {
-        "ioi"
-    }
-    assert "budget of 0.001 s" in rows["why"].iloc[0]
+    assert set(rows["analysis"]) == {"QK attribution", "circuit", "knockouts", OV_DETAIL}
+    assert set(rows["task"]) == {"ioi"} and "budget of 0.001 s" in rows["why"].iloc[0]
     assert run.table("knockout").empty and run.options["budget"] == 0.001
+    assert run.table("ov_per_token").empty and run.table("ov_categories").empty  # no row read whole
+    assert not run.table("ov_scores").empty  # every row's hit is exact: the scores stay
 
 
 def test_the_budget_leaves_out_the_qk_attribution_before_the_circuit_with_a_not_computed_row(organism):

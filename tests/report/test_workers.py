@@ -4,6 +4,7 @@ predicted cost, errors raised in the parent."""
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
 import re
 
 import pandas.testing as pdt
@@ -30,6 +31,25 @@ def test_forked_map_equals_the_plain_map_and_reports_each_result_once():
     got = workers.forked_map(job, list(range(7)), [1.0] * 7, 2, lambda index, result: seen.append(index))
     assert got == [job(i) for i in range(7)]
     assert sorted(seen) == list(range(7))
+
+
+def test_a_worker_free_before_its_share_ends_takes_the_next_item():
+    """Item 0 runs until items 1-3 are back (predicted as cheap as they are): shared out in
+    advance, its worker would also hold item 2 and wait forever; pulled, the other worker runs
+    1, 2 and 3 and the first one finishes."""
+    others_done = multiprocessing.get_context("fork").Event()
+    back: list[int] = []
+
+    def job(i: int) -> bool:
+        return others_done.wait(timeout=120) if i == 0 else True
+
+    def arrived(index: int, result: bool) -> None:
+        back.append(index)
+        if sorted(back) == [1, 2, 3]:
+            others_done.set()
+
+    assert workers.forked_map(job, [0, 1, 2, 3], [1.0] * 4, 2, arrived) == [True] * 4
+    assert back[-1] == 0
 
 
 def test_an_error_in_a_worker_is_raised_here_with_its_traceback():

@@ -423,6 +423,18 @@ def test_every_prompt_in_the_detail_sample_is_the_full_pass(organism):
     assert (whole.categories.n == whole.table.n.iloc[0]).all()  # every instance with a target
 
 
+def test_a_detail_sample_of_no_prompt_keeps_the_scores_and_gives_no_table_of_ranks(organism):
+    """`detail_prompts=0` (what a tight budget asks for): every row capped at k, the scores the
+    full pass's to the bit, the per-token and category tables empty with their columns."""
+    dataset = build_dataset(get_task("ioi"), organism.tokens, 8, seed=1)
+    options = OVOptions(("copy",), k=5, negative=True)
+    whole = ov_scores(organism, dataset, options)
+    none = ov_scores(organism, dataset, options, detail_prompts=0)
+    pd.testing.assert_frame_equal(none.table, whole.table, check_exact=True)
+    assert none.per_token.empty and list(none.per_token.columns) == list(whole.per_token.columns)
+    assert none.categories.empty and list(none.categories.columns) == list(whole.categories.columns)
+
+
 def test_a_capped_pass_handed_to_the_detail_tables_is_refused(organism):
     """Ranks capped on rows the per-token table reads: one clear error, not wrong ranks."""
     from headscope.scores.ov import ov_inputs as inputs_of

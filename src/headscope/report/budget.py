@@ -3,7 +3,9 @@
 `fit` tries the report's sample sizes from the largest (the options as given) down a fixed
 ladder and keeps the first whose predicted time fits the budget: fewer knockout prompts, fewer
 heads knocked out exactly (the others screened to first order), fewer circuit prompts, fewer
-prompts per task, then the labelled heads' QK attribution left out, the circuit, the knockouts.
+prompts per task, then the labelled heads' QK attribution left out, the circuit, the knockouts,
+then a smaller OV detail sample and none (the per-token and category tables left out: on a large
+vocabulary the rows read whole are most of the OV pass, `cost.ov_flops`).
 What the budget leaves out is recorded (`ReportOptions.budget_notes`) and shown as a
 `not_computed` row, never silently. The OV pass reads its ranks and top-k tokens on a detail
 sample of `OV_DETAIL_PROMPTS` prompts (the scores on every prompt, exact). The sizes are a
@@ -32,6 +34,7 @@ PROMPT_LADDER = (200, 100)  # at 50 a label near its threshold flipped on the or
 # relation for a category share; on the 270M shape (vocabulary 262k) the OV pass then reads about
 # a third of its task rows whole at 100 prompts (benchmarks/results/ov_exit.md).
 OV_DETAIL_PROMPTS = 32
+OV_DETAIL_LADDER = (8, 0)  # 0: every row capped at k, the per-token and category tables left out
 
 
 def fit(
@@ -62,6 +65,7 @@ def _ladder(model: Model, options: ReportOptions) -> Iterator[ReportOptions]:
     steps = [("knockout_n", k) for k in KNOCKOUT_LADDER] + [("knockout_exact", e) for e in EXACT_LADDER]
     steps += [("circuit_n", c) for c in CIRCUIT_LADDER]
     steps += [("n", n) for n in PROMPT_LADDER] + [("qk_n", 0), ("circuit_n", 0), ("knockout_n", 0)]
+    steps += [("ov_detail_n", d) for d in OV_DETAIL_LADDER]
     for name, size in steps:
         if size < _now(model, options, name):
             options = replace(options, **{name: size})
@@ -89,4 +93,6 @@ def _notes(asked: ReportOptions, chosen: ReportOptions, budget: float) -> tuple[
         notes.append(("circuit", why))
     if chosen.knockout_n == 0 and asked.knockout_n != 0:
         notes.append(("knockouts", why))
+    if chosen.ov_detail_n == 0 and asked.ov_detail_n != 0:
+        notes.append(("OV detail (per-token ranks, top-k tokens, categories)", why))
     return tuple(notes)

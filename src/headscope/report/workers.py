@@ -6,10 +6,12 @@ one after another (`task_workers` gives 1).
 
 `forked_map` forks its workers (the standard library's `multiprocessing` with the fork start
 method: a child starts with the parent's memory, the model included, so nothing large is
-pickled on the way in); each child runs its share of the items in order and sends each result
-back through a pipe. The items are shared out by their predicted cost (the plan's seconds),
-largest first to the least loaded worker. A result equals the one computed in the parent: the
-same computation on the same thread count; every analysis seeds its own randomness.
+pickled on the way in); each child takes the next item not yet taken, largest predicted cost
+(the plan's seconds) first, from a counter the children share, and sends each result back
+through a pipe: a worker whose items ran faster than predicted takes more. With exact
+predictions this is the plan's `shares` (largest first to the least loaded worker). A result
+equals the one computed in the parent: the same computation on the same thread count; every
+analysis seeds its own randomness.
 """
 
 from __future__ import annotations
@@ -67,10 +69,12 @@ def forked_map(
     if workers < 2 or len(items) < 2:
         return [_called(on_result, i, job(item)) for i, item in enumerate(items)]
     context = multiprocessing.get_context("fork")
+    order = sorted(range(len(items)), key=lambda i: (-costs[i], i))  # the costliest first
+    taken = context.Value("i", 0)  # how many of `order` the workers have taken (with its own lock)
     children = []
-    for part in shares(costs, workers):
+    for _ in range(min(workers, len(items))):
         receiver, sender = context.Pipe(duplex=False)
-        child = context.Process(target=_child, args=(job, items, part, sender), daemon=True)
+        child = context.Process(target=_child, args=(job, items, order, taken, sender), daemon=True)
         child.start()
         sender.close()  # the parent keeps only the reading end
         children.append((child, receiver))
@@ -104,16 +108,26 @@ def _called(on_result: Callable[[int, R], None], index: int, result: R) -> R:
     return result
 
 
-def _child(job: Callable, items: Sequence, part: list[int], sender: Connection) -> None:
-    """A worker: each of its items in order, each result (or the first error) sent back."""
+def _child(job: Callable, items: Sequence, order: list[int], taken, sender: Connection) -> None:
+    """A worker: the next item of `order` no worker has taken, until none is left, each result
+    (or the first error) sent back."""
     try:
-        for index in part:
+        while (position := _take(taken)) < len(order):
+            index = order[position]
             sender.send((index, True, job(items[index])))
     except BaseException as error:  # noqa: BLE001  # every failure goes back to the parent
         sender.send((-1, False, (error, traceback.format_exc())))
     finally:
         sender.close()
         os._exit(0)  # no atexit handlers of the parent run twice
+
+
+def _take(taken) -> int:
+    """The next position of the shared order, counted as taken."""
+    with taken.get_lock():
+        position = taken.value
+        taken.value = position + 1
+    return position
 
 
 def _collect(children: list, count: int, on_result: Callable) -> list:

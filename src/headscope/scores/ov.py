@@ -194,7 +194,7 @@ def ov_scores(
     scores = score_table(scored)
     if options.within:
         scores = _with_within(scores, model, dataset, options, i.heads, i.targets, i.embeddings)
-    if not detail:
+    if not detail or detail_prompts == 0:  # no prompt detailed: every row capped, no table of ranks
         return OVResult(scores, pd.DataFrame(columns=PER_TOKEN), pd.DataFrame(columns=CATEGORY))
     sample = _detail(scored, computed.ranks, detail_prompts)
     return OVResult(scores, per_token_table(sample, model.tokens), category_table(sample, model, dataset))
