@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
-from headscope.report.figures import head_heatmap, head_task_heatmap, interval_notes
+from headscope.report.figures import Heatmap, head_heatmap, head_task_heatmap, interval_notes
+from headscope.report.html import spec_json
+from headscope.report.plotly_json import plotly_white
+from tests.report.plotly_reference import heatmap_figure, page_json
 
 
 def test_head_heatmap_places_values_at_layer_and_head(tmp_path):
@@ -66,3 +70,23 @@ def test_interval_notes_read_named_bounds_of_a_wide_table():
     notes = interval_notes(detectors, bounds=("induction_ci_low", "induction_ci_high"))
     assert notes == {(0, 1): "(95% CI 0.250 to 0.750, n 12, cluster-bootstrap)"}
     assert interval_notes(detectors, bounds=("previous_token_ci_low", "previous_token_ci_high")) == {}
+
+
+def _heatmaps() -> dict[str, Heatmap]:
+    table = pd.DataFrame({"layer": [0, 1, 1], "head": [1, 0, 1], "effect": [-20.0, float("nan"), 3.5]})
+    marks = {(0, 1): ("≈", "(estimate)")}
+    across = pd.DataFrame({"task": ["a", "b"], "layer": [0, 1], "head": [1, 0], "share": [1.0, 0.25]})
+    return {
+        "plain": head_heatmap("p", "copy score", table.assign(score=[0.25, 1.0, 0.5]), "score", (2, 2)),
+        "diverging": head_heatmap("d", "DLA", table, "effect", (2, 2), diverging=True),
+        "marked": head_heatmap("k", "knockout\nsecond line", table, "effect", (2, 2), True, "ioi", marks),
+        "across tasks": head_task_heatmap("c", "share <b>", across, "share", ["a", "b"]),
+    }
+
+
+@pytest.mark.parametrize("kind", ["plain", "diverging", "marked", "across tasks"])
+def test_a_heatmaps_json_is_what_plotly_writes_for_its_figure(kind):
+    heatmap = _heatmaps()[kind]
+    spec = spec_json(heatmap.spec(plotly_white()))
+    assert spec == page_json(heatmap_figure(heatmap))  # same text: keys, ints, floats, nulls
+    assert page_json(heatmap.plotly()) == spec  # go.Figure(spec) gives the figure back

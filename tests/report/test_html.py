@@ -9,6 +9,7 @@ from headscope.report.html import PAGE_FILE, figure_specs, script_json, write_re
 from headscope.report.page import build_page
 from headscope.run import load_run
 from tests.report.conftest import MARKUP
+from tests.report.plotly_reference import page_json, reference
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -86,3 +87,11 @@ def test_figure_specs_built_in_workers_are_those_built_in_one_process(report_run
     figures = build_page(report_run).figures
     assert len(figures) >= 8  # enough for the workers to be used
     assert figure_specs(figures, workers=2) == figure_specs(figures, workers=1)
+
+
+def test_every_figures_json_on_the_page_is_what_plotly_writes_for_its_figure(report_run):
+    figures = build_page(report_run).figures
+    assert {type(f).__name__ for f in figures} == {"Heatmap", "Scatter", "CurvePlot"}
+    specs = figure_specs(figures, workers=1)
+    for figure in figures:
+        assert specs[figure.name] == page_json(reference(figure)), figure.name

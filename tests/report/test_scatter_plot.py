@@ -5,8 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from headscope.report.scatter_plot import headline, legend_text, scatter_figure, write_scatter_png
+from headscope.report.figures import Scatter
+from headscope.report.html import spec_json
+from headscope.report.plotly_json import plotly_white
+from headscope.report.scatter_plot import (
+    headline,
+    legend_text,
+    scatter_figure,
+    scatter_spec,
+    write_scatter_png,
+)
 from headscope.scores.scatter import scatter_stats
+from tests.report import plotly_reference
 
 
 def _clusters() -> pd.DataFrame:
@@ -50,3 +60,17 @@ def test_undefined_r_is_said_in_words():
     stats = scatter_stats(points)
     assert legend_text(stats.iloc[0]) == "x1: r undefined, N=1"
     assert headline(stats) == "x1: r undefined"
+
+
+def test_the_scatters_json_is_what_plotly_writes_for_its_figure():
+    points = _clusters().assign(word=["<b>Mary</b>"] * 50 + ["Anne"] * 50)
+    points.loc[3, "projection"] = float("nan")  # a NaN projection: null in plotly's JSON
+    stats = scatter_stats(points, n_boot=50)
+    spec = spec_json(Scatter("s", "head <3.0>", points, stats).spec(plotly_white()))
+    assert spec == plotly_reference.page_json(plotly_reference.scatter_figure(points, stats, "head <3.0>"))
+    assert plotly_reference.page_json(scatter_figure(points, stats, "head <3.0>")) == spec
+    tokens = points.drop(columns="word")  # a table without words: the token ids in the hover
+    scaled = spec_json(scatter_spec(tokens, stats, "t", plotly_white(), scale="ln_final"))
+    assert scaled == plotly_reference.page_json(
+        plotly_reference.scatter_figure(tokens, stats, "t", "ln_final")
+    )

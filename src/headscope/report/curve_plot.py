@@ -13,6 +13,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 
 from headscope.report.fonts import png_figure, save_png, use_fonts
+from headscope.report.plotly_json import FONT, finite, horizontal_line, plotly_white, text
 
 COLOURS = {"exact": "#2ca02c", "eap-ig": "#1f77b4", "eap": "#ff7f0e"}
 
@@ -33,31 +34,36 @@ class CurvePlot:
         return f"{method}: CPR {cpr:.3f}, CMD {cmd:.3f}"
 
     def plotly(self) -> go.Figure:
-        figure = go.Figure()
-        for method, (x, f, _, _) in self.lines.items():
-            figure.add_trace(
-                go.Scatter(
-                    x=x,
-                    y=f,
-                    mode="lines+markers",
-                    name=self.legend(method),
-                    line=dict(color=COLOURS.get(method)),
-                    hovertemplate=f"{method}: %{{x:g}}% of edges, f = %{{y:.3f}}<extra></extra>",
-                )
-            )
-        figure.add_hline(y=1, line_dash="dot", line_color="#888")
+        return go.Figure(self.spec(plotly_white()))
+
+    def spec(self, template: dict) -> dict:
+        """The plotly figure as plotly's JSON (report.plotly_json), `template` its layout's template."""
+        traces = [self._trace(method, x, f) for method, (x, f, _, _) in self.lines.items()]
         sub = f"m(∅) {self.empty:.3f}, m(M) {self.full:.3f}; areas over the linear edge fraction"
-        figure.update_layout(
-            title=f"{self.title}<br><sup>{sub}</sup>",
-            height=340,
-            margin=dict(l=60, r=20, t=70, b=50),
-            template="plotly_white",
-            font=dict(family="sans-serif", size=12),
-            legend=dict(orientation="h", y=-0.25),
-        )
-        figure.update_xaxes(title="% of edges in the circuit (log axis)", type="log")
-        figure.update_yaxes(title="f = (m(C) - m(∅)) / (m(M) - m(∅))")
-        return figure
+        layout = {
+            "title": text(f"{self.title}<br><sup>{sub}</sup>"),
+            "height": 340,
+            "margin": {"l": 60, "r": 20, "t": 70, "b": 50},
+            "template": template,
+            "font": dict(FONT),
+            "legend": {"orientation": "h", "y": -0.25},
+            "shapes": [horizontal_line(1, "dot", "#888")],
+            "xaxis": {"title": text("% of edges in the circuit (log axis)"), "type": "log"},
+            "yaxis": {"title": text("f = (m(C) - m(∅)) / (m(M) - m(∅))")},
+        }
+        return {"data": traces, "layout": layout}
+
+    def _trace(self, method: str, x: list[float], f: list[float]) -> dict:
+        colour = COLOURS.get(method)  # a method without a colour: plotly's next default one
+        return {
+            "type": "scatter",
+            "x": finite(x),
+            "y": finite(f),
+            "mode": "lines+markers",
+            "name": self.legend(method),
+            **({"line": {"color": colour}} if colour else {}),
+            "hovertemplate": f"{method}: %{{x:g}}% of edges, f = %{{y:.3f}}<extra></extra>",
+        }
 
     def png(self, path: Path) -> Path:
         use_fonts()

@@ -16,6 +16,7 @@ from headscope.heads import head_name
 from headscope.report import scatter_plot
 from headscope.report.curve_plot import CurvePlot
 from headscope.report.fonts import drawable, png_figure, save_png, use_fonts
+from headscope.report.plotly_json import BLUES, FONT, RDBU, colorscale, finite, plotly_white, text
 
 
 @dataclass(frozen=True)
@@ -35,28 +36,40 @@ class Heatmap:
     marks: list[list[str]] | None = None  # a short text drawn on a cell ("≈": an estimate)
 
     def plotly(self) -> go.Figure:
-        scale = "RdBu" if self.diverging else "Blues"
-        text = dict(text=self.marks, texttemplate="%{text}") if self.marks else {}
-        figure = go.Figure(
-            go.Heatmap(
-                z=self.z,
-                x=self.x,
-                y=self.y,
-                customdata=self.cells,
-                colorscale=scale,
-                zmid=0 if self.diverging else None,
-                reversescale=self.diverging,
-                hovertemplate="%{customdata}: %{z:.3f}<extra></extra>",
-                **text,
-            )
-        )
-        height = max(260, 36 * len(self.y) + 140)
+        return go.Figure(self.spec(plotly_white()))
+
+    def spec(self, template: dict) -> dict:
+        """The plotly figure as plotly's JSON (plotly_json), `template` its layout's template."""
+        return {"data": [self._trace()], "layout": self._layout(template)}
+
+    def _trace(self) -> dict:
+        trace = {
+            "type": "heatmap",
+            "z": [finite(row) for row in self.z],
+            "x": list(self.x),
+            "y": list(self.y),
+            "customdata": [list(row) for row in self.cells],
+            "colorscale": colorscale(RDBU if self.diverging else BLUES),
+            "reversescale": self.diverging,
+            "hovertemplate": "%{customdata}: %{z:.3f}<extra></extra>",
+        }
+        if self.diverging:
+            trace["zmid"] = 0
+        if self.marks:
+            trace |= {"text": [list(row) for row in self.marks], "texttemplate": "%{text}"}
+        return trace
+
+    def _layout(self, template: dict) -> dict:
         lines = self.title.count("\n")  # a second line of the title: "<br>" in plotly
-        margin = dict(l=60, r=20, t=50 + 18 * lines, b=50)
-        figure.update_layout(title=self.title.replace("\n", "<br>"), height=height, margin=margin)
-        figure.update_xaxes(title=self.x_title, type="category")
-        figure.update_yaxes(title=self.y_title, type="category", autorange="reversed")
-        return _styled(figure)
+        return {
+            "title": text(self.title.replace("\n", "<br>")),
+            "height": max(260, 36 * len(self.y) + 140),
+            "margin": {"l": 60, "r": 20, "t": 50 + 18 * lines, "b": 50},
+            "xaxis": {"title": text(self.x_title), "type": "category"},
+            "yaxis": {"title": text(self.y_title), "type": "category", "autorange": "reversed"},
+            "template": template,
+            "font": dict(FONT),
+        }
 
     def png(self, path: Path) -> Path:
         use_fonts()
@@ -94,16 +107,15 @@ class Scatter:
     def plotly(self) -> go.Figure:
         return scatter_plot.scatter_figure(self.points, self.stats, self.title)
 
+    def spec(self, template: dict) -> dict:
+        """The plotly figure as plotly's JSON (plotly_json), `template` its layout's template."""
+        return scatter_plot.scatter_spec(self.points, self.stats, self.title, template)
+
     def png(self, path: Path) -> Path:
         return scatter_plot.write_scatter_png(Path(path), self.points, self.stats, self.title)
 
 
 Figure = Heatmap | Scatter | CurvePlot
-
-
-def _styled(figure: go.Figure) -> go.Figure:
-    figure.update_layout(template="plotly_white", font=dict(family="sans-serif", size=12))
-    return figure
 
 
 def _save(fig, path: Path) -> Path:

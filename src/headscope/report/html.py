@@ -14,13 +14,13 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
+from functools import partial
 from importlib import resources
 from pathlib import Path
 from typing import TypeVar
 
 import jinja2
 import pandas as pd
-import plotly.io
 import plotly.offline
 
 from headscope.files import check_folder_replaceable, write_folder_atomic, write_text
@@ -28,6 +28,7 @@ from headscope.models.devices import idle_cores
 from headscope.report.figures import Figure
 from headscope.report.page import build_page
 from headscope.report.page_parts import AtlasSection, Page, TableView
+from headscope.report.plotly_json import plotly_white, typed_array
 from headscope.run import RESULTS_FILE, Run
 
 PAGE_FILE = "index.html"
@@ -35,21 +36,26 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def script_json(data) -> str:
-    """JSON safe to place inside a <script> element."""
-    text = json.dumps(data, sort_keys=True, ensure_ascii=False, allow_nan=False)
+def script_json(data, default: Callable | None = None) -> str:
+    """JSON safe to place inside a <script> element (`default`: json.dumps's, for other types)."""
+    text = json.dumps(data, sort_keys=True, ensure_ascii=False, allow_nan=False, default=default)
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def figure_specs(figures: list[Figure], workers: int | None = None) -> dict[str, str]:
     """Each figure's plotly JSON, safe inside a <script> tag, by figure name; built by forked
-    workers as the PNGs are (plotly's figure objects are most of the page's time)."""
-    specs = in_workers(_spec, figures, workers)
+    workers as the PNGs are. The template (plotly_white) is read once for them all."""
+    specs = in_workers(partial(_spec, template=plotly_white()), figures, workers)
     return {figure.name: spec for figure, spec in zip(figures, specs, strict=True)}
 
 
-def _spec(figure: Figure) -> str:
-    return script_json(json.loads(plotly.io.to_json(figure.plotly(), validate=False)))
+def _spec(figure: Figure, template: dict) -> str:
+    return spec_json(figure.spec(template))
+
+
+def spec_json(spec: dict) -> str:
+    """A figure's plotly JSON (its `spec`) as the page holds it: numpy arrays as plotly writes them."""
+    return script_json(spec, default=typed_array)
 
 
 def _asset(name: str) -> str:

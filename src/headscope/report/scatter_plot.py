@@ -17,6 +17,7 @@ import plotly.graph_objects as go
 
 from headscope.files import write_text
 from headscope.report.fonts import drawable, png_figure, save_png, use_fonts
+from headscope.report.plotly_json import finite, plotly_white, text
 
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 X_TITLE = "attention probability end -> token"
@@ -63,33 +64,45 @@ def headline(stats: pd.DataFrame) -> str:
 
 def scatter_figure(points: pd.DataFrame, stats: pd.DataFrame, title: str, scale: str = "none") -> go.Figure:
     """Plotly scatter, one trace per role; the pooled statistics go in the title line."""
+    return go.Figure(scatter_spec(points, stats, title, plotly_white(), scale))
+
+
+def scatter_spec(
+    points: pd.DataFrame, stats: pd.DataFrame, title: str, template: dict, scale: str = "none"
+) -> dict:
+    """`scatter_figure` as plotly's JSON (report.plotly_json), `template` its layout's template."""
     legends = _legends(stats)
-    figure = go.Figure()
-    for index, (role, group) in enumerate(points.groupby("role", sort=False)):
-        words = [html.escape(str(w)) for w in group["word"]] if "word" in group else group["token"]
-        figure.add_trace(
-            go.Scatter(
-                x=group["attention"].round(5),
-                y=[float(f"{v:.4g}") for v in group["projection"]],
-                mode="markers",
-                name=html.escape(legends.get(str(role), str(role))),
-                marker=dict(color=COLOURS[index % len(COLOURS)], size=6, opacity=0.7),
-                customdata=list(zip(words, group["prompt"], strict=True)),
-                hovertemplate="%{customdata[0]} (prompt %{customdata[1]})<br>"
-                "attention %{x:.3f}<br>projection %{y:.3f}<extra></extra>",
-            )
-        )
+    traces = [
+        _role_trace(group, legends.get(str(role), str(role)), COLOURS[index % len(COLOURS)])
+        for index, (role, group) in enumerate(points.groupby("role", sort=False))
+    ]
     subtitle = "<br>".join(html.escape(line) for line in textwrap.wrap(headline(stats), 95))
-    figure.update_layout(
-        title=f"{html.escape(title)}<br><sup>{subtitle}</sup>",
-        template="plotly_white",
-        height=500,
-        margin=dict(t=110),
-        legend=dict(orientation="h", y=-0.2),
-    )
-    figure.update_xaxes(title=X_TITLE)
-    figure.update_yaxes(title=y_title(scale))
-    return figure
+    layout = {
+        "title": text(f"{html.escape(title)}<br><sup>{subtitle}</sup>"),
+        "template": template,
+        "height": 500,
+        "margin": {"t": 110},
+        "legend": {"orientation": "h", "y": -0.2},
+        "xaxis": {"title": text(X_TITLE)},
+        "yaxis": {"title": text(y_title(scale))},
+    }
+    return {"data": traces, "layout": layout}
+
+
+def _role_trace(group: pd.DataFrame, legend: str, colour: str) -> dict:
+    """One role's points: x rounded to 5 decimals, y to 4 significant digits."""
+    words = [html.escape(str(w)) for w in group["word"]] if "word" in group else group["token"]
+    return {
+        "type": "scatter",
+        "x": group["attention"].round(5).to_numpy(),  # kept an array, as plotly keeps a column
+        "y": finite(float(f"{v:.4g}") for v in group["projection"]),
+        "mode": "markers",
+        "name": html.escape(legend),
+        "marker": {"color": colour, "size": 6, "opacity": 0.7},
+        "customdata": [[word, prompt] for word, prompt in zip(words, group["prompt"], strict=True)],
+        "hovertemplate": "%{customdata[0]} (prompt %{customdata[1]})<br>"
+        "attention %{x:.3f}<br>projection %{y:.3f}<extra></extra>",
+    }
 
 
 def write_scatter_html(path: Path, figure: go.Figure) -> Path:
