@@ -83,15 +83,9 @@ def test_pngs_only_when_asked_for(report_run, report_dir, tmp_path):
     assert 'class="png"' in (report_dir / PAGE_FILE).read_text(encoding="utf-8")  # pngs=True links them
 
 
-def test_figure_specs_built_in_workers_are_those_built_in_one_process(report_run):
-    figures = build_page(report_run).figures
-    assert len(figures) >= 8  # enough for the workers to be used
-    assert figure_specs(figures, workers=2) == figure_specs(figures, workers=1)
-
-
 def test_every_figures_json_on_the_page_is_what_plotly_writes_for_its_figure(report_run):
     figures = build_page(report_run).figures
     assert {type(f).__name__ for f in figures} == {"Heatmap", "Scatter", "CurvePlot"}
-    specs = figure_specs(figures, workers=1)
+    specs = figure_specs(figures)
     for figure in figures:
         assert specs[figure.name] == page_json(reference(figure)), figure.name

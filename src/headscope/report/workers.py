@@ -27,9 +27,9 @@ import torch
 
 from headscope.models.devices import idle_cores
 
-PARALLEL_EFFICIENCY = (
-    0.8  # a share's time alone / beside another on the other core (organism: see benchmarks)
-)
+# A share's time alone / beside another on the other core: the organism's tasks 41.8 s in one
+# process, 22.6 s in two, 21 s a perfect split (quiet 2-vCPU AMD EPYC, docs/methods.md)
+PARALLEL_EFFICIENCY = 0.9
 T = TypeVar("T")
 R = TypeVar("R")
 
