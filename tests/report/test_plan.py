@@ -67,7 +67,8 @@ def test_the_plan_lists_every_phase_of_every_task_with_its_sample(organism):
     assert qk["units"] == found.options.top_heads and qk["unit"] == "heads"  # the most the step reads
     assert qk["gflop"] > 0 and qk["seconds"] > 0
     assert {"OV pass", "atlas", "page"} <= set(table[table["task"] == "(model)"]["phase"])
-    assert found.seconds == pytest.approx(table["seconds"].sum(), rel=0.01)
+    assert found.seconds == pytest.approx(sum(p.seconds for p in found.phases))  # one process: the sum
+    assert found.seconds == pytest.approx(table["seconds"].sum(), abs=0.05 * len(table))  # shown to 0.1 s
     assert all(data.n == 16 for data in found.datasets)
 
 

@@ -31,16 +31,18 @@ from headscope.scores.circuit import mib
 
 # Share of the product rate each phase reached (benchmarks/results/report.md: GPT-2, 135M, 270M
 # shapes, 2 threads: OV 0.38-0.80, forward 0.52-0.71, knockouts 0.55-0.72, circuit 0.25-0.44; QK
-# attribution 0.76-0.79 of one GPT-2-small-shaped head at layers 5 and 11 on 8 prompts).
-EFFICIENCY = {"OV pass": 0.5, "capture": 0.6, "knockouts": 0.6, "circuit": 0.3, "QK": 0.7, "scatter": 0.2}
-# Seconds of work besides the products, per call of the phase (fitted on the organism's report).
+# attribution 0.76-0.79 of one GPT-2-small-shaped head at layers 5 and 11 on 8 prompts; the
+# organism's circuit step on a quiet machine, 1 thread: 0.41, its Python included).
+EFFICIENCY = {"OV pass": 0.5, "capture": 0.6, "knockouts": 0.6, "circuit": 0.4, "QK": 0.7, "scatter": 0.2}
+# Seconds of work besides the products, per call of the phase (fitted on the organism's report on a
+# quiet machine; the OV tables' per head: 0.04 s a task on the organism's 8 heads, 0.75 on GPT-2's 144).
 CALL_SECONDS = {
     "OV pass": 0.1,  # per score set: targets, tables
     "capture": 0.02,  # per batch of 16 prompts
-    "OV tables": 0.4,  # per task
+    "OV tables": 0.005,  # per head, per task
     "DLA": 0.2,
-    "knockouts": 0.012,  # per component knocked out, per batch
-    "circuit": 0.02,  # per pass (eap-ig step, exact edge, curve point), per batch of 16
+    "knockouts": 0.004,  # per component knocked out, per batch
+    "circuit": 0.0,  # its Python is in its efficiency (the organism's passes are mostly Python)
     "QK": 0.03,  # per head, per batch, per pass over the prompts (the means', the attribution's)
     "scatter": 0.1,  # per head scattered (its bootstrap)
     "atlas": 1.0,

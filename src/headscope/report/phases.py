@@ -133,7 +133,7 @@ def task_phases(
     one = cost.forward_flops(shape, 1, length)  # one prompt's forward pass
     found = [
         _phase("capture", name, data.n, "prompts", data.n * one, rate, batches),
-        _phase("OV tables", name, _rows(data, options), "rows", 0.0, rate, 1),
+        _phase("OV tables", name, _rows(data, options), "rows", 0.0, rate, model.n_layers * model.n_heads),
         _phase("DLA", name, data.n, "prompts", 0.0, rate, 1),
     ]
     found += _knockouts(model, name, min(options.knockout_n, data.n), one, options, rate)
