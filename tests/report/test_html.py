@@ -89,3 +89,18 @@ def test_every_figures_json_on_the_page_is_what_plotly_writes_for_its_figure(rep
     specs = figure_specs(figures)
     for figure in figures:
         assert specs[figure.name] == page_json(reference(figure)), figure.name
+
+
+def test_the_files_and_the_page_written_side_by_side_are_those_written_one_after_the_other(
+    report_run, tmp_path, monkeypatch
+):
+    """Two idle cores: the CSVs and results.json in one forked process, the page in another; one
+    idle core: both here. The same bytes, file for file."""
+    folders = {}
+    for cores in (2, 1):
+        monkeypatch.setattr("headscope.report.html.idle_cores", lambda cores=cores: cores)
+        folders[cores] = write_report(report_run, tmp_path / f"cores{cores}", say=lambda message: None).parent
+    names = sorted(p.name for p in folders[1].iterdir())
+    assert names == sorted(p.name for p in folders[2].iterdir()) and "results.json" in names
+    for name in names:
+        assert (folders[2] / name).read_bytes() == (folders[1] / name).read_bytes(), name

@@ -28,6 +28,7 @@ from headscope.report.figures import Figure
 from headscope.report.page import build_page
 from headscope.report.page_parts import AtlasSection, Page, TableView
 from headscope.report.plotly_json import plotly_white, typed_array
+from headscope.report.workers import forked_map
 from headscope.run import RESULTS_FILE, Run
 
 PAGE_FILE = "index.html"
@@ -127,15 +128,24 @@ def write_report(run: Run, folder: Path, say: Callable[[str], None] = print, png
 
 
 def _write_files(run: Run, folder: Path, say: Callable[[str], None], pngs: bool) -> None:
+    """results.json and the CSVs, and the page, side by side in two forked processes where two
+    cores are idle (`workers.forked_map`: the same files as one after the other)."""
     say(f"writing results.json and {len(run.tables)} CSV tables")
-    run.save(folder)
-    page = build_page(run)
-    _check_unique(page)
-    if pngs:
-        say(f"drawing {len(page.figures)} figures (PNG)")
-        draw_pngs(page.figures, folder)
-    say("writing the page")
-    write_text(folder / PAGE_FILE, render_page(page, pngs))
+    say("writing the page" + (" and its figures' PNGs" if pngs else ""))
+
+    def job(what: str) -> str | None:
+        if what == "tables":
+            run.save(folder)
+            return None
+        page = build_page(run)
+        _check_unique(page)
+        if pngs:
+            draw_pngs(page.figures, folder)
+        return render_page(page, pngs)
+
+    workers = min(idle_cores(), 2) if "fork" in multiprocessing.get_all_start_methods() else 1
+    html = forked_map(job, ["tables", "page"], [1.0, 2.0], workers)[1]
+    write_text(folder / PAGE_FILE, html)
 
 
 def _draw(job: tuple[Figure, Path]) -> Path:
