@@ -299,6 +299,7 @@ def atlas(
     embedding: Literal["token", "block0"] = "token",
     per_source: bool = False,
     stream: bool = False,
+    kernel_dtype: Literal["auto", "float32", "bfloat16"] = "auto",
 ) -> pd.DataFrame:
     """The head atlas (docs/methods.md §11): every head x relation x sign, from the weights alone.
 
@@ -314,11 +315,17 @@ def atlas(
         stream: `model` is a local folder whose weights are read from its safetensors files one
             tensor at a time (models/streamed.py), never loading the model whole; or a GGUF file,
             dequantised one tensor at a time.
+        kernel_dtype: precision of the OV kernel's vocabulary products: "float32", "bfloat16"
+            (operands in bfloat16, accumulated in float32), or "auto": bfloat16 only for weights
+            streamed in bfloat16 on a processor whose bfloat16 products are at least 1.2x as fast
+            (measured at the start), else float32.
 
     Returns:
         One row per head x relation x sign: `layer, head, relation, group, sign, score, within,
         chance, n, dropped`; `.attrs["cards"]` (each head's strongest relations), `.attrs["relations"]`
-        (pairs kept per relation for this tokenizer) and, with `per_source`, `.attrs["per_source"]`.
+        (pairs kept per relation for this tokenizer), `.attrs["kernel"]` (the kernel's product
+        precision, the rates it was chosen from, and a line saying why) and, with `per_source`,
+        `.attrs["per_source"]`.
 
     Example:
         >>> table = hs.atlas(model, relations="algorithmic")
@@ -326,7 +333,7 @@ def atlas(
     """
     model = stream_model(model) if stream else as_model(model)  # its own: a folder when streamed
     chosen = None if relations is None else names(relations, "relations")
-    options = AtlasOptions(integer(k, "k"), embedding, per_source=bool(per_source))
+    options = AtlasOptions(integer(k, "k"), embedding, per_source=bool(per_source), kernel_dtype=kernel_dtype)
     tables = _atlas.atlas_tables(model, chosen, options)
     frame = tables["atlas"]
     frame.attrs.update(model=model.identity.name, n_layers=model.n_layers, n_heads=model.n_heads, k=k)

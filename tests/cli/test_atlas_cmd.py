@@ -80,6 +80,7 @@ def test_stream_writes_the_same_atlas_as_the_loaded_model(planted_dir, tmp_path)
             "atlas", "--model", str(planted_dir), "--relations", "algorithmic", "--out", str(out), *extra
         )
         assert result.returncode == 0, result.stderr
+        assert "OV kernel products in float32 (bfloat16 is weighed only for weights streamed" in result.stderr
         runs[name] = (pd.read_csv(out / "atlas.csv"), pd.read_csv(out / "cards.csv"))
     (table, cards), (streamed_table, streamed_cards) = runs["loaded"], runs["streamed"]
     exact = [c for c in table.columns if c not in ("score", "within")]
@@ -90,9 +91,28 @@ def test_stream_writes_the_same_atlas_as_the_loaded_model(planted_dir, tmp_path)
     assert "streamed from the checkpoint" in (tmp_path / "streamed" / "index.html").read_text()
 
 
+def test_bfloat16_weights_have_the_kernel_precision_measured_and_recorded(planted_dir, tmp_path):
+    """--stream --dtype bfloat16: the product rates measured at the start, the precision chosen from
+    them said on the console and in the page's facts; --kernel-dtype forces it."""
+    for extra, said in (
+        ((), "x float32's on this processor"),
+        (("--kernel-dtype", "bfloat16"), "(asked for)"),
+    ):
+        out = tmp_path / ("forced" if extra else "auto")
+        result = run_cli(
+            "atlas", "--model", str(planted_dir), "--relations", "algorithmic", "--out", str(out),
+            "--stream", "--dtype", "bfloat16", *extra,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        kernel = [line for line in result.stderr.splitlines() if line.startswith("OV kernel products in")]
+        assert len(kernel) == 1 and said in kernel[0], result.stderr
+        assert "OV kernel" in (out / "index.html").read_text()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
+        (("--kernel-dtype", "half"), "--kernel-dtype"),
         (("--device-map", "auto"), "--device-map with --stream"),
         (("--dtype", "float16"), "streaming reads float32 or bfloat16"),
     ],

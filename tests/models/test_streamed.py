@@ -235,6 +235,11 @@ def test_hs_atlas_streams_a_folder(family_dir):
     )
 
 
+def test_hs_atlas_takes_the_kernel_precision(family_dir):
+    table = hs.atlas(family_dir("gpt2"), relations="algorithmic", stream=True, kernel_dtype="bfloat16")
+    assert table.attrs["kernel"]["line"] == "OV kernel products in bfloat16 (asked for)"
+
+
 def test_stream_needs_a_folder(family_dir):
     with pytest.raises(ModelError, match="give the folder's path"):
         hs.atlas(headscope_model(family_dir("gpt2")), stream=True)

@@ -43,7 +43,9 @@ for (2 for bfloat16), `V` the vocabulary, `L x H` heads of `d_head`, `d` = d_mod
   file anew and drops the mapping, as a mapped page once read counts in the resident set), or
   block 0 built in float32 beside its tensors read in float32 (8 bytes a parameter of block 0);
 - S, while scoring: per worker thread (`--threads`), its block of heads' circuits in float32
-  (`ov_kernel.HEAD_BLOCK_BYTES`, 256 MB) and their temporaries: 0.55 to 0.8 GB a thread measured.
+  (`ov_kernel.HEAD_BLOCK_BYTES`, 256 MB) and their temporaries: 0.55 to 0.8 GB a thread measured
+  (with bfloat16 products, `--kernel-dtype`, the circuits' bfloat16 copy too: up to 128 MB more,
+  not measured).
 
 Measured (GB = 2^30 bytes; benchmarks/results/field_shapes.md), bfloat16, 2 threads: Gemma-2-2B's
 shape 0.6 + 1.10 + 0.46 + max(0.58, 1.1) = 3.3 GB, 3.32 GB at peak (before the reads dropped their

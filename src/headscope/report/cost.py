@@ -3,7 +3,7 @@
 Each phase's matrix-product FLOPs are counted from the model's shape and the phase's sample size
 (the way `benchmarks/flops.py` counts a finished run), and turned into seconds with this
 machine's float32 product rate, measured at the start in a fraction of a second
-(`product_rate`), and the share of that rate each phase reached in the measured runs of
+(`models.product_rates.product_rate`), and the share of that rate each phase reached in the measured runs of
 `benchmarks/results/report.md` (`EFFICIENCY`). Work that is not products (Python per batch or per
 component, the page) is a fixed time per call (`CALL_SECONDS`), fitted on the organism's report.
 
@@ -20,10 +20,7 @@ capture kept (`kept_bytes`).
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
-
-import torch
 
 from headscope.models.loading import Model
 from headscope.scores import ov_kernel
@@ -127,18 +124,6 @@ def qk_flops(shape: Shape, sources: int, length: float) -> float:
     projections = 2 * 3 * shape.d_model * shape.n_heads * shape.d_head  # per token
     block = length * (projections + 2 * shape.n_heads * shape.d_head * length)
     return 2 * forward_flops(shape, 1, length) + (3 + 3 * 2 * sources + 9) * block
-
-
-def product_rate(seconds: float = 0.3) -> float:
-    """This machine's float32 product rate (FLOP/s) at the current thread count: the best of
-    repeated [512, 768] @ [768, 2048] products over about `seconds`."""
-    a, b = torch.randn(512, 768), torch.randn(768, 2048)
-    best, stop = float("inf"), time.perf_counter() + seconds
-    while time.perf_counter() < stop:
-        started = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - started)
-    return 2 * 512 * 768 * 2048 / best
 
 
 # ---- memory ------------------------------------------------------------------------------------

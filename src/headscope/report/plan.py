@@ -21,10 +21,10 @@ from headscope.analyses.fdr import run_fdr
 from headscope.analyses.ov import task_options
 from headscope.errors import HeadscopeError
 from headscope.models.loading import Model, as_model
+from headscope.models.product_rates import product_rate
 from headscope.report import budget as _budget
 from headscope.report.budget import DEFAULT_BUDGET
 from headscope.report.compute import ReportOptions, Say, analyse_task
-from headscope.report.cost import product_rate
 from headscope.report.phases import Phase, peak_bytes, phases_of, wall_seconds
 from headscope.report.selection import compare_tasks, head_card
 from headscope.report.task_choice import RULE, default_tasks

@@ -22,6 +22,7 @@ from headscope.embedding import block0_vectors, token_vectors
 from headscope.errors import HeadscopeError
 from headscope.heads import all_heads
 from headscope.models.loading import Model
+from headscope.models.product_rates import KERNEL_DTYPES, KernelDType
 from headscope.scores import significance
 from headscope.scores.atlas_within import candidate_sets, within_ranks
 from headscope.scores.ov import kernel_device
@@ -48,12 +49,20 @@ MIN_CANDIDATES = 2  # a relation whose kept targets are fewer distinct tokens ha
 
 @dataclass(frozen=True)
 class AtlasOptions:
-    """Top-k of the top-k score, the effective embedding, the precision, and the per-source table."""
+    """Top-k of the top-k score, the effective embedding, the precision, the per-source table, and
+    the precision of the OV kernel's vocabulary products.
+
+    `kernel_dtype`: "float32" (the products in `precision`), "bfloat16" (their operands in bfloat16,
+    torch accumulating in float32; the counts, thresholds and within-set ranks stay in `precision`),
+    or "auto": `analyses.atlas.atlas_tables` chooses (`models.product_rates.kernel_precision`:
+    bfloat16 only for weights streamed in bfloat16 on a processor whose bfloat16 products are
+    faster); read here, unresolved, "auto" is `precision`'s own, as before."""
 
     k: int = 5
     embedding: Literal["token", "block0"] = "token"
     precision: Literal["float32", "float64"] = "float32"
     per_source: bool = False  # also the per-source table (with each row's top-k tokens)
+    kernel_dtype: KernelDType = "auto"
 
 
 @dataclass(frozen=True)
@@ -96,6 +105,13 @@ def check_atlas(model: Model, options: AtlasOptions) -> None:
         raise HeadscopeError(f"unknown embedding {options.embedding!r}: choose token or block0")
     if options.precision not in DTYPES:
         raise HeadscopeError(f"unknown precision {options.precision!r}: choose float32 or float64")
+    if options.kernel_dtype not in KERNEL_DTYPES:
+        raise HeadscopeError(f"kernel_dtype={options.kernel_dtype!r}: choose auto, float32 or bfloat16")
+
+
+def products_dtype(options: AtlasOptions) -> torch.dtype | None:
+    """The OV kernel's vocabulary products' precision (None: the kernel's own, `precision`)."""
+    return torch.bfloat16 if options.kernel_dtype == "bfloat16" else None
 
 
 def scored(spelled: SpelledRelation) -> bool:
@@ -164,7 +180,7 @@ def _run_kernel(model: Model, inputs: AtlasInputs, options: AtlasOptions) -> Atl
     cap = RankCap(s.k) if call.capped else None
     ranks = ov_ranks(
         model.weights, call.x, call.targets, list(s.heads), s.k, s.signs, s.dtype, options.per_source,
-        s.device, cap,
+        s.device, cap, s.products,
     )  # fmt: skip
     return AtlasPass(inputs, ranks)
 
@@ -186,7 +202,8 @@ def kernel_call(
     """What the OV kernel is handed for the atlas's rows, for a pass shared with other score sets:
     capped (hits alone, the exact early exit) unless the per-source table asks for ranks and top-k."""
     heads = tuple(all_heads(model.n_layers, model.n_heads))
-    settings = KernelSettings(heads, options.k, SIGNS, DTYPES[options.precision], kernel_device(model))
+    dtype, device = DTYPES[options.precision], kernel_device(model)
+    settings = KernelSettings(heads, options.k, SIGNS, dtype, device, products_dtype(options))
     return KernelCall(inputs.x, _targets(inputs.batch), capped=not options.per_source), settings
 
 

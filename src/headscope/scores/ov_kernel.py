@@ -54,6 +54,19 @@ head read for each row. The ranks are the full pass's capped at k, except that t
 rounding (other shapes, the direct form) may differ in the last bit, which moves a rank only where
 another token's logit ties the target's exactly (as between a shared pass and a pass of its own).
 
+**Products in bfloat16** (`products=torch.bfloat16`: the streamed atlas on a processor that
+multiplies bfloat16 faster, `models.product_rates`). The vocabulary products' operands (the row
+factors `a`, or `a W_Oc` in the direct form; the circuits `W_Oc`; each block of unembedding
+columns) are rounded to bfloat16; torch multiplies them accumulating in float32 and rounds each
+result (`W_Oc W`, the logits block) to bfloat16, as its CPU kernels have no bfloat16 product with a
+float32 result; the block is added to `c` in float32 and counted there against the float32
+thresholds of the small product (`logits_into`). Everything else (the factors, norms, counts,
+top-k) stays in `dtype`: a kernel wholly in bfloat16 would count in bfloat16 (exact only up to 256)
+and the fused scan reads float32 and float64 only. A logit is then within about five bfloat16
+roundings (2^-8 each) of its terms' absolute sum `|a| |W_Oc| |W_gU|`, so a rank moves only where
+another token's logit lies that close to the target's (tests/scores/test_ov_kernel_products.py;
+the agreement measured is in docs/atlas.md).
+
 Memory, per worker thread, whatever the model: the heads are taken `head_block` at a time, so
 their circuits (`heads x d_head x d_model`) and the factors of `ROW_BLOCK` rows (`heads x rows x
 d_head`) stay within `HEAD_BLOCK_BYTES` each; the unembedding is read a block of columns at a
@@ -186,10 +199,25 @@ class Circuits:
     gram: Float[Tensor, "head d_head d_head"]
     pre_gram: Float[Tensor, "head d_head d_head"] | None
     dtype: torch.dtype
+    low: Float[Tensor, "head d_head d_model"] | None = None  # W_Oc for bfloat16 products (None: none)
+
+    @property
+    def W_Oc_products(self) -> Float[Tensor, "head d_head d_model"]:
+        """W_Oc in the vocabulary products' precision (`products`)."""
+        return self.W_Oc if self.low is None else self.low
+
+    @property
+    def products(self) -> torch.dtype:
+        """The precision of the vocabulary products' operands: `dtype`, or bfloat16 (`low`)."""
+        return self.W_Oc_products.dtype
 
 
 def circuits(
-    weights: Weights, heads: list[tuple[int, int]], dtype: torch.dtype, device: torch.device
+    weights: Weights,
+    heads: list[tuple[int, int]],
+    dtype: torch.dtype,
+    device: torch.device,
+    products: torch.dtype | None = None,
 ) -> Circuits:
     layers, index = torch.tensor([la for la, _ in heads]), torch.tensor([h for _, h in heads])
     W_Oc = head_output_map(weights, layers, index).to(device, dtype)  # [head, d_head, d_model]
@@ -197,7 +225,9 @@ def circuits(
     if weights.attn_out_w is not None:
         W_O = centred(weights.W_O[layers, index].to(device, dtype), weights.normalization)
         pre_gram = W_O @ W_O.transpose(1, 2)  # [head, d_head, d_head]
-    return Circuits(heads, W_Oc.contiguous(), W_Oc @ W_Oc.transpose(1, 2), pre_gram, dtype)
+    W_Oc = W_Oc.contiguous()
+    low = None if products in (None, dtype) else W_Oc.to(products)
+    return Circuits(heads, W_Oc, W_Oc @ W_Oc.transpose(1, 2), pre_gram, dtype, low)
 
 
 def _quadratic(v: Float[Tensor, "row d_head"], gram: Float[Tensor, "d_head d_head"]) -> Tensor:
@@ -425,17 +455,28 @@ def _column_pass(p: Pass, head_groups: list[slice]) -> None:
     twice_c = 2 * p.out.c
     for start in range(0, vocab, COLUMNS):
         cols = slice(start, min(start + COLUMNS, vocab))
-        W = p.out.columns(cols)  # [d_model, col]
+        W = p.out.columns(cols).to(p.circ.products)  # [d_model, col]
         for heads in head_groups:
-            right = (p.circ.W_Oc[heads] @ W) if p.factored else W  # [head, d_head, col] or [d_model, col]
+            right = (p.circ.W_Oc_products[heads] @ W) if p.factored else W  # [head, d_head, col] or W
             for r0 in range(0, n_rows, step):
                 rows = slice(r0, min(r0 + step, n_rows))
                 block = work.logits[: heads.stop - heads.start, : rows.stop - r0, : cols.stop - start]
-                if p.factored:  # [head, row, d_head] @ [head, d_head, col] + c
-                    torch.baddbmm(p.out.c[cols], p.left[heads, rows], right, out=block)
-                else:  # [head, row, d_model] @ [d_model, col] + c
-                    torch.matmul(p.left[heads, rows], right, out=block).add_(p.out.c[cols])
+                logits_into(block, p.left[heads, rows], right, p.out.c[cols], p.factored)
                 p.acc.add(block, twice_c[cols], heads, rows, start, work)
+
+
+def logits_into(block: Tensor, left: Tensor, right: Tensor, c: Tensor, factored: bool) -> None:
+    """`block = left @ right + c`: [head, row, d_head] @ [head, d_head, col] (factored) or
+    [head, row, d_model] @ [d_model, col] (direct). Operands in the block's precision: one
+    `baddbmm` (factored) or the product then `c`. bfloat16 operands: torch's bfloat16 product
+    (accumulated in float32 inside, its result rounded to bfloat16) added to `c` in the block's
+    precision, so the counts, thresholds and top-k stay in it."""
+    if left.dtype != block.dtype:
+        torch.add(torch.matmul(left, right), c, out=block)
+    elif factored:
+        torch.baddbmm(c, left, right, out=block)
+    else:
+        torch.matmul(left, right, out=block).add_(c)
 
 
 def n_blocks(vocab: int) -> int:
@@ -469,7 +510,7 @@ def _row_block(
         return _exit_pass(p)
     acc = Accumulator(targets, k, with_topk, tuple(signs), use_fused)
     factored = factored_is_cheaper(weights, rb.x.shape[0])
-    left = a if factored else a @ circ.W_Oc  # [head, row, d_head or d_model]
+    left = (a if factored else a @ circ.W_Oc).to(circ.products)  # [head, row, d_head or d_model]
     group = _block_shape(a.shape[0], a.shape[1])[0]
     groups = [slice(h, min(h + group, a.shape[0])) for h in range(0, a.shape[0], group)]
     _column_pass(Pass(acc, left, circ, out, factored, tuple(signs)), groups)
@@ -532,7 +573,8 @@ class HeadScan:
         """`a` of the alive rows (factored), or `a W_Oc` (direct: cheaper once few rows are left)."""
         if self._left is None or self._left[0] != factored:
             a = self.p.a[self.i, self.alive]  # [row, d_head]
-            self._left = (factored, a if factored else a @ self.p.circ.W_Oc[self.i])
+            left = a if factored else a @ self.p.circ.W_Oc[self.i]
+            self._left = (factored, left.to(self.p.circ.products))
         return self._left[1]
 
     def read(self, W: Float[Tensor, "d_model col"], cols: slice, twice_c: Tensor, work: Work) -> None:
@@ -540,15 +582,12 @@ class HeadScan:
         n, c = self.alive.shape[0], self.p.out.c[cols]
         factored = factored_is_cheaper(self.p.weights, n)
         left = self._operand(factored)[None]  # [1, row, d_head or d_model]
-        right = (self.p.circ.W_Oc[self.i] @ W)[None] if factored else W  # [1, d_head, col] or [d_model, col]
+        right = (self.p.circ.W_Oc_products[self.i] @ W)[None] if factored else W  # [1, d_head, col] or W
         step = work.logits.shape[1]
         for r0 in range(0, n, step):
             rows = slice(r0, min(r0 + step, n))
             block = work.logits[:1, : rows.stop - r0, : cols.stop - cols.start]  # [1, row, col]
-            if factored:
-                torch.baddbmm(c, left[:, rows], right, out=block)
-            else:
-                torch.matmul(left[:, rows], right, out=block).add_(c)
+            logits_into(block, left[:, rows], right, c, factored)
             self.acc.add(block, twice_c[cols], slice(0, 1), rows, cols.start, work)
         self.blocks[self.alive] += 1
         self._drop_decided()
@@ -588,7 +627,7 @@ def _exit_pass(p: ExitPass) -> tuple[Tensor, Tensor, Tensor]:
         if not reading:
             break
         cols = slice(start, min(start + COLUMNS, vocab))
-        W = p.out.columns(cols)  # [d_model, col]
+        W = p.out.columns(cols).to(p.circ.products)  # [d_model, col]
         for scan in reading:
             scan.read(W, cols, twice_c, work)
     found = [scan.result() for scan in scans]
@@ -604,10 +643,10 @@ def head_block(weights: Weights, rows: int = ROW_BLOCK) -> int:
     return max(1, HEAD_BLOCK_BYTES // per_head)
 
 
-def _heads_ranks(weights, heads, out: Readout, rows: RowBlock, k, signs, dtype, with_topk, cap: int):
+def _heads_ranks(weights, heads, out: Readout, rows: RowBlock, k, signs, dtypes, with_topk, cap: int):
     """Ranks [head, sign, row, relation], top-k and blocks read [head, row] of one block of heads,
-    rows `ROW_BLOCK` at a time."""
-    circ = circuits(weights, heads, dtype, rows.x.device)
+    rows `ROW_BLOCK` at a time; `dtypes`: the kernel's precision and its vocabulary products'."""
+    circ = circuits(weights, heads, dtypes[0], rows.x.device, dtypes[1])
     ranks, tops, blocks = [], [], []
     for start in range(0, rows.x.shape[0], ROW_BLOCK):
         part = slice(start, start + ROW_BLOCK)
@@ -619,7 +658,7 @@ def _heads_ranks(weights, heads, out: Readout, rows: RowBlock, k, signs, dtype, 
     return torch.cat(ranks, 2), torch.cat(tops, 2), torch.cat(blocks, 1)
 
 
-def _worker(weights: Weights, heads, out: Readout, rows: RowBlock, k, signs, dtype, with_topk, cap: int):
+def _worker(weights: Weights, heads, out: Readout, rows: RowBlock, k, signs, dtypes, with_topk, cap: int):
     """Ranks [head, sign, row, relation], top-k and blocks read of some heads, `head_block` heads at a
     time, in one thread with no intra-op threads on the CPU: no per-operation barrier waits on a
     sibling thread that a busy machine has paused."""
@@ -627,7 +666,7 @@ def _worker(weights: Weights, heads, out: Readout, rows: RowBlock, k, signs, dty
         torch.set_num_threads(1)
     step = head_block(weights, rows.x.shape[0])
     parts = [
-        _heads_ranks(weights, heads[i : i + step], out, rows, k, signs, dtype, with_topk, cap)
+        _heads_ranks(weights, heads[i : i + step], out, rows, k, signs, dtypes, with_topk, cap)
         for i in range(0, len(heads), step)
     ]
     return tuple(torch.cat([part[j] for part in parts]) for j in range(3))
@@ -649,6 +688,13 @@ def _check_cap(cap: RankCap | None, n_rows: int, with_topk: bool) -> None:
         )
 
 
+def _check_products(products: torch.dtype | None, dtype: torch.dtype) -> None:
+    if products not in (None, dtype, torch.bfloat16):
+        raise HeadscopeError(
+            f"products={products}: the vocabulary products run in the kernel's {dtype} or in torch.bfloat16"
+        )
+
+
 def ov_ranks(
     weights: Weights,
     x: Float[Tensor, "row d_model"],
@@ -660,11 +706,15 @@ def ov_ranks(
     with_topk: bool = True,
     device: torch.device | None = None,
     cap: RankCap | None = None,
+    products: torch.dtype | None = None,
 ) -> HeadRanks:
     """Ranks (and top-k) of every head, sign and row: the heads split among one worker thread per
     intra-op thread (torch.get_num_threads()), rows taken `ROW_BLOCK` at a time. With `cap`, the
-    capped rows' ranks are `min(rank, cap.k)`, found with the exact early exit (`RankCap`)."""
+    capped rows' ranks are `min(rank, cap.k)`, found with the exact early exit (`RankCap`).
+    `products`: the precision of the vocabulary products' operands (None: `dtype`), bfloat16 where
+    the processor multiplies it faster (`models.product_rates`); everything else stays in `dtype`."""
     _check_cap(cap, x.shape[0], with_topk)
+    _check_products(products, dtype)
     n_rows, relations = targets.valid.shape
     if x.shape[0] == 0 or not heads:
         shape = (len(heads), len(signs), n_rows)
@@ -676,7 +726,7 @@ def ov_ranks(
     out, x = readout(weights, dtype, device), x.to(device)
     capped = torch.zeros(n_rows, dtype=torch.bool) if cap is None else cap.mask(n_rows)
     rows = RowBlock(x, targets.tokens.to(device), targets.valid.to(device), capped.to(device))
-    at = 0 if cap is None else cap.k
+    at, dtypes = 0 if cap is None else cap.k, (dtype, products)
     threads = torch.get_num_threads()
     workers = min(threads, len(heads)) if device.type == "cpu" else 1  # one stream on an accelerator
     parts = [list(p) for p in np.array_split(np.arange(len(heads)), workers) if len(p)]
@@ -684,7 +734,7 @@ def ov_ranks(
         with ThreadPoolExecutor(len(parts)) as pool:
             done = [
                 pool.submit(
-                    _worker, weights, [heads[i] for i in p], out, rows, k, signs, dtype, with_topk, at
+                    _worker, weights, [heads[i] for i in p], out, rows, k, signs, dtypes, with_topk, at
                 )
                 for p in parts
             ]

@@ -65,6 +65,7 @@ class KernelSettings:
     signs: tuple[int, ...]
     dtype: torch.dtype
     device: torch.device
+    products: torch.dtype | None = None  # the vocabulary products' operands (None: `dtype`)
 
 
 def shared_ranks(
@@ -80,7 +81,7 @@ def shared_ranks(
     with_topk = with_topk and not capped.all()  # capped rows get no top-k
     ranks = ov_ranks(
         weights, x, stacked_targets([c.targets for c in calls]), list(s.heads), s.k, s.signs, s.dtype,
-        with_topk, s.device, cap,
+        with_topk, s.device, cap, s.products,
     )  # fmt: skip
     starts = torch.tensor([0, *[c.x.shape[0] for c in calls]]).cumsum(0).tolist()
     return [_share(ranks, starts[i], starts[i + 1], c) for i, c in enumerate(calls)]
