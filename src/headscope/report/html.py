@@ -128,24 +128,34 @@ def write_report(run: Run, folder: Path, say: Callable[[str], None] = print, png
 
 
 def _write_files(run: Run, folder: Path, say: Callable[[str], None], pngs: bool) -> None:
-    """results.json and the CSVs, and the page, side by side in two forked processes where two
-    cores are idle (`workers.forked_map`: the same files as one after the other)."""
+    """results.json and the CSVs, and the page: side by side in two forked processes where two
+    cores are idle (`workers.forked_map`: the same files as one after the other); with PNGs, one
+    step after another (their drawing forks workers of its own)."""
     say(f"writing results.json and {len(run.tables)} CSV tables")
-    say("writing the page" + (" and its figures' PNGs" if pngs else ""))
+    if pngs:
+        run.save(folder)
+        page = _checked_page(run)
+        say(f"drawing {len(page.figures)} figures (PNG)")
+        draw_pngs(page.figures, folder)
+        say("writing the page")
+        write_text(folder / PAGE_FILE, render_page(page, pngs))
+        return
+    say("writing the page")
 
     def job(what: str) -> str | None:
         if what == "tables":
             run.save(folder)
             return None
-        page = build_page(run)
-        _check_unique(page)
-        if pngs:
-            draw_pngs(page.figures, folder)
-        return render_page(page, pngs)
+        return render_page(_checked_page(run), pngs)
 
     workers = min(idle_cores(), 2) if "fork" in multiprocessing.get_all_start_methods() else 1
-    html = forked_map(job, ["tables", "page"], [1.0, 2.0], workers)[1]
-    write_text(folder / PAGE_FILE, html)
+    write_text(folder / PAGE_FILE, forked_map(job, ["tables", "page"], [1.0, 2.0], workers)[1])
+
+
+def _checked_page(run: Run) -> Page:
+    page = build_page(run)
+    _check_unique(page)
+    return page
 
 
 def _draw(job: tuple[Figure, Path]) -> Path:
