@@ -138,13 +138,17 @@ def main() -> None:
         size = (directory / "model.safetensors").stat().st_size / 2**20
         print(f"-- Llama shape {SHAPE}, vocabulary {VOCAB}: {n_params / 1e6:.0f}M parameters, {size:.0f} MB")
         for variant in variants:
-            r = run_child(variant, directory)
-            atlas = f"   atlas {r['atlas_rows']} rows" if r["atlas_rows"] else ""
-            memory = f"peak RSS {r['peak_mb']:6.0f} MB (imports {r['imports_mb']:4.0f}"
-            memory += f", Weights {r['weights_mb']:4.0f}, file pages at the end {r['file_mb']:4.0f})"
-            took = f"read {r['load_s']:5.1f} s   total {r['total_s']:5.1f} s"
-            print(f"   {r['variant']:12} {memory}   {took}{atlas}", flush=True)
+            print(result_line(run_child(variant, directory)), flush=True)
     print(f"load average after: {os.getloadavg()[0]:.1f}", flush=True)
+
+
+def result_line(r: dict) -> str:
+    """One variant's figures (a `run_child` record), as the benchmark prints them."""
+    atlas = f"   atlas {r['atlas_rows']} rows" if r["atlas_rows"] else ""
+    memory = f"peak RSS {r['peak_mb']:6.0f} MB (imports {r['imports_mb']:4.0f}"
+    memory += f", Weights {r['weights_mb']:4.0f}, file pages at the end {r['file_mb']:4.0f})"
+    took = f"read {r['load_s']:5.1f} s   total {r['total_s']:5.1f} s"
+    return f"   {r['variant']:12} {memory}   {took}{atlas}"
 
 
 if __name__ == "__main__":

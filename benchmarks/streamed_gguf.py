@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from benchmarks.gpt2_shape import TOKENIZER_DIR, gpt2_tokenizer
-from benchmarks.streamed import ATLAS_VARIANTS, SHAPE, VARIANTS, WEIGHT_STD, run_child
+from benchmarks.streamed import ATLAS_VARIANTS, SHAPE, VARIANTS, WEIGHT_STD, result_line, run_child
 
 EOS_ID = 50256
 
@@ -106,12 +106,7 @@ def main() -> None:
         what = f"{n_params / 1e6:.0f}M parameters, {qtype} {size:.0f} MB"
         print(f"-- Llama shape {SHAPE}, GPT-2 vocabulary: {what}", flush=True)
         for variant in variants:
-            r = run_child(variant, path)
-            atlas = f"   atlas {r['atlas_rows']} rows" if r["atlas_rows"] else ""
-            memory = f"peak RSS {r['peak_mb']:6.0f} MB (imports {r['imports_mb']:4.0f}"
-            memory += f", Weights {r['weights_mb']:4.0f}, file pages at the end {r['file_mb']:4.0f})"
-            took = f"read {r['load_s']:5.1f} s   total {r['total_s']:5.1f} s"
-            print(f"   {r['variant']:12} {memory}   {took}{atlas}", flush=True)
+            print(result_line(run_child(variant, path)), flush=True)
     print(f"load average after: {os.getloadavg()[0]:.1f}", flush=True)
 
 

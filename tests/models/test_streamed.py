@@ -14,6 +14,7 @@ import functools
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import transformers as T
@@ -182,25 +183,32 @@ def _check_differing_ranks(
 
 @pytest.mark.parametrize("name", ATLAS_FAMILIES)
 def test_the_streamed_atlas_equals_the_booted_models(family_dir, name):
-    loaded, got = headscope_model(family_dir(name)), streamed(family_dir(name))
+    assert_atlas_matches(headscope_model(family_dir(name)), streamed(family_dir(name)), name)
+
+
+def assert_atlas_matches(reference, got, name: str) -> pd.DataFrame:
+    """`got`'s atlas is `reference`'s: the same source tokens and targets, every rank equal but at a
+    float tie (`_check_differing_ranks`), the tables' exact columns equal and their scores within
+    SCORE_TOLERANCE on the rows no tie touched. Returns the reference's table."""
     options = AtlasOptions()
-    (pass_a, targets, heads), (pass_b, targets_b, _) = _atlas_pass(loaded, options), _atlas_pass(got, options)
+    pass_a, targets, heads = _atlas_pass(reference, options)
+    pass_b, targets_b, _ = _atlas_pass(got, options)
     assert torch.equal(pass_a.inputs.batch.tokens, pass_b.inputs.batch.tokens)
     assert torch.equal(targets.tokens, targets_b.tokens)
     differed = _check_differing_ranks(
         got.weights, pass_b.inputs.x, targets, heads, pass_a.ranks.rank, pass_b.ranks.rank
     )
-    a = atlas_scores(loaded, None, options, pass_a).table
+    a = atlas_scores(reference, None, options, pass_a).table
     b = atlas_scores(got, None, options, pass_b).table
     exact = [c for c in a.columns if c not in ("score", "within")]
     assert a[exact].equals(b[exact])
     untouched = np.ones(len(a), dtype=bool)  # table rows none of whose pairs' ranks differed at a tie
-    if differed:
-        for h, s, _ in differed:
-            untouched &= ~((a["layer"] == heads[h][0]) & (a["head"] == heads[h][1]) & (a["sign"] == SIGNS[s]))
+    for h, s, _ in differed:
+        untouched &= ~((a["layer"] == heads[h][0]) & (a["head"] == heads[h][1]) & (a["sign"] == SIGNS[s]))
     for column in ("score", "within"):
         worst = np.abs(a[column].to_numpy() - b[column].to_numpy())[untouched].max()
         assert worst <= SCORE_TOLERANCE, f"{name} {column} differs by {worst}"
+    return a
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])

@@ -27,7 +27,6 @@ from headscope.models.checks import ModelError
 from headscope.models.loading import _sha256
 from headscope.models.streamed import StreamedModel, stream_model
 from headscope.models.weights import Weights
-from headscope.scores.atlas import SIGNS, AtlasOptions, atlas_scores
 from tests.cli.runner import run_cli
 from tests.models import families as fam
 from tests.models.gguf_build import (
@@ -38,7 +37,7 @@ from tests.models.gguf_build import (
     transformers_twin,
     write_gguf,
 )
-from tests.models.test_streamed import _atlas_pass, _check_differing_ranks
+from tests.models.test_streamed import assert_atlas_matches
 from tests.numerics import assert_float_close
 
 BF16_HALF_ULP = torch.finfo(torch.bfloat16).eps / 2
@@ -149,25 +148,7 @@ def test_bfloat16_weights_are_the_dequantised_ones_rounded_once(built, name, qty
 @pytest.mark.parametrize(("name", "qtype"), [("llama", Q.Q8_0), ("gpt2", Q.Q8_0), ("gemma2", Q.F32)])
 def test_the_streamed_gguf_atlas_ranks_equal_the_twins(built, name, qtype):
     b = built(name, qtype)
-    got, twin = streamed(b.path), streamed(b.twin)
-    options = AtlasOptions()
-    (pass_a, targets, heads), (pass_b, targets_b, _) = _atlas_pass(twin, options), _atlas_pass(got, options)
-    assert torch.equal(pass_a.inputs.batch.tokens, pass_b.inputs.batch.tokens)
-    assert torch.equal(targets.tokens, targets_b.tokens)
-    differed = _check_differing_ranks(
-        got.weights, pass_b.inputs.x, targets, heads, pass_a.ranks.rank, pass_b.ranks.rank
-    )
-    a = atlas_scores(twin, None, options, pass_a).table
-    c = atlas_scores(got, None, options, pass_b).table
-    assert len(a) > 0
-    exact = [column for column in a.columns if column not in ("score", "within")]
-    assert a[exact].equals(c[exact])
-    untouched = np.ones(len(a), dtype=bool)  # table rows none of whose pairs' ranks differed at a tie
-    for h, s, _ in differed:
-        untouched &= ~((a["layer"] == heads[h][0]) & (a["head"] == heads[h][1]) & (a["sign"] == SIGNS[s]))
-    for column in ("score", "within"):
-        worst = np.abs(a[column].to_numpy() - c[column].to_numpy())[untouched].max()
-        assert worst <= SCORE_TOLERANCE, f"{name} {column} differs by {worst}"
+    assert len(assert_atlas_matches(streamed(b.twin), streamed(b.path), name)) > 0
 
 
 def test_the_unembedding_is_dequantised_a_block_of_rows_at_a_time(built, monkeypatch):
